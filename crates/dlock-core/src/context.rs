@@ -1,0 +1,119 @@
+//! One named lock on one database: each statement of the algorithm, run through the
+//! query interface, with its result decoded and its errors classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dialect::Sql;
+use crate::query::{QueryError, QueryInterface, Row, Statement, Value};
+use crate::{Dialect, Error, FencingToken, Holder, Result};
+use crate::options::Options;
+
+#[derive(Debug)]
+pub(crate) struct LockContext {
+    pub(crate) name: String,
+    pub(crate) queries: Arc<dyn QueryInterface>,
+    pub(crate) dialect: Dialect,
+    pub(crate) sql: Sql,
+    pub(crate) options: Options,
+}
+
+impl LockContext {
+    /// One acquisition attempt: takes the lock for `owner` if it is free or expired.
+    pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<FencingToken>> {
+        let statement =
+            self.sql
+                .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
+        let rows = self.query("acquire the lock", &statement).await?;
+        Ok(match rows.first().map(Vec::as_slice) {
+            Some([Value::Int(token)]) => Some(FencingToken(*token)),
+            _ => None,
+        })
+    }
+
+    /// Who holds the lock now, if anyone holds a live lease. Never writes.
+    pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
+        let rows = self.query("read the lock", &self.sql.probe(&self.name)).await?;
+        Ok(rows.into_iter().next().map(|row| {
+            let mut columns = row.into_iter();
+            let description = match columns.next() {
+                Some(Value::Text(holder)) => holder,
+                _ => "an unnamed holder".to_owned(),
+            };
+            let expires_in = match columns.next() {
+                Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+                _ => Duration::ZERO,
+            };
+            Holder {
+                description,
+                expires_in,
+            }
+        }))
+    }
+
+    /// Extends `owner`'s lease; `false` when the row is no longer `owner`'s live lease.
+    pub(crate) async fn renew(&self, owner: &str) -> Result<bool> {
+        let statement = self.sql.renew(&self.name, owner, self.options.ttl);
+        Ok(self.execute("renew the lease", &statement).await? == 1)
+    }
+
+    /// Frees the lock if `owner` still holds it; `false` when it did not.
+    pub(crate) async fn release(&self, owner: &str) -> Result<bool> {
+        let statement = self.sql.release(&self.name, owner);
+        Ok(self.execute("release the lock", &statement).await? == 1)
+    }
+
+    pub(crate) async fn create_table(&self) -> Result<()> {
+        let statement = self.sql.create_table();
+        self.queries
+            .execute(&statement)
+            .await
+            .map_err(|source| Error::CreateTable {
+                table: self.options.table.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn query(&self, action: &'static str, statement: &Statement) -> Result<Vec<Row>> {
+        let first = self.queries.query(statement).await;
+        self.or_create_table(action, first, || self.queries.query(statement))
+            .await
+    }
+
+    async fn execute(&self, action: &'static str, statement: &Statement) -> Result<u64> {
+        let first = self.queries.execute(statement).await;
+        self.or_create_table(action, first, || self.queries.execute(statement))
+            .await
+    }
+
+    /// The table is created lazily, when a statement finds it missing: no statement is
+    /// spent on it while it exists, and every process and database gets it on first use.
+    /// Concurrent creators may fail with a duplicate error; the retry then succeeds.
+    async fn or_create_table<T, F>(
+        &self,
+        action: &'static str,
+        first: std::result::Result<T, QueryError>,
+        retry: impl FnOnce() -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, QueryError>>,
+    {
+        match first {
+            Err(error) if self.dialect.is_missing_table(&error) => {
+                let created = self.queries.execute(&self.sql.create_table()).await;
+                match (retry().await, created) {
+                    (Ok(value), _) => Ok(value),
+                    (Err(error), Err(source)) if self.dialect.is_missing_table(&error) => {
+                        Err(Error::CreateTable {
+                            table: self.options.table.to_string(),
+                            source,
+                        })
+                    }
+                    (Err(error), _) => Err(Error::query(action, error)),
+                }
+            }
+            other => other.map_err(|error| Error::query(action, error)),
+        }
+    }
+}

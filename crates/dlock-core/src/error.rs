@@ -1,0 +1,160 @@
+//! The one error type of dlock.
+
+use std::time::Duration;
+
+use crate::query::{QueryError, QueryErrorKind};
+use crate::{FencingToken, LossReason};
+
+/// A `Result` whose error defaults to dlock's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each with a message that says what to do.
+///
+/// Database errors carry the driver's error as their [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock name was empty.
+    #[error("the lock name is empty; give every lock a non-empty name")]
+    EmptyName,
+
+    /// The lock name is longer than the dialect can store in a key.
+    #[error(
+        "the lock name is {len} bytes long, but {dialect} keys hold at most {max} bytes; \
+         use a shorter name (a hash of a long one works)"
+    )]
+    NameTooLong {
+        /// The length of the name in bytes (UTF-8).
+        len: usize,
+        /// The longest name the dialect accepts, in bytes.
+        max: usize,
+        /// The dialect's name.
+        dialect: &'static str,
+    },
+
+    /// The table name is not a plain SQL identifier.
+    #[error(
+        "invalid lock table name {name:?}: {reason} (expected `table` or `schema.table`, \
+         e.g. the default `distributed_lock`)"
+    )]
+    InvalidTableName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An option is out of range.
+    #[error("invalid lock option: {0}")]
+    InvalidOption(String),
+
+    /// No connection to the database could be made.
+    #[error(
+        "cannot reach the database to {action}; check that the server is running and that \
+         the URL, host, port and credentials of your pool are right"
+    )]
+    Unreachable {
+        /// What dlock was doing.
+        action: &'static str,
+        /// The driver's error.
+        #[source]
+        source: QueryError,
+    },
+
+    /// The connection pool had no free connection in time.
+    #[error(
+        "the connection pool had no free connection to {action}; raise the pool's size or \
+         its wait timeout, or hold fewer connections across long jobs"
+    )]
+    PoolExhausted {
+        /// What dlock was doing.
+        action: &'static str,
+        /// The pool's error.
+        #[source]
+        source: QueryError,
+    },
+
+    /// A statement failed on the database.
+    #[error("the database failed to {action}")]
+    Database {
+        /// What dlock was doing.
+        action: &'static str,
+        /// The driver's error.
+        #[source]
+        source: QueryError,
+    },
+
+    /// The lock table did not exist and could not be created.
+    #[error(
+        "the lock table {table} does not exist and could not be created; create it \
+         yourself or let the database user create tables in that schema"
+    )]
+    CreateTable {
+        /// The table's name.
+        table: String,
+        /// The driver's error.
+        #[source]
+        source: QueryError,
+    },
+
+    /// [`acquire`](crate::DistributedLock::acquire) gave up after the acquire timeout.
+    #[error(
+        "timed out after {waited:?} waiting for lock {name:?}{}; raise the acquire timeout \
+         or find out why the holder keeps it so long",
+        holder.as_deref().map(|h| format!(", held by {h}")).unwrap_or_default()
+    )]
+    Timeout {
+        /// The lock's name.
+        name: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The holder seen last, if one was seen.
+        holder: Option<String>,
+    },
+
+    /// The lock was lost while held: its lease could not be renewed in time, or someone
+    /// else took it over.
+    #[error(
+        "lock {name:?} (fencing token {token}) was lost: {reason}; the work done under it \
+         may overlap with the next holder's, so make it idempotent or fence its writes"
+    )]
+    Lost {
+        /// The lock's name.
+        name: String,
+        /// The fencing token of the lost acquisition.
+        token: FencingToken,
+        /// Why it was lost.
+        reason: LossReason,
+    },
+
+    /// A fenced transaction found that this acquisition no longer holds the lock.
+    #[error(
+        "fenced write refused: lock {name:?} is no longer held with fencing token {token}; \
+         roll back this transaction and do not retry it under the lost lock"
+    )]
+    Fenced {
+        /// The lock's name.
+        name: String,
+        /// The fencing token the transaction was fenced with.
+        token: FencingToken,
+    },
+}
+
+impl Error {
+    /// Classifies an adapter's error for a failed attempt to do `action`.
+    pub(crate) fn query(action: &'static str, source: QueryError) -> Self {
+        match source.kind() {
+            QueryErrorKind::Unreachable => Self::Unreachable { action, source },
+            QueryErrorKind::PoolExhausted => Self::PoolExhausted { action, source },
+            _ => Self::Database { action, source },
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::PoolExhausted { .. } | Self::Database { .. }
+        )
+    }
+}

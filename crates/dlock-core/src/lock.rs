@@ -1,0 +1,417 @@
+//! The lock: acquiring it, waiting for it, and running a job under it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::context::LockContext;
+use crate::options::{Options, RawOptions};
+use crate::query::IntoQueryInterface;
+use crate::{Error, Lease, LockGuard, Result};
+
+/// A named lock in a database, shared by every process that uses the same name and table.
+///
+/// Creating one is cheap and does not touch the database; the lock table is created on
+/// first use if it does not exist. See the [crate docs](crate) for the guarantees.
+#[derive(Clone)]
+pub struct DistributedLock {
+    context: Arc<LockContext>,
+}
+
+impl DistributedLock {
+    /// A lock named `name` on the database behind `pool`, with the default options.
+    ///
+    /// `pool` is any pool or connection type of an adapter crate (or a
+    /// [`QueryInterface`](crate::QueryInterface)). Fails if `name` is empty or too long
+    /// for the database's key.
+    pub fn new<M>(name: impl Into<String>, pool: impl IntoQueryInterface<M>) -> Result<Self> {
+        Self::builder(name, pool).build()
+    }
+
+    /// A builder for a lock named `name` on the database behind `pool`, to set options.
+    pub fn builder<M>(name: impl Into<String>, pool: impl IntoQueryInterface<M>) -> LockBuilder {
+        LockBuilder {
+            name: name.into(),
+            queries: pool.into_query_interface(),
+            options: RawOptions::default(),
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.context.name
+    }
+
+    /// Makes one attempt to take the lock: one statement.
+    ///
+    /// Returns [`Attempt::Acquired`] with a guard, or [`Attempt::Held`] naming the
+    /// current holder.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe. The statement runs in a task of its own; if this future is dropped
+    /// while it runs and it acquires, the task releases the lock right away.
+    pub async fn try_acquire(&self) -> Result<Attempt> {
+        // If the holder releases between our attempt and our probe, try again; three
+        // rounds make an unknown holder a rarity rather than a loop.
+        for _ in 0..3 {
+            if let Some(guard) = self.attempt().await? {
+                return Ok(Attempt::Acquired(guard));
+            }
+            if let Some(holder) = self.context.probe().await? {
+                return Ok(Attempt::Held(holder));
+            }
+        }
+        Ok(Attempt::Held(Holder {
+            description: "another process (it changed hands while we looked)".into(),
+            expires_in: Duration::ZERO,
+        }))
+    }
+
+    /// Waits until the lock is free and takes it, or until the acquire timeout, if one is
+    /// set, runs out ([`Error::Timeout`]).
+    ///
+    /// While waiting it only reads: it probes the lock row with a jittered exponential
+    /// back-off (capped by the poll interval, and never sleeping much past the holder's
+    /// lease), and attempts to take the lock only when a probe finds it free.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: dropping the future at any point leaves nothing held (see
+    /// [`try_acquire`](Self::try_acquire)).
+    pub async fn acquire(&self) -> Result<LockGuard> {
+        let started = Instant::now();
+        let mut last_holder = None;
+        let wait = self.wait_and_take(&mut last_holder);
+        match self.context.options.acquire_timeout {
+            None => wait.await,
+            Some(timeout) => tokio::time::timeout_at(started + timeout, wait)
+                .await
+                .unwrap_or_else(|_elapsed| {
+                    Err(Error::Timeout {
+                        name: self.name().to_owned(),
+                        waited: started.elapsed(),
+                        holder: last_holder.map(|holder: Holder| holder.description),
+                    })
+                }),
+        }
+    }
+
+    /// Runs `job` under the lock and releases it afterwards, on every path: when the job
+    /// succeeds, fails, panics, or this future is dropped.
+    ///
+    /// The job receives the [`Lease`] (fencing token, loss signal). Without
+    /// `skip_if_obtained` this waits like [`acquire`](Self::acquire); with it, it makes one
+    /// attempt and returns [`Outcome::Skipped`] if a live holder has the lock.
+    ///
+    /// **If the lock is lost while the job runs, the job's future is dropped** at the
+    /// moment of the loss — before the database could let another holder in — and this
+    /// returns [`Error::Lost`]. A job that must not be interrupted at an arbitrary await
+    /// point should watch [`Lease::lost`] itself, or fence its writes.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping this future drops the job and releases the lock in the background.
+    pub async fn lock<F, Fut, T, E>(&self, job: F) -> Result<Outcome<T>, E>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        let guard = if self.context.options.skip_if_obtained {
+            match self.try_acquire().await? {
+                Attempt::Acquired(guard) => guard,
+                Attempt::Held(holder) => return Ok(Outcome::Skipped(holder)),
+            }
+        } else {
+            self.acquire().await?
+        };
+        let lease = guard.lease().clone();
+        let result = tokio::select! {
+            biased;
+            reason = lease.lost() => Err(lease.lost_error(reason).into()),
+            result = job(lease.clone()) => result,
+        };
+        let released = guard.release().await;
+        match result {
+            // The job finished while the lock was held (the select above would have caught
+            // a loss first). A failed release only means the lease expires by its TTL, so
+            // the job's value is not thrown away for it.
+            Ok(value) => {
+                drop(released);
+                Ok(Outcome::Ran(value))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates the lock table if it does not exist. Optional: the table is created on
+    /// first use anyway; call this at start-up to surface a missing privilege early.
+    pub async fn create_table(&self) -> Result<()> {
+        self.context.create_table().await
+    }
+
+    /// One acquire statement, run in its own task so that a dropped caller cannot leave
+    /// an acquisition nobody knows of: the task releases what nobody received.
+    async fn attempt(&self) -> Result<Option<LockGuard>> {
+        let context = Arc::clone(&self.context);
+        let owner = crate::random::owner_id();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let sent_at = Instant::now();
+        tokio::spawn({
+            let owner = owner.clone();
+            async move {
+                let taken = context.try_take(&owner).await;
+                if let Err(Ok(Some(_))) = answer_tx.send(taken) {
+                    let _ = context.release(&owner).await;
+                }
+            }
+        });
+        let taken = answer_rx
+            .await
+            .expect("BUG: acquire task ended without answering")?;
+        Ok(taken.map(|token| LockGuard::start(Arc::clone(&self.context), owner, token, sent_at)))
+    }
+
+    async fn wait_and_take(&self, last_holder: &mut Option<Holder>) -> Result<LockGuard> {
+        let mut backoff = Backoff::new(self.context.options.poll_interval);
+        loop {
+            if let Some(guard) = self.attempt().await? {
+                return Ok(guard);
+            }
+            // Wait, reading only, until the lock looks free.
+            loop {
+                let nap = backoff.next();
+                let nap = match last_holder {
+                    // No point sleeping far past the holder's expiry.
+                    Some(holder) => nap.min(holder.expires_in + Duration::from_millis(5)),
+                    None => nap,
+                };
+                tokio::time::sleep(nap).await;
+                match self.context.probe().await? {
+                    Some(holder) => *last_holder = Some(holder),
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for DistributedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributedLock")
+            .field("name", &self.context.name)
+            .field("dialect", &self.context.dialect)
+            .field("options", &self.context.options)
+            .finish()
+    }
+}
+
+/// Sets the options of a [`DistributedLock`]; [`build`](Self::build) validates them.
+#[must_use]
+pub struct LockBuilder {
+    name: String,
+    queries: Arc<dyn crate::QueryInterface>,
+    options: RawOptions,
+}
+
+impl LockBuilder {
+    /// The lock table, `table` or `schema.table`, made of ASCII letters, digits and `_`.
+    ///
+    /// Defaults to `distributed_lock`.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.options.table = Some(table.into());
+        self
+    }
+
+    /// How long a lease lasts without renewal: how long a crashed holder can block the
+    /// lock. The lease is renewed while the lock is held, so jobs may run far longer.
+    ///
+    /// Defaults to 30 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = Some(ttl);
+        self
+    }
+
+    /// How often a held lock's lease is renewed; must be shorter than 90 % of the TTL.
+    ///
+    /// Defaults to a third of the TTL.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.options.renew_interval = Some(interval);
+        self
+    }
+
+    /// How long [`acquire`](DistributedLock::acquire) (and [`lock`](DistributedLock::lock)
+    /// without `skip_if_obtained`) waits before giving up with [`Error::Timeout`].
+    ///
+    /// Defaults to waiting indefinitely.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.options.acquire_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest pause between two probes of a waiting [`acquire`](DistributedLock::acquire).
+    /// Waiting starts with short pauses that double, with jitter, up to this.
+    ///
+    /// Defaults to 1 s.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.options.poll_interval = Some(interval);
+        self
+    }
+
+    /// A label for the holder, stored with the host name and process id in the lock
+    /// table and shown to callers that find the lock held.
+    ///
+    /// Defaults to none: `host pid N` alone.
+    pub fn holder_label(mut self, label: impl Into<String>) -> Self {
+        self.options.label = Some(label.into());
+        self
+    }
+
+    /// Whether [`lock`](DistributedLock::lock) skips the job, returning
+    /// [`Outcome::Skipped`], when a live holder has the lock, instead of waiting.
+    ///
+    /// Defaults to `false`.
+    pub fn skip_if_obtained(mut self, skip: bool) -> Self {
+        self.options.skip_if_obtained = skip;
+        self
+    }
+
+    /// Validates the name and options.
+    pub fn build(self) -> Result<DistributedLock> {
+        let dialect = self.queries.dialect();
+        if self.name.is_empty() {
+            return Err(Error::EmptyName);
+        }
+        if self.name.len() > dialect.max_name_bytes() {
+            return Err(Error::NameTooLong {
+                len: self.name.len(),
+                max: dialect.max_name_bytes(),
+                dialect: dialect.name(),
+            });
+        }
+        let options = Options::validate(self.options)?;
+        Ok(DistributedLock {
+            context: Arc::new(LockContext {
+                sql: dialect.sql(&options.table),
+                name: self.name,
+                queries: self.queries,
+                dialect,
+                options,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for LockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockBuilder")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of [`DistributedLock::try_acquire`].
+#[derive(Debug)]
+#[must_use]
+pub enum Attempt {
+    /// The lock is ours.
+    Acquired(LockGuard),
+    /// Someone else holds a live lease.
+    Held(Holder),
+}
+
+impl Attempt {
+    /// The guard, if the lock was acquired.
+    pub fn acquired(self) -> Option<LockGuard> {
+        match self {
+            Self::Acquired(guard) => Some(guard),
+            Self::Held(_) => None,
+        }
+    }
+}
+
+/// Who holds a lock, as recorded in the lock table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub(crate) description: String,
+    pub(crate) expires_in: Duration,
+}
+
+impl Holder {
+    /// The holder: its label if it set one, its host and its process id.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// How long its lease has left, by the database's clock, when it was read. The
+    /// holder renews it while it is alive.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_in
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (lease ends in {} ms unless renewed)",
+            self.description,
+            self.expires_in.as_millis()
+        )
+    }
+}
+
+/// The result of [`DistributedLock::lock`]: the job ran, or was skipped.
+///
+/// The Rust form of the Node package's `EXECUTION_SKIPPED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome<T> {
+    /// The job ran under the lock and returned this value.
+    Ran(T),
+    /// `skip_if_obtained` was set and this holder had the lock, so the job did not run.
+    Skipped(Holder),
+}
+
+impl<T> Outcome<T> {
+    /// The job's value, if it ran.
+    pub fn ran(self) -> Option<T> {
+        match self {
+            Self::Ran(value) => Some(value),
+            Self::Skipped(_) => None,
+        }
+    }
+
+    /// Whether the job was skipped.
+    pub fn is_skipped(&self) -> bool {
+        matches!(self, Self::Skipped(_))
+    }
+}
+
+/// Full-jitter exponential back-off: each pause is random in `[current / 2, current]`,
+/// and `current` doubles from 10 ms up to the cap.
+#[derive(Debug)]
+struct Backoff {
+    current: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    fn new(cap: Duration) -> Self {
+        Self {
+            current: Duration::from_millis(10).min(cap),
+            cap,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.current.mul_f64(0.5 + 0.5 * crate::random::fraction());
+        self.current = (self.current * 2).min(self.cap);
+        pause
+    }
+}

@@ -1,0 +1,166 @@
+//! Lock options and their validation.
+
+use std::time::Duration;
+
+use crate::{Error, Result, TableName};
+
+/// The longest TTL accepted: far beyond any sensible lease, far below overflow.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Validated options of a [`DistributedLock`](crate::DistributedLock). Built by
+/// [`LockBuilder`](crate::LockBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) table: TableName,
+    pub(crate) ttl: Duration,
+    pub(crate) renew_interval: Duration,
+    pub(crate) acquire_timeout: Option<Duration>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) holder: String,
+    pub(crate) skip_if_obtained: bool,
+}
+
+/// Options as the user set them, before validation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawOptions {
+    pub(crate) table: Option<String>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) renew_interval: Option<Duration>,
+    pub(crate) acquire_timeout: Option<Duration>,
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) label: Option<String>,
+    pub(crate) skip_if_obtained: bool,
+}
+
+impl Options {
+    pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(30);
+    pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// How long after sending a successful acquire or renewal the holder still considers
+    /// its lease safe: the TTL less a tenth, a margin for clock-rate differences and for
+    /// the job to react before the database lets anyone else in.
+    pub(crate) fn safe_for(&self) -> Duration {
+        self.ttl - self.ttl / 10
+    }
+
+    /// How long to wait before retrying a failed renewal.
+    pub(crate) fn renew_retry_delay(&self) -> Duration {
+        (self.renew_interval / 4).min(Duration::from_millis(500))
+    }
+
+    pub(crate) fn validate(raw: RawOptions) -> Result<Self> {
+        let table = match raw.table {
+            Some(name) => TableName::parse(&name)?,
+            None => TableName::default(),
+        };
+        let ttl = raw.ttl.unwrap_or(Self::DEFAULT_TTL);
+        if ttl < Duration::from_millis(1) {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {ttl:?}, but a lease must last at least 1 ms; \
+                 a few seconds to a minute suits most jobs (default {:?})",
+                Self::DEFAULT_TTL
+            )));
+        }
+        if ttl > MAX_TTL {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
+                 renewed while held, so it only needs to cover a crashed holder"
+            )));
+        }
+        let mut options = Self {
+            table,
+            ttl,
+            renew_interval: ttl / 3,
+            acquire_timeout: raw.acquire_timeout,
+            poll_interval: raw.poll_interval.unwrap_or(Self::DEFAULT_POLL_INTERVAL),
+            holder: holder_description(raw.label.as_deref()),
+            skip_if_obtained: raw.skip_if_obtained,
+        };
+        if let Some(interval) = raw.renew_interval {
+            if interval.is_zero() || interval >= options.safe_for() {
+                return Err(Error::InvalidOption(format!(
+                    "the renew interval is {interval:?}, but it must be above zero and \
+                     shorter than 90 % of the TTL ({:?}) so that a renewal can land \
+                     before the lease runs out; a third of the TTL is a good choice",
+                    options.safe_for()
+                )));
+            }
+            options.renew_interval = interval;
+        }
+        if options.poll_interval.is_zero() {
+            return Err(Error::InvalidOption(
+                "the poll interval is zero; waiting would hammer the database. \
+                 Use at least a few milliseconds (default 1 s)"
+                    .into(),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+/// `label (host pid N)`, or `host pid N` without a label: enough for an operator to find
+/// the process that holds a lock.
+fn holder_description(label: Option<&str>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown host".into());
+    let process = format!("{host} pid {}", std::process::id());
+    match label {
+        Some(label) => format!("{label} ({process})"),
+        None => process,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ttl(ttl: Duration) -> RawOptions {
+        RawOptions {
+            ttl: Some(ttl),
+            ..RawOptions::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let options = Options::validate(RawOptions::default()).unwrap();
+        assert_eq!(options.ttl, Duration::from_secs(30));
+        assert_eq!(options.renew_interval, Duration::from_secs(10));
+        assert_eq!(options.acquire_timeout, None);
+        assert_eq!(options.table.to_string(), "distributed_lock");
+        assert!(options.holder.contains(&format!("pid {}", std::process::id())));
+    }
+
+    #[test]
+    fn zero_ttl_is_refused() {
+        let error = Options::validate(ttl(Duration::ZERO)).unwrap_err();
+        assert!(error.to_string().contains("at least 1 ms"), "{error}");
+    }
+
+    #[test]
+    fn renew_interval_must_fit_in_the_lease() {
+        for interval in [Duration::ZERO, Duration::from_secs(9), Duration::from_secs(10)] {
+            let raw = RawOptions {
+                renew_interval: Some(interval),
+                ..ttl(Duration::from_secs(10))
+            };
+            let error = Options::validate(raw).unwrap_err();
+            assert!(error.to_string().contains("renew interval"), "{error}");
+        }
+    }
+
+    #[test]
+    fn label_names_the_process_too() {
+        let raw = RawOptions {
+            label: Some("nightly-report".into()),
+            ..RawOptions::default()
+        };
+        let holder = Options::validate(raw).unwrap().holder;
+        assert!(holder.starts_with("nightly-report ("), "{holder}");
+    }
+}

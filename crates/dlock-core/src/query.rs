@@ -1,0 +1,151 @@
+//! The query interface: the one trait an adapter implements.
+//!
+//! The core owns every SQL statement; an adapter only transports them. It runs a
+//! statement with bound parameters on a connection of its own choosing (typically a fresh
+//! checkout from the user's pool, returned right after) and hands back the rows or the
+//! affected-row count.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Dialect;
+
+/// A boxed error from a database driver or pool.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A value bound to a statement parameter or read from a result column.
+///
+/// Every statement of the core binds and returns only these three kinds, so an adapter
+/// maps them onto its driver's `TEXT`/`BIGINT` types and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// A 64-bit integer (`BIGINT`).
+    Int(i64),
+    /// A string (`TEXT`).
+    Text(String),
+}
+
+/// The SQL type of a result column, so adapters whose drivers decode by static type know
+/// what to ask for. Every result column may be `NULL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `BIGINT`, read as [`Value::Int`].
+    Int,
+    /// `TEXT`, read as [`Value::Text`].
+    Text,
+}
+
+/// A statement of the core: SQL with positional parameters in the dialect's placeholder
+/// syntax, the values to bind, and the types of the columns it returns (empty for
+/// statements run with [`QueryInterface::execute`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text.
+    pub sql: Arc<str>,
+    /// The values bound to the placeholders, in order.
+    pub params: Vec<Value>,
+    /// The types of the result columns, in order.
+    pub columns: &'static [ColumnType],
+}
+
+/// One result row: one [`Value`] per column of [`Statement::columns`], in order.
+pub type Row = Vec<Value>;
+
+/// How a statement failed, as far as the adapter can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryErrorKind {
+    /// No connection could be opened: the server is down, unreachable or refused us.
+    Unreachable,
+    /// The pool had no free connection within its wait timeout.
+    PoolExhausted,
+    /// The statement reached the server and failed, or the connection broke while it ran.
+    Statement,
+}
+
+/// The error an adapter returns: what kind of failure, the database's error code when
+/// there is one (SQLSTATE on PostgreSQL), and the driver's error.
+#[derive(Debug)]
+pub struct QueryError {
+    kind: QueryErrorKind,
+    code: Option<String>,
+    source: BoxError,
+}
+
+impl QueryError {
+    /// An error of `kind`, with the database's error `code` if the driver reported one.
+    pub fn new(kind: QueryErrorKind, code: Option<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            code,
+            source: source.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> QueryErrorKind {
+        self.kind
+    }
+
+    /// The database's error code (SQLSTATE on PostgreSQL), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} (code {code})", self.source),
+            None => self.source.fmt(f),
+        }
+    }
+}
+
+impl StdError for QueryError {}
+
+/// What every adapter implements: say which dialect the connection speaks, run a statement.
+///
+/// Implementations must not hold a pooled connection between calls: a held lock makes a
+/// call only every renewal interval, and the job needs the pool meanwhile.
+#[async_trait]
+pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
+    /// The SQL dialect of the database behind this interface.
+    fn dialect(&self) -> Dialect;
+
+    /// Runs a statement that returns no rows and returns the number of rows it affected.
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError>;
+
+    /// Runs a statement and returns its rows, each decoded per [`Statement::columns`].
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError>;
+}
+
+/// Turns a pool or connection into a [`QueryInterface`]. Each adapter implements it for
+/// the pool types of its driver, with a marker type of its own as `M` (which is what lets
+/// an adapter crate implement it for a pool type it does not own), so that
+/// [`DistributedLock::new`](crate::DistributedLock::new) accepts those pools directly.
+pub trait IntoQueryInterface<M> {
+    /// Wraps `self` in the adapter's query interface.
+    fn into_query_interface(self) -> Arc<dyn QueryInterface>;
+}
+
+/// Marker for query interfaces passed as they are.
+#[derive(Debug)]
+pub enum Direct {}
+
+impl<Q: QueryInterface> IntoQueryInterface<Direct> for Q {
+    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+        Arc::new(self)
+    }
+}
+
+impl IntoQueryInterface<Direct> for Arc<dyn QueryInterface> {
+    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+        self
+    }
+}
