@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dialect::Sql;
-use crate::query::{QueryError, QueryInterface, Row, Statement, Value};
+use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
 use crate::{Dialect, Error, FencingToken, Holder, Result};
 use crate::options::Options;
 
@@ -68,11 +68,18 @@ impl LockContext {
         self.queries
             .execute(&statement)
             .await
-            .map_err(|source| Error::CreateTable {
+            .map_err(|source| self.create_table_error(source))?;
+        Ok(())
+    }
+
+    fn create_table_error(&self, source: QueryError) -> Error {
+        match source.kind() {
+            QueryErrorKind::Statement => Error::CreateTable {
                 table: self.options.table.to_string(),
                 source,
-            })?;
-        Ok(())
+            },
+            _ => Error::query("create the lock table", source),
+        }
     }
 
     async fn query(&self, action: &'static str, statement: &Statement) -> Result<Vec<Row>> {
@@ -105,10 +112,7 @@ impl LockContext {
                 match (retry().await, created) {
                     (Ok(value), _) => Ok(value),
                     (Err(error), Err(source)) if self.dialect.is_missing_table(&error) => {
-                        Err(Error::CreateTable {
-                            table: self.options.table.to_string(),
-                            source,
-                        })
+                        Err(self.create_table_error(source))
                     }
                     (Err(error), _) => Err(Error::query(action, error)),
                 }

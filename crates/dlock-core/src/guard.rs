@@ -109,10 +109,16 @@ impl Lease {
     /// Cancel safe: it only watches.
     pub async fn lost(&self) -> LossReason {
         let mut loss = self.inner.loss.clone();
-        match loss.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().expect("BUG: wait_for returned a None reason"),
+        // Clone the reason out: the watch's read guard must not live across an await.
+        let reason = loss
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|reason| reason.clone());
+        match reason {
+            Some(reason) => reason,
             // The keep-alive task ended without a loss: the lock was released.
-            Err(_) => std::future::pending().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -1,0 +1,205 @@
+//! Fencing tokens and fenced writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlock_core::{ColumnType, DistributedLock, Error, Lease, QueryInterface, Value};
+use tokio::time::Instant;
+
+use crate::child::{ChildProcess, Mode};
+use crate::proxy::Proxy;
+use crate::support::{Outcome, quick, sql, unique_name};
+use crate::{Adapter, Env};
+
+/// Tokens grow across acquisitions, releases, an expiry and another process.
+pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Adapter>(
+    env: Env<A>,
+) -> Outcome {
+    let name = unique_name("tokens");
+    let lock = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+        tokens.push(("acquired after a release", guard.fencing_token().get()));
+        guard.release().await.map_err(|e| e.to_string())?;
+    }
+
+    let mut child = ChildProcess::spawn(&env.url, &name, Mode::Once, Duration::from_secs(5))?;
+    let line = child.next_line(Duration::from_secs(30)).await?;
+    child.finish(Duration::from_secs(30)).await?;
+    let token = line
+        .strip_prefix("TOKEN ")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    tokens.push(("acquired by another process", token));
+
+    // A holder cut off from the database: its lease expires without a release.
+    let proxy = Proxy::start(&env.url).await?;
+    let stranded = holder_through(&env, &proxy, &name).await?;
+    let stranded_guard = stranded.acquire().await.map_err(|e| e.to_string())?;
+    tokens.push(("acquired by a holder that then expires", stranded_guard.fencing_token().get()));
+    proxy.freeze();
+    let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+    tokens.push(("acquired after an expiry", guard.fencing_token().get()));
+    guard.release().await.map_err(|e| e.to_string())?;
+    drop(stranded_guard);
+
+    if tokens.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
+        return Err(format!("fencing tokens did not strictly increase: {tokens:?}"));
+    }
+    Ok(())
+}
+
+/// A lock with a short lease whose statements go through `proxy`.
+pub(crate) async fn holder_through<A: Adapter>(
+    env: &Env<A>,
+    proxy: &Proxy,
+    name: &str,
+) -> Result<DistributedLock, String> {
+    DistributedLock::builder(name, env.connect_to(proxy.url()).await?)
+        .ttl(Duration::from_secs(1))
+        .renew_interval(Duration::from_millis(200))
+        .holder_label("holder behind a proxy")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+const LEDGER: &str = "dlock_conformance_ledger";
+
+async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Outcome {
+    let create = sql(
+        queries.dialect(),
+        &format!("CREATE TABLE IF NOT EXISTS {LEDGER} (name TEXT, token BIGINT, writer TEXT)"),
+        vec![],
+    );
+    match queries.execute(&create).await {
+        Ok(_) => Ok(()),
+        // Concurrent creation by another test binary: the table is there either way.
+        Err(_) if ledger_writers(queries, "-").await.is_ok() => Ok(()),
+        Err(error) => Err(format!("cannot create the ledger table: {error}")),
+    }
+}
+
+fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) -> dlock_core::Statement {
+    sql(
+        queries.dialect(),
+        &format!("INSERT INTO {LEDGER} (name, token, writer) VALUES (?, ?, ?)"),
+        vec![
+            Value::Text(lease.name().to_owned()),
+            Value::Int(lease.fencing_token().get()),
+            Value::Text(writer.to_owned()),
+        ],
+    )
+}
+
+async fn ledger_writers(queries: &Arc<dyn QueryInterface>, name: &str) -> Result<Vec<String>, String> {
+    let mut statement = sql(
+        queries.dialect(),
+        &format!("SELECT writer FROM {LEDGER} WHERE name = ? ORDER BY token"),
+        vec![Value::Text(name.to_owned())],
+    );
+    statement.columns = &[ColumnType::Text];
+    let rows = queries.query(&statement).await.map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(|row| match row.as_slice() {
+            [Value::Text(writer)] => writer.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect())
+}
+
+/// After its lease was taken over, a holder's fenced write is refused; the new holder's
+/// goes through.
+pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("fenced_write");
+    let queries = env.connect().await?;
+    create_ledger(&queries).await?;
+    let proxy = Proxy::start(&env.url).await?;
+    let old = holder_through(&env, &proxy, &name).await?;
+    let old_guard = old.acquire().await.map_err(|e| e.to_string())?;
+    let old_lease = old_guard.lease().clone();
+    let write = ledger_write(&queries, &old_lease, "old holder, in time");
+    env.adapter
+        .fenced_write(&env.url, &old_lease, &write, Duration::ZERO)
+        .await
+        .map_err(|e| format!("a fenced write by the live holder failed: {e}"))?;
+
+    proxy.freeze();
+    let new = quick(DistributedLock::builder(&name, Arc::clone(&queries)))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let new_guard = new.acquire().await.map_err(|e| e.to_string())?;
+    if !old_lease.is_lost() {
+        return Err("the new holder got in before the old one was told of its loss".into());
+    }
+    let late = ledger_write(&queries, &old_lease, "old holder, too late");
+    match env.adapter.fenced_write(&env.url, &old_lease, &late, Duration::ZERO).await {
+        Err(error) if matches!(error.downcast_ref::<Error>(), Some(Error::Fenced { .. })) => {}
+        Err(error) => return Err(format!("late fenced write failed oddly: {error}")),
+        Ok(()) => return Err("a fenced write after a takeover was accepted".into()),
+    }
+    let new_lease = new_guard.lease().clone();
+    let write = ledger_write(&queries, &new_lease, "new holder");
+    env.adapter
+        .fenced_write(&env.url, &new_lease, &write, Duration::ZERO)
+        .await
+        .map_err(|e| format!("the new holder's fenced write failed: {e}"))?;
+    new_guard.release().await.map_err(|e| e.to_string())?;
+    drop(old_guard);
+
+    let writers = ledger_writers(&queries, &name).await?;
+    if writers != ["old holder, in time", "new holder"] {
+        return Err(format!("the ledger holds {writers:?}"));
+    }
+    Ok(())
+}
+
+/// A fenced transaction keeps the lock from being taken over until it ends, even when
+/// the lease expires meanwhile.
+pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends<A: Adapter>(
+    env: Env<A>,
+) -> Outcome {
+    let name = unique_name("fence_holds");
+    let queries = env.connect().await?;
+    create_ledger(&queries).await?;
+    let holder = DistributedLock::builder(&name, Arc::clone(&queries))
+        .ttl(Duration::from_secs(1))
+        .renew_interval(Duration::from_millis(300))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    let lease = guard.lease().clone();
+    let write = ledger_write(&queries, &lease, "fenced past its lease");
+
+    let contender = quick(DistributedLock::builder(&name, env.connect().await?))
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let contender = tokio::spawn(async move {
+        let guard = contender.acquire().await;
+        (Instant::now(), guard)
+    });
+    env.adapter
+        .fenced_write(&env.url, &lease, &write, Duration::from_millis(1600))
+        .await
+        .map_err(|e| format!("the fenced write failed: {e}"))?;
+    let committed_at = Instant::now();
+    let (taken_at, taken) = contender.await.map_err(|e| e.to_string())?;
+    let taken = taken.map_err(|e| e.to_string())?;
+    if taken_at < committed_at {
+        return Err(format!(
+            "the lock was taken over {:?} before the fenced transaction committed",
+            committed_at - taken_at
+        ));
+    }
+    if taken.fencing_token() <= lease.fencing_token() {
+        return Err("the new holder's token is not larger".into());
+    }
+    taken.release().await.map_err(|e| e.to_string())?;
+    drop(guard);
+    if ledger_writers(&queries, &name).await? != ["fenced past its lease"] {
+        return Err("the fenced write is missing from the ledger".into());
+    }
+    Ok(())
+}

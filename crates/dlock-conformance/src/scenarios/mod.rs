@@ -1,0 +1,52 @@
+//! The scenarios, one concern per module.
+
+mod crash;
+mod errors;
+mod exclusion;
+mod fencing;
+mod loss;
+mod names;
+mod release;
+mod skip;
+
+use std::pin::Pin;
+
+use crate::support::Outcome;
+use crate::{Adapter, Env};
+
+/// A scenario: an async function of the environment.
+pub(crate) type Scenario<A> = fn(Env<A>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+macro_rules! scenarios {
+    ($($module:ident::$name:ident),* $(,)?) => {
+        /// Every scenario, by name.
+        pub(crate) fn all<A: Adapter>() -> Vec<(&'static str, Scenario<A>)> {
+            vec![$((stringify!($name), |env| Box::pin($module::$name(env)))),*]
+        }
+    };
+}
+
+scenarios![
+    exclusion::mutual_exclusion,
+    exclusion::independent_names,
+    skip::skip_if_obtained_runs_exactly_one,
+    skip::try_acquire_names_the_holder,
+    fencing::tokens_increase_across_releases_expiries_and_processes,
+    fencing::fenced_write_after_takeover_is_rejected,
+    fencing::fence_keeps_the_lock_until_the_transaction_ends,
+    crash::killed_holder_is_taken_over_within_ttl,
+    loss::loss_fires_when_row_is_tampered_with,
+    loss::loss_fires_before_a_takeover,
+    loss::loss_fires_before_expiry_when_database_unreachable,
+    release::release_when_job_fails,
+    release::release_when_job_panics,
+    release::release_when_lock_future_dropped,
+    release::dropped_acquire_leaves_nothing_held,
+    release::guard_drop_releases,
+    names::long_and_non_ascii_names,
+    errors::bad_inputs_are_errors,
+    errors::unreachable_database_is_an_error,
+    errors::pool_exhaustion_is_an_error,
+    errors::acquire_timeout_names_the_holder,
+    errors::custom_table_is_created_on_first_use,
+];

@@ -1,0 +1,112 @@
+//! The lock is released on every path out of a job, and a dropped `acquire` leaves
+//! nothing held. Each check waits far less than the TTL, so a release — not an expiry —
+//! is what frees the lock.
+
+use std::time::Duration;
+
+use dlock_core::{DistributedLock, Error};
+use tokio::sync::oneshot;
+
+use crate::support::{Outcome, eventually, is_free, quick, unique_name};
+use crate::{Adapter, Env};
+
+const TTL: Duration = Duration::from_secs(30);
+const FREED_WITHIN: Duration = Duration::from_secs(3);
+
+async fn lock_with_long_ttl<A: Adapter>(env: &Env<A>, name: &str) -> Result<DistributedLock, String> {
+    Ok(env.lock(name).await?.ttl(TTL).build().map_err(|e| e.to_string())?)
+}
+
+async fn expect_freed<A: Adapter>(env: &Env<A>, name: &str, path: &str) -> Outcome {
+    let queries = env.connect().await?;
+    eventually(FREED_WITHIN, &format!("the lock is free after {path}"), || {
+        is_free(&queries, name)
+    })
+    .await
+}
+
+pub(crate) async fn release_when_job_fails<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("job_fails");
+    let lock = lock_with_long_ttl(&env, &name).await?;
+    let result = lock
+        .lock(|_lease| async { Err::<(), _>(Error::InvalidOption("the job failed".into())) })
+        .await;
+    match result {
+        Err(Error::InvalidOption(message)) if message == "the job failed" => {}
+        other => return Err(format!("the job's error was not returned: {other:?}")),
+    }
+    // lock() awaits its release, so the lock is free at once.
+    if !is_free(&env.connect().await?, &name).await? {
+        return Err("the lock is still held after the job failed".into());
+    }
+    Ok(())
+}
+
+pub(crate) async fn release_when_job_panics<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("job_panics");
+    let lock = lock_with_long_ttl(&env, &name).await?;
+    let joined = tokio::spawn(async move {
+        lock.lock(|_lease| async {
+            if true {
+                panic!("the job panicked (expected by this test)");
+            }
+            Ok::<(), Error>(())
+        })
+        .await
+    })
+    .await;
+    if !joined.is_err_and(|error| error.is_panic()) {
+        return Err("the job's panic did not propagate".into());
+    }
+    expect_freed(&env, &name, "a panic").await
+}
+
+pub(crate) async fn release_when_lock_future_dropped<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("future_dropped");
+    let lock = lock_with_long_ttl(&env, &name).await?;
+    let (started_tx, started_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        lock.lock(|_lease| async move {
+            let _ = started_tx.send(());
+            std::future::pending::<Result<(), Error>>().await
+        })
+        .await
+    });
+    started_rx.await.map_err(|_| "the job never started")?;
+    task.abort();
+    let _ = task.await;
+    expect_freed(&env, &name, "the lock future was dropped").await
+}
+
+pub(crate) async fn guard_drop_releases<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("guard_drop");
+    let lock = lock_with_long_ttl(&env, &name).await?;
+    let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+    drop(guard);
+    expect_freed(&env, &name, "the guard was dropped").await
+}
+
+/// Drops `acquire` futures while they wait and while their statements are in flight.
+pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("acquire_dropped");
+    let holder = lock_with_long_ttl(&env, &name).await?;
+    let waiter = quick(DistributedLock::builder(&name, env.connect().await?))
+        .ttl(TTL)
+        .poll_interval(Duration::from_millis(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    if tokio::time::timeout(Duration::from_millis(200), waiter.acquire()).await.is_ok() {
+        return Err("acquire returned while the lock was held".into());
+    }
+    guard.release().await.map_err(|e| e.to_string())?;
+    expect_freed(&env, &name, "a waiting acquire was dropped").await?;
+
+    // Drop acquires of a free lock at varied moments, many while their statement runs.
+    for step in 0..20u64 {
+        let _ = tokio::time::timeout(Duration::from_micros(step * 150), waiter.acquire()).await;
+        expect_freed(&env, &name, &format!("an acquire dropped after {} µs", step * 150)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `skip_if_obtained`: of callers started together, exactly one runs the job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dlock_core::{Attempt, DistributedLock, Outcome as LockOutcome};
+use tokio::sync::Barrier;
+
+use crate::support::{Outcome, quick, unique_name};
+use crate::{Adapter, Env};
+
+const CALLERS: usize = 8;
+const TRIALS: usize = 5;
+
+pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -> Outcome {
+    for trial in 0..TRIALS {
+        let name = unique_name("skip");
+        let barrier = Arc::new(Barrier::new(CALLERS));
+        let running = Arc::new(AtomicUsize::new(0));
+        let mut callers = Vec::new();
+        for caller in 0..CALLERS {
+            let lock = quick(DistributedLock::builder(&name, env.connect().await?))
+                .skip_if_obtained(true)
+                .holder_label(format!("skip caller {caller}"))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let (barrier, running) = (Arc::clone(&barrier), Arc::clone(&running));
+            callers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                lock.lock(|_lease| async move {
+                    if running.fetch_add(1, Ordering::SeqCst) != 0 {
+                        return Err(dlock_core::Error::InvalidOption("two jobs ran at once".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let (mut ran, mut skipped) = (0, 0);
+        for caller in callers {
+            match caller.await.map_err(|e| e.to_string())? {
+                Ok(LockOutcome::Ran(())) => ran += 1,
+                Ok(LockOutcome::Skipped(holder)) => {
+                    if !holder.description().starts_with("skip caller ") {
+                        return Err(format!("skipped without naming the holder: {holder}"));
+                    }
+                    skipped += 1;
+                }
+                Err(error) => return Err(format!("trial {trial}: {error}")),
+            }
+        }
+        if (ran, skipped) != (1, CALLERS - 1) {
+            return Err(format!("trial {trial}: {ran} ran and {skipped} skipped; expected 1 ran"));
+        }
+    }
+    eprintln!("skip_if_obtained: exactly 1 of {CALLERS} ran in each of {TRIALS} trials");
+    Ok(())
+}
+
+pub(crate) async fn try_acquire_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("try_acquire");
+    let holder = env.lock(&name).await?.holder_label("the first holder").build().map_err(|e| e.to_string())?;
+    let other = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
+    let guard = holder.try_acquire().await.map_err(|e| e.to_string())?.acquired().ok_or("a free lock was not acquired")?;
+    match other.try_acquire().await.map_err(|e| e.to_string())? {
+        Attempt::Acquired(_) => return Err("a held lock was acquired twice".into()),
+        Attempt::Held(seen) => {
+            if !seen.description().starts_with("the first holder (") {
+                return Err(format!("holder not named: {seen}"));
+            }
+            if seen.expires_in() > Duration::from_secs(5) || seen.expires_in().is_zero() {
+                return Err(format!("implausible remaining lease: {seen}"));
+            }
+        }
+    }
+    guard.release().await.map_err(|e| e.to_string())?;
+    match other.try_acquire().await.map_err(|e| e.to_string())? {
+        Attempt::Acquired(guard) => guard.release().await.map_err(|e| e.to_string()),
+        Attempt::Held(seen) => Err(format!("a released lock is still held by {seen}")),
+    }
+}
