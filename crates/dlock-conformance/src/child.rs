@@ -86,7 +86,9 @@ impl ChildProcess {
             if status.success() {
                 Ok(lines)
             } else {
-                Err(format!("child process failed ({status}); output: {lines:?}"))
+                Err(format!(
+                    "child process failed ({status}); output: {lines:?}"
+                ))
             }
         };
         tokio::time::timeout(limit, collect)
@@ -135,7 +137,10 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
                 if guard.is_lost() {
                     return Err(format!("lost the lock in a section: {guard:?}"));
                 }
-                report.push_str(&format!("SECTION {} {entry} {exit}\n", guard.fencing_token()));
+                report.push_str(&format!(
+                    "SECTION {} {entry} {exit}\n",
+                    guard.fencing_token()
+                ));
                 guard.release().await.map_err(|e| e.to_string())?;
             }
             print!("{report}");

@@ -85,7 +85,12 @@ pub(crate) async fn is_free(queries: &Arc<dyn QueryInterface>, name: &str) -> Re
     let lock = quick(DistributedLock::builder(name, Arc::clone(queries)))
         .build()
         .map_err(|e| e.to_string())?;
-    match lock.try_acquire().await.map_err(|e| e.to_string())?.acquired() {
+    match lock
+        .try_acquire()
+        .await
+        .map_err(|e| e.to_string())?
+        .acquired()
+    {
         Some(guard) => {
             guard.release().await.map_err(|e| e.to_string())?;
             Ok(true)

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dialect::Sql;
+use crate::options::Options;
 use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
 use crate::{Dialect, Error, FencingToken, Holder, Result};
-use crate::options::Options;
 
 #[derive(Debug)]
 pub(crate) struct LockContext {
@@ -21,9 +21,9 @@ pub(crate) struct LockContext {
 impl LockContext {
     /// One acquisition attempt: takes the lock for `owner` if it is free or expired.
     pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<FencingToken>> {
-        let statement =
-            self.sql
-                .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
+        let statement = self
+            .sql
+            .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
         let rows = self.query("acquire the lock", &statement).await?;
         Ok(match rows.first().map(Vec::as_slice) {
             Some([Value::Int(token)]) => Some(FencingToken(*token)),
@@ -33,7 +33,9 @@ impl LockContext {
 
     /// Who holds the lock now, if anyone holds a live lease. Never writes.
     pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
-        let rows = self.query("read the lock", &self.sql.probe(&self.name)).await?;
+        let rows = self
+            .query("read the lock", &self.sql.probe(&self.name))
+            .await?;
         Ok(rows.into_iter().next().map(|row| {
             let mut columns = row.into_iter();
             let description = match columns.next() {

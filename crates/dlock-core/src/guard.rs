@@ -49,13 +49,18 @@ pub enum LossReason {
 impl fmt::Display for LossReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TakenOver => f.write_str("the lock row was taken over or changed by someone else"),
+            Self::TakenOver => {
+                f.write_str("the lock row was taken over or changed by someone else")
+            }
             Self::RenewalFailed { last_error: None } => {
                 f.write_str("no renewal of the lease succeeded in time")
             }
             Self::RenewalFailed {
                 last_error: Some(error),
-            } => write!(f, "no renewal of the lease succeeded in time (last error: {error})"),
+            } => write!(
+                f,
+                "no renewal of the lease succeeded in time (last error: {error})"
+            ),
         }
     }
 }
@@ -137,7 +142,9 @@ impl Lease {
     /// the lock over before the writes commit. Adapters wrap this in a helper.
     pub fn fence_statement(&self) -> Statement {
         let context = &self.inner.context;
-        context.sql.fence(&context.name, &self.inner.owner, self.inner.token)
+        context
+            .sql
+            .fence(&context.name, &self.inner.owner, self.inner.token)
     }
 
     /// Turns the row count of [`Lease::fence_statement`] into `Ok` when this acquisition
@@ -242,7 +249,10 @@ impl LockGuard {
     /// stop it; only its result is lost.
     pub async fn release(mut self) -> Result<()> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let release = self.release.take().expect("BUG: release sender taken twice");
+        let release = self
+            .release
+            .take()
+            .expect("BUG: release sender taken twice");
         release
             .send(reply_tx)
             .expect("BUG: keep-alive task ended before its guard");
@@ -254,7 +264,9 @@ impl LockGuard {
 
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard").field("lease", &self.lease).finish()
+        f.debug_struct("LockGuard")
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 

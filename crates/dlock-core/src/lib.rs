@@ -15,8 +15,8 @@ pub use error::{Error, Result};
 pub use guard::{FencingToken, Lease, LockGuard, LossReason};
 pub use lock::{Attempt, DistributedLock, Holder, LockBuilder, Outcome};
 pub use query::{
-    BoxError, ColumnType, Direct, IntoQueryInterface, QueryError, QueryErrorKind,
-    QueryInterface, Row, Statement, Value,
+    BoxError, ColumnType, Direct, IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface,
+    Row, Statement, Value,
 };
 pub use table::TableName;
 

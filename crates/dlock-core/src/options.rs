@@ -133,7 +133,11 @@ mod tests {
         assert_eq!(options.renew_interval, Duration::from_secs(10));
         assert_eq!(options.acquire_timeout, None);
         assert_eq!(options.table.to_string(), "distributed_lock");
-        assert!(options.holder.contains(&format!("pid {}", std::process::id())));
+        assert!(
+            options
+                .holder
+                .contains(&format!("pid {}", std::process::id()))
+        );
     }
 
     #[test]
@@ -144,7 +148,11 @@ mod tests {
 
     #[test]
     fn renew_interval_must_fit_in_the_lease() {
-        for interval in [Duration::ZERO, Duration::from_secs(9), Duration::from_secs(10)] {
+        for interval in [
+            Duration::ZERO,
+            Duration::from_secs(9),
+            Duration::from_secs(10),
+        ] {
             let raw = RawOptions {
                 renew_interval: Some(interval),
                 ..ttl(Duration::from_secs(10))

@@ -96,9 +96,7 @@ fn validate_part(part: &str) -> std::result::Result<(), String> {
     match chars.next() {
         None => return Err("a name part is empty".into()),
         Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
-            return Err(format!(
-                "{part:?} must start with an ASCII letter or `_`"
-            ));
+            return Err(format!("{part:?} must start with an ASCII letter or `_`"));
         }
         Some(_) => {}
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Timeouts};
 use dlock_tokio_postgres::tokio_postgres::{self, NoTls};
-use dlock_tokio_postgres::{BoxError, IntoQueryInterface, Lease, QueryInterface, Statement, Value, async_trait};
+use dlock_tokio_postgres::{
+    BoxError, IntoQueryInterface, Lease, QueryInterface, Statement, Value, async_trait,
+};
 
 struct TokioPostgres;
 
@@ -59,16 +61,20 @@ impl dlock_conformance::Adapter for TokioPostgres {
         let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = write
             .params
             .iter()
-            .map(|value| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                match value {
-                    Value::Null => Box::new(None::<String>),
-                    Value::Int(int) => Box::new(*int),
-                    Value::Text(text) => Box::new(text.clone()),
-                }
-            })
+            .map(
+                |value| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match value {
+                        Value::Null => Box::new(None::<String>),
+                        Value::Int(int) => Box::new(*int),
+                        Value::Text(text) => Box::new(text.clone()),
+                    }
+                },
+            )
             .collect();
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
         transaction.execute(&*write.sql, &params).await?;
         tokio::time::sleep(hold).await;
         transaction.commit().await?;

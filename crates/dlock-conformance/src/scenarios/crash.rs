@@ -21,7 +21,10 @@ pub(crate) async fn killed_holder_is_taken_over_within_ttl<A: Adapter>(env: Env<
         .ok_or_else(|| format!("unexpected child output {line:?}"))?;
     // Let it renew at least once, so the takeover is measured from a renewed lease.
     tokio::time::sleep(TTL / 2).await;
-    holder.child.start_kill().map_err(|e| format!("cannot kill the holder: {e}"))?;
+    holder
+        .child
+        .start_kill()
+        .map_err(|e| format!("cannot kill the holder: {e}"))?;
     let killed_at = Instant::now();
     holder.child.wait().await.map_err(|e| e.to_string())?;
 
@@ -35,7 +38,11 @@ pub(crate) async fn killed_holder_is_taken_over_within_ttl<A: Adapter>(env: Env<
         .await
         .map_err(|e| format!("the killed holder's lock was not freed in time: {e}"))?;
     let takeover = killed_at.elapsed();
-    eprintln!("killed_holder: taken over {} ms after SIGKILL (TTL {} ms)", takeover.as_millis(), TTL.as_millis());
+    eprintln!(
+        "killed_holder: taken over {} ms after SIGKILL (TTL {} ms)",
+        takeover.as_millis(),
+        TTL.as_millis()
+    );
     if guard.fencing_token().get() <= token {
         return Err("the takeover's fencing token is not larger".into());
     }

@@ -9,17 +9,29 @@ use crate::{Adapter, Env};
 
 pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
     let queries = env.connect().await?;
-    let builder = || quick(DistributedLock::builder(unique_name("bad"), queries.clone()));
+    let builder = || {
+        quick(DistributedLock::builder(
+            unique_name("bad"),
+            queries.clone(),
+        ))
+    };
     let mut checks: Vec<(&str, Result<DistributedLock, Error>, &str)> = vec![
         (
             "empty name",
             DistributedLock::new("", queries.clone()),
             "lock name is empty",
         ),
-        ("zero TTL", builder().ttl(Duration::ZERO).build(), "at least 1 ms"),
+        (
+            "zero TTL",
+            builder().ttl(Duration::ZERO).build(),
+            "at least 1 ms",
+        ),
         (
             "renew interval equal to the TTL",
-            builder().ttl(Duration::from_secs(2)).renew_interval(Duration::from_secs(2)).build(),
+            builder()
+                .ttl(Duration::from_secs(2))
+                .renew_interval(Duration::from_secs(2))
+                .build(),
             "renew interval",
         ),
         (
@@ -27,10 +39,25 @@ pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
             builder().renew_interval(Duration::ZERO).build(),
             "renew interval",
         ),
-        ("zero poll interval", builder().poll_interval(Duration::ZERO).build(), "poll interval"),
+        (
+            "zero poll interval",
+            builder().poll_interval(Duration::ZERO).build(),
+            "poll interval",
+        ),
     ];
-    for table in ["", "locks; DROP TABLE users", "a.b.c", "locks\"--", "1locks", "lo cks"] {
-        checks.push(("bad table name", builder().table(table).build(), "invalid lock table name"));
+    for table in [
+        "",
+        "locks; DROP TABLE users",
+        "a.b.c",
+        "locks\"--",
+        "1locks",
+        "lo cks",
+    ] {
+        checks.push((
+            "bad table name",
+            builder().table(table).build(),
+            "invalid lock table name",
+        ));
     }
     for (what, result, expected) in checks {
         match result {
@@ -58,9 +85,12 @@ pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) ->
             };
         }
     };
-    let lock = quick(DistributedLock::builder(unique_name("unreachable_db"), queries))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let lock = quick(DistributedLock::builder(
+        unique_name("unreachable_db"),
+        queries,
+    ))
+    .build()
+    .map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(20), lock.try_acquire()).await {
         Err(_) => Err("try_acquire on a closed port hung".into()),
         Ok(Err(error @ Error::Unreachable { .. })) => {
@@ -70,14 +100,23 @@ pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) ->
                 Err(format!("unhelpful message: {error}"))
             }
         }
-        Ok(other) => Err(format!("a closed port gave {other:?}, not Error::Unreachable")),
+        Ok(other) => Err(format!(
+            "a closed port gave {other:?}, not Error::Unreachable"
+        )),
     }
 }
 
 pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outcome {
-    let Some((queries, _held)) = env.adapter.connect_exhausted(&env.url).await.map_err(|e| e.to_string())?
+    let Some((queries, _held)) = env
+        .adapter
+        .connect_exhausted(&env.url)
+        .await
+        .map_err(|e| e.to_string())?
     else {
-        eprintln!("pool_exhaustion: {} has no pool; nothing to exhaust", env.adapter.name());
+        eprintln!(
+            "pool_exhaustion: {} has no pool; nothing to exhaust",
+            env.adapter.name()
+        );
         return Ok(());
     };
     let lock = quick(DistributedLock::builder(unique_name("exhausted"), queries))
@@ -92,13 +131,20 @@ pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outc
                 Err(format!("unhelpful message: {error}"))
             }
         }
-        Ok(other) => Err(format!("an exhausted pool gave {other:?}, not Error::PoolExhausted")),
+        Ok(other) => Err(format!(
+            "an exhausted pool gave {other:?}, not Error::PoolExhausted"
+        )),
     }
 }
 
 pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
     let name = unique_name("timeout");
-    let holder = env.lock(&name).await?.holder_label("the slow job").build().map_err(|e| e.to_string())?;
+    let holder = env
+        .lock(&name)
+        .await?
+        .holder_label("the slow job")
+        .build()
+        .map_err(|e| e.to_string())?;
     let waiter = env
         .lock(&name)
         .await?
@@ -109,24 +155,41 @@ pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) ->
     let result = waiter.acquire().await;
     guard.release().await.map_err(|e| e.to_string())?;
     match result {
-        Err(Error::Timeout { holder: Some(holder), waited, .. })
-            if holder.starts_with("the slow job") && waited >= Duration::from_millis(300) =>
-        {
-            Ok(())
-        }
-        other => Err(format!("expected a timeout naming the holder, got {other:?}")),
+        Err(Error::Timeout {
+            holder: Some(holder),
+            waited,
+            ..
+        }) if holder.starts_with("the slow job") && waited >= Duration::from_millis(300) => Ok(()),
+        other => Err(format!(
+            "expected a timeout naming the holder, got {other:?}"
+        )),
     }
 }
 
 pub(crate) async fn custom_table_is_created_on_first_use<A: Adapter>(env: Env<A>) -> Outcome {
     let queries = env.connect().await?;
-    let table = format!("dlock_conformance_{}", env.adapter.name().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-    let drop = sql(queries.dialect(), &format!("DROP TABLE IF EXISTS {table}"), vec![]);
-    queries.execute(&drop).await.map_err(|e| format!("cannot drop {table}: {e}"))?;
-    let lock = quick(DistributedLock::builder(unique_name("custom_table"), queries))
-        .table(&table)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let table = format!(
+        "dlock_conformance_{}",
+        env.adapter
+            .name()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let drop = sql(
+        queries.dialect(),
+        &format!("DROP TABLE IF EXISTS {table}"),
+        vec![],
+    );
+    queries
+        .execute(&drop)
+        .await
+        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    let lock = quick(DistributedLock::builder(
+        unique_name("custom_table"),
+        queries,
+    ))
+    .table(&table)
+    .build()
+    .map_err(|e| e.to_string())?;
     let guard = lock
         .try_acquire()
         .await

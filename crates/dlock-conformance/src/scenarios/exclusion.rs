@@ -72,7 +72,12 @@ fn parse_section(line: &str) -> Result<Section, String> {
     if words.next() != Some("SECTION") {
         return Err(bad());
     }
-    let mut number = || words.next().and_then(|w| w.parse::<u128>().ok()).ok_or_else(bad);
+    let mut number = || {
+        words
+            .next()
+            .and_then(|w| w.parse::<u128>().ok())
+            .ok_or_else(bad)
+    };
     let token = i64::try_from(number()?).map_err(|_| bad())?;
     Ok(Section {
         token,
@@ -99,7 +104,10 @@ pub(crate) async fn independent_names<A: Adapter>(env: Env<A>) -> Outcome {
     .build()
     .map_err(|e| e.to_string())?;
     let a = first.acquire().await.map_err(|e| e.to_string())?;
-    let b = second.acquire().await.map_err(|e| format!("a second name was blocked: {e}"))?;
+    let b = second
+        .acquire()
+        .await
+        .map_err(|e| format!("a second name was blocked: {e}"))?;
     a.release().await.map_err(|e| e.to_string())?;
     b.release().await.map_err(|e| e.to_string())?;
     Ok(())

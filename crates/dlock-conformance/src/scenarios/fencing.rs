@@ -37,7 +37,10 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
     let proxy = Proxy::start(&env.url).await?;
     let stranded = holder_through(&env, &proxy, &name).await?;
     let stranded_guard = stranded.acquire().await.map_err(|e| e.to_string())?;
-    tokens.push(("acquired by a holder that then expires", stranded_guard.fencing_token().get()));
+    tokens.push((
+        "acquired by a holder that then expires",
+        stranded_guard.fencing_token().get(),
+    ));
     proxy.freeze();
     let guard = lock.acquire().await.map_err(|e| e.to_string())?;
     tokens.push(("acquired after an expiry", guard.fencing_token().get()));
@@ -45,7 +48,9 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
     drop(stranded_guard);
 
     if tokens.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
-        return Err(format!("fencing tokens did not strictly increase: {tokens:?}"));
+        return Err(format!(
+            "fencing tokens did not strictly increase: {tokens:?}"
+        ));
     }
     Ok(())
 }
@@ -80,7 +85,11 @@ async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Outcome {
     }
 }
 
-fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) -> dlock_core::Statement {
+fn ledger_write(
+    queries: &Arc<dyn QueryInterface>,
+    lease: &Lease,
+    writer: &str,
+) -> dlock_core::Statement {
     sql(
         queries.dialect(),
         &format!("INSERT INTO {LEDGER} (name, token, writer) VALUES (?, ?, ?)"),
@@ -92,7 +101,10 @@ fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) 
     )
 }
 
-async fn ledger_writers(queries: &Arc<dyn QueryInterface>, name: &str) -> Result<Vec<String>, String> {
+async fn ledger_writers(
+    queries: &Arc<dyn QueryInterface>,
+    name: &str,
+) -> Result<Vec<String>, String> {
     let mut statement = sql(
         queries.dialect(),
         &format!("SELECT writer FROM {LEDGER} WHERE name = ? ORDER BY token"),
@@ -134,7 +146,11 @@ pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env
         return Err("the new holder got in before the old one was told of its loss".into());
     }
     let late = ledger_write(&queries, &old_lease, "old holder, too late");
-    match env.adapter.fenced_write(&env.url, &old_lease, &late, Duration::ZERO).await {
+    match env
+        .adapter
+        .fenced_write(&env.url, &old_lease, &late, Duration::ZERO)
+        .await
+    {
         Err(error) if matches!(error.downcast_ref::<Error>(), Some(Error::Fenced { .. })) => {}
         Err(error) => return Err(format!("late fenced write failed oddly: {error}")),
         Ok(()) => return Err("a fenced write after a takeover was accepted".into()),

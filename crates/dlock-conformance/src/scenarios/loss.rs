@@ -33,13 +33,18 @@ pub(crate) async fn loss_fires_when_row_is_tampered_with<A: Adapter>(env: Env<A>
     let reason = tokio::time::timeout(Duration::from_secs(2), guard.lost())
         .await
         .map_err(|_| "the loss signal did not fire within 2 s of tampering")?;
-    eprintln!("tampered: loss signalled {:.0?} after the row changed", tampered_at.elapsed());
+    eprintln!(
+        "tampered: loss signalled {:.0?} after the row changed",
+        tampered_at.elapsed()
+    );
     if reason != LossReason::TakenOver {
         return Err(format!("unexpected loss reason: {reason}"));
     }
     match guard.release().await {
         Err(Error::Lost { .. }) => Ok(()),
-        other => Err(format!("release after a loss gave {other:?}, not Error::Lost")),
+        other => Err(format!(
+            "release after a loss gave {other:?}, not Error::Lost"
+        )),
     }
 }
 
@@ -123,7 +128,11 @@ pub(crate) async fn loss_fires_before_expiry_when_database_unreachable<A: Adapte
         expires_at - lost_at
     );
     match reason {
-        LossReason::RenewalFailed { last_error: Some(_) } => Ok(()),
-        other => Err(format!("expected a renewal failure with its error, got: {other}")),
+        LossReason::RenewalFailed {
+            last_error: Some(_),
+        } => Ok(()),
+        other => Err(format!(
+            "expected a renewal failure with its error, got: {other}"
+        )),
     }
 }

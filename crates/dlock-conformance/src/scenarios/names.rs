@@ -10,7 +10,10 @@ pub(crate) async fn long_and_non_ascii_names<A: Adapter>(env: Env<A>) -> Outcome
     let queries = env.connect().await?;
     let base = unique_name("names");
     let long = format!("{base}/{}", "long-name.".repeat(120));
-    let non_ascii = format!("{base}/verrou-ロック-замок-🔒-'\"; DROP TABLE x; --{}", "ü".repeat(300));
+    let non_ascii = format!(
+        "{base}/verrou-ロック-замок-🔒-'\"; DROP TABLE x; --{}",
+        "ü".repeat(300)
+    );
     let near_twin = format!("{long}!");
     for name in [&long, &non_ascii, &near_twin] {
         let lock = quick(DistributedLock::builder(name.as_str(), queries.clone()))
@@ -21,12 +24,23 @@ pub(crate) async fn long_and_non_ascii_names<A: Adapter>(env: Env<A>) -> Outcome
             .await
             .map_err(|e| format!("{} chars: {e}", name.chars().count()))?
             .acquired()
-            .ok_or_else(|| format!("a free lock of {} chars was not acquired", name.chars().count()))?;
+            .ok_or_else(|| {
+                format!(
+                    "a free lock of {} chars was not acquired",
+                    name.chars().count()
+                )
+            })?;
         // Held, it is not acquired again, and only its own name is blocked.
         let again = quick(DistributedLock::builder(name.as_str(), queries.clone()))
             .build()
             .map_err(|e| e.to_string())?;
-        if again.try_acquire().await.map_err(|e| e.to_string())?.acquired().is_some() {
+        if again
+            .try_acquire()
+            .await
+            .map_err(|e| e.to_string())?
+            .acquired()
+            .is_some()
+        {
             return Err("a held long name was acquired twice".into());
         }
         guard.release().await.map_err(|e| e.to_string())?;
@@ -41,7 +55,9 @@ pub(crate) async fn long_and_non_ascii_names<A: Adapter>(env: Env<A>) -> Outcome
         other => return Err(format!("a name over the limit gave {other:?}")),
     }
     let at_limit = format!("{base}{}", "x".repeat(max - base.len()));
-    let lock = quick(DistributedLock::builder(at_limit, queries)).build().map_err(|e| e.to_string())?;
+    let lock = quick(DistributedLock::builder(at_limit, queries))
+        .build()
+        .map_err(|e| e.to_string())?;
     let guard = lock
         .try_acquire()
         .await

@@ -13,15 +13,24 @@ use crate::{Adapter, Env};
 const TTL: Duration = Duration::from_secs(30);
 const FREED_WITHIN: Duration = Duration::from_secs(3);
 
-async fn lock_with_long_ttl<A: Adapter>(env: &Env<A>, name: &str) -> Result<DistributedLock, String> {
-    Ok(env.lock(name).await?.ttl(TTL).build().map_err(|e| e.to_string())?)
+async fn lock_with_long_ttl<A: Adapter>(
+    env: &Env<A>,
+    name: &str,
+) -> Result<DistributedLock, String> {
+    env.lock(name)
+        .await?
+        .ttl(TTL)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 async fn expect_freed<A: Adapter>(env: &Env<A>, name: &str, path: &str) -> Outcome {
     let queries = env.connect().await?;
-    eventually(FREED_WITHIN, &format!("the lock is free after {path}"), || {
-        is_free(&queries, name)
-    })
+    eventually(
+        FREED_WITHIN,
+        &format!("the lock is free after {path}"),
+        || is_free(&queries, name),
+    )
     .await
 }
 
@@ -97,7 +106,10 @@ pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>)
         .map_err(|e| e.to_string())?;
 
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
-    if tokio::time::timeout(Duration::from_millis(200), waiter.acquire()).await.is_ok() {
+    if tokio::time::timeout(Duration::from_millis(200), waiter.acquire())
+        .await
+        .is_ok()
+    {
         return Err("acquire returned while the lock was held".into());
     }
     guard.release().await.map_err(|e| e.to_string())?;
@@ -106,7 +118,12 @@ pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>)
     // Drop acquires of a free lock at varied moments, many while their statement runs.
     for step in 0..20u64 {
         let _ = tokio::time::timeout(Duration::from_micros(step * 150), waiter.acquire()).await;
-        expect_freed(&env, &name, &format!("an acquire dropped after {} µs", step * 150)).await?;
+        expect_freed(
+            &env,
+            &name,
+            &format!("an acquire dropped after {} µs", step * 150),
+        )
+        .await?;
     }
     Ok(())
 }

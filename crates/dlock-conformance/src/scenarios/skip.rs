@@ -30,7 +30,9 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
                 barrier.wait().await;
                 lock.lock(|_lease| async move {
                     if running.fetch_add(1, Ordering::SeqCst) != 0 {
-                        return Err(dlock_core::Error::InvalidOption("two jobs ran at once".into()));
+                        return Err(dlock_core::Error::InvalidOption(
+                            "two jobs ran at once".into(),
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     running.fetch_sub(1, Ordering::SeqCst);
@@ -53,7 +55,9 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
             }
         }
         if (ran, skipped) != (1, CALLERS - 1) {
-            return Err(format!("trial {trial}: {ran} ran and {skipped} skipped; expected 1 ran"));
+            return Err(format!(
+                "trial {trial}: {ran} ran and {skipped} skipped; expected 1 ran"
+            ));
         }
     }
     eprintln!("skip_if_obtained: exactly 1 of {CALLERS} ran in each of {TRIALS} trials");
@@ -62,9 +66,19 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
 
 pub(crate) async fn try_acquire_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
     let name = unique_name("try_acquire");
-    let holder = env.lock(&name).await?.holder_label("the first holder").build().map_err(|e| e.to_string())?;
+    let holder = env
+        .lock(&name)
+        .await?
+        .holder_label("the first holder")
+        .build()
+        .map_err(|e| e.to_string())?;
     let other = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
-    let guard = holder.try_acquire().await.map_err(|e| e.to_string())?.acquired().ok_or("a free lock was not acquired")?;
+    let guard = holder
+        .try_acquire()
+        .await
+        .map_err(|e| e.to_string())?
+        .acquired()
+        .ok_or("a free lock was not acquired")?;
     match other.try_acquire().await.map_err(|e| e.to_string())? {
         Attempt::Acquired(_) => return Err("a held lock was acquired twice".into()),
         Attempt::Held(seen) => {

@@ -86,7 +86,13 @@ impl Sql {
         statement(&self.create_table, vec![], &[])
     }
 
-    pub(crate) fn acquire(&self, name: &str, owner: &str, holder: &str, ttl: Duration) -> Statement {
+    pub(crate) fn acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Statement {
         let params = vec![text(name), text(owner), text(holder), millis(ttl)];
         statement(&self.acquire, params, FENCING)
     }
