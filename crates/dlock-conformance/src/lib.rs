@@ -3,7 +3,7 @@
 //!
 //! An adapter's `tests/conformance.rs` (with `harness = false`) is one line:
 //!
-//! ```ignore
+//! ```text
 //! fn main() -> std::process::ExitCode {
 //!     dlock_conformance::run(MyAdapter, &[dlock_conformance::POSTGRES])
 //! }

@@ -166,7 +166,10 @@ pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) ->
     }
 }
 
+/// A missing table is created on first use, also when many connections find it missing
+/// at the same moment.
 pub(crate) async fn custom_table_is_created_on_first_use<A: Adapter>(env: Env<A>) -> Outcome {
+    const USERS: usize = 8;
     let queries = env.connect().await?;
     let table = format!(
         "dlock_conformance_{}",
@@ -183,18 +186,30 @@ pub(crate) async fn custom_table_is_created_on_first_use<A: Adapter>(env: Env<A>
         .execute(&drop)
         .await
         .map_err(|e| format!("cannot drop {table}: {e}"))?;
-    let lock = quick(DistributedLock::builder(
-        unique_name("custom_table"),
-        queries,
-    ))
-    .table(&table)
-    .build()
-    .map_err(|e| e.to_string())?;
-    let guard = lock
-        .try_acquire()
-        .await
-        .map_err(|e| format!("first use of a missing table: {e}"))?
-        .acquired()
-        .ok_or("a lock in a new table was not acquired")?;
-    guard.release().await.map_err(|e| e.to_string())
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(USERS));
+    let mut users = Vec::new();
+    for _ in 0..USERS {
+        let lock = quick(DistributedLock::builder(
+            unique_name("custom_table"),
+            env.connect().await?,
+        ))
+        .table(&table)
+        .build()
+        .map_err(|e| e.to_string())?;
+        let barrier = std::sync::Arc::clone(&barrier);
+        users.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let guard = lock
+                .try_acquire()
+                .await
+                .map_err(|e| format!("first use of a missing table: {e}"))?
+                .acquired()
+                .ok_or("a lock in a new table was not acquired")?;
+            guard.release().await.map_err(|e| e.to_string())
+        }));
+    }
+    for user in users {
+        user.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
 }
