@@ -337,8 +337,8 @@ async fn try_acquire_then_drop_is_cancel_safe_at_every_step() {
 /// whose caller is dropped before it is polled again (a `select!` whose other branch is
 /// ready in the same poll, `JoinHandle::abort`, a runtime shutting its tasks down).
 #[tokio::test(start_paused = true)]
-#[ignore = "core bug: lock.rs `attempt` leaks an acquisition answered just before the caller \
-            is dropped; see the crate's test report"]
+#[ignore = "core bug: lock.rs `attempt` drops an acquisition that was answered but not yet \
+            read when its caller is dropped; it stays held for a TTL"]
 async fn a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held() {
     let fake = FakeDb::new();
     let lock = lock(&fake);
@@ -371,8 +371,8 @@ async fn a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held()
 /// The caller gets an error and believes it holds nothing; the core could release the
 /// owner id it generated (the release is owner-checked, so harmless if nothing was taken).
 #[tokio::test(start_paused = true)]
-#[ignore = "core gap: lock.rs `attempt` does not release after an acquire error that may have \
-            committed; see the crate's test report"]
+#[ignore = "core gap: lock.rs `attempt` never releases after an acquire error that may have \
+            committed; the lock stays held for a TTL"]
 async fn an_acquire_whose_answer_was_lost_leaves_nothing_held() {
     let fake = FakeDb::new();
     fake.script(Kind::Acquire, [Gate::AnswerLost(QueryErrorKind::Statement)]);
