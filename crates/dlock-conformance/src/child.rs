@@ -29,6 +29,9 @@ pub(crate) enum Mode {
     Hold,
     /// Acquires, prints `TOKEN <token>`, releases and exits.
     Once,
+    /// Finds the lock held, prints `WAITING`, waits in `acquire` with the default poll
+    /// interval, prints `ACQUIRED <wall-clock ns>`, releases and exits.
+    Wait,
 }
 
 /// A running child.
@@ -45,6 +48,7 @@ impl ChildProcess {
             Mode::Contend { sections } => ("contend", sections),
             Mode::Hold => ("hold", 0),
             Mode::Once => ("once", 0),
+            Mode::Wait => ("wait", 0),
         };
         let mut child = Command::new(exe)
             .env(MODE, mode_name)
@@ -119,12 +123,16 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
     let url = var(URL)?;
     let ttl = Duration::from_millis(var(TTL_MS)?.parse().map_err(|e| format!("{e}"))?);
     let queries = adapter.connect(&url).await.map_err(|e| e.to_string())?;
-    let lock = DistributedLock::builder(var(NAME)?, queries)
+    let builder = DistributedLock::builder(var(NAME)?, queries)
         .ttl(ttl)
-        .poll_interval(Duration::from_millis(5))
-        .holder_label(format!("conformance child {mode}"))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .holder_label(format!("conformance child {mode}"));
+    // Contenders poll fast to keep the suite quick; a waiter keeps the default, so that
+    // only a wake-up on release makes it fast.
+    let builder = match mode {
+        "wait" => builder,
+        _ => builder.poll_interval(Duration::from_millis(5)),
+    };
+    let lock = builder.build().map_err(|e| e.to_string())?;
     match mode {
         "contend" => {
             let sections: usize = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
@@ -156,12 +164,27 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
             println!("TOKEN {}", guard.fencing_token());
             guard.release().await.map_err(|e| e.to_string())?;
         }
+        "wait" => {
+            if lock
+                .try_acquire()
+                .await
+                .map_err(|e| e.to_string())?
+                .acquired()
+                .is_some()
+            {
+                return Err("the lock was free; the parent should hold it".into());
+            }
+            println!("WAITING");
+            let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+            println!("ACQUIRED {}", wall_clock_ns());
+            guard.release().await.map_err(|e| e.to_string())?;
+        }
         other => return Err(format!("unknown child mode {other:?}")),
     }
     Ok(())
 }
 
-fn wall_clock_ns() -> u128 {
+pub(crate) fn wall_clock_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

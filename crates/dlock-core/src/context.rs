@@ -1,11 +1,20 @@
 //! One named lock on one database: each statement of the algorithm, run through the
 //! query interface, with its result decoded and its errors classified.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::dialect::Sql;
 use crate::options::Options;
+use crate::wake::Hub;
+
+/// How long a process that released a contended lock waits before it tries to take the
+/// same lock again: long enough for waiters woken by the release (a notification and one
+/// statement away) to get there first, so a node looping back into `acquire` cannot win
+/// every race. Short enough to cost nothing noticeable when nobody else was waiting.
+const COURTESY: Duration = Duration::from_millis(3);
 use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
 use crate::{Dialect, Error, FencingToken, Holder, Result};
 
@@ -16,6 +25,9 @@ pub(crate) struct LockContext {
     pub(crate) dialect: Dialect,
     pub(crate) sql: Sql,
     pub(crate) options: Options,
+    pub(crate) hub: Arc<Hub>,
+    /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
+    pub(crate) courtesy_until: Mutex<Option<Instant>>,
 }
 
 impl LockContext {
@@ -59,10 +71,45 @@ impl LockContext {
         Ok(self.execute("renew the lease", &statement).await? == 1)
     }
 
-    /// Frees the lock if `owner` still holds it; `false` when it did not.
-    pub(crate) async fn release(&self, owner: &str) -> Result<bool> {
+    /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
+    /// process's waiters; the statement itself notifies other processes where it can.
+    /// `contended` says whether the acquisition had to wait: then this lock's next
+    /// `acquire` lets the other waiters go first.
+    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
-        Ok(self.execute("release the lock", &statement).await? == 1)
+        let released = self.count("release the lock", &statement).await? == 1;
+        if released {
+            self.hub.released(&self.name);
+            if contended {
+                *self.courtesy() = Some(Instant::now() + COURTESY);
+            }
+        }
+        Ok(released)
+    }
+
+    /// When to make the first attempt of an `acquire`: now, or after the courtesy
+    /// period of a contended release by this lock.
+    pub(crate) fn first_attempt_at(&self) -> Option<Instant> {
+        self.courtesy()
+            .take()
+            .filter(|until| *until > Instant::now())
+    }
+
+    fn courtesy(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.courtesy_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs a statement that reports how many rows it changed: by its result rows when it
+    /// has result columns, by its affected-row count otherwise.
+    async fn count(&self, action: &'static str, statement: &Statement) -> Result<u64> {
+        if statement.columns.is_empty() {
+            self.execute(action, statement).await
+        } else {
+            let rows = self.query(action, statement).await?;
+            Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+        }
     }
 
     pub(crate) async fn create_table(&self) -> Result<()> {

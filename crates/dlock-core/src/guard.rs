@@ -199,6 +199,7 @@ impl LockGuard {
         owner: String,
         token: FencingToken,
         sent_at: Instant,
+        contended: bool,
     ) -> Self {
         let (loss_tx, loss_rx) = watch::channel(None);
         let (release_tx, release_rx) = oneshot::channel();
@@ -210,7 +211,13 @@ impl LockGuard {
                 loss: loss_rx,
             }),
         };
-        tokio::spawn(keep_alive(lease.clone(), sent_at, loss_tx, release_rx));
+        tokio::spawn(keep_alive(
+            lease.clone(),
+            sent_at,
+            contended,
+            loss_tx,
+            release_rx,
+        ));
         Self {
             lease,
             release: Some(release_tx),
@@ -278,6 +285,7 @@ impl fmt::Debug for LockGuard {
 async fn keep_alive(
     lease: Lease,
     sent_at: Instant,
+    contended: bool,
     loss: watch::Sender<Option<LossReason>>,
     mut release: oneshot::Receiver<ReleaseReply>,
 ) {
@@ -292,7 +300,8 @@ async fn keep_alive(
         tokio::select! {
             biased;
             request = &mut release => {
-                let released = release_with_retries(context, owner, request.is_err(), safe_until).await;
+                let dropped = request.is_err();
+                let released = release_with_retries(context, owner, contended, dropped, safe_until).await;
                 let result = match released {
                     Ok(true) => Ok(()),
                     Ok(false) => {
@@ -327,7 +336,7 @@ async fn keep_alive(
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.
     let request = release.await;
-    let _ = context.release(owner).await;
+    let _ = context.release(owner, false).await;
     if let Ok(reply) = request {
         let _ = reply.send(Err(lease.lost_error(reason)));
     }
@@ -344,11 +353,12 @@ async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, 
 async fn release_with_retries(
     context: &LockContext,
     owner: &str,
+    contended: bool,
     dropped: bool,
     safe_until: Instant,
 ) -> Result<bool> {
     loop {
-        match context.release(owner).await {
+        match context.release(owner, contended).await {
             Err(error)
                 if dropped
                     && error.is_transient()

@@ -9,6 +9,7 @@ mod options;
 mod query;
 mod random;
 mod table;
+mod wake;
 
 pub use dialect::Dialect;
 pub use error::{Error, Result};
@@ -19,6 +20,7 @@ pub use query::{
     Row, Statement, Value,
 };
 pub use table::TableName;
+pub use wake::Wake;
 
 /// Re-exported so adapters implement [`QueryInterface`] with the same macro version.
 pub use async_trait::async_trait;

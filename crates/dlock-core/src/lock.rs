@@ -1,16 +1,17 @@
 //! The lock: acquiring it, waiting for it, and running a job under it.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
 use crate::context::LockContext;
 use crate::options::{Options, RawOptions};
 use crate::query::IntoQueryInterface;
-use crate::{Error, Lease, LockGuard, Result};
+use crate::wake::Hub;
+use crate::{Error, FencingToken, Lease, LockGuard, Result};
 
 /// A named lock in a database, shared by every process that uses the same name and table.
 ///
@@ -58,7 +59,7 @@ impl DistributedLock {
         // If the holder releases between our attempt and our probe, try again; three
         // rounds make an unknown holder a rarity rather than a loop.
         for _ in 0..3 {
-            if let Some(guard) = self.attempt().await? {
+            if let Some(guard) = self.attempt(false).await? {
                 return Ok(Attempt::Acquired(guard));
             }
             if let Some(holder) = self.context.probe().await? {
@@ -155,46 +156,147 @@ impl DistributedLock {
     }
 
     /// One acquire statement, run in its own task so that a dropped caller cannot leave
-    /// an acquisition nobody knows of: the task releases what nobody received.
-    async fn attempt(&self) -> Result<Option<LockGuard>> {
-        let context = Arc::clone(&self.context);
+    /// an acquisition nobody knows of: whoever ends up with an unclaimed acquisition —
+    /// the task, or the caller's [`PendingAnswer`] when dropped — releases it.
+    async fn attempt(&self, contended: bool) -> Result<Option<LockGuard>> {
         let owner = crate::random::owner_id();
         let (answer_tx, answer_rx) = oneshot::channel();
         let sent_at = Instant::now();
-        tokio::spawn({
-            let owner = owner.clone();
-            async move {
-                let taken = context.try_take(&owner).await;
-                if let Err(Ok(Some(_))) = answer_tx.send(taken) {
-                    let _ = context.release(&owner).await;
-                }
-            }
-        });
-        let taken = answer_rx
+        tokio::spawn(take_or_release(
+            Arc::clone(&self.context),
+            owner.clone(),
+            answer_tx,
+        ));
+        let mut answer = PendingAnswer {
+            receiver: answer_rx,
+            context: Arc::clone(&self.context),
+            owner: owner.clone(),
+        };
+        let taken = (&mut answer.receiver)
             .await
             .expect("BUG: acquire task ended without answering")?;
-        Ok(taken.map(|token| LockGuard::start(Arc::clone(&self.context), owner, token, sent_at)))
+        Ok(taken.map(|token| {
+            LockGuard::start(Arc::clone(&self.context), owner, token, sent_at, contended)
+        }))
     }
 
     async fn wait_and_take(&self, last_holder: &mut Option<Holder>) -> Result<LockGuard> {
-        let mut backoff = Backoff::new(self.context.options.poll_interval);
-        loop {
-            if let Some(guard) = self.attempt().await? {
-                return Ok(guard);
+        let context = &self.context;
+        // Subscribe before the first attempt, so that no release after it goes unseen.
+        let mut releases = context.hub.subscribe();
+        let mut backoff = Backoff::new(context.options.poll_interval);
+        let mut contended = false;
+        let mut looks_free = match context.first_attempt_at() {
+            Some(courtesy_until) => {
+                tokio::time::sleep_until(courtesy_until).await;
+                false
             }
-            // Wait, reading only, until the lock looks free.
-            loop {
-                let nap = backoff.next();
-                let nap = match last_holder {
-                    // No point sleeping far past the holder's expiry.
-                    Some(holder) => nap.min(holder.expires_in + Duration::from_millis(5)),
-                    None => nap,
-                };
-                tokio::time::sleep(nap).await;
-                match self.context.probe().await? {
-                    Some(holder) => *last_holder = Some(holder),
-                    None => break,
+            None => true,
+        };
+        loop {
+            if looks_free {
+                if let Some(guard) = self.attempt(contended).await? {
+                    return Ok(guard);
                 }
+            }
+            contended = true;
+            // Wait, reading only: for a release notice, or for the next probe.
+            let cap = if context.hub.hears_other_processes() {
+                // Notices wake us; the probe is only a safety net.
+                context.options.poll_interval * SAFETY_NET_FACTOR
+            } else {
+                context.options.poll_interval
+            };
+            let mut nap = backoff.next(cap);
+            if let Some(holder) = last_holder {
+                // No point sleeping far past the holder's expiry.
+                nap = nap.min(holder.expires_in + Duration::from_millis(5));
+            }
+            if wait_for_release(&mut releases, &context.name, nap).await {
+                // Just released: attempt at once, without a probe's round trip.
+                looks_free = true;
+                continue;
+            }
+            match context.probe().await? {
+                Some(holder) => {
+                    *last_holder = Some(holder);
+                    looks_free = false;
+                }
+                None => looks_free = true,
+            }
+        }
+    }
+}
+
+type Answer = Result<Option<FencingToken>>;
+
+/// Runs the acquire statement and hands the answer to the caller, releasing the lock
+/// when nobody will: the caller is gone, or the statement failed in a way that may have
+/// come after it committed (a connection lost on the way back). The release is
+/// owner-checked, so it is harmless when nothing was taken.
+async fn take_or_release(
+    context: Arc<LockContext>,
+    owner: String,
+    answer: oneshot::Sender<Answer>,
+) {
+    let taken = context.try_take(&owner).await;
+    let may_have_taken = matches!(taken, Err(Error::Database { .. }));
+    match answer.send(taken) {
+        Err(Ok(Some(_))) => {
+            let _ = context.release(&owner, false).await;
+        }
+        _ if may_have_taken => {
+            let _ = context.release(&owner, false).await;
+        }
+        _ => {}
+    }
+}
+
+/// The caller's end of an attempt. Dropped with an acquisition in it that the caller
+/// never read (the caller was cancelled between the answer and its next poll), it
+/// releases that acquisition.
+struct PendingAnswer {
+    receiver: oneshot::Receiver<Answer>,
+    context: Arc<LockContext>,
+    owner: String,
+}
+
+impl Drop for PendingAnswer {
+    fn drop(&mut self) {
+        // After close(), the task's send fails (and it releases) or has succeeded, in
+        // which case the answer is here: exactly one of the two sees it.
+        self.receiver.close();
+        if let Ok(Ok(Some(_))) = self.receiver.try_recv() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (context, owner) = (Arc::clone(&self.context), std::mem::take(&mut self.owner));
+                runtime.spawn(async move {
+                    let _ = context.release(&owner, false).await;
+                });
+            }
+        }
+    }
+}
+
+/// While other processes' releases are heard, waiters probe this many times less often.
+const SAFETY_NET_FACTOR: u32 = 10;
+
+/// Waits up to `nap` for a notice that `name` was released; `true` if one came (or
+/// notices were missed, which might have included it).
+async fn wait_for_release(
+    releases: &mut broadcast::Receiver<Arc<str>>,
+    name: &str,
+    nap: Duration,
+) -> bool {
+    let deadline = Instant::now() + nap;
+    loop {
+        match tokio::time::timeout_at(deadline, releases.recv()).await {
+            Err(_elapsed) => return false,
+            Ok(Ok(released)) if &*released == name => return true,
+            Ok(Ok(_other_lock)) => {}
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return true,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                tokio::time::sleep_until(deadline).await;
+                return false;
             }
         }
     }
@@ -294,9 +396,16 @@ impl LockBuilder {
             });
         }
         let options = Options::validate(self.options)?;
+        let sql = dialect.sql(&options.table);
         Ok(DistributedLock {
             context: Arc::new(LockContext {
-                sql: dialect.sql(&options.table),
+                hub: Hub::for_table(
+                    &self.queries,
+                    &options.table.to_string(),
+                    sql.channel.clone(),
+                ),
+                sql,
+                courtesy_until: Mutex::new(None),
                 name: self.name,
                 queries: self.queries,
                 dialect,
@@ -393,25 +502,26 @@ impl<T> Outcome<T> {
     }
 }
 
-/// Full-jitter exponential back-off: each pause is random in `[current / 2, current]`,
-/// and `current` doubles from 10 ms up to the cap.
+/// Jittered exponential back-off: each pause is random in `[current / 2, current]`, and
+/// `current` doubles from 10 ms up to the cap of the moment.
 #[derive(Debug)]
 struct Backoff {
     current: Duration,
-    cap: Duration,
 }
 
 impl Backoff {
     fn new(cap: Duration) -> Self {
         Self {
             current: Duration::from_millis(10).min(cap),
-            cap,
         }
     }
 
-    fn next(&mut self) -> Duration {
-        let pause = self.current.mul_f64(0.5 + 0.5 * crate::random::fraction());
-        self.current = (self.current * 2).min(self.cap);
+    fn next(&mut self, cap: Duration) -> Duration {
+        let pause = self
+            .current
+            .min(cap)
+            .mul_f64(0.5 + 0.5 * crate::random::fraction());
+        self.current = (self.current * 2).min(cap);
         pause
     }
 }

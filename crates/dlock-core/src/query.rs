@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::Dialect;
+use crate::wake::Wake;
 
 /// A boxed error from a database driver or pool.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -123,6 +124,25 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
 
     /// Runs a statement and returns its rows, each decoded per [`Statement::columns`].
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError>;
+
+    /// Where release notifications come from, if this interface can [`listen`](Self::listen):
+    /// a key equal for every interface on the same database (host, port, database name),
+    /// so that a process opens one listening connection per database and lock table.
+    ///
+    /// Defaults to `None`: waiters poll.
+    fn notification_source(&self) -> Option<String> {
+        None
+    }
+
+    /// Listens for notifications on `channel` on a connection of its own (never a pooled
+    /// one), until [`Wake::closed`] completes or the connection fails. Calls
+    /// [`Wake::listening`] once listening, and [`Wake::notify`] with each payload.
+    ///
+    /// Only called when [`notification_source`](Self::notification_source) is `Some`.
+    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+        let _ = (channel, wake);
+        Ok(())
+    }
 }
 
 /// Turns a pool or connection into a [`QueryInterface`]. Each adapter implements it for

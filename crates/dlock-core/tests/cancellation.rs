@@ -272,19 +272,6 @@ async fn check_nothing_left_held(fake: &Arc<FakeDb>, stopped_at: Instant) -> Res
     }
 }
 
-/// The case that fails because of the bug that
-/// [`a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held`] shows: an
-/// acquisition answered at once is lost if the caller is dropped before reading it.
-///
-/// And the gap that [`an_acquire_whose_answer_was_lost_leaves_nothing_held`] shows: an
-/// acquire statement that committed but whose answer was lost is never released.
-fn known_bug(case: &Case) -> bool {
-    matches!(
-        (case.step, case.gate, case.stop),
-        (Step::Acquire, Gate::Ok, Stop::AtStepUnread) | (Step::Acquire, Gate::AnswerLost(_), _)
-    )
-}
-
 /// Every step × gate × stop for one caller; fails listing every failing case.
 async fn cross(caller: Caller) {
     let mut stops = vec![Stop::Never, Stop::AtStep, Stop::AtStepUnread];
@@ -300,9 +287,6 @@ async fn cross(caller: Caller) {
                     gate,
                     stop,
                 };
-                if known_bug(&case) {
-                    continue;
-                }
                 cases += 1;
                 if let Err(failure) = run_case(&case).await {
                     failures.push(format!("{case}: {failure}"));
@@ -337,8 +321,6 @@ async fn try_acquire_then_drop_is_cancel_safe_at_every_step() {
 /// whose caller is dropped before it is polled again (a `select!` whose other branch is
 /// ready in the same poll, `JoinHandle::abort`, a runtime shutting its tasks down).
 #[tokio::test(start_paused = true)]
-#[ignore = "core bug: lock.rs `attempt` drops an acquisition that was answered but not yet \
-            read when its caller is dropped; it stays held for a TTL"]
 async fn a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held() {
     let fake = FakeDb::new();
     let lock = lock(&fake);
@@ -371,8 +353,6 @@ async fn a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held()
 /// The caller gets an error and believes it holds nothing; the core could release the
 /// owner id it generated (the release is owner-checked, so harmless if nothing was taken).
 #[tokio::test(start_paused = true)]
-#[ignore = "core gap: lock.rs `attempt` never releases after an acquire error that may have \
-            committed; the lock stays held for a TTL"]
 async fn an_acquire_whose_answer_was_lost_leaves_nothing_held() {
     let fake = FakeDb::new();
     fake.script(Kind::Acquire, [Gate::AnswerLost(QueryErrorKind::Statement)]);

@@ -344,3 +344,33 @@ async fn try_acquire_tries_again_when_the_holder_left_while_it_looked() {
     assert_eq!(guard.fencing_token().get(), 2);
     assert_eq!((fake.count(Kind::Acquire), fake.count(Kind::Probe)), (2, 1));
 }
+
+/// A release in this process wakes this process's waiters at once, however long their
+/// back-off has grown: they need no notification from the database.
+#[tokio::test(start_paused = true)]
+async fn a_release_in_this_process_wakes_a_waiter_at_once() {
+    let fake = FakeDb::new();
+    // A long lease, so the waiter's naps are bounded by its back-off, not the expiry.
+    let holder = builder(&fake).ttl(Duration::from_secs(60)).build().unwrap();
+    let waiter = builder(&fake)
+        .ttl(Duration::from_secs(60))
+        .poll_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let guard = holder.acquire().await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        (Instant::now(), guard)
+    });
+    // Long enough for the waiter's back-off to grow to seconds.
+    sleep(Duration::from_secs(20)).await;
+    guard.release().await.unwrap();
+    let released_at = Instant::now();
+    let (acquired_at, guard) = waiting.await.unwrap();
+    assert!(
+        acquired_at - released_at < ms(20),
+        "the waiter took {:?} after the release",
+        acquired_at - released_at
+    );
+    guard.release().await.unwrap();
+}

@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Socket};
 
 #[doc(no_inline)]
 pub use deadpool_postgres;
@@ -19,6 +22,7 @@ pub use tokio_postgres;
 /// held lock holds no connection. With a client, statements share that one connection.
 pub struct PostgresQueries {
     source: Source,
+    listener: Option<Arc<dyn Listen>>,
 }
 
 enum Source {
@@ -31,6 +35,7 @@ impl PostgresQueries {
     pub fn from_pool(pool: Pool) -> Self {
         Self {
             source: Source::Pool(pool),
+            listener: None,
         }
     }
 
@@ -38,7 +43,37 @@ impl PostgresQueries {
     pub fn from_client(client: Arc<tokio_postgres::Client>) -> Self {
         Self {
             source: Source::Client(client),
+            listener: None,
         }
+    }
+
+    /// Also opens one connection per process and lock table, with `config` and `tls`,
+    /// that `LISTEN`s for releases, so waiting `acquire`s wake as soon as a lock is
+    /// released — in any process — instead of polling. Waiters then only probe, slowly,
+    /// as a safety net.
+    ///
+    /// A pool does not hand out its connection settings, hence this second argument:
+    /// pass the same configuration the pool was built from.
+    pub fn listen_with<T>(mut self, config: tokio_postgres::Config, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let source = format!(
+            "postgres {:?} {:?} {:?} {:?}",
+            config.get_hosts(),
+            config.get_ports(),
+            config.get_dbname(),
+            config.get_user()
+        );
+        self.listener = Some(Arc::new(Listener {
+            config,
+            tls,
+            source,
+        }));
+        self
     }
 
     async fn with_client<T, F>(&self, run: F) -> Result<T, QueryError>
@@ -77,6 +112,89 @@ impl QueryInterface for PostgresQueries {
             .collect::<Result<_, _>>()
             .map_err(statement_error)
     }
+
+    fn notification_source(&self) -> Option<String> {
+        self.listener
+            .as_ref()
+            .map(|listener| listener.source().to_owned())
+    }
+
+    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+        match &self.listener {
+            Some(listener) => listener.listen(channel, wake).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A way to open a listening connection, with the TLS type erased.
+trait Listen: Send + Sync {
+    fn source(&self) -> &str;
+    fn listen<'a>(
+        &'a self,
+        channel: &'a str,
+        wake: Wake,
+    ) -> Pin<Box<dyn Future<Output = Result<(), QueryError>> + Send + 'a>>;
+}
+
+struct Listener<T> {
+    config: tokio_postgres::Config,
+    tls: T,
+    source: String,
+}
+
+impl<T> Listen for Listener<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn listen<'a>(
+        &'a self,
+        channel: &'a str,
+        wake: Wake,
+    ) -> Pin<Box<dyn Future<Output = Result<(), QueryError>> + Send + 'a>> {
+        Box::pin(async move {
+            let (client, mut connection) = self
+                .config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|error| QueryError::new(QueryErrorKind::Unreachable, None, error))?;
+            // The connection delivers notifications only while it is polled, which also
+            // sends the LISTEN; so poll it alongside.
+            let messages = async {
+                loop {
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(notice))) => {
+                            wake.notify(notice.payload());
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => return Err(statement_error(error)),
+                        None => return Ok(()),
+                    }
+                }
+            };
+            let listen = async {
+                // The channel is the core's: `dlock:` and a validated table name or a hash.
+                client
+                    .batch_execute(&format!("LISTEN \"{channel}\""))
+                    .await
+                    .map_err(statement_error)?;
+                wake.listening();
+                wake.closed().await;
+                Ok(())
+            };
+            tokio::select! {
+                ended = messages => ended,
+                ended = listen => ended,
+            }
+        })
+    }
 }
 
 impl fmt::Debug for PostgresQueries {
@@ -87,6 +205,7 @@ impl fmt::Debug for PostgresQueries {
         };
         f.debug_struct("PostgresQueries")
             .field("source", &source)
+            .field("listens", &self.listener.is_some())
             .finish()
     }
 }

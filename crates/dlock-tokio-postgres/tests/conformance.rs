@@ -9,7 +9,8 @@ use std::time::Duration;
 use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Timeouts};
 use dlock_tokio_postgres::tokio_postgres::{self, NoTls};
 use dlock_tokio_postgres::{
-    BoxError, IntoQueryInterface, Lease, QueryInterface, Statement, Value, async_trait,
+    BoxError, IntoQueryInterface, Lease, PostgresQueries, QueryInterface, Statement, Value,
+    async_trait,
 };
 
 struct TokioPostgres;
@@ -35,7 +36,9 @@ impl dlock_conformance::Adapter for TokioPostgres {
     }
 
     async fn connect(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
-        Ok(pool(url, 4)?.into_query_interface())
+        let config = tokio_postgres::Config::from_str(url)?;
+        let queries = PostgresQueries::from_pool(pool(url, 4)?).listen_with(config, NoTls);
+        Ok(Arc::new(queries))
     }
 
     async fn connect_exhausted(

@@ -8,6 +8,7 @@ mod loss;
 mod names;
 mod release;
 mod skip;
+mod waiting;
 
 use std::pin::Pin;
 
@@ -44,6 +45,8 @@ scenarios![
     release::dropped_acquire_leaves_nothing_held,
     release::guard_drop_releases,
     names::long_and_non_ascii_names,
+    waiting::waiter_in_another_process_wakes_on_release,
+    waiting::waiting_only_reads,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,
     errors::pool_exhaustion_is_an_error,

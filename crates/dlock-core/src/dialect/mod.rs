@@ -66,7 +66,7 @@ impl fmt::Display for Dialect {
 /// | `acquire`      | name, owner, holder, ttl_ms      | one row `(fencing)` iff acquired  |
 /// | `probe`        | name                             | `(holder, remaining_ms)` iff held |
 /// | `renew`        | name, owner, ttl_ms              | 1 affected row iff still ours     |
-/// | `release`      | name, owner                      | 1 affected row iff still ours     |
+/// | `release`      | name, owner (, channel)          | 1 affected row (or row) iff ours  |
 /// | `fence`        | name, owner, fencing             | one row iff still ours, locked    |
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
@@ -76,10 +76,13 @@ pub(crate) struct Sql {
     pub(crate) renew: Arc<str>,
     pub(crate) release: Arc<str>,
     pub(crate) fence: Arc<str>,
+    /// The notification channel the release statement notifies, on dialects that can.
+    pub(crate) channel: Option<Arc<str>>,
 }
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const NAME: &[ColumnType] = &[ColumnType::Text];
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
@@ -105,8 +108,16 @@ impl Sql {
         statement(&self.renew, vec![text(name), text(owner), millis(ttl)], &[])
     }
 
+    /// Counted by affected rows or, when it notifies (and so returns the released name),
+    /// by rows.
     pub(crate) fn release(&self, name: &str, owner: &str) -> Statement {
-        statement(&self.release, vec![text(name), text(owner)], &[])
+        match &self.channel {
+            Some(channel) => {
+                let params = vec![text(name), text(owner), text(channel)];
+                statement(&self.release, params, NAME)
+            }
+            None => statement(&self.release, vec![text(name), text(owner)], &[]),
+        }
     }
 
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
@@ -125,6 +136,22 @@ fn statement(sql: &Arc<str>, params: Vec<Value>, columns: &'static [ColumnType])
 
 fn text(value: &str) -> Value {
     Value::Text(value.to_owned())
+}
+
+/// The notification channel of a lock table: `dlock:` and the table's name, or a hash of
+/// it when that would exceed PostgreSQL's 63-byte identifiers. Stable across processes.
+fn channel(table: &TableName) -> Arc<str> {
+    let readable = format!("dlock:{table}");
+    if readable.len() <= 63 {
+        return readable.into();
+    }
+    // FNV-1a: a fixed hash, unlike the standard library's randomly seeded one.
+    let hash = readable
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("dlock:{hash:016x}").into()
 }
 
 /// Options validation bounds every duration far below `i64::MAX` milliseconds.

@@ -58,8 +58,15 @@ pub(super) fn sql(table: &TableName) -> Sql {
              WHERE name = $1 AND owner = $2 AND expires_at > clock_timestamp()"
         )
         .into(),
+        // The notification rides on the release: waiters in other processes LISTEN on
+        // the channel and attempt at once. pg_notify is sent at commit, so never early.
         release: format!(
-            "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2"
+            "WITH released AS (
+                 UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name = $1 AND owner = $2
+                 RETURNING name
+             )
+             SELECT released.name FROM released, pg_notify($3, released.name)"
         )
         .into(),
         // FOR SHARE holds the row until the caller's transaction ends, so no takeover (an
@@ -70,5 +77,6 @@ pub(super) fn sql(table: &TableName) -> Sql {
              FOR SHARE"
         )
         .into(),
+        channel: Some(super::channel(table)),
     }
 }

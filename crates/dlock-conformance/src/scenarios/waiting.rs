@@ -1,0 +1,154 @@
+//! Waiting: it never writes, and a release wakes waiters — at once where the adapter can
+//! listen for releases, within the poll interval elsewhere.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlock_core::{
+    Dialect, DistributedLock, QueryError, QueryInterface, Row, Statement, Wake, async_trait,
+};
+
+use crate::child::{ChildProcess, Mode, wall_clock_ns};
+use crate::support::{Outcome, quick, unique_name};
+use crate::{Adapter, Env};
+
+/// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
+const WAKE_SLACK: Duration = Duration::from_millis(250);
+
+pub(crate) async fn waiter_in_another_process_wakes_on_release<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("wake");
+    let queries = env.connect().await?;
+    let listens = queries.notification_source().is_some();
+    let holder = quick(DistributedLock::builder(&name, queries))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    let mut waiter = ChildProcess::spawn(&env.url, &name, Mode::Wait, Duration::from_secs(5))?;
+    let line = waiter.next_line(Duration::from_secs(30)).await?;
+    if line != "WAITING" {
+        return Err(format!("unexpected child output {line:?}"));
+    }
+    // Long enough for the waiter's back-off to reach its cap (the default 1 s poll
+    // interval), so only a wake-up can make it fast.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    guard.release().await.map_err(|e| e.to_string())?;
+    let released_at = wall_clock_ns();
+    let line = waiter.next_line(Duration::from_secs(10)).await?;
+    waiter.finish(Duration::from_secs(10)).await?;
+    let acquired_at: u128 = line
+        .strip_prefix("ACQUIRED ")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let gap = Duration::from_nanos(
+        u64::try_from(acquired_at.saturating_sub(released_at)).unwrap_or(u64::MAX),
+    );
+    let limit = if listens {
+        WAKE_SLACK
+    } else {
+        Duration::from_secs(1) + WAKE_SLACK
+    };
+    eprintln!(
+        "wake: a waiter in another process acquired {} ms after the release ({})",
+        gap.as_millis(),
+        if listens {
+            "woken by a notification"
+        } else {
+            "polling"
+        }
+    );
+    if gap > limit {
+        return Err(format!(
+            "the waiter took {gap:?} after the release; the limit is {limit:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A waiter, while the lock stays held, sends only reads, and few of them.
+pub(crate) async fn waiting_only_reads<A: Adapter>(env: Env<A>) -> Outcome {
+    const WAIT: Duration = Duration::from_secs(3);
+    let name = unique_name("waiting_reads");
+    let holder = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    let counting = Arc::new(Counting {
+        inner: env.connect().await?,
+        statements: Mutex::default(),
+    });
+    let waiter = DistributedLock::builder(&name, Arc::clone(&counting) as Arc<dyn QueryInterface>)
+        .build()
+        .map_err(|e| e.to_string())?;
+    if tokio::time::timeout(WAIT, waiter.acquire()).await.is_ok() {
+        return Err("acquire returned while the lock was held".into());
+    }
+    guard.release().await.map_err(|e| e.to_string())?;
+    let statements = counting
+        .statements
+        .lock()
+        .map_err(|e| e.to_string())?
+        .clone();
+    // The first statement is the attempt that found the lock held; the rest is waiting.
+    let waiting = statements.get(1..).unwrap_or_default();
+    let writes: Vec<_> = waiting.iter().filter(|sql| !is_read(sql)).collect();
+    eprintln!(
+        "waiting_reads: {} statements in {} s of waiting, {} writes",
+        waiting.len(),
+        WAIT.as_secs(),
+        writes.len()
+    );
+    if !writes.is_empty() {
+        return Err(format!("a waiter wrote: {writes:?}"));
+    }
+    // Back-off from 10 ms doubling to the 1 s cap: about 7 probes in the first second
+    // and one a second after.
+    if waiting.len() > 12 {
+        return Err(format!(
+            "{} statements in {WAIT:?} of waiting",
+            waiting.len()
+        ));
+    }
+    Ok(())
+}
+
+fn is_read(sql: &str) -> bool {
+    sql.trim_start().to_ascii_uppercase().starts_with("SELECT")
+}
+
+/// Records every statement it forwards.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn QueryInterface>,
+    statements: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    fn record(&self, statement: &Statement) {
+        if let Ok(mut statements) = self.statements.lock() {
+            statements.push(statement.sql.to_string());
+        }
+    }
+}
+
+#[async_trait]
+impl QueryInterface for Counting {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+        self.record(statement);
+        self.inner.execute(statement).await
+    }
+
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+        self.record(statement);
+        self.inner.query(statement).await
+    }
+
+    fn notification_source(&self) -> Option<String> {
+        self.inner.notification_source()
+    }
+
+    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+        self.inner.listen(channel, wake).await
+    }
+}
