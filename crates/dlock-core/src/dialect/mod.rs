@@ -255,3 +255,62 @@ fn bind(template: &Template, args: &Args<'_>, columns: &'static [ColumnType]) ->
 fn millis(duration: Duration) -> Value {
     Value::Int(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest placeholder a statement refers to, in its dialect's syntax: MySQL's
+    /// `?` are counted, PostgreSQL's `$N` and SQLite's `?N` are numbered.
+    fn placeholders(dialect: Dialect, sql: &str) -> usize {
+        let sigil = match dialect {
+            Dialect::Postgres => '$',
+            _ => '?',
+        };
+        if dialect == Dialect::Mysql {
+            return sql.matches('?').count();
+        }
+        sql.split(sigil)
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn every_statement_binds_one_value_per_placeholder() {
+        let table = TableName::default();
+        for dialect in [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite] {
+            let sql = dialect.sql(&table);
+            let ttl = Duration::from_secs(1);
+            let mut statements = vec![
+                ("create_table", sql.create_table()),
+                ("acquire", sql.acquire("n", "o", "h", ttl)),
+                ("probe", sql.probe("n")),
+                ("renew", sql.renew("n", "o", ttl)),
+                ("release", sql.release("n", "o")),
+                ("fence", sql.fence("n", "o", FencingToken(1))),
+            ];
+            statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));
+            for (what, statement) in statements {
+                assert_eq!(
+                    placeholders(dialect, &statement.sql),
+                    statement.params.len(),
+                    "{dialect} {what}: {}",
+                    statement.sql
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_mysql_reads_the_token_after_the_upsert() {
+        let table = TableName::default();
+        assert!(Dialect::Mysql.sql(&table).acquired.is_some());
+        assert!(Dialect::Postgres.sql(&table).acquired.is_none());
+        assert!(Dialect::Sqlite.sql(&table).acquired.is_none());
+    }
+}
