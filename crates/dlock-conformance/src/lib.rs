@@ -17,6 +17,7 @@
 //! with no servers.
 
 mod child;
+mod partition;
 mod proxy;
 mod scenarios;
 mod support;
@@ -66,8 +67,12 @@ pub struct Target {
     pub name: &'static str,
     /// The environment variable holding its URL.
     pub url_var: &'static str,
-    /// The URL when the variable is not set.
+    /// The URL when the variable is not set; empty for a SQLite file in a temporary
+    /// directory made for this run (and shared with the child processes).
     pub default_url: &'static str,
+    /// Whether the database is reached over TCP. Scenarios that cut or refuse the
+    /// connection (a proxy, a closed port) are generated only for such targets.
+    pub network: bool,
 }
 
 /// PostgreSQL, at `DLOCK_TEST_POSTGRES_URL`.
@@ -75,12 +80,34 @@ pub const POSTGRES: Target = Target {
     name: "postgres",
     url_var: "DLOCK_TEST_POSTGRES_URL",
     default_url: "postgres://postgres@127.0.0.1:5432/test",
+    network: true,
+};
+
+/// MySQL or MariaDB, at `DLOCK_TEST_MYSQL_URL`.
+pub const MYSQL: Target = Target {
+    name: "mysql",
+    url_var: "DLOCK_TEST_MYSQL_URL",
+    default_url: "mysql://root@127.0.0.1:3306/test",
+    network: true,
+};
+
+/// SQLite, in a file in a temporary directory made for the run, or at
+/// `DLOCK_TEST_SQLITE_URL`. Child processes share the file.
+pub const SQLITE: Target = Target {
+    name: "sqlite",
+    url_var: "DLOCK_TEST_SQLITE_URL",
+    default_url: "",
+    network: false,
 };
 
 impl Target {
     /// The URL to test against.
     pub fn url(&self) -> String {
-        std::env::var(self.url_var).unwrap_or_else(|_| self.default_url.to_owned())
+        match std::env::var(self.url_var) {
+            Ok(url) => url,
+            Err(_) if self.default_url.is_empty() => support::sqlite_url(),
+            Err(_) => self.default_url.to_owned(),
+        }
     }
 }
 
@@ -94,7 +121,7 @@ pub fn run<A: Adapter>(adapter: A, targets: &[Target]) -> ExitCode {
     let mut trials = Vec::new();
     for target in targets {
         let reachable = Arc::new(std::sync::OnceLock::new());
-        for (name, scenario) in scenarios::all::<A>() {
+        for (name, scenario) in scenarios::all::<A>(target) {
             let adapter = Arc::clone(&adapter);
             let reachable = Arc::clone(&reachable);
             let target = *target;
@@ -104,7 +131,9 @@ pub fn run<A: Adapter>(adapter: A, targets: &[Target]) -> ExitCode {
             ));
         }
     }
-    libtest_mimic::run(&args, trials).exit_code()
+    let conclusion = libtest_mimic::run(&args, trials);
+    support::remove_sqlite_dir();
+    conclusion.exit_code()
 }
 
 fn run_trial<A: Adapter>(
@@ -136,7 +165,7 @@ fn run_trial<A: Adapter>(
         }
         return Ok(Completion::ignored_with(message));
     }
-    let env = Env::new(adapter, url);
+    let env = Env::new(adapter, url, target);
     runtime.block_on(scenario(env))?;
     Ok(Completion::Completed)
 }

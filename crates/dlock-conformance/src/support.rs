@@ -7,7 +7,7 @@ use std::time::Duration;
 use dlock_core::{Dialect, DistributedLock, LockBuilder, QueryInterface, Statement, Value};
 use tokio::time::Instant;
 
-use crate::Adapter;
+use crate::{Adapter, Target};
 
 /// A scenario's failure message.
 pub(crate) type Outcome = Result<(), String>;
@@ -16,11 +16,16 @@ pub(crate) type Outcome = Result<(), String>;
 pub(crate) struct Env<A> {
     pub(crate) adapter: Arc<A>,
     pub(crate) url: String,
+    pub(crate) target: Target,
 }
 
 impl<A: Adapter> Env<A> {
-    pub(crate) fn new(adapter: Arc<A>, url: String) -> Self {
-        Self { adapter, url }
+    pub(crate) fn new(adapter: Arc<A>, url: String, target: Target) -> Self {
+        Self {
+            adapter,
+            url,
+            target,
+        }
     }
 
     /// A new pool to the database.
@@ -146,4 +151,31 @@ pub(crate) fn source_chain(error: &dyn std::error::Error) -> String {
         source = error.source();
     }
     chain.join(": ")
+}
+
+/// The directory of this run's SQLite database: one per test-binary run, so runs never
+/// share a file; child processes receive the URL, not this path.
+fn sqlite_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        std::env::temp_dir().join(format!("dlock-conformance-{}-{nanos}", std::process::id()))
+    })
+}
+
+/// The URL of this run's SQLite database file (created with the directory on first use).
+pub(crate) fn sqlite_url() -> String {
+    let dir = sqlite_dir();
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        eprintln!("cannot create {}: {error}", dir.display());
+    }
+    format!("sqlite://{}/locks.db?mode=rwc", dir.display())
+}
+
+/// Removes this run's SQLite directory, if it made one.
+pub(crate) fn remove_sqlite_dir() {
+    let _ = std::fs::remove_dir_all(sqlite_dir());
 }

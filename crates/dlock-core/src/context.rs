@@ -30,17 +30,48 @@ pub(crate) struct LockContext {
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
 }
 
+fn token(rows: &[Row]) -> Option<FencingToken> {
+    match rows.first().map(Vec::as_slice) {
+        Some([Value::Int(token)]) => Some(FencingToken(*token)),
+        _ => None,
+    }
+}
+
 impl LockContext {
     /// One acquisition attempt: takes the lock for `owner` if it is free or expired.
+    ///
+    /// A statement that lost a race with a concurrent one (a deadlock or serialization
+    /// failure, rolled back by the database) took nothing: the lock went to the other, so
+    /// the attempt reports "not acquired" and the caller probes for the holder.
     pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<FencingToken>> {
+        match self.take(owner).await {
+            Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn take(&self, owner: &str) -> Result<Option<FencingToken>> {
         let statement = self
             .sql
             .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
-        let rows = self.query("acquire the lock", &statement).await?;
-        Ok(match rows.first().map(Vec::as_slice) {
-            Some([Value::Int(token)]) => Some(FencingToken(*token)),
-            _ => None,
-        })
+        let Some(read_token) = self.sql.acquired(&self.name, owner) else {
+            let rows = self.query("acquire the lock", &statement).await?;
+            return Ok(token(&rows));
+        };
+        // No RETURNING (MySQL): the upsert, then an owner-checked read of the token.
+        if self.execute("acquire the lock", &statement).await? == 0 {
+            return Ok(None);
+        }
+        match self.query("read the new fencing token", &read_token).await {
+            Ok(rows) => Ok(token(&rows)),
+            Err(error) => {
+                // The upsert may have taken the lock; nobody will hear of it, so free it
+                // now rather than leave it blocked for a TTL. Owner-checked, so harmless
+                // if it did not.
+                let _ = self.release(owner, false).await;
+                Err(error)
+            }
+        }
     }
 
     /// Who holds the lock now, if anyone holds a live lease. Never writes.

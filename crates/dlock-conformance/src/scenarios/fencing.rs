@@ -7,7 +7,7 @@ use dlock_core::{ColumnType, DistributedLock, Error, Lease, QueryInterface, Valu
 use tokio::time::Instant;
 
 use crate::child::{ChildProcess, Mode};
-use crate::proxy::Proxy;
+use crate::partition::Partition;
 use crate::support::{Outcome, quick, sql, unique_name};
 use crate::{Adapter, Env};
 
@@ -34,14 +34,14 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
     tokens.push(("acquired by another process", token));
 
     // A holder cut off from the database: its lease expires without a release.
-    let proxy = Proxy::start(&env.url).await?;
-    let stranded = holder_through(&env, &proxy, &name).await?;
+    let partition = Partition::start(&env).await?;
+    let stranded = holder_through(&env, &partition, &name).await?;
     let stranded_guard = stranded.acquire().await.map_err(|e| e.to_string())?;
     tokens.push((
         "acquired by a holder that then expires",
         stranded_guard.fencing_token().get(),
     ));
-    proxy.freeze();
+    partition.freeze();
     let guard = lock.acquire().await.map_err(|e| e.to_string())?;
     tokens.push(("acquired after an expiry", guard.fencing_token().get()));
     guard.release().await.map_err(|e| e.to_string())?;
@@ -55,16 +55,16 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
     Ok(())
 }
 
-/// A lock with a short lease whose statements go through `proxy`.
+/// A lock with a short lease whose statements go through `partition`.
 pub(crate) async fn holder_through<A: Adapter>(
     env: &Env<A>,
-    proxy: &Proxy,
+    partition: &Partition,
     name: &str,
 ) -> Result<DistributedLock, String> {
-    DistributedLock::builder(name, env.connect_to(proxy.url()).await?)
+    DistributedLock::builder(name, partition.connect(env).await?)
         .ttl(Duration::from_secs(1))
         .renew_interval(Duration::from_millis(200))
-        .holder_label("holder behind a proxy")
+        .holder_label("holder behind a partition")
         .build()
         .map_err(|e| e.to_string())
 }
@@ -127,8 +127,8 @@ pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env
     let name = unique_name("fenced_write");
     let queries = env.connect().await?;
     create_ledger(&queries).await?;
-    let proxy = Proxy::start(&env.url).await?;
-    let old = holder_through(&env, &proxy, &name).await?;
+    let partition = Partition::start(&env).await?;
+    let old = holder_through(&env, &partition, &name).await?;
     let old_guard = old.acquire().await.map_err(|e| e.to_string())?;
     let old_lease = old_guard.lease().clone();
     let write = ledger_write(&queries, &old_lease, "old holder, in time");
@@ -137,7 +137,7 @@ pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env
         .await
         .map_err(|e| format!("a fenced write by the live holder failed: {e}"))?;
 
-    proxy.freeze();
+    partition.freeze();
     let new = quick(DistributedLock::builder(&name, Arc::clone(&queries)))
         .build()
         .map_err(|e| e.to_string())?;
@@ -196,17 +196,21 @@ pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends<A: Adapter>(
         let guard = contender.acquire().await;
         (Instant::now(), guard)
     });
+    const HOLD: Duration = Duration::from_millis(1600);
+    // The commit is sent no earlier than this. It is the boundary to check against, not
+    // the moment the commit is acknowledged: the database lets the waiting contender in
+    // as it commits, and the contender can hear of its success before we hear of ours.
+    let commit_sent_after = Instant::now() + HOLD;
     env.adapter
-        .fenced_write(&env.url, &lease, &write, Duration::from_millis(1600))
+        .fenced_write(&env.url, &lease, &write, HOLD)
         .await
         .map_err(|e| format!("the fenced write failed: {e}"))?;
-    let committed_at = Instant::now();
     let (taken_at, taken) = contender.await.map_err(|e| e.to_string())?;
     let taken = taken.map_err(|e| e.to_string())?;
-    if taken_at < committed_at {
+    if taken_at < commit_sent_after {
         return Err(format!(
-            "the lock was taken over {:?} before the fenced transaction committed",
-            committed_at - taken_at
+            "the lock was taken over {:?} before the fenced transaction could commit",
+            commit_sent_after - taken_at
         ));
     }
     if taken.fencing_token() <= lease.fencing_token() {

@@ -7,6 +7,7 @@ use dlock_core::{DistributedLock, Error, LossReason, Value};
 use tokio::time::Instant;
 
 use super::fencing::holder_through;
+use crate::partition::Partition;
 use crate::proxy::Proxy;
 use crate::support::{Outcome, quick, sql, unique_name};
 use crate::{Adapter, Env};
@@ -52,14 +53,14 @@ pub(crate) async fn loss_fires_when_row_is_tampered_with<A: Adapter>(env: Env<A>
 /// contender takes the lock over.
 pub(crate) async fn loss_fires_before_a_takeover<A: Adapter>(env: Env<A>) -> Outcome {
     let name = unique_name("partitioned");
-    let proxy = Proxy::start(&env.url).await?;
-    let holder = holder_through(&env, &proxy, &name).await?;
+    let partition = Partition::start(&env).await?;
+    let holder = holder_through(&env, &partition, &name).await?;
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
     let contender = quick(DistributedLock::builder(&name, env.connect().await?))
         .poll_interval(Duration::from_millis(10))
         .build()
         .map_err(|e| e.to_string())?;
-    proxy.freeze();
+    partition.freeze();
     let lease = guard.lease().clone();
     let watcher = tokio::spawn(async move {
         let reason = lease.lost().await;

@@ -13,7 +13,7 @@ mod waiting;
 use std::pin::Pin;
 
 use crate::support::Outcome;
-use crate::{Adapter, Env};
+use crate::{Adapter, Env, Target};
 
 /// A scenario: an async function of the environment.
 pub(crate) type Scenario<A> = fn(Env<A>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -21,10 +21,27 @@ pub(crate) type Scenario<A> = fn(Env<A>) -> Pin<Box<dyn Future<Output = Outcome>
 macro_rules! scenarios {
     ($($module:ident::$name:ident),* $(,)?) => {
         /// Every scenario, by name.
-        pub(crate) fn all<A: Adapter>() -> Vec<(&'static str, Scenario<A>)> {
+        fn every<A: Adapter>() -> Vec<(&'static str, Scenario<A>)> {
             vec![$((stringify!($name), |env| Box::pin($module::$name(env)))),*]
         }
     };
+}
+
+/// Scenarios that refuse connections at the network level (a proxy that cuts them, a
+/// closed port). An embedded database (SQLite) has no connection to refuse, so they are
+/// not generated for it. Partitions (statements that hang) are simulated for it instead,
+/// see [`crate::partition`].
+const NETWORK_ONLY: &[&str] = &[
+    "loss_fires_before_expiry_when_database_unreachable",
+    "unreachable_database_is_an_error",
+];
+
+/// The scenarios that apply to `target`, by name.
+pub(crate) fn all<A: Adapter>(target: &Target) -> Vec<(&'static str, Scenario<A>)> {
+    every()
+        .into_iter()
+        .filter(|(name, _)| target.network || !NETWORK_ONLY.contains(name))
+        .collect()
 }
 
 scenarios![

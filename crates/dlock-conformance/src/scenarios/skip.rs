@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dlock_core::{Attempt, DistributedLock, Outcome as LockOutcome};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, watch};
 
 use crate::support::{Outcome, quick, unique_name};
 use crate::{Adapter, Env};
@@ -18,6 +18,11 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
         let name = unique_name("skip");
         let barrier = Arc::new(Barrier::new(CALLERS));
         let running = Arc::new(AtomicUsize::new(0));
+        // The job lasts until every other caller has been skipped (at most 10 s), not a
+        // fixed time: on a loaded machine a caller may be scheduled late, and one that
+        // arrives after the job ended rightly runs it again.
+        let (skipped_tx, skipped_rx) = watch::channel(0usize);
+        let skipped_tx = Arc::new(skipped_tx);
         let mut callers = Vec::new();
         for caller in 0..CALLERS {
             let lock = quick(DistributedLock::builder(&name, env.connect().await?))
@@ -26,19 +31,26 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
                 .build()
                 .map_err(|e| e.to_string())?;
             let (barrier, running) = (Arc::clone(&barrier), Arc::clone(&running));
+            let (skipped_tx, mut skipped_rx) = (Arc::clone(&skipped_tx), skipped_rx.clone());
             callers.push(tokio::spawn(async move {
                 barrier.wait().await;
-                lock.lock(|_lease| async move {
-                    if running.fetch_add(1, Ordering::SeqCst) != 0 {
-                        return Err(dlock_core::Error::InvalidOption(
-                            "two jobs ran at once".into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    running.fetch_sub(1, Ordering::SeqCst);
-                    Ok(())
-                })
-                .await
+                let outcome = lock
+                    .lock(|_lease| async move {
+                        if running.fetch_add(1, Ordering::SeqCst) != 0 {
+                            return Err(dlock_core::Error::InvalidOption(
+                                "two jobs ran at once".into(),
+                            ));
+                        }
+                        let others_skipped = skipped_rx.wait_for(|skipped| *skipped >= CALLERS - 1);
+                        let _ = tokio::time::timeout(Duration::from_secs(10), others_skipped).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await;
+                if matches!(outcome, Ok(LockOutcome::Skipped(_))) {
+                    skipped_tx.send_modify(|skipped| *skipped += 1);
+                }
+                outcome
             }));
         }
         let (mut ran, mut skipped) = (0, 0);

@@ -3,7 +3,9 @@
 //! Each dialect module renders the same set of statements ([`Sql`]) for a table name.
 //! All times are the database's clock; durations travel as whole milliseconds.
 
+mod mysql;
 mod postgres;
+mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +20,10 @@ use crate::{FencingToken, TableName};
 pub enum Dialect {
     /// PostgreSQL (and servers speaking its dialect).
     Postgres,
+    /// MySQL 8 and MariaDB 10.5 or later.
+    Mysql,
+    /// SQLite 3.35 or later (for `RETURNING`).
+    Sqlite,
 }
 
 impl Dialect {
@@ -25,6 +31,8 @@ impl Dialect {
     pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "PostgreSQL",
+            Self::Mysql => "MySQL/MariaDB",
+            Self::Sqlite => "SQLite",
         }
     }
 
@@ -32,9 +40,16 @@ impl Dialect {
     ///
     /// PostgreSQL: a B-tree entry must fit in a third of a page (2,704 bytes); 2,000 leaves
     /// room for the tuple header whatever the name compresses to.
+    ///
+    /// MySQL/MariaDB: the table is keyed on the SHA-256 of the name (an InnoDB key holds
+    /// at most 3,072 bytes), so the limit is that of the `TEXT` column holding the name
+    /// itself, 65,535 bytes.
+    ///
+    /// SQLite: keys have no practical limit; 65,535 bytes keeps names portable to MySQL.
     pub fn max_name_bytes(self) -> usize {
         match self {
             Self::Postgres => 2000,
+            Self::Mysql | Self::Sqlite => 65_535,
         }
     }
 
@@ -42,12 +57,26 @@ impl Dialect {
     pub(crate) fn is_missing_table(self, error: &QueryError) -> bool {
         match self {
             Self::Postgres => postgres::is_missing_table(error),
+            Self::Mysql => mysql::is_missing_table(error),
+            Self::Sqlite => sqlite::is_missing_table(error),
+        }
+    }
+
+    /// Whether `error` says that the statement lost a race with a concurrent one (a
+    /// deadlock or serialization failure) and was rolled back, changing nothing.
+    pub(crate) fn is_conflict(self, error: &QueryError) -> bool {
+        match self {
+            Self::Postgres => postgres::is_conflict(error),
+            Self::Mysql => mysql::is_conflict(error),
+            Self::Sqlite => false,
         }
     }
 
     pub(crate) fn sql(self, table: &TableName) -> Sql {
         match self {
             Self::Postgres => postgres::sql(table),
+            Self::Mysql => mysql::sql(table),
+            Self::Sqlite => sqlite::sql(table),
         }
     }
 }
@@ -63,21 +92,72 @@ impl fmt::Display for Dialect {
 /// | statement      | parameters                       | result                            |
 /// |----------------|----------------------------------|-----------------------------------|
 /// | `create_table` | —                                | —                                 |
-/// | `acquire`      | name, owner, holder, ttl_ms      | one row `(fencing)` iff acquired  |
+/// | `acquire`      | name, owner, holder, ttl_ms      | one row `(fencing)` iff acquired (\*) |
+/// | `acquired`     | name, owner                      | `(fencing)` iff `owner` holds it  |
 /// | `probe`        | name                             | `(holder, remaining_ms)` iff held |
 /// | `renew`        | name, owner, ttl_ms              | 1 affected row iff still ours     |
-/// | `release`      | name, owner (, channel)          | 1 affected row (or row) iff ours  |
+/// | `release`      | name, owner (, channel)          | 1 affected row iff ours (\*\*)    |
 /// | `fence`        | name, owner, fencing             | one row iff still ours, locked    |
+///
+/// Each [`Template`] lists the parameters in the order its placeholders take them, since
+/// MySQL's `?` placeholders are positional and cannot be referred to twice.
+///
+/// (\*) Where the dialect has no `RETURNING` on an upsert (MySQL), `acquired` is set:
+/// `acquire` is executed for its affected-row count and, unless that is 0, `acquired`
+/// reads the token. Owner ids are unique per acquisition, so that read needs no
+/// transaction or connection in common with the upsert.
+///
+/// (\*\*) Where the dialect notifies waiters (PostgreSQL), `channel` is set: `release`
+/// also takes the channel and returns the released name as a row, counted instead.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
-    pub(crate) create_table: Arc<str>,
-    pub(crate) acquire: Arc<str>,
-    pub(crate) probe: Arc<str>,
-    pub(crate) renew: Arc<str>,
-    pub(crate) release: Arc<str>,
-    pub(crate) fence: Arc<str>,
-    /// The notification channel the release statement notifies, on dialects that can.
+    pub(crate) create_table: Template,
+    pub(crate) acquire: Template,
+    pub(crate) acquired: Option<Template>,
+    pub(crate) probe: Template,
+    pub(crate) renew: Template,
+    pub(crate) release: Template,
+    pub(crate) fence: Template,
+    /// The channel `release` notifies, on dialects that can.
     pub(crate) channel: Option<Arc<str>>,
+}
+
+/// A value bound to a statement of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Param {
+    Name,
+    Owner,
+    Holder,
+    TtlMs,
+    Token,
+    Channel,
+}
+
+/// SQL text and the parameters its placeholders take, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    sql: Arc<str>,
+    params: &'static [Param],
+}
+
+impl Template {
+    fn new(sql: String, params: &'static [Param]) -> Self {
+        Self {
+            sql: sql.into(),
+            params,
+        }
+    }
+}
+
+/// The values a statement may bind.
+#[derive(Debug, Default)]
+struct Args<'a> {
+    name: &'a str,
+    owner: &'a str,
+    holder: &'a str,
+    ttl: Duration,
+    token: i64,
+    channel: &'a str,
 }
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
@@ -86,9 +166,10 @@ const NAME: &[ColumnType] = &[ColumnType::Text];
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
-        statement(&self.create_table, vec![], &[])
+        bind(&self.create_table, &Args::default(), &[])
     }
 
+    /// With `acquired` set, `acquire` returns no rows: it is executed, not queried.
     pub(crate) fn acquire(
         &self,
         name: &str,
@@ -96,46 +177,89 @@ impl Sql {
         holder: &str,
         ttl: Duration,
     ) -> Statement {
-        let params = vec![text(name), text(owner), text(holder), millis(ttl)];
-        statement(&self.acquire, params, FENCING)
+        let args = Args {
+            name,
+            owner,
+            holder,
+            ttl,
+            ..Args::default()
+        };
+        let columns = if self.acquired.is_some() {
+            &[]
+        } else {
+            FENCING
+        };
+        bind(&self.acquire, &args, columns)
+    }
+
+    /// The token read that follows an executed `acquire`, for dialects that need one.
+    pub(crate) fn acquired(&self, name: &str, owner: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            owner,
+            ..Args::default()
+        };
+        Some(bind(self.acquired.as_ref()?, &args, FENCING))
     }
 
     pub(crate) fn probe(&self, name: &str) -> Statement {
-        statement(&self.probe, vec![text(name)], HOLDER)
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        bind(&self.probe, &args, HOLDER)
     }
 
     pub(crate) fn renew(&self, name: &str, owner: &str, ttl: Duration) -> Statement {
-        statement(&self.renew, vec![text(name), text(owner), millis(ttl)], &[])
+        let args = Args {
+            name,
+            owner,
+            ttl,
+            ..Args::default()
+        };
+        bind(&self.renew, &args, &[])
     }
 
-    /// Counted by affected rows or, when it notifies (and so returns the released name),
-    /// by rows.
     pub(crate) fn release(&self, name: &str, owner: &str) -> Statement {
-        match &self.channel {
-            Some(channel) => {
-                let params = vec![text(name), text(owner), text(channel)];
-                statement(&self.release, params, NAME)
-            }
-            None => statement(&self.release, vec![text(name), text(owner)], &[]),
-        }
+        let args = Args {
+            name,
+            owner,
+            channel: self.channel.as_deref().unwrap_or_default(),
+            ..Args::default()
+        };
+        let columns = if self.channel.is_some() { NAME } else { &[] };
+        bind(&self.release, &args, columns)
     }
 
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
-        let params = vec![text(name), text(owner), Value::Int(token.get())];
-        statement(&self.fence, params, FENCING)
+        let args = Args {
+            name,
+            owner,
+            token: token.get(),
+            ..Args::default()
+        };
+        bind(&self.fence, &args, FENCING)
     }
 }
 
-fn statement(sql: &Arc<str>, params: Vec<Value>, columns: &'static [ColumnType]) -> Statement {
+fn bind(template: &Template, args: &Args<'_>, columns: &'static [ColumnType]) -> Statement {
+    let params = template
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Name => Value::Text(args.name.to_owned()),
+            Param::Owner => Value::Text(args.owner.to_owned()),
+            Param::Holder => Value::Text(args.holder.to_owned()),
+            Param::TtlMs => millis(args.ttl),
+            Param::Token => Value::Int(args.token),
+            Param::Channel => Value::Text(args.channel.to_owned()),
+        })
+        .collect();
     Statement {
-        sql: Arc::clone(sql),
+        sql: Arc::clone(&template.sql),
         params,
         columns,
     }
-}
-
-fn text(value: &str) -> Value {
-    Value::Text(value.to_owned())
 }
 
 /// The notification channel of a lock table: `dlock:` and the table's name, or a hash of
@@ -157,4 +281,63 @@ fn channel(table: &TableName) -> Arc<str> {
 /// Options validation bounds every duration far below `i64::MAX` milliseconds.
 fn millis(duration: Duration) -> Value {
     Value::Int(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest placeholder a statement refers to, in its dialect's syntax: MySQL's
+    /// `?` are counted, PostgreSQL's `$N` and SQLite's `?N` are numbered.
+    fn placeholders(dialect: Dialect, sql: &str) -> usize {
+        let sigil = match dialect {
+            Dialect::Postgres => '$',
+            _ => '?',
+        };
+        if dialect == Dialect::Mysql {
+            return sql.matches('?').count();
+        }
+        sql.split(sigil)
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn every_statement_binds_one_value_per_placeholder() {
+        let table = TableName::default();
+        for dialect in [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite] {
+            let sql = dialect.sql(&table);
+            let ttl = Duration::from_secs(1);
+            let mut statements = vec![
+                ("create_table", sql.create_table()),
+                ("acquire", sql.acquire("n", "o", "h", ttl)),
+                ("probe", sql.probe("n")),
+                ("renew", sql.renew("n", "o", ttl)),
+                ("release", sql.release("n", "o")),
+                ("fence", sql.fence("n", "o", FencingToken(1))),
+            ];
+            statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));
+            for (what, statement) in statements {
+                assert_eq!(
+                    placeholders(dialect, &statement.sql),
+                    statement.params.len(),
+                    "{dialect} {what}: {}",
+                    statement.sql
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_mysql_reads_the_token_after_the_upsert() {
+        let table = TableName::default();
+        assert!(Dialect::Mysql.sql(&table).acquired.is_some());
+        assert!(Dialect::Postgres.sql(&table).acquired.is_none());
+        assert!(Dialect::Sqlite.sql(&table).acquired.is_none());
+    }
 }

@@ -1,0 +1,129 @@
+//! MySQL 8 and MariaDB 10.5+.
+//!
+//! **Key.** InnoDB keys hold at most 3,072 bytes (768 `utf8mb4` characters), too few for
+//! the names we promise, so the table is keyed on `name_hash`, the SHA-256 of the name
+//! computed in SQL (`UNHEX(SHA2(…, 256))`, 32 bytes), and the name itself is kept in a
+//! `TEXT` column for operators. The name is converted to `utf8mb4` before hashing, so a
+//! client whose connection uses another character set still hashes the same bytes. (A
+//! generated `name_hash` column would avoid binding the name twice, but MariaDB refuses
+//! a primary key on a generated column, and some MySQL services require a primary key.)
+//!
+//! **Clock.** `UTC_TIMESTAMP(6)` into `DATETIME(6)` columns: microseconds (plain `NOW()`
+//! has whole seconds) and UTC whatever the session's `time_zone`, so sessions in different
+//! zones, and daylight-saving changes, cannot disagree about an expiry. Like `NOW()`, it is
+//! evaluated once per statement, so one statement compares and stores one instant;
+//! `SYSDATE()` would not be, and it is unsafe for statement-based replication.
+//!
+//! **Acquire.** `INSERT … ON DUPLICATE KEY UPDATE` has no `RETURNING`, so acquiring takes
+//! the smallest correct sequence: the upsert, then — unless it affected no row — an
+//! owner-checked read of the token. Owner ids are unique per acquisition, so that read
+//! finds the row only if this upsert took it, on any connection, whether the driver
+//! reports found rows (`CLIENT_FOUND_ROWS`, as sqlx does: 1 for an untouched row) or
+//! changed rows (0). Assignments in `ON DUPLICATE KEY UPDATE` run left to right and see
+//! the columns already assigned, so `owner` is decided first, from the old row, and every
+//! other column follows `owner <=> VALUES(owner)`: true only if this statement took it.
+//!
+//! **Fence.** `LOCK IN SHARE MODE` (understood by MariaDB and MySQL alike; MySQL 8 also
+//! says `FOR SHARE`) is a locking read of the latest committed row, whatever the
+//! transaction's isolation level, and holds a shared lock until the transaction ends; the
+//! takeover upsert needs an exclusive lock, so it waits for the commit.
+
+use super::Param::{Holder, Name, Owner, Token, TtlMs};
+use super::{Sql, Template};
+use crate::TableName;
+use crate::query::QueryError;
+
+/// `ER_NO_SUCH_TABLE` as SQLSTATE (what sqlx reports) and as MySQL's error number.
+const MISSING_TABLE_CODES: [&str; 2] = ["42S02", "1146"];
+
+/// `ER_LOCK_DEADLOCK`: concurrent first inserts of one name can deadlock on InnoDB's
+/// duplicate-key locks; the victim's statement is rolled back and changed nothing.
+const CONFLICT_CODES: [&str; 2] = ["40001", "1213"];
+
+pub(super) fn is_missing_table(error: &QueryError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| MISSING_TABLE_CODES.contains(&code))
+}
+
+pub(super) fn is_conflict(error: &QueryError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| CONFLICT_CODES.contains(&code))
+}
+
+/// The key of the name bound at the placeholder.
+const KEY: &str = "UNHEX(SHA2(CONVERT(? USING utf8mb4), 256))";
+const NOW: &str = "UTC_TIMESTAMP(6)";
+
+pub(super) fn sql(table: &TableName) -> Sql {
+    let t = table.quoted('`');
+    Sql {
+        create_table: Template::new(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    name_hash   BINARY(32) NOT NULL PRIMARY KEY,
+                    name        TEXT NOT NULL,
+                    owner       VARCHAR(64),
+                    fencing     BIGINT NOT NULL,
+                    holder      TEXT,
+                    acquired_at DATETIME(6),
+                    expires_at  DATETIME(6)
+                ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+            ),
+            &[],
+        ),
+        acquire: Template::new(
+            format!(
+                "INSERT INTO {t} (name_hash, name, owner, fencing, holder, acquired_at, expires_at)
+                 VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, 1, ?, {NOW},
+                         {NOW} + INTERVAL (? * 1000) MICROSECOND)
+                 ON DUPLICATE KEY UPDATE
+                     owner = IF(owner IS NULL OR expires_at <= {NOW}, VALUES(owner), owner),
+                     fencing = IF(owner <=> VALUES(owner), fencing + 1, fencing),
+                     holder = IF(owner <=> VALUES(owner), VALUES(holder), holder),
+                     acquired_at = IF(owner <=> VALUES(owner), VALUES(acquired_at), acquired_at),
+                     expires_at = IF(owner <=> VALUES(owner), VALUES(expires_at), expires_at)"
+            ),
+            &[Name, Name, Owner, Holder, TtlMs],
+        ),
+        acquired: Some(Template::new(
+            format!("SELECT fencing FROM {t} WHERE name_hash = {KEY} AND owner = ?"),
+            &[Name, Owner],
+        )),
+        // A plain (non-locking) read, so waiters never write or lock.
+        probe: Template::new(
+            format!(
+                "SELECT holder,
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
+                 FROM {t}
+                 WHERE name_hash = {KEY} AND owner IS NOT NULL AND expires_at > {NOW}"
+            ),
+            &[Name],
+        ),
+        // Only a live lease is extended: an expired one may already be someone else's.
+        renew: Template::new(
+            format!(
+                "UPDATE {t} SET expires_at = {NOW} + INTERVAL (? * 1000) MICROSECOND
+                 WHERE name_hash = {KEY} AND owner = ? AND expires_at > {NOW}"
+            ),
+            &[TtlMs, Name, Owner],
+        ),
+        release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name_hash = {KEY} AND owner = ?"
+            ),
+            &[Name, Owner],
+        ),
+        fence: Template::new(
+            format!(
+                "SELECT fencing FROM {t}
+                 WHERE name_hash = {KEY} AND owner = ? AND fencing = ? AND expires_at > {NOW}
+                 LOCK IN SHARE MODE"
+            ),
+            &[Name, Owner, Token],
+        ),
+        channel: None,
+    }
+}

@@ -1,0 +1,96 @@
+//! SQLite 3.35+ (`RETURNING`), shared by processes through one database file.
+//!
+//! **Clock.** Times are stored as integer milliseconds since the Unix epoch, computed from
+//! `julianday('now')` (which SQLite keeps in whole milliseconds): exact to compare, easy to
+//! subtract, no text-format pitfalls, and available in every SQLite version (unlike
+//! `unixepoch('subsec')`, 3.42+). `'now'` is fixed for the whole of one statement, so one
+//! statement compares and stores one instant.
+//!
+//! **Acquire.** One `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING`, as on
+//! PostgreSQL. SQLite has one writer at a time per database, so the statement is atomic;
+//! concurrent writers wait for each other through the connection's busy timeout.
+//!
+//! **Fence.** SQLite has no row locks. The fence is a plain read inside the caller's
+//! transaction; what protects the writes after it is SQLite's single writer:
+//! - begun `IMMEDIATE` (what `dlock-seaorm`'s `begin_fenced` does), the transaction holds
+//!   the database's write lock from its start, so no takeover can commit until it ends —
+//!   the same guarantee as a row lock, at the price of blocking every other writer;
+//! - begun `DEFERRED` in WAL mode, the fence's read opens a snapshot; if anyone commits a
+//!   write after it (a takeover, but also any other write), the transaction's first write
+//!   fails with `SQLITE_BUSY_SNAPSHOT`, and once that first write succeeds the transaction
+//!   is the only writer until it ends. So a stale holder's writes never commit, but the
+//!   transaction may fail spuriously and must then be retried.
+
+use super::Param::{Holder, Name, Owner, Token, TtlMs};
+use super::{Sql, Template};
+use crate::TableName;
+use crate::query::QueryError;
+
+/// SQLite reports a missing table only in its message (result code `SQLITE_ERROR`).
+pub(super) fn is_missing_table(error: &QueryError) -> bool {
+    error.to_string().contains("no such table")
+}
+
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+pub(super) fn sql(table: &TableName) -> Sql {
+    let t = table.quoted('"');
+    Sql {
+        create_table: Template::new(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    name        TEXT PRIMARY KEY NOT NULL,
+                    owner       TEXT,
+                    fencing     INTEGER NOT NULL,
+                    holder      TEXT,
+                    acquired_at INTEGER,
+                    expires_at  INTEGER
+                )"
+            ),
+            &[],
+        ),
+        acquire: Template::new(
+            format!(
+                "INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at, expires_at)
+                 VALUES (?1, ?2, 1, ?3, {NOW_MS}, {NOW_MS} + ?4)
+                 ON CONFLICT (name) DO UPDATE
+                 SET owner = excluded.owner, fencing = l.fencing + 1, holder = excluded.holder,
+                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                 WHERE l.owner IS NULL OR l.expires_at <= {NOW_MS}
+                 RETURNING fencing"
+            ),
+            &[Name, Owner, Holder, TtlMs],
+        ),
+        acquired: None,
+        // A plain read: waiters never take the write lock.
+        probe: Template::new(
+            format!(
+                "SELECT holder, expires_at - {NOW_MS}
+                 FROM {t}
+                 WHERE name = ?1 AND owner IS NOT NULL AND expires_at > {NOW_MS}"
+            ),
+            &[Name],
+        ),
+        renew: Template::new(
+            format!(
+                "UPDATE {t} SET expires_at = {NOW_MS} + ?3
+                 WHERE name = ?1 AND owner = ?2 AND expires_at > {NOW_MS}"
+            ),
+            &[Name, Owner, TtlMs],
+        ),
+        release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = ?1 AND owner = ?2"
+            ),
+            &[Name, Owner],
+        ),
+        fence: Template::new(
+            format!(
+                "SELECT fencing FROM {t}
+                 WHERE name = ?1 AND owner = ?2 AND fencing = ?3 AND expires_at > {NOW_MS}"
+            ),
+            &[Name, Owner, Token],
+        ),
+        channel: None,
+    }
+}
