@@ -21,6 +21,8 @@ pub use sea_orm;
 pub struct SeaOrmQueries {
     db: DatabaseConnection,
     dialect: Dialect,
+    /// Whether `db` is a connected PostgreSQL pool, whose releases can be listened for.
+    listens: bool,
 }
 
 impl SeaOrmQueries {
@@ -29,13 +31,19 @@ impl SeaOrmQueries {
     /// A disconnected `DatabaseConnection` (its `Default`) is accepted; every statement
     /// then fails with [`Error::Unreachable`](dlock_core::Error::Unreachable).
     pub fn new(db: DatabaseConnection) -> Self {
-        let dialect = if matches!(db.inner, sea_orm::DatabaseConnectionType::Disconnected) {
+        let connected = !matches!(db.inner, sea_orm::DatabaseConnectionType::Disconnected);
+        let dialect = if connected {
+            dialect_of(db.get_database_backend())
+        } else {
             // Any dialect: the connection refuses every statement anyway.
             Dialect::Postgres
-        } else {
-            dialect_of(db.get_database_backend())
         };
-        Self { db, dialect }
+        let listens = cfg!(feature = "postgres") && connected && dialect == Dialect::Postgres;
+        Self {
+            db,
+            dialect,
+            listens,
+        }
     }
 
     /// The connection statements run on.
@@ -81,6 +89,53 @@ impl QueryInterface for SeaOrmQueries {
             .collect::<Result<_, _>>()
             .map_err(|error| query_error(None, error))
     }
+
+    /// PostgreSQL: the pool's host, port, database and user.
+    fn notification_source(&self) -> Option<String> {
+        #[cfg(feature = "postgres")]
+        if self.listens {
+            let options = self.db.get_postgres_connection_pool().connect_options();
+            return Some(format!(
+                "postgres {} {} {:?} {}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database(),
+                options.get_username()
+            ));
+        }
+        None
+    }
+
+    /// PostgreSQL: `LISTEN` on a connection of its own, opened with the pool's options
+    /// but outside the pool, so that it never takes one of the job's connections.
+    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+        #[cfg(feature = "postgres")]
+        if self.listens {
+            use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+
+            let unreachable = |error| QueryError::new(QueryErrorKind::Unreachable, None, error);
+            let options = self.db.get_postgres_connection_pool().connect_options();
+            let own_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with((*options).clone());
+            let mut listener = PgListener::connect_with(&own_pool).await.map_err(unreachable)?;
+            listener.listen(channel).await.map_err(unreachable)?;
+            wake.listening();
+            loop {
+                tokio::select! {
+                    notice = listener.try_recv() => match notice {
+                        Ok(Some(notice)) => wake.notify(notice.payload()),
+                        // The connection was lost: notices may have been missed. End, so
+                        // that the next waiter listens anew (and probes meanwhile).
+                        Ok(None) | Err(_) => return Ok(()),
+                    },
+                    () = wake.closed() => return Ok(()),
+                }
+            }
+        }
+        let _ = (channel, wake);
+        Ok(())
+    }
 }
 
 impl SeaOrmQueries {
@@ -97,6 +152,7 @@ impl fmt::Debug for SeaOrmQueries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SeaOrmQueries")
             .field("dialect", &self.dialect)
+            .field("listens", &self.listens)
             .finish_non_exhaustive()
     }
 }
