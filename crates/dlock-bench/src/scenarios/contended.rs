@@ -1,0 +1,152 @@
+//! W worker processes on one name, each taking the lock for a busy-waited 1 ms section
+//! again and again. Their sections, merged in entry order, give the throughput, the
+//! hand-over gaps, each worker's share, and any overlap (which must never happen).
+
+use std::time::Duration;
+
+use super::{Context, Scenario};
+use crate::child::{Role, Worker, start_workers, wall_ns};
+use crate::stats::{JsonLine, Latencies};
+
+const WORKER_COUNTS: [usize; 3] = [2, 4, 8];
+
+/// One critical section as a worker reported it.
+#[derive(Debug, Clone, Copy)]
+struct Section {
+    worker: usize,
+    token: i64,
+    entry_ns: u64,
+    exit_ns: u64,
+}
+
+pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
+    let duration = context.duration(Duration::from_secs(5), Duration::from_secs(2));
+    let mut lines = Vec::new();
+    for workers in WORKER_COUNTS {
+        eprintln!("contended: {workers} processes on one name, 1 ms sections, for {duration:?}");
+        let name = context.lock_name(&format!("contended/{workers}"));
+        let mut processes = start_workers(context, Role::Contend, &name, workers).await?;
+        let start_ns = wall_ns();
+        let stop_ns = start_ns + nanos(duration);
+        for process in &mut processes {
+            process.send(&format!("RUN {stop_ns}")).await?;
+        }
+        let mut sections = Vec::new();
+        for process in processes {
+            sections.extend(collect(process, duration).await?);
+        }
+        lines.push(summarise(context, workers, &sections, start_ns, stop_ns));
+    }
+    Ok(lines)
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Reads a worker's sections until it says `DONE`.
+async fn collect(mut process: Worker, duration: Duration) -> Result<Vec<Section>, String> {
+    // A waiter still backing off at the stop time gets its last turn within a poll
+    // interval or so; a minute is far beyond any healthy finish.
+    let limit = duration + Duration::from_secs(60);
+    let mut sections = Vec::new();
+    loop {
+        let line = process.next_line(limit).await?;
+        if line == "DONE" {
+            break;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match fields.as_slice() {
+            ["SECTION", token, entry, exit] => token
+                .parse()
+                .ok()
+                .zip(entry.parse().ok())
+                .zip(exit.parse().ok()),
+            _ => None,
+        };
+        let Some(((token, entry_ns), exit_ns)) = parsed else {
+            return Err(format!(
+                "worker {}: unexpected line {line:?}",
+                process.index
+            ));
+        };
+        sections.push(Section {
+            worker: process.index,
+            token,
+            entry_ns,
+            exit_ns,
+        });
+    }
+    process.finish(Duration::from_secs(10)).await?;
+    Ok(sections)
+}
+
+fn summarise(
+    context: &Context,
+    workers: usize,
+    sections: &[Section],
+    start_ns: u64,
+    stop_ns: u64,
+) -> JsonLine {
+    let mut sections = sections.to_vec();
+    sections.sort_by_key(|section| section.entry_ns);
+
+    // Exclusion over every section, including those after the stop time: a section that
+    // starts before an earlier one has ended is an overlap. Fencing tokens must grow in
+    // the same order.
+    let mut overlaps = 0;
+    let mut token_inversions = 0;
+    let mut latest_exit = 0;
+    for (index, section) in sections.iter().enumerate() {
+        if section.entry_ns < latest_exit {
+            overlaps += 1;
+        }
+        latest_exit = latest_exit.max(section.exit_ns);
+        if index > 0 && section.token <= sections[index - 1].token {
+            token_inversions += 1;
+        }
+    }
+
+    // Rates and shares over the sections that entered within the measured window; the
+    // stragglers after it are only checked for overlaps.
+    let window: Vec<&Section> = sections
+        .iter()
+        .filter(|section| (start_ns..stop_ns).contains(&section.entry_ns))
+        .collect();
+    let gap_ms =
+        |pair: &[&Section]| (pair[1].entry_ns.saturating_sub(pair[0].exit_ns)) as f64 / 1e6;
+    let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
+    // Gaps where the lock changed hands between processes: the releaser taking its own
+    // lock straight back is a hand-over too, but a cheap one.
+    let switches = Latencies::from_ms(
+        window
+            .windows(2)
+            .filter(|pair| pair[0].worker != pair[1].worker)
+            .map(gap_ms),
+    );
+    let mut per_worker = vec![0_u64; workers];
+    for section in &window {
+        per_worker[section.worker] += 1;
+    }
+    let total = window.len().max(1) as f64;
+    let share = |count: &u64| *count as f64 / total;
+    let min_share = per_worker.iter().map(share).fold(f64::INFINITY, f64::min);
+    let max_share = per_worker.iter().map(share).fold(0.0, f64::max);
+    let seconds = (stop_ns - start_ns) as f64 / 1e9;
+
+    context
+        .line(Scenario::Contended, workers)
+        .float("ops_per_s", window.len() as f64 / seconds)
+        .float("handover_p50_ms", handovers.percentile(50.0))
+        .float("handover_p99_ms", handovers.percentile(99.0))
+        .int("switches", switches.len() as u64)
+        .float("switch_p50_ms", switches.percentile(50.0))
+        .float("switch_p99_ms", switches.percentile(99.0))
+        .float("min_share", min_share)
+        .float("max_share", max_share)
+        .ints("sections_per_worker", &per_worker)
+        .int("overlaps", overlaps)
+        .int("token_inversions", token_inversions)
+        .int("sections", window.len() as u64)
+        .text("section", "1 ms busy-wait")
+}
