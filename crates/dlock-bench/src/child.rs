@@ -266,7 +266,7 @@ async fn contend(lock: &DistributedLock, stop_ns: u64) -> Result<(), String> {
             report.push_str(&format!("SECTION {token} {entry} {exit}\n"));
         }
     }
-    print!("{report}DONE\n");
+    println!("{report}DONE");
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use dlock_core::{DistributedLock, Error};
 use tokio::sync::Barrier;
 
 use super::floors::{Commit2, POOL_SIZE};
-use super::{Context, Scenario, describe, run_parallel, timed_loop};
+use super::{
+    Context, Scenario, WARM_UP_OPERATIONS, describe, measure_for, run_parallel, timed_loop,
+};
 use crate::stats::{JsonLine, Latencies};
 
 /// The independent scenario compares this many workers with one.
@@ -27,15 +29,41 @@ async fn lock_empty(lock: &DistributedLock) -> Result<(), String> {
         .map_err(|error| describe(&error))
 }
 
+/// Slices of this length alternate between the lock and the floor pair, so that both
+/// see the same background load on a shared machine and their ratio stays meaningful.
+const SLICE: Duration = Duration::from_millis(250);
+
 pub(super) async fn uncontended(context: &Context) -> Result<Vec<JsonLine>, String> {
     let lock = lock(context, &context.lock_name("uncontended"))?;
+    let floor = Commit2::new(context, context.lock_name("uncontended-floor")).await?;
     let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
-    eprintln!("uncontended: lock(empty job) on one name for {duration:?}");
-    let (latencies, elapsed) = timed_loop(duration, None, || lock_empty(&lock)).await?;
-    Ok(vec![context.line(Scenario::Uncontended, 1).throughput(
-        &Latencies::from_durations(latencies),
-        elapsed,
-    )])
+    eprintln!(
+        "uncontended: lock(empty job) on one name for {duration:?}, alternating every \
+         {SLICE:?} with the floor pair"
+    );
+    for _ in 0..WARM_UP_OPERATIONS {
+        lock_empty(&lock).await?;
+        floor.once().await?;
+    }
+    let (mut lock_latencies, mut floor_latencies) = (Vec::new(), Vec::new());
+    let mut lock_elapsed = Duration::ZERO;
+    while lock_elapsed < duration {
+        lock_elapsed += measure_for(SLICE, &mut lock_latencies, || lock_empty(&lock)).await?;
+        measure_for(SLICE, &mut floor_latencies, || floor.once()).await?;
+    }
+    let lock_latencies = Latencies::from_durations(lock_latencies);
+    let floor_latencies = Latencies::from_durations(floor_latencies);
+    Ok(vec![
+        context
+            .line(Scenario::Uncontended, 1)
+            .throughput(&lock_latencies, lock_elapsed)
+            .float("floor_commit2_p50_ms", floor_latencies.percentile(50.0))
+            .float("floor_commit2_p99_ms", floor_latencies.percentile(99.0))
+            .float(
+                "p50_vs_floor_commit2",
+                lock_latencies.percentile(50.0) / floor_latencies.percentile(50.0),
+            ),
+    ])
 }
 
 /// Throughput of `workers` tasks, each with its own pool and name, all measured over

@@ -117,7 +117,7 @@ impl Context {
 
 /// Operations run before the clock starts: they open the pool's connections and create
 /// tables, which a steady-state figure must not include.
-const WARM_UP_OPERATIONS: usize = 20;
+pub(crate) const WARM_UP_OPERATIONS: usize = 20;
 
 /// Runs `operation` back to back for `duration` after a warm-up (and, with a `barrier`,
 /// after every other worker has warmed up too). Returns each operation's latency and
@@ -138,13 +138,28 @@ where
         barrier.wait().await;
     }
     let mut latencies = Vec::new();
+    let elapsed = measure_for(duration, &mut latencies, operation).await?;
+    Ok((latencies, elapsed))
+}
+
+/// Runs `operation` back to back for `duration`, adding each latency to `latencies`;
+/// returns the time it took.
+pub(crate) async fn measure_for<F, Fut>(
+    duration: Duration,
+    latencies: &mut Vec<Duration>,
+    mut operation: F,
+) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let started = Instant::now();
     while started.elapsed() < duration {
         let sent = Instant::now();
         operation().await?;
         latencies.push(sent.elapsed());
     }
-    Ok((latencies, started.elapsed()))
+    Ok(started.elapsed())
 }
 
 /// An error and its sources, on one line: dlock's messages say what to do, the
