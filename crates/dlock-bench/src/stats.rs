@@ -46,6 +46,10 @@ impl Latencies {
 #[derive(Debug, Clone)]
 pub(crate) struct JsonLine {
     body: String,
+    scenario: String,
+    workers: usize,
+    /// The numeric fields, for checking targets after the run.
+    numbers: Vec<(String, f64)>,
 }
 
 impl JsonLine {
@@ -53,6 +57,9 @@ impl JsonLine {
     pub(crate) fn new(scenario: &str, adapter: Adapter, dialect: Dialect, workers: usize) -> Self {
         Self {
             body: String::new(),
+            scenario: scenario.to_owned(),
+            workers,
+            numbers: Vec::new(),
         }
         .text("scenario", scenario)
         .text("adapter", adapter.name())
@@ -77,6 +84,7 @@ impl JsonLine {
 
     pub(crate) fn int(self, key: &str, value: u64) -> Self {
         let mut line = self.key(key);
+        line.numbers.push((key.to_owned(), value as f64));
         let _ = write!(line.body, "{value}");
         line
     }
@@ -85,6 +93,7 @@ impl JsonLine {
     /// `null` when it is not finite, e.g. a percentile of no samples.
     pub(crate) fn float(self, key: &str, value: f64) -> Self {
         let mut line = self.key(key);
+        line.numbers.push((key.to_owned(), value));
         if value.is_finite() {
             let _ = write!(line.body, "{value:.3}");
         } else {
@@ -106,6 +115,22 @@ impl JsonLine {
             .float("p50_ms", latencies.percentile(50.0))
             .float("p99_ms", latencies.percentile(99.0))
             .int("samples", latencies.len() as u64)
+    }
+
+    pub(crate) fn scenario(&self) -> &str {
+        &self.scenario
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The numeric field `key`, if the line has it.
+    pub(crate) fn number(&self, key: &str) -> Option<f64> {
+        self.numbers
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| *value)
     }
 
     pub(crate) fn render(&self) -> String {
