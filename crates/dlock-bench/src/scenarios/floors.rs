@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::{QueryInterface, Statement, Value};
-use tokio::sync::Barrier;
 
 use super::{Context, Scenario, timed_loop};
 use crate::stats::{JsonLine, Latencies};
@@ -31,7 +30,7 @@ pub(super) async fn select1(context: &Context) -> Result<Vec<JsonLine>, String> 
     let select1 = statement(context.dialect.floor_sql().select1, Vec::new());
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_select1: SELECT 1 round trips for {duration:?}");
-    let (latencies, elapsed) = timed_loop(duration, None, || {
+    let (latencies, elapsed) = timed_loop(duration, || {
         let queries = Arc::clone(&queries);
         let select1 = select1.clone();
         async move {
@@ -96,15 +95,6 @@ impl Commit2 {
             .map_err(|error| format!("floor update failed: {error}"))?;
         Ok(())
     }
-
-    /// Runs the pair back to back for `duration`.
-    pub(super) async fn measure(
-        &self,
-        duration: Duration,
-        barrier: Option<&Barrier>,
-    ) -> Result<(Vec<Duration>, Duration), String> {
-        timed_loop(duration, barrier, || self.once()).await
-    }
 }
 
 /// The durable upsert + update pair: what one acquire + release must at least cost.
@@ -112,7 +102,7 @@ pub(super) async fn commit2(context: &Context) -> Result<Vec<JsonLine>, String> 
     let floor = Commit2::new(context, context.lock_name("floor_commit2")).await?;
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_commit2: upsert + update (two commits) for {duration:?}");
-    let (latencies, elapsed) = floor.measure(duration, None).await?;
+    let (latencies, elapsed) = timed_loop(duration, || floor.once()).await?;
     Ok(vec![context.line(Scenario::FloorCommit2, 1).throughput(
         &Latencies::from_durations(latencies),
         elapsed,
@@ -137,7 +127,7 @@ pub(super) async fn advisory(context: &Context) -> Result<Vec<JsonLine>, String>
     let unlock = statement(unlock_sql, vec![key]);
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_advisory: advisory lock + unlock for {duration:?}");
-    let (latencies, elapsed) = timed_loop(duration, None, || {
+    let (latencies, elapsed) = timed_loop(duration, || {
         let queries = Arc::clone(&queries);
         let (lock, unlock) = (lock.clone(), unlock.clone());
         async move {

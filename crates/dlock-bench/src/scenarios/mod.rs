@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlock_core::QueryInterface;
-use tokio::sync::Barrier;
 
 use crate::backend::{Adapter, Dialect, names};
 use crate::stats::JsonLine;
@@ -119,12 +118,10 @@ impl Context {
 /// tables, which a steady-state figure must not include.
 pub(crate) const WARM_UP_OPERATIONS: usize = 20;
 
-/// Runs `operation` back to back for `duration` after a warm-up (and, with a `barrier`,
-/// after every other worker has warmed up too). Returns each operation's latency and
-/// the time the measured loop took.
+/// Runs `operation` back to back for `duration` after a warm-up. Returns each
+/// operation's latency and the time the measured loop took.
 pub(crate) async fn timed_loop<F, Fut>(
     duration: Duration,
-    barrier: Option<&Barrier>,
     mut operation: F,
 ) -> Result<(Vec<Duration>, Duration), String>
 where
@@ -133,9 +130,6 @@ where
 {
     for _ in 0..WARM_UP_OPERATIONS {
         operation().await?;
-    }
-    if let Some(barrier) = barrier {
-        barrier.wait().await;
     }
     let mut latencies = Vec::new();
     let elapsed = measure_for(duration, &mut latencies, operation).await?;
