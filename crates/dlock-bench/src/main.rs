@@ -71,11 +71,12 @@ async fn run(args: Args) -> ExitCode {
         run_id: format!("{}-{}", since_epoch.as_secs(), std::process::id()),
     };
     eprintln!(
-        "dlock-bench: adapter {}, dialect {}, {}{}",
+        "dlock-bench: adapter {}, dialect {}, {}{}; {}",
         context.adapter.name(),
         context.dialect.name(),
         context.url,
-        if context.quick { ", quick" } else { "" }
+        if context.quick { ", quick" } else { "" },
+        machine_load()
     );
     if let Err(error) = check_connection(&context).await {
         eprintln!("dlock-bench: {error}");
@@ -102,6 +103,7 @@ async fn run(args: Args) -> ExitCode {
         "dlock-bench: finished in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    eprintln!("dlock-bench: {}", machine_load());
     eprintln!("dlock-bench: the targets of issue 6 (stated for PostgreSQL), in this run:");
     for verdict in targets::judge(&results) {
         let mark = match verdict.met {
@@ -115,6 +117,19 @@ async fn run(args: Args) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The load average and core count, where the system tells them: on a shared machine
+/// they say how far to trust absolute figures.
+fn machine_load() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(load) => {
+            let averages: Vec<&str> = load.split_whitespace().take(3).collect();
+            format!("{cores} cores, load average {}", averages.join(" "))
+        }
+        Err(_) => format!("{cores} cores"),
     }
 }
 

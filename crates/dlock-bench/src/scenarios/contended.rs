@@ -150,3 +150,48 @@ fn summarise(
         .int("sections", window.len() as u64)
         .text("section", "1 ms busy-wait")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Adapter, Dialect};
+
+    fn context() -> Context {
+        Context {
+            adapter: Adapter::TokioPostgres,
+            dialect: Dialect::Postgres,
+            url: String::new(),
+            quick: true,
+            run_id: "test".into(),
+        }
+    }
+
+    fn section(worker: usize, token: i64, entry_ms: u64, exit_ms: u64) -> Section {
+        Section {
+            worker,
+            token,
+            entry_ns: entry_ms * 1_000_000,
+            exit_ns: exit_ms * 1_000_000,
+        }
+    }
+
+    #[test]
+    fn gaps_shares_and_overlaps() {
+        let sections = [
+            section(0, 1, 10, 11),
+            section(1, 2, 13, 14),
+            section(0, 3, 14, 15),
+            // Enters before worker 0's section has ended, with a smaller token.
+            section(2, 2, 15 - 1, 16),
+        ];
+        let line = summarise(&context(), 4, &sections, 0, 1_000_000_000);
+        assert_eq!(line.number("overlaps"), Some(1.0));
+        assert_eq!(line.number("token_inversions"), Some(1.0));
+        assert_eq!(line.number("sections"), Some(4.0));
+        assert_eq!(line.number("min_share"), Some(0.0), "worker 3 never got in");
+        assert_eq!(line.number("max_share"), Some(0.5));
+        // Gaps: 2 ms (0→1), 0 ms (1→0), 0 ms (0→2, clamped: it overlapped).
+        assert_eq!(line.number("handover_p99_ms"), Some(2.0));
+        assert_eq!(line.number("switches"), Some(3.0));
+    }
+}
