@@ -29,8 +29,9 @@ pub(crate) const SKIP_JOB: Duration = Duration::from_millis(200);
 /// What a worker process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// On `RUN <stop ns>`: runs `lock(section)` in a loop until the stop time, then prints
-    /// `SECTION <token> <entry ns> <exit ns>` per section and `DONE`.
+    /// On each `RUN <stop ns>`: runs `lock(section)` in a loop until the stop time, then
+    /// prints `SECTION <token> <entry ns> <exit ns>` per section and `DONE`. Exits at the
+    /// end of its input.
     Contend,
     /// On each `GO`: runs `lock(200 ms job)` once with `skip_if_obtained`, printing
     /// `RAN <start ns>` or `SKIPPED <start ns>`. Exits at the end of its input.
@@ -235,7 +236,6 @@ async fn worker_main(role: &str) -> Result<(), String> {
                     .parse()
                     .map_err(|_| format!("bad stop time {stop_ns:?}"))?;
                 contend(&lock, stop_ns).await?;
-                return Ok(());
             }
             ("skip", ["GO"]) => skip_once(&lock).await?,
             _ => return Err(format!("unexpected command {command:?}")),

@@ -46,9 +46,14 @@ pub(crate) fn judge(lines: &[JsonLine]) -> Vec<Verdict> {
             get("contended", 8, "handover_p50_ms")
                 .zip(uncontended_p50)
                 .map(|(handover, lock)| {
+                    let solo = get("contended", 8, "handover_p50_vs_solo").unwrap_or(f64::NAN);
                     (
                         handover <= 2.0 * lock,
-                        format!("{handover:.3} ms / {lock:.3} ms = {:.2}", handover / lock),
+                        format!(
+                            "{handover:.3} ms / {lock:.3} ms = {:.2} ({solo:.2} x the gap of \
+                             one process alone, measured just before)",
+                            handover / lock
+                        ),
                     )
                 }),
         ),

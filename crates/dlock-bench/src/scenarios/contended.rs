@@ -22,22 +22,56 @@ struct Section {
 pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
     let duration = context.duration(Duration::from_secs(5), Duration::from_secs(2));
     let mut lines = Vec::new();
+    let solo_duration = context.duration(Duration::from_secs(1), Duration::from_millis(500));
     for workers in WORKER_COUNTS {
-        eprintln!("contended: {workers} processes on one name, 1 ms sections, for {duration:?}");
+        eprintln!(
+            "contended: {workers} processes on one name, 1 ms sections, for {duration:?} \
+             (after {solo_duration:?} of the first alone)"
+        );
         let name = context.lock_name(&format!("contended/{workers}"));
         let mut processes = start_workers(context, Role::Contend, &name, workers).await?;
+        // The first worker alone, just before: its gaps are what a hand-over costs with
+        // nobody to hand over to, measured under the same background load.
+        let solo_start_ns = wall_ns();
+        let solo_stop_ns = solo_start_ns + nanos(solo_duration);
+        processes[0].send(&format!("RUN {solo_stop_ns}")).await?;
+        let solo = collect(&mut processes[0], solo_duration).await?;
+        let solo_gaps = Latencies::from_ms(in_order(solo).windows(2).map(gap_ms));
+
         let start_ns = wall_ns();
         let stop_ns = start_ns + nanos(duration);
         for process in &mut processes {
             process.send(&format!("RUN {stop_ns}")).await?;
         }
         let mut sections = Vec::new();
-        for process in processes {
+        for process in &mut processes {
             sections.extend(collect(process, duration).await?);
         }
-        lines.push(summarise(context, workers, &sections, start_ns, stop_ns));
+        for process in processes {
+            process.finish(Duration::from_secs(10)).await?;
+        }
+        let solo_p50 = solo_gaps.percentile(50.0);
+        let line = summarise(context, workers, &sections, start_ns, stop_ns);
+        let handover_p50 = line.number("handover_p50_ms").unwrap_or(f64::NAN);
+        lines.push(
+            line.float("solo_handover_p50_ms", solo_p50)
+                .float("handover_p50_vs_solo", handover_p50 / solo_p50),
+        );
     }
     Ok(lines)
+}
+
+/// Sections sorted by entry time.
+fn in_order(mut sections: Vec<Section>) -> Vec<Section> {
+    sections.sort_by_key(|section| section.entry_ns);
+    sections
+}
+
+/// The gap between two consecutive sections, in ms: the first one's exit to the second
+/// one's entry (0 if they overlapped).
+fn gap_ms<S: std::borrow::Borrow<Section>>(pair: &[S]) -> f64 {
+    let (first, second) = (pair[0].borrow(), pair[1].borrow());
+    second.entry_ns.saturating_sub(first.exit_ns) as f64 / 1e6
 }
 
 fn nanos(duration: Duration) -> u64 {
@@ -45,7 +79,7 @@ fn nanos(duration: Duration) -> u64 {
 }
 
 /// Reads a worker's sections until it says `DONE`.
-async fn collect(mut process: Worker, duration: Duration) -> Result<Vec<Section>, String> {
+async fn collect(process: &mut Worker, duration: Duration) -> Result<Vec<Section>, String> {
     // A waiter still backing off at the stop time gets its last turn within a poll
     // interval or so; a minute is far beyond any healthy finish.
     let limit = duration + Duration::from_secs(60);
@@ -77,7 +111,6 @@ async fn collect(mut process: Worker, duration: Duration) -> Result<Vec<Section>
             exit_ns,
         });
     }
-    process.finish(Duration::from_secs(10)).await?;
     Ok(sections)
 }
 
@@ -88,8 +121,7 @@ fn summarise(
     start_ns: u64,
     stop_ns: u64,
 ) -> JsonLine {
-    let mut sections = sections.to_vec();
-    sections.sort_by_key(|section| section.entry_ns);
+    let sections = in_order(sections.to_vec());
 
     // Exclusion over every section, including those after the stop time: a section that
     // starts before an earlier one has ended is an overlap. Fencing tokens must grow in
@@ -113,8 +145,6 @@ fn summarise(
         .iter()
         .filter(|section| (start_ns..stop_ns).contains(&section.entry_ns))
         .collect();
-    let gap_ms =
-        |pair: &[&Section]| (pair[1].entry_ns.saturating_sub(pair[0].exit_ns)) as f64 / 1e6;
     let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
     // Gaps where the lock changed hands between processes: the releaser taking its own
     // lock straight back is a hand-over too, but a cheap one.
