@@ -108,7 +108,10 @@ async fn release_after_a_loss_reports_it_and_still_frees_the_row() {
         }
         other => panic!("expected Error::Lost after a hung renewal, got {other:?}"),
     }
-    assert!(fake.was_released(&owner), "the row was still ours, so it is freed");
+    assert!(
+        fake.was_released(&owner),
+        "the row was still ours, so it is freed"
+    );
     assert_eq!(owner_of_row(&fake), None);
 }
 
@@ -153,12 +156,23 @@ async fn a_failed_release_is_reported_once_and_the_lease_left_to_expire() {
         ),
         "{error:?}"
     );
-    assert_eq!(fake.count(Kind::Release), 1, "an explicit release tries once");
+    assert_eq!(
+        fake.count(Kind::Release),
+        1,
+        "an explicit release tries once"
+    );
     assert_eq!(owner_of_row(&fake).as_deref(), Some(owner.as_str()));
     sleep(TTL).await;
     assert!(!fake.is_held(NAME), "not renewed, so it expired");
     assert_eq!(fake.count(Kind::Renew), 0);
-    assert!(lock(&fake).try_acquire().await.unwrap().acquired().is_some());
+    assert!(
+        lock(&fake)
+            .try_acquire()
+            .await
+            .unwrap()
+            .acquired()
+            .is_some()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,7 +321,9 @@ async fn lock_drops_the_job_and_reports_the_loss_when_renewals_fail() {
         matches!(
             result,
             Err(Error::Lost {
-                reason: LossReason::RenewalFailed { last_error: Some(_) },
+                reason: LossReason::RenewalFailed {
+                    last_error: Some(_)
+                },
                 ..
             })
         ),

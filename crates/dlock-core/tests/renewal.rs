@@ -63,7 +63,13 @@ async fn a_transient_renewal_failure_is_retried_soon() {
     let retry = RENEW + RETRY;
     assert_eq!(
         sent,
-        [RENEW, retry, retry + RENEW, retry + RENEW * 2, retry + RENEW * 3],
+        [
+            RENEW,
+            retry,
+            retry + RENEW,
+            retry + RENEW * 2,
+            retry + RENEW * 3
+        ],
         "renewals sent at"
     );
     assert!(fake.is_held(NAME));
@@ -103,7 +109,11 @@ async fn a_hanging_renewal_loses_the_lease_with_no_error() {
 
     assert_at("the loss", t0, SAFE_FOR);
     assert_eq!(reason, LossReason::RenewalFailed { last_error: None });
-    assert_eq!(fake.count(Kind::Renew), 1, "the hung renewal is not repeated");
+    assert_eq!(
+        fake.count(Kind::Renew),
+        1,
+        "the hung renewal is not repeated"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,7 +145,11 @@ async fn the_deadline_counts_from_when_the_last_renewal_was_sent_not_answered() 
     assert_at("the loss", t0, RENEW + SAFE_FOR);
     let renewals = fake.entries(Kind::Renew);
     assert_eq!(renewals.len(), 2);
-    assert_eq!(renewals[1].at - t0, RENEW * 2, "next renewal counts from the send");
+    assert_eq!(
+        renewals[1].at - t0,
+        RENEW * 2,
+        "next renewal counts from the send"
+    );
     assert!(fake.is_held(NAME));
 }
 

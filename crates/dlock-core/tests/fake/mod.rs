@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dlock_core::{
-    ColumnType, Dialect, DistributedLock, LockBuilder, QueryError, QueryErrorKind,
-    QueryInterface, Row, Statement, Value, async_trait,
+    ColumnType, Dialect, DistributedLock, LockBuilder, QueryError, QueryErrorKind, QueryInterface,
+    Row, Statement, Value, async_trait,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -199,7 +199,9 @@ impl FakeDb {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn bump(&self) {
@@ -208,11 +210,7 @@ impl FakeDb {
 
     /// Queues gates for the next statements of `kind`, after those already queued.
     pub(crate) fn script(&self, kind: Kind, gates: impl IntoIterator<Item = Gate>) {
-        self.state()
-            .scripts
-            .entry(kind)
-            .or_default()
-            .extend(gates);
+        self.state().scripts.entry(kind).or_default().extend(gates);
     }
 
     /// The gate for statements of `kind` once their script is used up ([`Gate::Ok`] unless set).
@@ -227,7 +225,8 @@ impl FakeDb {
 
     /// Whether someone holds a live lease on `name` by the database's clock now.
     pub(crate) fn is_held(&self, name: &str) -> bool {
-        self.row(name).is_some_and(|row| row.is_live(Instant::now()))
+        self.row(name)
+            .is_some_and(|row| row.is_live(Instant::now()))
     }
 
     /// Another process's acquisition of `name`: it holds the lock for `ttl` from now and
@@ -306,7 +305,11 @@ impl FakeDb {
             "{kind:?} sent with the wrong method"
         );
         assert_eq!(statement.columns, kind.columns(), "{kind:?} columns");
-        assert_eq!(statement.params.len(), kind.param_count(), "{kind:?} params");
+        assert_eq!(
+            statement.params.len(),
+            kind.param_count(),
+            "{kind:?} params"
+        );
         let (index, gate) = {
             let mut state = self.state();
             let gate = match state.scripts.get_mut(&kind).and_then(VecDeque::pop_front) {
@@ -314,9 +317,10 @@ impl FakeDb {
                 None => state.defaults.get(&kind).copied().unwrap_or(Gate::Ok),
             };
             let owner = match (kind, statement.params.get(1)) {
-                (Kind::Acquire | Kind::Renew | Kind::Release | Kind::Fence, Some(Value::Text(o))) => {
-                    Some(o.clone())
-                }
+                (
+                    Kind::Acquire | Kind::Renew | Kind::Release | Kind::Fence,
+                    Some(Value::Text(o)),
+                ) => Some(o.clone()),
                 _ => None,
             };
             state.log.push(Entry {
