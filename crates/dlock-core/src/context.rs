@@ -103,14 +103,22 @@ impl LockContext {
     }
 
     /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
-    /// process's waiters; the statement itself notifies other processes where it can.
+    /// process's waiters at once and, where the dialect can, sends other processes a
+    /// notice in the background (not on the release path: see `notify` in the dialect).
     /// `contended` says whether the acquisition had to wait: then this lock's next
     /// `acquire` lets the other waiters go first.
     pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
-        let released = self.count("release the lock", &statement).await? == 1;
+        let released = self.execute("release the lock", &statement).await? == 1;
         if released {
             self.hub.released(&self.name);
+            if let Some(notice) = self.sql.notify(&self.name) {
+                let queries = Arc::clone(&self.queries);
+                // A lost notice costs a waiter one safety-net poll interval, no more.
+                tokio::spawn(async move {
+                    let _ = queries.execute(&notice).await;
+                });
+            }
             if contended {
                 *self.courtesy() = Some(Instant::now() + COURTESY);
             }
@@ -130,17 +138,6 @@ impl LockContext {
         self.courtesy_until
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Runs a statement that reports how many rows it changed: by its result rows when it
-    /// has result columns, by its affected-row count otherwise.
-    async fn count(&self, action: &'static str, statement: &Statement) -> Result<u64> {
-        if statement.columns.is_empty() {
-            self.execute(action, statement).await
-        } else {
-            let rows = self.query(action, statement).await?;
-            Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
-        }
     }
 
     pub(crate) async fn create_table(&self) -> Result<()> {

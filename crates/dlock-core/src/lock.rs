@@ -201,13 +201,12 @@ impl DistributedLock {
             }
             contended = true;
             // Wait, reading only: for a release notice, or for the next probe.
-            let cap = if context.hub.hears_other_processes() {
-                // Notices wake us; the probe is only a safety net.
-                context.options.poll_interval * SAFETY_NET_FACTOR
+            let mut nap = if context.hub.hears_other_processes() {
+                // Notices wake us; probing is only a safety net, so no ramp either.
+                jittered(context.options.poll_interval * SAFETY_NET_FACTOR)
             } else {
-                context.options.poll_interval
+                backoff.next(context.options.poll_interval)
             };
-            let mut nap = backoff.next(cap);
             if let Some(holder) = last_holder {
                 // No point sleeping far past the holder's expiry.
                 nap = nap.min(holder.expires_in + Duration::from_millis(5));
@@ -517,11 +516,13 @@ impl Backoff {
     }
 
     fn next(&mut self, cap: Duration) -> Duration {
-        let pause = self
-            .current
-            .min(cap)
-            .mul_f64(0.5 + 0.5 * crate::random::fraction());
+        let pause = jittered(self.current.min(cap));
         self.current = (self.current * 2).min(cap);
         pause
     }
+}
+
+/// A random pause in `[pause / 2, pause]`, so that waiters drift apart.
+fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(0.5 + 0.5 * crate::random::fraction())
 }

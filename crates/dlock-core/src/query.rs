@@ -99,11 +99,19 @@ impl QueryError {
     }
 }
 
+/// The driver's error with its own causes ("error connecting to server: Connection
+/// refused"), since this is the last error in dlock's chain.
 impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.source.fmt(f)?;
+        let mut cause = self.source.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
         match &self.code {
-            Some(code) => write!(f, "{} (code {code})", self.source),
-            None => self.source.fmt(f),
+            Some(code) => write!(f, " (code {code})"),
+            None => Ok(()),
         }
     }
 }

@@ -118,7 +118,9 @@ impl QueryInterface for SeaOrmQueries {
             let own_pool = PgPoolOptions::new()
                 .max_connections(1)
                 .connect_lazy_with((*options).clone());
-            let mut listener = PgListener::connect_with(&own_pool).await.map_err(unreachable)?;
+            let mut listener = PgListener::connect_with(&own_pool)
+                .await
+                .map_err(unreachable)?;
             listener.listen(channel).await.map_err(unreachable)?;
             wake.listening();
             loop {

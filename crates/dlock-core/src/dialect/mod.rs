@@ -96,7 +96,8 @@ impl fmt::Display for Dialect {
 /// | `acquired`     | name, owner                      | `(fencing)` iff `owner` holds it  |
 /// | `probe`        | name                             | `(holder, remaining_ms)` iff held |
 /// | `renew`        | name, owner, ttl_ms              | 1 affected row iff still ours     |
-/// | `release`      | name, owner (, channel)          | 1 affected row iff ours (\*\*)    |
+/// | `release`      | name, owner                      | 1 affected row iff still ours     |
+/// | `notify`       | channel, name                    | — (wakes listening waiters)       |
 /// | `fence`        | name, owner, fencing             | one row iff still ours, locked    |
 ///
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
@@ -107,8 +108,8 @@ impl fmt::Display for Dialect {
 /// reads the token. Owner ids are unique per acquisition, so that read needs no
 /// transaction or connection in common with the upsert.
 ///
-/// (\*\*) Where the dialect notifies waiters (PostgreSQL), `channel` is set: `release`
-/// also takes the channel and returns the released name as a row, counted instead.
+/// `notify` and `channel` are set where the dialect can wake waiters in other processes
+/// (PostgreSQL's `LISTEN`/`NOTIFY`).
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) create_table: Template,
@@ -118,7 +119,8 @@ pub(crate) struct Sql {
     pub(crate) renew: Template,
     pub(crate) release: Template,
     pub(crate) fence: Template,
-    /// The channel `release` notifies, on dialects that can.
+    pub(crate) notify: Option<Template>,
+    /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
 }
 
@@ -162,7 +164,6 @@ struct Args<'a> {
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
-const NAME: &[ColumnType] = &[ColumnType::Text];
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
@@ -224,11 +225,19 @@ impl Sql {
         let args = Args {
             name,
             owner,
-            channel: self.channel.as_deref().unwrap_or_default(),
             ..Args::default()
         };
-        let columns = if self.channel.is_some() { NAME } else { &[] };
-        bind(&self.release, &args, columns)
+        bind(&self.release, &args, &[])
+    }
+
+    /// The notice that `name` was released, for dialects that can send one.
+    pub(crate) fn notify(&self, name: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            channel: self.channel.as_deref()?,
+            ..Args::default()
+        };
+        Some(bind(self.notify.as_ref()?, &args, &[]))
     }
 
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
@@ -322,6 +331,7 @@ mod tests {
                 ("fence", sql.fence("n", "o", FencingToken(1))),
             ];
             statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));
+            statements.extend(sql.notify("n").map(|s| ("notify", s)));
             for (what, statement) in statements {
                 assert_eq!(
                     placeholders(dialect, &statement.sql),

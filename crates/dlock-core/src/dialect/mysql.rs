@@ -124,6 +124,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Token],
         ),
+        notify: None,
         channel: None,
     }
 }

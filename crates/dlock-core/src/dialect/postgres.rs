@@ -41,25 +41,39 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        // One statement: insert the row, or take it over when it is free or expired. The
-        // fencing token grows on every takeover and is never reset. RETURNING yields a row
-        // only when this statement inserted or updated, i.e. when it acquired.
+        // One statement: take the row over when it is free or expired, or create it when
+        // there is none. The fencing token grows on every takeover and is never reset; a
+        // row comes back only when this statement acquired.
+        //
+        // Not `INSERT … ON CONFLICT DO UPDATE … WHERE`: when its WHERE fails, that still
+        // locks the row, a write whose commit waits for the disk, and the waiters woken
+        // by a release queue on that lock one after another. An UPDATE whose WHERE fails
+        // (re-checked on the newest row version, after any concurrent taker commits)
+        // locks nothing, so a lost race writes nothing. The INSERT runs only if the row
+        // was absent from the statement's snapshot, and a concurrent creator wins it.
         acquire: Template::new(
             format!(
-                "INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at, expires_at)
-             VALUES ($1, $2, 1, $3, clock_timestamp(),
-                     clock_timestamp() + $4 * INTERVAL '1 millisecond')
-             ON CONFLICT (name) DO UPDATE
-             SET owner = EXCLUDED.owner, fencing = l.fencing + 1, holder = EXCLUDED.holder,
-                 acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at
-             WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
-             RETURNING l.fencing"
+                "WITH taken AS (
+                     UPDATE {t} AS l
+                     SET owner = $2, fencing = l.fencing + 1, holder = $3,
+                         acquired_at = clock_timestamp(),
+                         expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     WHERE l.name = $1 AND (l.owner IS NULL OR l.expires_at <= clock_timestamp())
+                     RETURNING l.fencing
+                 ), created AS (
+                     INSERT INTO {t} (name, owner, fencing, holder, acquired_at, expires_at)
+                     SELECT $1, $2, 1, $3, clock_timestamp(),
+                            clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     WHERE NOT EXISTS (SELECT FROM {t} WHERE name = $1)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING fencing
+                 )
+                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created"
             ),
             &[Name, Owner, Holder, TtlMs],
         ),
         acquired: None,
-        // A plain read: waiters probe with it, because a failed ON CONFLICT DO UPDATE
-        // still locks the row, which is a write.
+        // A plain read: waiters probe with it and never write while they wait.
         probe: Template::new(
             format!(
                 "SELECT holder,
@@ -78,18 +92,11 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, TtlMs],
         ),
-        // The notification rides on the release: waiters in other processes LISTEN on
-        // the channel and attempt at once. pg_notify is delivered at commit, never early.
         release: Template::new(
             format!(
-                "WITH released AS (
-                     UPDATE {t} SET owner = NULL, expires_at = NULL
-                     WHERE name = $1 AND owner = $2
-                     RETURNING name
-                 )
-                 SELECT released.name FROM released, pg_notify($3, released.name)"
+                "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2"
             ),
-            &[Name, Owner, Channel],
+            &[Name, Owner],
         ),
         // FOR SHARE holds the row until the caller's transaction ends, so no takeover (an
         // UPDATE of the row) can commit before the fenced writes do.
@@ -101,6 +108,15 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Token],
         ),
+        // Sent after a release, as a statement of its own: a transaction that notifies
+        // holds a database-wide lock from before its commit until the commit is done, so
+        // a NOTIFY riding on the release (which waits for the disk to commit) would make
+        // every release in the database, of any name, wait its turn. Alone, it writes no
+        // WAL before its commit, so that commit does not wait for the disk.
+        notify: Some(Template::new(
+            "SELECT pg_notify($1, $2)".into(),
+            &[Channel, Name],
+        )),
         channel: Some(super::channel(table)),
     }
 }

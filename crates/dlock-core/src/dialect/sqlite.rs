@@ -91,6 +91,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Token],
         ),
+        notify: None,
         channel: None,
     }
 }

@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     Renew,
     Release,
     Fence,
+    /// The notice to other processes that follows a release.
+    Notify,
 }
 
 impl Kind {
@@ -42,8 +44,10 @@ impl Kind {
         } else if sql.contains("SET owner = NULL") {
             // A plain UPDATE, or one wrapped in a CTE that also notifies waiters.
             Kind::Release
-        } else if sql.starts_with("INSERT") {
+        } else if sql.starts_with("INSERT") || sql.starts_with("WITH taken") {
             Kind::Acquire
+        } else if sql.starts_with("SELECT pg_notify") {
+            Kind::Notify
         } else if sql.starts_with("SELECT holder") {
             Kind::Probe
         } else if sql.starts_with("SELECT fencing") {
@@ -67,6 +71,7 @@ impl Kind {
             // notification channel as a third parameter).
             Kind::Release => (&[&[], &[Text]], &[2, 3]),
             Kind::Fence => (&[&[Int]], &[3]),
+            Kind::Notify => (&[&[]], &[2]),
         };
         assert!(
             columns.contains(&statement.columns),
@@ -402,6 +407,8 @@ impl FakeDb {
                 state.table_exists = true;
                 (Effect::Done, affected(0))
             }
+            // Nobody listens to the fake: a notice changes nothing.
+            Kind::Notify => (Effect::Nothing, affected(1)),
             Kind::Acquire => {
                 let (name, owner, holder, ttl) = (text(0), text(1), text(2), millis(int(3)));
                 let taken = LockRow {

@@ -1,0 +1,158 @@
+//! The dlock benchmark: runs the scenarios of DESIGN.md's "Measuring" against one
+//! adapter and dialect and, in the same run, the database's own floors, printing one
+//! JSON object per result line on stdout. See BENCHMARKS.md.
+//!
+//! ```sh
+//! cargo run --release -p dlock-bench -- [--adapter tokio-postgres] [--dialect postgres] \
+//!     [--scenario NAME,...] [--quick]
+//! ```
+
+mod args;
+mod backend;
+mod child;
+mod counting;
+mod scenarios;
+mod stats;
+mod targets;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dlock_core::Statement;
+
+use crate::args::{Args, Parsed};
+use crate::scenarios::Context;
+
+fn main() -> ExitCode {
+    if let Some(code) = child::run_if_child() {
+        return code;
+    }
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("dlock-bench: {error}\n\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dlock-bench: cannot start a tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On a worker thread, as a service's code would be: tasks the lock spawns then start
+    // on the same thread instead of waking another one.
+    runtime.block_on(async {
+        tokio::spawn(run(args)).await.unwrap_or_else(|error| {
+            eprintln!("dlock-bench: the benchmark panicked: {error}");
+            ExitCode::FAILURE
+        })
+    })
+}
+
+async fn run(args: Args) -> ExitCode {
+    let started = Instant::now();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let context = Context {
+        adapter: args.adapter,
+        dialect: args.dialect,
+        url: args.dialect.url(),
+        quick: args.quick,
+        run_id: format!("{}-{}", since_epoch.as_secs(), std::process::id()),
+    };
+    eprintln!(
+        "dlock-bench: adapter {}, dialect {}, {}{}; {}",
+        context.adapter.name(),
+        context.dialect.name(),
+        context.url,
+        if context.quick { ", quick" } else { "" },
+        machine_load()
+    );
+    if let Err(error) = check_connection(&context).await {
+        eprintln!("dlock-bench: {error}");
+        return ExitCode::FAILURE;
+    }
+    let mut failed = false;
+    let mut results = Vec::new();
+    for scenario in &args.scenarios {
+        match scenario.run(&context).await {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{}", line.render());
+                    results.push(line);
+                }
+            }
+            Err(error) => {
+                // Keep going: the other scenarios' figures are still worth having.
+                eprintln!("dlock-bench: scenario {} failed: {error}", scenario.name());
+                failed = true;
+            }
+        }
+    }
+    eprintln!(
+        "dlock-bench: finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("dlock-bench: {}", machine_load());
+    eprintln!("dlock-bench: the targets of issue 6 (stated for PostgreSQL), in this run:");
+    for verdict in targets::judge(&results) {
+        let mark = match verdict.met {
+            Some(true) => "met    ",
+            Some(false) => "NOT met",
+            None => "-      ",
+        };
+        eprintln!("  {mark} {}: {}", verdict.target, verdict.detail);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The load average and core count, where the system tells them: on a shared machine
+/// they say how far to trust absolute figures.
+fn machine_load() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(load) => {
+            let averages: Vec<&str> = load.split_whitespace().take(3).collect();
+            format!("{cores} cores, load average {}", averages.join(" "))
+        }
+        Err(_) => format!("{cores} cores"),
+    }
+}
+
+/// Fails early, with the URL and its variable in the message, when the server is not there.
+async fn check_connection(context: &Context) -> Result<(), String> {
+    let (variable, _) = context.dialect.url_variable();
+    let queries = context.pool(1)?;
+    let select1 = Statement {
+        sql: context.dialect.floor_sql().select1.into(),
+        params: Vec::new(),
+        columns: &[],
+    };
+    match tokio::time::timeout(Duration::from_secs(15), queries.query(&select1)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!(
+            "cannot reach {} at {} (set {variable} to change it): {error}",
+            context.dialect.name(),
+            context.url
+        )),
+        Err(_) => Err(format!(
+            "{} at {} did not answer within 15 s (set {variable} to change it)",
+            context.dialect.name(),
+            context.url
+        )),
+    }
+}

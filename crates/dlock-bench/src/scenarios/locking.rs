@@ -1,0 +1,190 @@
+//! `lock(empty job)` back to back: on one name (uncontended), and on W names at once
+//! (independent), the latter beside the floor pair run the same way.
+
+use std::time::Duration;
+
+use dlock_core::{DistributedLock, Error};
+
+use super::floors::{Commit2, POOL_SIZE};
+use super::{Context, Scenario, WARM_UP_OPERATIONS, describe, measure_for, run_parallel};
+use crate::stats::{JsonLine, Latencies};
+
+/// The independent scenario compares this many workers with one.
+const INDEPENDENT_WORKERS: usize = 8;
+
+/// A lock with the default options on a fresh pool.
+fn lock(context: &Context, name: &str) -> Result<DistributedLock, String> {
+    DistributedLock::new(name, context.pool(POOL_SIZE)?).map_err(|error| describe(&error))
+}
+
+/// One `lock(empty job)`: acquire, run nothing, release.
+async fn lock_empty(lock: &DistributedLock) -> Result<(), String> {
+    lock.lock(|_lease| async { Ok::<_, Error>(()) })
+        .await
+        .map(drop)
+        .map_err(|error| describe(&error))
+}
+
+/// Slices of this length alternate between the lock and the floor pair, so that both
+/// see the same background load on a shared machine and their ratio stays meaningful.
+const SLICE: Duration = Duration::from_millis(250);
+
+pub(super) async fn uncontended(context: &Context) -> Result<Vec<JsonLine>, String> {
+    let lock = lock(context, &context.lock_name("uncontended"))?;
+    let floor = Commit2::new(context, context.lock_name("uncontended-floor")).await?;
+    let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
+    eprintln!(
+        "uncontended: lock(empty job) on one name for {duration:?}, alternating every \
+         {SLICE:?} with the floor pair"
+    );
+    for _ in 0..WARM_UP_OPERATIONS {
+        lock_empty(&lock).await?;
+        floor.once().await?;
+    }
+    let (mut lock_latencies, mut floor_latencies) = (Vec::new(), Vec::new());
+    let (mut lock_elapsed, mut floor_elapsed) = (Duration::ZERO, Duration::ZERO);
+    while lock_elapsed < duration {
+        lock_elapsed += measure_for(SLICE, &mut lock_latencies, || lock_empty(&lock)).await?;
+        floor_elapsed += measure_for(SLICE, &mut floor_latencies, || floor.once()).await?;
+    }
+    let lock_latencies = Latencies::from_durations(lock_latencies);
+    let floor_latencies = Latencies::from_durations(floor_latencies);
+    Ok(vec![
+        context
+            .line(Scenario::Uncontended, 1)
+            .throughput(&lock_latencies, lock_elapsed)
+            .float(
+                "floor_commit2_ops_per_s",
+                floor_latencies.len() as f64 / floor_elapsed.as_secs_f64(),
+            )
+            .float("floor_commit2_p50_ms", floor_latencies.percentile(50.0))
+            .float("floor_commit2_p99_ms", floor_latencies.percentile(99.0))
+            .float(
+                "p50_vs_floor_commit2",
+                lock_latencies.percentile(50.0) / floor_latencies.percentile(50.0),
+            ),
+    ])
+}
+
+/// One worker of the independent scenario: a lock or a floor pair, on a name and a
+/// pool of its own.
+#[derive(Debug, Clone)]
+enum Job {
+    Lock(DistributedLock),
+    Floor(Commit2),
+}
+
+impl Job {
+    async fn once(&self) -> Result<(), String> {
+        match self {
+            Self::Lock(lock) => lock_empty(lock).await,
+            Self::Floor(floor) => floor.once().await,
+        }
+    }
+}
+
+/// A set of workers measured together, and what they measured so far.
+#[derive(Debug)]
+struct Team {
+    jobs: Vec<Job>,
+    latencies: Vec<Duration>,
+    /// The sum over slices of the longest worker's time in each.
+    elapsed: Duration,
+}
+
+impl Team {
+    fn new(jobs: Vec<Job>) -> Self {
+        Self {
+            jobs,
+            latencies: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// All workers at once, back to back, for `slice` (or `warm_up` operations each).
+    async fn run(&mut self, slice: Duration, warm_up: bool) -> Result<(), String> {
+        let jobs = self.jobs.clone();
+        let results = run_parallel(jobs.len(), |index| {
+            let job = jobs[index].clone();
+            async move {
+                let mut latencies = Vec::new();
+                if warm_up {
+                    for _ in 0..WARM_UP_OPERATIONS {
+                        job.once().await?;
+                    }
+                    return Ok((latencies, Duration::ZERO));
+                }
+                let elapsed = measure_for(slice, &mut latencies, || job.once()).await?;
+                Ok((latencies, elapsed))
+            }
+        })
+        .await?;
+        let mut longest = Duration::ZERO;
+        for (latencies, elapsed) in results {
+            self.latencies.extend(latencies);
+            longest = longest.max(elapsed);
+        }
+        self.elapsed += longest;
+        Ok(())
+    }
+
+    fn ops_per_s(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// W workers on W names against one worker, for locks and for the floor pair. The four
+/// configurations take turns in short slices, so that all four see the same background
+/// load and the speedups compare like with like.
+pub(super) async fn independent(context: &Context) -> Result<Vec<JsonLine>, String> {
+    let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
+    let slice = Duration::from_millis(500);
+    eprintln!(
+        "independent: {INDEPENDENT_WORKERS} workers on as many names vs 1, lock(empty job) \
+         and the floor pair, {duration:?} each in {slice:?} turns"
+    );
+    let mut locks = Vec::with_capacity(INDEPENDENT_WORKERS);
+    let mut floors = Vec::with_capacity(INDEPENDENT_WORKERS);
+    for index in 0..INDEPENDENT_WORKERS {
+        let name = context.lock_name(&format!("independent/{index}"));
+        locks.push(Job::Lock(lock(context, &name)?));
+        floors.push(Job::Floor(Commit2::new(context, name).await?));
+    }
+    // The lone worker is the first of the eight: the same pool, the same name.
+    let mut teams = [
+        Team::new(locks[..1].to_vec()),
+        Team::new(locks),
+        Team::new(floors[..1].to_vec()),
+        Team::new(floors),
+    ];
+    for team in &mut teams {
+        team.run(slice, true).await?;
+    }
+    while teams[0].elapsed < duration {
+        for team in &mut teams {
+            team.run(slice, false).await?;
+        }
+    }
+    let [lock_alone, lock_team, floor_alone, floor_team] = &teams;
+    let mut lines = Vec::new();
+    for (workers, locks, floors) in [
+        (1, lock_alone, floor_alone),
+        (INDEPENDENT_WORKERS, lock_team, floor_team),
+    ] {
+        let latencies = Latencies::from_durations(locks.latencies.iter().copied());
+        lines.push(
+            context
+                .line(Scenario::Independent, workers)
+                .float("ops_per_s", locks.ops_per_s())
+                .float("p50_ms", latencies.percentile(50.0))
+                .float("p99_ms", latencies.percentile(99.0))
+                .float("speedup", locks.ops_per_s() / lock_alone.ops_per_s())
+                .float("floor_commit2_ops_per_s", floors.ops_per_s())
+                .float(
+                    "floor_commit2_speedup",
+                    floors.ops_per_s() / floor_alone.ops_per_s(),
+                ),
+        );
+    }
+    Ok(lines)
+}

@@ -1,0 +1,191 @@
+//! The scenarios of DESIGN.md's "Measuring", and what they share.
+
+mod contended;
+mod floors;
+mod idle_waiters;
+mod locking;
+mod skip;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlock_core::QueryInterface;
+
+use crate::backend::{Adapter, Dialect, names};
+use crate::stats::JsonLine;
+
+/// One measurement; the order of [`Scenario::ALL`] is the order they run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    FloorSelect1,
+    FloorCommit2,
+    FloorAdvisory,
+    Uncontended,
+    Contended,
+    Independent,
+    Skip,
+    IdleWaiters,
+}
+
+impl Scenario {
+    pub(crate) const ALL: &[Self] = &[
+        Self::FloorSelect1,
+        Self::FloorCommit2,
+        Self::FloorAdvisory,
+        Self::Uncontended,
+        Self::Contended,
+        Self::Independent,
+        Self::Skip,
+        Self::IdleWaiters,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::FloorSelect1 => "floor_select1",
+            Self::FloorCommit2 => "floor_commit2",
+            Self::FloorAdvisory => "floor_advisory",
+            Self::Uncontended => "uncontended",
+            Self::Contended => "contended",
+            Self::Independent => "independent",
+            Self::Skip => "skip",
+            Self::IdleWaiters => "idle_waiters",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|scenario| scenario.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario {name:?}; known scenarios: {}",
+                    names(Self::ALL.iter().map(|scenario| scenario.name()))
+                )
+            })
+    }
+
+    /// Runs the scenario and returns its result lines.
+    pub(crate) async fn run(self, context: &Context) -> Result<Vec<JsonLine>, String> {
+        match self {
+            Self::FloorSelect1 => floors::select1(context).await,
+            Self::FloorCommit2 => floors::commit2(context).await,
+            Self::FloorAdvisory => floors::advisory(context).await,
+            Self::Uncontended => locking::uncontended(context).await,
+            Self::Contended => contended::run(context).await,
+            Self::Independent => locking::independent(context).await,
+            Self::Skip => skip::run(context).await,
+            Self::IdleWaiters => idle_waiters::run(context).await,
+        }
+    }
+}
+
+/// What every scenario needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub(crate) adapter: Adapter,
+    pub(crate) dialect: Dialect,
+    pub(crate) url: String,
+    pub(crate) quick: bool,
+    /// Part of every lock name, so that runs never meet each other's rows (or a holder
+    /// left behind by a crashed run).
+    pub(crate) run_id: String,
+}
+
+impl Context {
+    /// A fresh pool of at most `size` connections, as the adapter's query interface.
+    pub(crate) fn pool(&self, size: usize) -> Result<Arc<dyn QueryInterface>, String> {
+        self.adapter.connect(self.dialect, &self.url, size)
+    }
+
+    /// A lock name unique to this run.
+    pub(crate) fn lock_name(&self, part: &str) -> String {
+        format!("dlock-bench/{}/{part}", self.run_id)
+    }
+
+    /// A result line with the common fields filled in.
+    pub(crate) fn line(&self, scenario: Scenario, workers: usize) -> JsonLine {
+        JsonLine::new(scenario.name(), self.adapter, self.dialect, workers)
+    }
+
+    /// How long a measurement runs: `full`, or `quick` with `--quick`.
+    pub(crate) fn duration(&self, full: Duration, quick: Duration) -> Duration {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Operations run before the clock starts: they open the pool's connections and create
+/// tables, which a steady-state figure must not include.
+pub(crate) const WARM_UP_OPERATIONS: usize = 20;
+
+/// Runs `operation` back to back for `duration` after a warm-up. Returns each
+/// operation's latency and the time the measured loop took.
+pub(crate) async fn timed_loop<F, Fut>(
+    duration: Duration,
+    mut operation: F,
+) -> Result<(Vec<Duration>, Duration), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    for _ in 0..WARM_UP_OPERATIONS {
+        operation().await?;
+    }
+    let mut latencies = Vec::new();
+    let elapsed = measure_for(duration, &mut latencies, operation).await?;
+    Ok((latencies, elapsed))
+}
+
+/// Runs `operation` back to back for `duration`, adding each latency to `latencies`;
+/// returns the time it took.
+pub(crate) async fn measure_for<F, Fut>(
+    duration: Duration,
+    latencies: &mut Vec<Duration>,
+    mut operation: F,
+) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let sent = Instant::now();
+        operation().await?;
+        latencies.push(sent.elapsed());
+    }
+    Ok(started.elapsed())
+}
+
+/// An error and its sources, on one line: dlock's messages say what to do, the
+/// driver's source says what happened.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs `count` copies of `worker` at once, each given its index, and collects their
+/// results in order.
+pub(crate) async fn run_parallel<F, Fut, T>(count: usize, worker: F) -> Result<Vec<T>, String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|index| tokio::spawn(worker(index)))
+        .collect();
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(
+            task.await
+                .map_err(|error| format!("a worker task panicked: {error}"))??,
+        );
+    }
+    Ok(results)
+}
