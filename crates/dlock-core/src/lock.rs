@@ -186,45 +186,59 @@ impl DistributedLock {
         let mut releases = context.hub.subscribe();
         let mut backoff = Backoff::new(context.options.poll_interval);
         let mut contended = false;
-        let mut looks_free = match context.first_attempt_at() {
+        let mut next = match context.first_attempt_at() {
+            // Let the waiters woken by our last release go first, then look.
             Some(courtesy_until) => {
                 tokio::time::sleep_until(courtesy_until).await;
-                false
+                Step::Probe
             }
-            None => true,
+            None => Step::Attempt,
         };
         loop {
-            if looks_free {
-                if let Some(guard) = self.attempt(contended).await? {
-                    return Ok(guard);
+            next = match next {
+                Step::Attempt => match self.attempt(contended).await? {
+                    Some(guard) => return Ok(guard),
+                    None => Step::Wait,
+                },
+                Step::Probe => match context.probe().await? {
+                    Some(holder) => {
+                        *last_holder = Some(holder);
+                        Step::Wait
+                    }
+                    None => Step::Attempt,
+                },
+                // Reading only: for a release notice, or until the next probe.
+                Step::Wait => {
+                    contended = true;
+                    let mut nap = if context.hub.hears_other_processes() {
+                        // Notices wake us; probing is only a safety net, so no ramp either.
+                        jittered(context.options.poll_interval * SAFETY_NET_FACTOR)
+                    } else {
+                        backoff.next(context.options.poll_interval)
+                    };
+                    if let Some(holder) = last_holder {
+                        // No point sleeping far past the holder's expiry.
+                        nap = nap.min(holder.expires_in + Duration::from_millis(5));
+                    }
+                    if wait_for_release(&mut releases, &context.name, nap).await {
+                        // Just released: attempt at once, without a probe's round trip.
+                        Step::Attempt
+                    } else {
+                        Step::Probe
+                    }
                 }
-            }
-            contended = true;
-            // Wait, reading only: for a release notice, or for the next probe.
-            let mut nap = if context.hub.hears_other_processes() {
-                // Notices wake us; probing is only a safety net, so no ramp either.
-                jittered(context.options.poll_interval * SAFETY_NET_FACTOR)
-            } else {
-                backoff.next(context.options.poll_interval)
             };
-            if let Some(holder) = last_holder {
-                // No point sleeping far past the holder's expiry.
-                nap = nap.min(holder.expires_in + Duration::from_millis(5));
-            }
-            if wait_for_release(&mut releases, &context.name, nap).await {
-                // Just released: attempt at once, without a probe's round trip.
-                looks_free = true;
-                continue;
-            }
-            match context.probe().await? {
-                Some(holder) => {
-                    *last_holder = Some(holder);
-                    looks_free = false;
-                }
-                None => looks_free = true,
-            }
         }
     }
+}
+
+/// What a waiting `acquire` does next. Only [`Step::Attempt`] may write, and it runs only
+/// when the lock looks free: at first, after a probe found it free, or on a release notice.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Attempt,
+    Probe,
+    Wait,
 }
 
 type Answer = Result<Option<FencingToken>>;
