@@ -1,19 +1,23 @@
 //! Command-line arguments, parsed by hand: there are four of them.
 
-use crate::backend::{Adapter, Dialect, names};
+use crate::backend::{Adapter, Dialect};
 use crate::scenarios::Scenario;
 
 pub(crate) const USAGE: &str = "\
 usage: dlock-bench [--adapter NAME] [--dialect NAME] [--scenario NAME,...] [--quick]
 
-  --adapter NAME       the adapter to measure (default: tokio-postgres)
-  --dialect NAME       the database (default: the adapter's first; postgres)
+  --adapter NAME       the adapter to measure: tokio-postgres (default), seaorm
+  --dialect NAME       the database: postgres, mysql (MySQL or MariaDB), sqlite
+                       (default: the adapter's first, postgres; tokio-postgres
+                       speaks only postgres)
   --scenario NAME,...  only these scenarios (default: all); may be repeated
   --quick              shorter runs: the whole default run takes under a minute
   --help               this text
 
 Prints one JSON object per line on stdout, progress on stderr.
-Database URL: DLOCK_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).";
+Database URLs: DLOCK_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
+DLOCK_BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306/test), DLOCK_BENCH_SQLITE_URL
+(default: a new file in a temporary directory, removed at the end of the run).";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -67,12 +71,7 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
     let adapter = adapter.unwrap_or(Adapter::TokioPostgres);
     let dialect = match dialect {
         Some(dialect) if !adapter.dialects().contains(&dialect) => {
-            return Err(format!(
-                "adapter {} does not support dialect {}; it supports: {}",
-                adapter.name(),
-                dialect.name(),
-                names(adapter.dialects().iter().map(|dialect| dialect.name()))
-            ));
+            return Err(adapter.unsupported(dialect));
         }
         Some(dialect) => dialect,
         None => adapter.dialects()[0],
@@ -119,11 +118,36 @@ mod tests {
     }
 
     #[test]
+    fn seaorm_defaults_to_postgres_and_speaks_three_dialects() {
+        let Ok(Parsed::Run(args)) = parse_words("--adapter seaorm") else {
+            panic!("must parse");
+        };
+        assert_eq!(args.adapter, Adapter::SeaOrm);
+        assert_eq!(args.dialect, Dialect::Postgres);
+        for (words, dialect) in [
+            ("--adapter seaorm --dialect mysql", Dialect::Mysql),
+            ("--dialect=sqlite --adapter=seaorm", Dialect::Sqlite),
+        ] {
+            let Ok(Parsed::Run(args)) = parse_words(words) else {
+                panic!("{words} must parse");
+            };
+            assert_eq!(args.dialect, dialect);
+        }
+    }
+
+    #[test]
+    fn unsupported_combinations_name_the_adapters_dialects() {
+        let error = parse_words("--adapter tokio-postgres --dialect sqlite").unwrap_err();
+        assert!(error.contains("does not support dialect sqlite"), "{error}");
+        assert!(error.contains("supports: postgres"), "{error}");
+    }
+
+    #[test]
     fn unknown_values_list_the_known_ones() {
         let error = parse_words("--adapter diesel").unwrap_err();
         assert!(error.contains("tokio-postgres"), "{error}");
-        let error = parse_words("--dialect mysql").unwrap_err();
-        assert!(error.contains("postgres"), "{error}");
+        let error = parse_words("--dialect oracle").unwrap_err();
+        assert!(error.contains("sqlite"), "{error}");
         let error = parse_words("--scenario nope").unwrap_err();
         assert!(error.contains("idle_waiters"), "{error}");
         assert!(parse_words("--adapter").is_err());

@@ -207,7 +207,7 @@ async fn worker_main(role: &str) -> Result<(), String> {
     let variable = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     let adapter = Adapter::parse(&variable(ADAPTER)?)?;
     let dialect = Dialect::parse(&variable(DIALECT)?)?;
-    let queries = adapter.connect(dialect, &variable(URL)?, 2)?;
+    let queries = adapter.connect(dialect, &variable(URL)?, 2).await?;
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries)
         .holder_label(format!("dlock-bench worker {}", variable(WORKER)?));
     let lock = match role {

@@ -26,7 +26,7 @@ fn statement(sql: &str, params: Vec<Value>) -> Statement {
 
 /// `SELECT 1` round trips.
 pub(super) async fn select1(context: &Context) -> Result<Vec<JsonLine>, String> {
-    let queries = context.pool(POOL_SIZE)?;
+    let queries = context.pool(POOL_SIZE).await?;
     let select1 = statement(context.dialect.floor_sql().select1, Vec::new());
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_select1: SELECT 1 round trips for {duration:?}");
@@ -62,7 +62,7 @@ pub(super) struct Commit2 {
 
 impl Commit2 {
     pub(super) async fn new(context: &Context, name: String) -> Result<Self, String> {
-        let queries = context.pool(POOL_SIZE)?;
+        let queries = context.pool(POOL_SIZE).await?;
         let sql = context.dialect.floor_sql();
         queries
             .execute(&statement(sql.create_table, Vec::new()))
@@ -120,7 +120,7 @@ pub(super) async fn advisory(context: &Context) -> Result<Vec<JsonLine>, String>
         );
         return Ok(Vec::new());
     };
-    let queries = context.pool(1)?;
+    let queries = context.pool(1).await?;
     // A key of this process's own, so concurrent runs do not wait for each other.
     let key = Value::Int(0x646c_6f63_6b00_0000 + i64::from(std::process::id()));
     let lock = statement(lock_sql, vec![key.clone()]);

@@ -24,12 +24,12 @@ pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
     );
 
     let name = context.lock_name("idle_waiters");
-    let holder =
-        DistributedLock::new(&name, context.pool(POOL_SIZE)?).map_err(|error| describe(&error))?;
+    let holder = DistributedLock::new(&name, context.pool(POOL_SIZE).await?)
+        .map_err(|error| describe(&error))?;
     let guard = holder.acquire().await.map_err(|error| describe(&error))?;
 
     // One counter per waiter over one shared pool, as waiters in one service would share it.
-    let pool = context.pool(POOL_SIZE)?;
+    let pool = context.pool(POOL_SIZE).await?;
     let counters: Vec<Arc<CountingQueries>> = (0..WAITERS)
         .map(|_| Arc::new(CountingQueries::new(Arc::clone(&pool))))
         .collect();

@@ -13,8 +13,8 @@ use crate::stats::{JsonLine, Latencies};
 const INDEPENDENT_WORKERS: usize = 8;
 
 /// A lock with the default options on a fresh pool.
-fn lock(context: &Context, name: &str) -> Result<DistributedLock, String> {
-    DistributedLock::new(name, context.pool(POOL_SIZE)?).map_err(|error| describe(&error))
+async fn lock(context: &Context, name: &str) -> Result<DistributedLock, String> {
+    DistributedLock::new(name, context.pool(POOL_SIZE).await?).map_err(|error| describe(&error))
 }
 
 /// One `lock(empty job)`: acquire, run nothing, release.
@@ -30,7 +30,7 @@ async fn lock_empty(lock: &DistributedLock) -> Result<(), String> {
 const SLICE: Duration = Duration::from_millis(250);
 
 pub(super) async fn uncontended(context: &Context) -> Result<Vec<JsonLine>, String> {
-    let lock = lock(context, &context.lock_name("uncontended"))?;
+    let lock = lock(context, &context.lock_name("uncontended")).await?;
     let floor = Commit2::new(context, context.lock_name("uncontended-floor")).await?;
     let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
     eprintln!(
@@ -147,7 +147,7 @@ pub(super) async fn independent(context: &Context) -> Result<Vec<JsonLine>, Stri
     let mut floors = Vec::with_capacity(INDEPENDENT_WORKERS);
     for index in 0..INDEPENDENT_WORKERS {
         let name = context.lock_name(&format!("independent/{index}"));
-        locks.push(Job::Lock(lock(context, &name)?));
+        locks.push(Job::Lock(lock(context, &name).await?));
         floors.push(Job::Floor(Commit2::new(context, name).await?));
     }
     // The lone worker is the first of the eight: the same pool, the same name.

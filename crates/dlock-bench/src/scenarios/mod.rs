@@ -94,8 +94,8 @@ pub(crate) struct Context {
 
 impl Context {
     /// A fresh pool of at most `size` connections, as the adapter's query interface.
-    pub(crate) fn pool(&self, size: usize) -> Result<Arc<dyn QueryInterface>, String> {
-        self.adapter.connect(self.dialect, &self.url, size)
+    pub(crate) async fn pool(&self, size: usize) -> Result<Arc<dyn QueryInterface>, String> {
+        self.adapter.connect(self.dialect, &self.url, size).await
     }
 
     /// A lock name unique to this run.
