@@ -157,6 +157,15 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
 /// the pool types of its driver, with a marker type of its own as `M` (which is what lets
 /// an adapter crate implement it for a pool type it does not own), so that
 /// [`DistributedLock::new`](crate::DistributedLock::new) accepts those pools directly.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pool or connection of a dlock adapter that is compiled in",
+    label = "dlock cannot lock with this",
+    note = "turn on the dlock feature for your client: `tokio-postgres` for \
+            deadpool_postgres::Pool or tokio_postgres::Client; `seaorm-postgres`, \
+            `seaorm-mysql` or `seaorm-sqlite` for sea_orm::DatabaseConnection; `diesel` \
+            with `diesel-postgres`, `diesel-mysql` or `diesel-sqlite` and \
+            `diesel-deadpool` or `diesel-bb8` for diesel-async pools"
+)]
 pub trait IntoQueryInterface<M> {
     /// Wraps `self` in the adapter's query interface.
     fn into_query_interface(self) -> Arc<dyn QueryInterface>;

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
+pub use dlock_core::*;
+
+/// The tokio-postgres / deadpool-postgres adapter: [`fence`](tokio_postgres::fence),
+/// [`PostgresQueries::listen_with`](tokio_postgres::PostgresQueries::listen_with), and
+/// the drivers it re-exports.
+#[cfg(feature = "tokio-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+pub use dlock_tokio_postgres as tokio_postgres;
+
+/// The SeaORM adapter: [`fence`](seaorm::fence), [`begin_fenced`](seaorm::begin_fenced),
+/// and `sea_orm` itself.
+#[cfg(feature = "seaorm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seaorm")))]
+pub use dlock_seaorm as seaorm;
