@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each scenario becomes one test named `dialect::scenario`. Scenarios that need separate
-//! processes re-run the test binary itself in a child mode (see [`child`]).
+//! processes re-run the test binary itself in a child mode (see `child.rs`).
 //!
 //! A database that cannot be reached fails every test when `CI` is set; elsewhere its
 //! tests are reported as ignored, with a loud message, so `cargo test` passes on a machine

@@ -29,7 +29,7 @@ impl SeaOrmQueries {
     /// Runs statements on `db`, in the dialect of its backend.
     ///
     /// A disconnected `DatabaseConnection` (its `Default`) is accepted; every statement
-    /// then fails with [`Error::Unreachable`](dlock_core::Error::Unreachable).
+    /// then fails with [`Error::Unreachable`].
     pub fn new(db: DatabaseConnection) -> Self {
         let connected = !matches!(db.inner, sea_orm::DatabaseConnectionType::Disconnected);
         let dialect = if connected {
@@ -179,7 +179,7 @@ impl IntoQueryInterface<SeaOrm> for &DatabaseConnection {
 /// Fences `transaction` with `lease`: checks, inside the transaction, that this
 /// acquisition still holds the lock with its fencing token, so that a holder whose lease
 /// was taken over cannot commit its writes. Call it first in the transaction, before the
-/// writes; it returns [`Error::Fenced`](dlock_core::Error::Fenced) when the lock has
+/// writes; it returns [`Error::Fenced`] when the lock has
 /// changed hands or the lease has expired: roll back then.
 ///
 /// What keeps anyone from taking the lock over until the transaction ends depends on the

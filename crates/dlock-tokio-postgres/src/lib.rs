@@ -238,7 +238,7 @@ impl IntoQueryInterface<TokioPostgres> for tokio_postgres::Client {
 /// before the transaction's writes commit.
 ///
 /// Call it first in the transaction, before the writes. It returns
-/// [`Error::Fenced`](dlock_core::Error::Fenced) when the lock has changed hands or the
+/// [`Error::Fenced`] when the lock has changed hands or the
 /// lease has expired; roll back then.
 ///
 /// Keep fenced transactions shorter than the TTL: while one runs, the lease cannot be
