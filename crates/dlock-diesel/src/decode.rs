@@ -30,7 +30,8 @@ impl diesel::sql_types::SqlType for Dynamic {
 // its rows are loaded into.
 impl diesel::sql_types::SingleValue for Dynamic {}
 
-/// A query whose rows are loaded as [`DynamicRow`]s: the wrapped query, unchanged.
+/// One of the core's statements: the wrapped raw query, unchanged, whose rows are loaded
+/// as [`DynamicRow`]s and whose prepared statement is cached.
 pub(crate) struct DynamicRows<Q>(pub(crate) Q);
 
 impl<Q> QueryId for DynamicRows<Q> {
@@ -46,6 +47,16 @@ impl<Q> Query for DynamicRows<Q> {
 impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for DynamicRows<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
         self.0.walk_ast(pass)
+    }
+
+    /// Diesel never caches the prepared statement of a raw `sql_query`, since raw SQL
+    /// could be anything, so every statement would be prepared anew: one more round trip
+    /// each, and on MySQL a prepare and a close as well. The core's statements are a fixed
+    /// handful per lock table, with bound values, so each connection's statement cache
+    /// (keyed by the SQL text) stays small and every statement after the first is one
+    /// round trip.
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
     }
 }
 

@@ -76,7 +76,7 @@ macro_rules! diesel_connection {
                 statement: &'a Statement,
             ) -> impl Future<Output = Result<u64, QueryError>> + Send + 'a {
                 async move {
-                    let query = raw_query(statement);
+                    let query = DynamicRows(raw_query(statement));
                     let affected = diesel_async::RunQueryDsl::execute(query, self)
                         .await
                         .map_err(|error| statement_error(Self::DIALECT, error))?;

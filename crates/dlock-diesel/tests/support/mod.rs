@@ -36,7 +36,19 @@ pub(crate) fn manager<C: DieselConnection>(url: &str) -> AsyncDieselConnectionMa
 where
     C: dlock_diesel::diesel_async::pooled_connection::PoolableConnection,
 {
-    AsyncDieselConnectionManager::new(url)
+    AsyncDieselConnectionManager::new(over_tcp(url))
+}
+
+/// `url`, made to stay on TCP. mysql_async, on reaching a server on this host over TCP,
+/// switches to the server's Unix socket (`prefer_socket`, on by default): its traffic
+/// would then bypass the suite's TCP proxy, and a "partitioned" holder would go on
+/// renewing its lease.
+fn over_tcp(url: &str) -> String {
+    if !url.starts_with("mysql") || url.contains("prefer_socket") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}prefer_socket=false")
 }
 
 /// A manager for SQLite connections with the adapter's settings (WAL, busy timeout).
@@ -80,7 +92,7 @@ async fn fenced_transaction(
                 .await
         }
         Database::Mysql => {
-            let mut conn = AsyncMysqlConnection::establish(url).await?;
+            let mut conn = AsyncMysqlConnection::establish(&over_tcp(url)).await?;
             conn.transaction(async |conn| fenced_body(conn, &lease, &write, hold).await)
                 .await
         }
