@@ -166,7 +166,12 @@ impl DistributedLock {
             async move {
                 let taken = context.try_take(&owner).await;
                 if let Err(Ok(Some(_))) = answer_tx.send(taken) {
-                    let _ = context.release(&owner).await;
+                    // Nobody will hear of this acquisition, so nobody else would retry
+                    // its release: one transient error (a pool checkout that timed out
+                    // under load) would otherwise block the name for a whole TTL.
+                    let safe_until = sent_at + context.options.ttl;
+                    let _ = crate::guard::release_with_retries(&context, &owner, true, safe_until)
+                        .await;
                 }
             }
         });

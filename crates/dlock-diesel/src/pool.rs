@@ -13,6 +13,22 @@ use dlock_core::{
 
 use crate::{Diesel, DieselConnection};
 
+/// Runs one statement (checkout, statement, return of the connection) in a task of its
+/// own, so that it always runs to completion. The core drops statement futures (a
+/// waiter's probe when its `acquire` is dropped or times out), and a diesel-async
+/// connection dropped in the middle of a statement goes back to the pool in whatever
+/// state that left it: with mysql_async, the next statement on it was seen reading an
+/// answer meant for the dropped one, so an acquisition went unnoticed and its lock
+/// stayed taken for a whole TTL.
+async fn to_completion<T: Send + 'static>(
+    statement: impl std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::spawn(statement).await.map_err(|error| {
+        // The statement's task panicked (a driver bug) or the runtime is shutting down.
+        QueryError::new(QueryErrorKind::Statement, None, error)
+    })?
+}
+
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
 fn connect_error<C: DieselConnection>(error: impl Into<dlock_core::BoxError>) -> QueryError {
@@ -50,11 +66,18 @@ where
         &self.pool
     }
 
-    async fn checkout(
-        &self,
-    ) -> Result<diesel_async::pooled_connection::deadpool::Object<C>, QueryError> {
+}
+
+#[cfg(feature = "deadpool")]
+async fn deadpool_checkout<C: DieselConnection>(
+    pool: &diesel_async::pooled_connection::deadpool::Pool<C>,
+) -> Result<diesel_async::pooled_connection::deadpool::Object<C>, QueryError>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
+{
+    {
         use deadpool::managed::{PoolError, TimeoutType};
-        self.pool.get().await.map_err(|error| match error {
+        pool.get().await.map_err(|error| match error {
             PoolError::Timeout(TimeoutType::Wait) => {
                 QueryError::new(QueryErrorKind::PoolExhausted, None, error)
             }
@@ -80,13 +103,21 @@ where
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let mut conn = self.checkout().await?;
-        conn.execute_statement(statement).await
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move {
+            let mut conn = deadpool_checkout(&pool).await?;
+            conn.execute_statement(&statement).await
+        })
+        .await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let mut conn = self.checkout().await?;
-        conn.query_statement(statement).await
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move {
+            let mut conn = deadpool_checkout(&pool).await?;
+            conn.query_statement(&statement).await
+        })
+        .await
     }
 }
 
@@ -157,12 +188,19 @@ where
         &self.pool
     }
 
-    async fn checkout(
-        &self,
-    ) -> Result<diesel_async::pooled_connection::bb8::PooledConnection<'_, C>, QueryError> {
-        self.pool.get().await.map_err(|error| match error {
+}
+
+#[cfg(feature = "bb8")]
+async fn bb8_checkout<C: DieselConnection>(
+    pool: &diesel_async::pooled_connection::bb8::Pool<C>,
+) -> Result<diesel_async::pooled_connection::bb8::PooledConnection<'_, C>, QueryError>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
+{
+    {
+        pool.get().await.map_err(|error| match error {
             bb8::RunError::TimedOut
-                if self.pool.state().connections >= self.pool.config().max_size =>
+                if pool.state().connections >= pool.config().max_size =>
             {
                 QueryError::new(QueryErrorKind::PoolExhausted, None, error)
             }
@@ -182,13 +220,21 @@ where
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let mut conn = self.checkout().await?;
-        conn.execute_statement(statement).await
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move {
+            let mut conn = bb8_checkout(&pool).await?;
+            conn.execute_statement(&statement).await
+        })
+        .await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let mut conn = self.checkout().await?;
-        conn.query_statement(statement).await
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move {
+            let mut conn = bb8_checkout(&pool).await?;
+            conn.query_statement(&statement).await
+        })
+        .await
     }
 }
 
