@@ -19,9 +19,7 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use dlock_diesel::diesel::{Connection, RunQueryDsl, SqliteConnection};
 use dlock_diesel::diesel_async::pooled_connection::deadpool::Pool;
-use dlock_diesel::diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig,
-};
+use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock_diesel::{DistributedLock, IntoQueryInterface, QueryInterface};
@@ -48,10 +46,8 @@ fn start_processes() -> Result<(), BoxError> {
     let (url, temporary_dir) = match std::env::var("DATABASE_URL") {
         Ok(url) => (url, None),
         Err(_) => {
-            let dir = std::env::temp_dir().join(format!(
-                "dlock-diesel-migrations-{}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("dlock-diesel-migrations-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             (format!("{}/app.db", dir.display()), Some(dir))
         }
@@ -104,8 +100,8 @@ async fn migrate(process: &str) -> Result<(), BoxError> {
     let applied = lock
         .lock(|lease| async move {
             // The harness blocks: off the async threads. The lease is renewed meanwhile.
-            let applied = tokio::task::spawn_blocking(move || run_pending_migrations(&url))
-                .await??;
+            let applied =
+                tokio::task::spawn_blocking(move || run_pending_migrations(&url)).await??;
             Ok::<_, BoxError>((applied, lease.fencing_token()))
         })
         .await?
@@ -125,17 +121,26 @@ async fn migrate(process: &str) -> Result<(), BoxError> {
 fn lock_pool(url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
     Ok(if url.starts_with("postgres") {
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-        Pool::builder(manager).max_size(2).build()?.into_query_interface()
+        Pool::builder(manager)
+            .max_size(2)
+            .build()?
+            .into_query_interface()
     } else if url.starts_with("mysql") {
         let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
-        Pool::builder(manager).max_size(2).build()?.into_query_interface()
+        Pool::builder(manager)
+            .max_size(2)
+            .build()?
+            .into_query_interface()
     } else {
         let mut config = ManagerConfig::default();
         config.custom_setup = Box::new(|url| Box::pin(dlock_diesel::establish_sqlite(url)));
         let manager = AsyncDieselConnectionManager::<
             SyncConnectionWrapper<SqliteConnection>,
         >::new_with_config(url, config);
-        Pool::builder(manager).max_size(2).build()?.into_query_interface()
+        Pool::builder(manager)
+            .max_size(2)
+            .build()?
+            .into_query_interface()
     })
 }
 
@@ -149,7 +154,9 @@ fn run_pending_migrations(url: &str) -> Result<usize, BoxError> {
     if url.starts_with("postgres") {
         run(AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)?)
     } else if url.starts_with("mysql") {
-        run(AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(url)?)
+        run(AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(
+            url,
+        )?)
     } else {
         let mut conn = SqliteConnection::establish(url)?;
         // The lock's pool writes to the same file: wait for its writes, do not fail.

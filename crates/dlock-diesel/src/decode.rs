@@ -66,9 +66,7 @@ pub(crate) struct DynamicRow(Vec<Value>);
 fn build_row<'a, DB: DecodeField>(row: &impl DieselRow<'a, DB>) -> deserialize::Result<DynamicRow> {
     (0..row.field_count())
         .map(|index| {
-            let field = row
-                .get(index)
-                .ok_or(diesel::result::UnexpectedEndOfRow)?;
+            let field = row.get(index).ok_or(diesel::result::UnexpectedEndOfRow)?;
             match field.value() {
                 None => Ok(Value::Null),
                 Some(value) => DB::decode_field(value),
@@ -103,9 +101,18 @@ macro_rules! dynamic_rows {
     };
 }
 
-dynamic_rows!(#[cfg(feature = "postgres")] diesel::pg::Pg);
-dynamic_rows!(#[cfg(feature = "mysql")] diesel::mysql::Mysql);
-dynamic_rows!(#[cfg(feature = "sqlite")] diesel::sqlite::Sqlite);
+dynamic_rows!(
+    #[cfg(feature = "postgres")]
+    diesel::pg::Pg
+);
+dynamic_rows!(
+    #[cfg(feature = "mysql")]
+    diesel::mysql::Mysql
+);
+dynamic_rows!(
+    #[cfg(feature = "sqlite")]
+    diesel::sqlite::Sqlite
+);
 
 /// Decodes one non-null field by the type the database reports for it.
 pub(crate) trait DecodeField: Backend {

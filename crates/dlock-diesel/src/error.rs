@@ -32,9 +32,7 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
             _ if message.starts_with("relation ") && message.ends_with(" does not exist") => {
                 "42P01"
             }
-            _ if message.starts_with("schema ") && message.ends_with(" does not exist") => {
-                "3F000"
-            }
+            _ if message.starts_with("schema ") && message.ends_with(" does not exist") => "3F000",
             _ if message == "deadlock detected" => "40P01",
             _ => return None,
         },

@@ -1,5 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a database feature there is no connection to run statements on, and the
+// shared machinery is unused; it still compiles, so that any feature set builds.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(unused)
+)]
 
 mod decode;
 mod error;
@@ -9,19 +15,19 @@ mod transport;
 mod pool;
 
 #[doc(no_inline)]
-pub use dlock_core::*;
-#[doc(no_inline)]
 pub use diesel;
 #[doc(no_inline)]
 pub use diesel_async;
+#[doc(no_inline)]
+pub use dlock_core::*;
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;
 #[cfg(feature = "deadpool")]
 pub use pool::DeadpoolQueries;
+pub use transport::DieselConnection;
 #[cfg(feature = "sqlite")]
 pub use transport::establish_sqlite;
-pub use transport::DieselConnection;
 
 /// Marker that selects this adapter in [`IntoQueryInterface`].
 #[derive(Debug)]

@@ -31,7 +31,7 @@ async fn to_completion<T: Send + 'static>(
 
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
-fn connect_error<C: DieselConnection>(error: impl Into<dlock_core::BoxError>) -> QueryError {
+fn connect_error(error: impl Into<dlock_core::BoxError>) -> QueryError {
     QueryError::new(QueryErrorKind::Unreachable, None, error)
 }
 
@@ -65,7 +65,6 @@ where
     pub fn pool(&self) -> &diesel_async::pooled_connection::deadpool::Pool<C> {
         &self.pool
     }
-
 }
 
 #[cfg(feature = "deadpool")]
@@ -87,7 +86,7 @@ where
             }
             // Timed out opening or checking a connection, failed to open one, or the
             // pool is closed or misconfigured: no connection to be had.
-            _ => connect_error::<C>(error),
+            _ => connect_error(error),
         })
     }
 }
@@ -187,7 +186,6 @@ where
     pub fn pool(&self) -> &diesel_async::pooled_connection::bb8::Pool<C> {
         &self.pool
     }
-
 }
 
 #[cfg(feature = "bb8")]
@@ -199,12 +197,10 @@ where
 {
     {
         pool.get().await.map_err(|error| match error {
-            bb8::RunError::TimedOut
-                if pool.state().connections >= pool.config().max_size =>
-            {
+            bb8::RunError::TimedOut if pool.state().connections >= pool.config().max_size => {
                 QueryError::new(QueryErrorKind::PoolExhausted, None, error)
             }
-            _ => connect_error::<C>(error),
+            _ => connect_error(error),
         })
     }
 }
@@ -252,7 +248,8 @@ where
 }
 
 #[cfg(feature = "bb8")]
-impl<C: DieselConnection> IntoQueryInterface<Diesel> for diesel_async::pooled_connection::bb8::Pool<C>
+impl<C: DieselConnection> IntoQueryInterface<Diesel>
+    for diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {

@@ -19,7 +19,9 @@ mod sealed {
 /// decides the SQL dialect.
 ///
 /// Sealed: the adapter knows how each of these reports rows and errors.
-pub trait DieselConnection: diesel_async::AsyncConnection + sealed::Sealed + Send + 'static {
+pub trait DieselConnection:
+    diesel_async::AsyncConnection + sealed::Sealed + Send + 'static
+{
     /// The SQL dialect this connection speaks.
     const DIALECT: Dialect;
 
@@ -147,13 +149,14 @@ pub async fn establish_sqlite(
 > {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
-    let mut conn =
-        diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<diesel::SqliteConnection>::establish(url)
-            .await?;
+    let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+        diesel::SqliteConnection,
+    >::establish(url)
+    .await?;
     // The busy timeout first: switching to WAL needs a lock that a concurrent opener
     // may hold for a moment.
     conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
         .await
-        .map_err(|error| diesel::ConnectionError::CouldntSetupConfiguration(error))?;
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }

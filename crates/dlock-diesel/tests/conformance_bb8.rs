@@ -12,8 +12,7 @@ use dlock_diesel::diesel_async::pooled_connection::bb8::Pool;
 use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError};
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock_diesel::{
-    BoxError, DieselConnection, IntoQueryInterface, Lease, QueryInterface, Statement,
-    async_trait,
+    BoxError, DieselConnection, IntoQueryInterface, Lease, QueryInterface, Statement, async_trait,
 };
 use support::{Database, SqliteConn};
 
@@ -35,8 +34,7 @@ async fn connect(
         hold: bool,
     ) -> Result<(Arc<dyn QueryInterface>, Option<Box<dyn Any + Send>>), BoxError>
     where
-        AsyncDieselConnectionManager<C>:
-            bb8::ManageConnection<Connection = C, Error = PoolError>,
+        AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
         let pool = Pool::builder()
             .max_size(max_size)

@@ -12,8 +12,7 @@ use dlock_diesel::diesel_async::pooled_connection::deadpool::{Object, Pool};
 use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError};
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock_diesel::{
-    BoxError, DieselConnection, IntoQueryInterface, Lease, QueryInterface, Statement,
-    async_trait,
+    BoxError, DieselConnection, IntoQueryInterface, Lease, QueryInterface, Statement, async_trait,
 };
 use support::{Database, SqliteConn};
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 use dlock_diesel::diesel::SqliteConnection;
 use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use dlock_diesel::diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection,
-};
+use dlock_diesel::diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use dlock_diesel::{BoxError, DieselConnection, Lease, Statement};
 
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -32,9 +30,9 @@ impl Database {
 }
 
 /// A manager for PostgreSQL or MySQL connections, as diesel-async sets them up.
-pub(crate) fn manager<C: DieselConnection>(url: &str) -> AsyncDieselConnectionManager<C>
+pub(crate) fn manager<C>(url: &str) -> AsyncDieselConnectionManager<C>
 where
-    C: dlock_diesel::diesel_async::pooled_connection::PoolableConnection,
+    C: DieselConnection + dlock_diesel::diesel_async::pooled_connection::PoolableConnection,
 {
     AsyncDieselConnectionManager::new(over_tcp(url))
 }
