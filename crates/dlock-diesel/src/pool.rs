@@ -44,7 +44,7 @@ fn connect_error(error: impl Into<dlock_core::BoxError>) -> QueryError {
 /// timeout, deadpool waits for a free connection for ever: set one (it needs deadpool's
 /// `rt_tokio_1` feature).
 #[cfg(feature = "deadpool")]
-pub struct DeadpoolQueries<C: DieselConnection>
+pub struct DeadpoolQueries<C: DieselConnection + 'static>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
 {
@@ -52,7 +52,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
-impl<C: DieselConnection> DeadpoolQueries<C>
+impl<C: DieselConnection + 'static> DeadpoolQueries<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
 {
@@ -68,7 +68,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
-async fn deadpool_checkout<C: DieselConnection>(
+async fn deadpool_checkout<C: DieselConnection + 'static>(
     pool: &diesel_async::pooled_connection::deadpool::Pool<C>,
 ) -> Result<diesel_async::pooled_connection::deadpool::Object<C>, QueryError>
 where
@@ -93,7 +93,7 @@ where
 
 #[cfg(feature = "deadpool")]
 #[async_trait]
-impl<C: DieselConnection> QueryInterface for DeadpoolQueries<C>
+impl<C: DieselConnection + 'static> QueryInterface for DeadpoolQueries<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
 {
@@ -121,7 +121,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
-impl<C: DieselConnection> fmt::Debug for DeadpoolQueries<C>
+impl<C: DieselConnection + 'static> fmt::Debug for DeadpoolQueries<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
 {
@@ -134,7 +134,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
-impl<C: DieselConnection> IntoQueryInterface<Diesel>
+impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for diesel_async::pooled_connection::deadpool::Pool<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
@@ -146,7 +146,7 @@ where
 
 /// Clones the pool: a deadpool `Pool` is a handle to a shared pool.
 #[cfg(feature = "deadpool")]
-impl<C: DieselConnection> IntoQueryInterface<Diesel>
+impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for &diesel_async::pooled_connection::deadpool::Pool<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
@@ -165,7 +165,7 @@ where
 /// [`Error::PoolExhausted`](dlock_core::Error::PoolExhausted), otherwise
 /// [`Error::Unreachable`](dlock_core::Error::Unreachable).
 #[cfg(feature = "bb8")]
-pub struct Bb8Queries<C: DieselConnection>
+pub struct Bb8Queries<C: DieselConnection + 'static>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
@@ -173,7 +173,7 @@ where
 }
 
 #[cfg(feature = "bb8")]
-impl<C: DieselConnection> Bb8Queries<C>
+impl<C: DieselConnection + 'static> Bb8Queries<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
@@ -189,7 +189,7 @@ where
 }
 
 #[cfg(feature = "bb8")]
-async fn bb8_checkout<C: DieselConnection>(
+async fn bb8_checkout<C: DieselConnection + 'static>(
     pool: &diesel_async::pooled_connection::bb8::Pool<C>,
 ) -> Result<diesel_async::pooled_connection::bb8::PooledConnection<'_, C>, QueryError>
 where
@@ -207,7 +207,7 @@ where
 
 #[cfg(feature = "bb8")]
 #[async_trait]
-impl<C: DieselConnection> QueryInterface for Bb8Queries<C>
+impl<C: DieselConnection + 'static> QueryInterface for Bb8Queries<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
@@ -235,7 +235,7 @@ where
 }
 
 #[cfg(feature = "bb8")]
-impl<C: DieselConnection> fmt::Debug for Bb8Queries<C>
+impl<C: DieselConnection + 'static> fmt::Debug for Bb8Queries<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
@@ -248,7 +248,7 @@ where
 }
 
 #[cfg(feature = "bb8")]
-impl<C: DieselConnection> IntoQueryInterface<Diesel>
+impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
@@ -260,7 +260,7 @@ where
 
 /// Clones the pool: a bb8 `Pool` is a handle to a shared pool.
 #[cfg(feature = "bb8")]
-impl<C: DieselConnection> IntoQueryInterface<Diesel>
+impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for &diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,

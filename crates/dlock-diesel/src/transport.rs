@@ -15,13 +15,13 @@ mod sealed {
 
 /// A diesel-async connection this adapter can run statements on:
 /// `AsyncPgConnection` (feature `postgres`), `AsyncMysqlConnection` (feature `mysql`) and
-/// `SyncConnectionWrapper<SqliteConnection>` (feature `sqlite`). The connection type
-/// decides the SQL dialect.
+/// `SyncConnectionWrapper<SqliteConnection>` (feature `sqlite`), and these checked out of
+/// a deadpool or bb8 pool (`Object<C>`, `PooledConnection<C>`), so that
+/// [`fence`](crate::fence) takes whatever `transaction` hands its closure. The connection
+/// type decides the SQL dialect.
 ///
 /// Sealed: the adapter knows how each of these reports rows and errors.
-pub trait DieselConnection:
-    diesel_async::AsyncConnection + sealed::Sealed + Send + 'static
-{
+pub trait DieselConnection: diesel_async::AsyncConnectionCore + sealed::Sealed + Send {
     /// The SQL dialect this connection speaks.
     const DIALECT: Dialect;
 
@@ -116,6 +116,55 @@ diesel_connection!(
     #[cfg(feature = "sqlite")]
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
     Dialect::Sqlite
+);
+
+/// A connection checked out of a pool: the connection it holds.
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
+macro_rules! pooled_connection {
+    ($(#[$attr:meta])* [$($lifetime:lifetime)?] $pooled:ty, $manager:path) => {
+        $(#[$attr])*
+        impl<$($lifetime,)? C: DieselConnection + 'static> sealed::Sealed for $pooled
+        where
+            AsyncDieselConnectionManager<C>: $manager,
+        {
+        }
+
+        $(#[$attr])*
+        impl<$($lifetime,)? C: DieselConnection + 'static> DieselConnection for $pooled
+        where
+            AsyncDieselConnectionManager<C>: $manager,
+        {
+            const DIALECT: Dialect = C::DIALECT;
+
+            fn execute_statement<'a>(
+                &'a mut self,
+                statement: &'a Statement,
+            ) -> impl Future<Output = Result<u64, QueryError>> + Send + 'a {
+                (**self).execute_statement(statement)
+            }
+
+            fn query_statement<'a>(
+                &'a mut self,
+                statement: &'a Statement,
+            ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'a {
+                (**self).query_statement(statement)
+            }
+        }
+    };
+}
+
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError};
+
+#[cfg(feature = "deadpool")]
+pooled_connection!(
+    [] diesel_async::pooled_connection::deadpool::Object<C>,
+    deadpool::managed::Manager<Type = C, Error = PoolError>
+);
+#[cfg(feature = "bb8")]
+pooled_connection!(
+    ['p] diesel_async::pooled_connection::bb8::PooledConnection<'p, C>,
+    bb8::ManageConnection<Connection = C, Error = PoolError>
 );
 
 /// Opens a SQLite connection set up for locks shared by several connections and

@@ -27,7 +27,7 @@ async fn connect(
     timeout: Duration,
     hold: bool,
 ) -> Result<(Arc<dyn QueryInterface>, Option<Box<dyn Any + Send>>), BoxError> {
-    async fn build<C: DieselConnection>(
+    async fn build<C: DieselConnection + 'static>(
         manager: AsyncDieselConnectionManager<C>,
         max_size: u32,
         timeout: Duration,

@@ -20,7 +20,7 @@ struct Deadpool;
 
 /// A pool of `max_size` connections whose checkouts wait at most `wait` for a free
 /// connection and 5 s to open one.
-fn pool<C: DieselConnection>(
+fn pool<C: DieselConnection + 'static>(
     manager: AsyncDieselConnectionManager<C>,
     max_size: usize,
     wait: Duration,
@@ -43,7 +43,7 @@ async fn connect(
     wait: Duration,
     hold: bool,
 ) -> Result<(Arc<dyn QueryInterface>, Option<Box<dyn Any + Send>>), BoxError> {
-    async fn build<C: DieselConnection>(
+    async fn build<C: DieselConnection + 'static>(
         manager: AsyncDieselConnectionManager<C>,
         max_size: usize,
         wait: Duration,

@@ -32,7 +32,9 @@ impl Database {
 /// A manager for PostgreSQL or MySQL connections, as diesel-async sets them up.
 pub(crate) fn manager<C>(url: &str) -> AsyncDieselConnectionManager<C>
 where
-    C: DieselConnection + dlock_diesel::diesel_async::pooled_connection::PoolableConnection,
+    C: DieselConnection
+        + dlock_diesel::diesel_async::pooled_connection::PoolableConnection
+        + 'static,
 {
     AsyncDieselConnectionManager::new(over_tcp(url))
 }
@@ -104,7 +106,7 @@ async fn fenced_transaction(
     }
 }
 
-async fn fenced_body<C: DieselConnection>(
+async fn fenced_body<C: DieselConnection + 'static>(
     conn: &mut C,
     lease: &Lease,
     write: &Statement,
