@@ -350,7 +350,7 @@ async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, 
 
 /// A dropped guard has nobody to report to, so its release retries transient errors
 /// while the lease is still ours; an explicit release makes one attempt and reports.
-async fn release_with_retries(
+pub(crate) async fn release_with_retries(
     context: &LockContext,
     owner: &str,
     contended: bool,

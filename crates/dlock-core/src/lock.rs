@@ -252,17 +252,22 @@ async fn take_or_release(
     owner: String,
     answer: oneshot::Sender<Answer>,
 ) {
+    let sent_at = Instant::now();
     let taken = context.try_take(&owner).await;
     let may_have_taken = matches!(taken, Err(Error::Database { .. }));
     match answer.send(taken) {
-        Err(Ok(Some(_))) => {
-            let _ = context.release(&owner, false).await;
-        }
-        _ if may_have_taken => {
-            let _ = context.release(&owner, false).await;
-        }
+        Err(Ok(Some(_))) => release_unclaimed(&context, &owner, sent_at).await,
+        _ if may_have_taken => release_unclaimed(&context, &owner, sent_at).await,
         _ => {}
     }
+}
+
+/// Releases an acquisition nobody will hear of. Nobody else would retry it, so transient
+/// errors (a pool checkout that timed out under load) are retried while the lease could
+/// still be ours; otherwise the name would be blocked for a whole TTL.
+async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
+    let lease_ends = sent_at + context.options.ttl;
+    let _ = crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
 }
 
 /// The caller's end of an attempt. Dropped with an acquisition in it that the caller
@@ -282,8 +287,10 @@ impl Drop for PendingAnswer {
         if let Ok(Ok(Some(_))) = self.receiver.try_recv() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let (context, owner) = (Arc::clone(&self.context), std::mem::take(&mut self.owner));
+                // The acquisition happened at most a TTL ago: its lease ends no sooner.
+                let answered_at = Instant::now();
                 runtime.spawn(async move {
-                    let _ = context.release(&owner, false).await;
+                    release_unclaimed(&context, &owner, answered_at).await;
                 });
             }
         }

@@ -1,0 +1,95 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a database feature there is no connection to run statements on, and the
+// shared machinery is unused; it still compiles, so that any feature set builds.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(unused)
+)]
+
+mod decode;
+mod error;
+mod transport;
+
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
+mod pool;
+
+#[doc(no_inline)]
+pub use diesel;
+#[doc(no_inline)]
+pub use diesel_async;
+#[doc(no_inline)]
+pub use dlock_core::*;
+
+#[cfg(feature = "bb8")]
+pub use pool::Bb8Queries;
+#[cfg(feature = "deadpool")]
+pub use pool::DeadpoolQueries;
+pub use transport::DieselConnection;
+#[cfg(feature = "sqlite")]
+pub use transport::establish_sqlite;
+
+/// Marker that selects this adapter in [`IntoQueryInterface`].
+#[derive(Debug)]
+pub enum Diesel {}
+
+/// Fences the transaction open on `conn` with `lease`: checks, inside the transaction,
+/// that this acquisition still holds the lock with its fencing token, so that a holder
+/// whose lease was taken over cannot commit its writes. Call it first in the
+/// transaction, before the writes; it returns [`Error::Fenced`](dlock_core::Error::Fenced)
+/// when the lock has changed hands or the lease has expired: return the error from the
+/// transaction's closure so that it rolls back.
+///
+/// What keeps anyone from taking the lock over until the transaction ends depends on the
+/// database:
+///
+/// - **PostgreSQL** (`FOR SHARE`) and **MySQL/MariaDB** (`LOCK IN SHARE MODE`): the lock
+///   row stays share-locked until the transaction ends; a takeover waits for it. Use
+///   [`AsyncConnection::transaction`](diesel_async::AsyncConnection::transaction).
+/// - **SQLite** has no row locks: the database's single writer does it. Use
+///   `conn.immediate_transaction(…)`: begun `IMMEDIATE`, the transaction holds the write
+///   lock from its start, so no takeover can commit before it ends. In a `DEFERRED` one
+///   (`transaction(…)`), a takeover committed after the fence's read makes the
+///   transaction's first write fail (`SQLITE_BUSY_SNAPSHOT` in WAL mode), so stale writes
+///   still never commit, but unrelated writes make it fail too.
+///
+/// Keep fenced transactions shorter than the TTL: while one runs, the lease cannot be
+/// renewed (the renewal waits for the lock row, or for SQLite's write lock), so a longer
+/// one makes the guard report loss.
+///
+/// Not calling it inside a transaction is allowed but pointless: the check then protects
+/// nothing that follows it.
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn example(
+/// #     conn: &mut dlock_diesel::diesel_async::AsyncPgConnection,
+/// #     lease: dlock_diesel::Lease,
+/// # ) -> Result<(), dlock_diesel::BoxError> {
+/// use dlock_diesel::diesel_async::{AsyncConnection, RunQueryDsl};
+///
+/// conn.transaction(async |conn| {
+///     dlock_diesel::fence(conn, &lease).await?;
+///     dlock_diesel::diesel::sql_query("UPDATE report SET done = TRUE")
+///         .execute(conn)
+///         .await?;
+///     Ok::<_, dlock_diesel::BoxError>(())
+/// })
+/// .await
+/// # }
+/// ```
+///
+/// # Cancel Safety
+///
+/// Dropping the future drops the statement; the transaction is as diesel-async leaves a
+/// cancelled one.
+pub async fn fence<C: DieselConnection>(conn: &mut C, lease: &Lease) -> dlock_core::Result<()> {
+    let rows = conn
+        .query_statement(&lease.fence_statement())
+        .await
+        .map_err(|source| dlock_core::Error::Database {
+            action: "fence the transaction",
+            source,
+        })?;
+    lease.check_fence(rows.len())
+}

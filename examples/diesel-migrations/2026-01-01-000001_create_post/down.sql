@@ -1,0 +1,1 @@
+DROP TABLE dlock_example_diesel_post;

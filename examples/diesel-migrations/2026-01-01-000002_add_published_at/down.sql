@@ -1,0 +1,1 @@
+ALTER TABLE dlock_example_diesel_post DROP COLUMN published_at;
