@@ -16,3 +16,9 @@ pub use dlock_tokio_postgres as tokio_postgres;
 #[cfg(feature = "seaorm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seaorm")))]
 pub use dlock_seaorm as seaorm;
+
+/// The Diesel (diesel-async) adapter: [`fence`](diesel::fence), and `diesel` and
+/// `diesel_async` themselves.
+#[cfg(feature = "diesel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
+pub use dlock_diesel as diesel;
