@@ -10,6 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_core::QueryInterface;
+use dlock_diesel::diesel::SqliteConnection;
+use dlock_diesel::diesel_async::pooled_connection::deadpool::Pool as DieselPool;
+use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock_seaorm::IntoQueryInterface;
 use dlock_seaorm::sea_orm::sqlx::sqlite::SqliteJournalMode;
 use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -24,15 +29,30 @@ pub(crate) enum Adapter {
     TokioPostgres,
     /// `dlock-seaorm`: a `sea_orm::DatabaseConnection` (an sqlx pool).
     SeaOrm,
+    /// `dlock-diesel`: a diesel-async deadpool `Pool`.
+    Diesel,
+}
+
+/// A diesel-async deadpool pool of `manager`'s connections, connecting lazily like
+/// deadpool-postgres's. A macro: the pool's trait bounds differ per connection type.
+macro_rules! diesel_pool {
+    ($manager:expr, $pool_size:expr) => {
+        DieselPool::builder($manager)
+            .max_size($pool_size)
+            .build()
+            .map(IntoQueryInterface::into_query_interface)
+            .map_err(|error| format!("cannot build a connection pool: {error}"))?
+    };
 }
 
 impl Adapter {
-    pub(crate) const ALL: &[Self] = &[Self::TokioPostgres, Self::SeaOrm];
+    pub(crate) const ALL: &[Self] = &[Self::TokioPostgres, Self::SeaOrm, Self::Diesel];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::TokioPostgres => "tokio-postgres",
             Self::SeaOrm => "seaorm",
+            Self::Diesel => "diesel",
         }
     }
 
@@ -40,7 +60,7 @@ impl Adapter {
     pub(crate) fn dialects(self) -> &'static [Dialect] {
         match self {
             Self::TokioPostgres => &[Dialect::Postgres],
-            Self::SeaOrm => &[Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite],
+            Self::SeaOrm | Self::Diesel => &[Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite],
         }
     }
 
@@ -91,6 +111,24 @@ impl Adapter {
                 seaorm_connection(url, pool_size)
                     .await?
                     .into_query_interface()
+            }
+            (Self::Diesel, Dialect::Postgres) => {
+                let manager: AsyncDieselConnectionManager<AsyncPgConnection> =
+                    AsyncDieselConnectionManager::new(url);
+                diesel_pool!(manager, pool_size)
+            }
+            (Self::Diesel, Dialect::Mysql) => {
+                let manager: AsyncDieselConnectionManager<AsyncMysqlConnection> =
+                    AsyncDieselConnectionManager::new(url);
+                diesel_pool!(manager, pool_size)
+            }
+            (Self::Diesel, Dialect::Sqlite) => {
+                // WAL and a busy timeout, as the adapter's README asks of SQLite pools.
+                let mut config = ManagerConfig::default();
+                config.custom_setup = Box::new(|url| Box::pin(dlock_diesel::establish_sqlite(url)));
+                let manager: AsyncDieselConnectionManager<SyncConnectionWrapper<SqliteConnection>> =
+                    AsyncDieselConnectionManager::new_with_config(url, config);
+                diesel_pool!(manager, pool_size)
             }
             (Self::TokioPostgres, Dialect::Mysql | Dialect::Sqlite) => {
                 return Err(self.unsupported(dialect));

@@ -19,7 +19,7 @@ mod targets;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dlock_core::Statement;
+use dlock_core::{ColumnType, Statement};
 
 use crate::args::{Args, Parsed};
 use crate::scenarios::Context;
@@ -160,7 +160,7 @@ async fn check_connection(context: &Context) -> Result<(), String> {
     let select1 = Statement {
         sql: context.dialect.floor_sql().select1.into(),
         params: Vec::new(),
-        columns: &[],
+        columns: &[ColumnType::Int],
     };
     // Connecting is inside the time limit: some adapters connect at once, others lazily
     // on the first statement.

@@ -66,11 +66,13 @@ impl dlock_conformance::Adapter for Bb8 {
         "diesel-bb8"
     }
 
-    /// Checkouts give up after 500 ms: bb8 reports a failure to connect only as a
-    /// checkout timeout, so with a longer one a renewal through a cut connection would
-    /// wait past the 2 s leases of the loss scenarios without ever seeing an error.
+    /// Checkouts give up after 2 s: bb8 reports a failure to connect only as a checkout
+    /// timeout, so with a longer one a renewal through a cut connection would wait past
+    /// the 4 s lease of the unreachable-database scenario without ever seeing an error;
+    /// a shorter one (500 ms) failed contenders that were merely slow to connect on a
+    /// loaded machine.
     async fn connect(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
-        Ok(connect(url, 4, Duration::from_millis(500), false).await?.0)
+        Ok(connect(url, 4, Duration::from_secs(2), false).await?.0)
     }
 
     async fn connect_exhausted(

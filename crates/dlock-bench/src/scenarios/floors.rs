@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{QueryInterface, Statement, Value};
+use dlock_core::{ColumnType, QueryInterface, Statement, Value};
 
 use super::{Context, Scenario, timed_loop};
 use crate::stats::{JsonLine, Latencies};
@@ -27,7 +27,11 @@ fn statement(sql: &str, params: Vec<Value>) -> Statement {
 /// `SELECT 1` round trips.
 pub(super) async fn select1(context: &Context) -> Result<Vec<JsonLine>, String> {
     let queries = context.pool(POOL_SIZE).await?;
-    let select1 = statement(context.dialect.floor_sql().select1, Vec::new());
+    // One result column, as adapters that decode strictly (Diesel) are told.
+    let select1 = Statement {
+        columns: &[ColumnType::Int],
+        ..statement(context.dialect.floor_sql().select1, Vec::new())
+    };
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_select1: SELECT 1 round trips for {duration:?}");
     let (latencies, elapsed) = timed_loop(duration, || {
