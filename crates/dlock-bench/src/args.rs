@@ -144,8 +144,8 @@ mod tests {
 
     #[test]
     fn unknown_values_list_the_known_ones() {
-        let error = parse_words("--adapter diesel").unwrap_err();
-        assert!(error.contains("tokio-postgres"), "{error}");
+        let error = parse_words("--adapter hibernate").unwrap_err();
+        assert!(error.contains("tokio-postgres, seaorm, diesel"), "{error}");
         let error = parse_words("--dialect oracle").unwrap_err();
         assert!(error.contains("sqlite"), "{error}");
         let error = parse_words("--scenario nope").unwrap_err();
