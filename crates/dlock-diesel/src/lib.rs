@@ -36,7 +36,7 @@ pub enum Diesel {}
 /// Fences the transaction open on `conn` with `lease`: checks, inside the transaction,
 /// that this acquisition still holds the lock with its fencing token, so that a holder
 /// whose lease was taken over cannot commit its writes. Call it first in the
-/// transaction, before the writes; it returns [`Error::Fenced`](dlock_core::Error::Fenced)
+/// transaction, before the writes; it returns [`Error::Fenced`]
 /// when the lock has changed hands or the lease has expired: return the error from the
 /// transaction's closure so that it rolls back.
 ///
