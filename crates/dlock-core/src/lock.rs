@@ -255,10 +255,9 @@ async fn take_or_release(
     let sent_at = Instant::now();
     let taken = context.try_take(&owner).await;
     let may_have_taken = matches!(taken, Err(Error::Database { .. }));
-    match answer.send(taken) {
-        Err(Ok(Some(_))) => release_unclaimed(&context, &owner, sent_at).await,
-        _ if may_have_taken => release_unclaimed(&context, &owner, sent_at).await,
-        _ => {}
+    let unheard = matches!(answer.send(taken), Err(Ok(Some(_))));
+    if unheard || may_have_taken {
+        release_unclaimed(&context, &owner, sent_at).await;
     }
 }
 
