@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{Dialect, DistributedLock, LockBuilder, QueryInterface, Statement, Value};
+use dlock_core::{
+    Dialect, DistributedLock, LockBuilder, QueryInterface, Statement, TableName, Value,
+};
 use tokio::time::Instant;
 
 use crate::{Adapter, Target};
@@ -87,7 +89,17 @@ where
 
 /// Whether a new lock on `queries` can take `name` right now (and releases it again).
 pub(crate) async fn is_free(queries: &Arc<dyn QueryInterface>, name: &str) -> Result<bool, String> {
+    is_free_in(queries, TableName::DEFAULT, name).await
+}
+
+/// [`is_free`] for a lock in `table`.
+pub(crate) async fn is_free_in(
+    queries: &Arc<dyn QueryInterface>,
+    table: &str,
+    name: &str,
+) -> Result<bool, String> {
     let lock = quick(DistributedLock::builder(name, Arc::clone(queries)))
+        .table(table)
         .build()
         .map_err(|e| e.to_string())?;
     match lock

@@ -15,7 +15,7 @@ use crate::wake::Hub;
 /// statement away) to get there first, so a node looping back into `acquire` cannot win
 /// every race. Short enough to cost nothing noticeable when nobody else was waiting.
 const COURTESY: Duration = Duration::from_millis(3);
-use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
+use crate::query::{QueryError, QueryInterface, Row, Statement, Value};
 use crate::{Dialect, Error, FencingToken, Holder, Result};
 
 #[derive(Debug)]
@@ -111,14 +111,8 @@ impl LockContext {
         let statement = self.sql.release(&self.name, owner);
         let released = self.execute("release the lock", &statement).await? == 1;
         if released {
-            self.hub.released(&self.name);
-            if let Some(notice) = self.sql.notify(&self.name) {
-                let queries = Arc::clone(&self.queries);
-                // A lost notice costs a waiter one safety-net poll interval, no more.
-                tokio::spawn(async move {
-                    let _ = queries.execute(&notice).await;
-                });
-            }
+            self.hub
+                .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
             if contended {
                 *self.courtesy() = Some(Instant::now() + COURTESY);
             }
@@ -150,13 +144,7 @@ impl LockContext {
     }
 
     fn create_table_error(&self, source: QueryError) -> Error {
-        match source.kind() {
-            QueryErrorKind::Statement => Error::CreateTable {
-                table: self.options.table.to_string(),
-                source,
-            },
-            _ => Error::query("create the lock table", source),
-        }
+        Error::create_table(&self.options.table, source)
     }
 
     async fn query(&self, action: &'static str, statement: &Statement) -> Result<Vec<Row>> {

@@ -127,6 +127,55 @@ pub enum Error {
         reason: LossReason,
     },
 
+    /// The lock table does not exist (an operation of [`LockAdmin`](crate::LockAdmin),
+    /// which never creates it implicitly).
+    #[error(
+        "the lock table {table} does not exist in this database; check the database and \
+         the table name, or create the table (`LockAdmin::create_table`, `dlock init`)"
+    )]
+    NoSuchTable {
+        /// The table's name.
+        table: String,
+    },
+
+    /// The lock table has no row for this name: it was never acquired.
+    #[error("there is no lock named {name:?} in table {table}; list the locks to see their names")]
+    NoSuchLock {
+        /// The name looked for.
+        name: String,
+        /// The lock table.
+        table: String,
+    },
+
+    /// A force release was refused: the lock's fencing token is no longer the one given,
+    /// so the acquisition it named has ended and the lock may belong to someone else.
+    #[error(
+        "lock {name:?} was not released: its fencing token is now {current}{}, not \
+         {expected}, so it changed hands since that token was read; inspect it again and, \
+         if it still needs freeing, release it with the current token",
+        holder.as_deref().map(|h| format!(" (holder {h})")).unwrap_or_default()
+    )]
+    TokenChanged {
+        /// The lock's name.
+        name: String,
+        /// The token given.
+        expected: FencingToken,
+        /// The lock's token now.
+        current: FencingToken,
+        /// The holder recorded with the current token.
+        holder: Option<String>,
+    },
+
+    /// Text that should have been a fencing token is not one.
+    #[error(
+        "{input:?} is not a fencing token; tokens are positive whole numbers, as listed \
+         with each lock"
+    )]
+    InvalidToken {
+        /// The text given.
+        input: String,
+    },
+
     /// A fenced transaction found that this acquisition no longer holds the lock.
     #[error(
         "fenced write refused: lock {name:?} is no longer held with fencing token {token}; \
@@ -147,6 +196,17 @@ impl Error {
             QueryErrorKind::Unreachable => Self::Unreachable { action, source },
             QueryErrorKind::PoolExhausted => Self::PoolExhausted { action, source },
             _ => Self::Database { action, source },
+        }
+    }
+
+    /// The error of a `CREATE TABLE` of `table` that failed with `source`.
+    pub(crate) fn create_table(table: &crate::TableName, source: QueryError) -> Self {
+        match source.kind() {
+            QueryErrorKind::Statement => Self::CreateTable {
+                table: table.to_string(),
+                source,
+            },
+            _ => Self::query("create the lock table", source),
         }
     }
 

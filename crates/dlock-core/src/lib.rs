@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod context;
 mod dialect;
 mod error;
@@ -11,6 +12,7 @@ mod random;
 mod table;
 mod wake;
 
+pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};
 pub use dialect::Dialect;
 pub use error::{Error, Result};
 pub use guard::{FencingToken, Lease, LockGuard, LossReason};

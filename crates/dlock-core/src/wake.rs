@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::query::QueryInterface;
+use crate::query::{QueryInterface, Statement};
 
 /// How many release notices a slow waiter may fall behind before it just re-probes.
 const BACKLOG: usize = 256;
@@ -81,6 +81,25 @@ impl Hub {
     /// Tells this process's waiters that `name` was released.
     pub(crate) fn released(&self, name: &str) {
         let _ = self.shared.released.send(name.into());
+    }
+
+    /// Tells waiters that `name` was released: this process's at once, and other
+    /// processes' by sending `notice` through `queries` (where the dialect has one), in
+    /// the background: not on the release path (see `notify` in the dialect).
+    pub(crate) fn announce_release(
+        &self,
+        name: &str,
+        queries: &Arc<dyn QueryInterface>,
+        notice: Option<Statement>,
+    ) {
+        self.released(name);
+        if let Some(notice) = notice {
+            let queries = Arc::clone(queries);
+            // A lost notice costs a waiter one safety-net poll interval, no more.
+            tokio::spawn(async move {
+                let _ = queries.execute(&notice).await;
+            });
+        }
     }
 
     /// A subscription to release notices; subscribe before probing, so that no release

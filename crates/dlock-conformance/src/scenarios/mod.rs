@@ -1,5 +1,6 @@
 //! The scenarios, one concern per module.
 
+mod admin;
 mod crash;
 mod errors;
 mod exclusion;
@@ -69,4 +70,6 @@ scenarios![
     errors::pool_exhaustion_is_an_error,
     errors::acquire_timeout_names_the_holder,
     errors::custom_table_is_created_on_first_use,
+    admin::admin_lists_inspects_and_force_releases,
+    admin::admin_reports_missing_locks_and_tables,
 ];

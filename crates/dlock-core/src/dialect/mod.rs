@@ -89,16 +89,19 @@ impl fmt::Display for Dialect {
 
 /// The statements of one dialect for one table. Parameters, by statement:
 ///
-/// | statement      | parameters                       | result                            |
-/// |----------------|----------------------------------|-----------------------------------|
-/// | `create_table` | —                                | —                                 |
-/// | `acquire`      | name, owner, holder, ttl_ms      | one row `(fencing)` iff acquired (\*) |
-/// | `acquired`     | name, owner                      | `(fencing)` iff `owner` holds it  |
-/// | `probe`        | name                             | `(holder, remaining_ms)` iff held |
-/// | `renew`        | name, owner, ttl_ms              | 1 affected row iff still ours     |
-/// | `release`      | name, owner                      | 1 affected row iff still ours     |
-/// | `notify`       | channel, name                    | — (wakes listening waiters)       |
-/// | `fence`        | name, owner, fencing             | one row iff still ours, locked    |
+/// | statement       | parameters                  | result                                  |
+/// |-----------------|-----------------------------|-----------------------------------------|
+/// | `create_table`  | —                           | —                                       |
+/// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
+/// | `acquired`      | name, owner                 | `(fencing)` iff `owner` holds it        |
+/// | `probe`         | name                        | `(holder, remaining_ms)` iff held       |
+/// | `renew`         | name, owner, ttl_ms         | 1 affected row iff still ours           |
+/// | `release`       | name, owner                 | 1 affected row iff still ours           |
+/// | `notify`        | channel, name               | — (wakes listening waiters)             |
+/// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
+/// | `list`          | —                           | one `INFO` row per lock, by name        |
+/// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
+/// | `force_release` | name, fencing               | 1 affected row iff held with that token |
 ///
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
 /// MySQL's `?` placeholders are positional and cannot be referred to twice.
@@ -119,6 +122,9 @@ pub(crate) struct Sql {
     pub(crate) renew: Template,
     pub(crate) release: Template,
     pub(crate) fence: Template,
+    pub(crate) list: Template,
+    pub(crate) inspect: Template,
+    pub(crate) force_release: Template,
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
@@ -164,6 +170,22 @@ struct Args<'a> {
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+
+/// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
+/// `acquired_at`, `expires_at` and the database's current time as Unix epoch
+/// milliseconds, then 1 if the lease is live by the database's clock, else 0. Times come
+/// as integers because [`Value`] has no time type, and with the database's "now" so that
+/// every relative time is measured on one clock.
+pub(crate) const INFO: &[ColumnType] = &[
+    ColumnType::Text,
+    ColumnType::Text,
+    ColumnType::Int,
+    ColumnType::Text,
+    ColumnType::Int,
+    ColumnType::Int,
+    ColumnType::Int,
+    ColumnType::Int,
+];
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
@@ -249,6 +271,28 @@ impl Sql {
         };
         bind(&self.fence, &args, FENCING)
     }
+
+    pub(crate) fn list(&self) -> Statement {
+        bind(&self.list, &Args::default(), INFO)
+    }
+
+    pub(crate) fn inspect(&self, name: &str) -> Statement {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        bind(&self.inspect, &args, INFO)
+    }
+
+    /// Frees the lock whoever holds it, but only while its fencing token is `token`.
+    pub(crate) fn force_release(&self, name: &str, token: FencingToken) -> Statement {
+        let args = Args {
+            name,
+            token: token.get(),
+            ..Args::default()
+        };
+        bind(&self.force_release, &args, &[])
+    }
 }
 
 fn bind(template: &Template, args: &Args<'_>, columns: &'static [ColumnType]) -> Statement {
@@ -329,6 +373,9 @@ mod tests {
                 ("renew", sql.renew("n", "o", ttl)),
                 ("release", sql.release("n", "o")),
                 ("fence", sql.fence("n", "o", FencingToken(1))),
+                ("list", sql.list()),
+                ("inspect", sql.inspect("n")),
+                ("force_release", sql.force_release("n", FencingToken(1))),
             ];
             statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));
             statements.extend(sql.notify("n").map(|s| ("notify", s)));

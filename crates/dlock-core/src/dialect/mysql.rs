@@ -56,6 +56,25 @@ pub(super) fn is_conflict(error: &QueryError) -> bool {
 const KEY: &str = "UNHEX(SHA2(CONVERT(? USING utf8mb4), 256))";
 const NOW: &str = "UTC_TIMESTAMP(6)";
 
+/// The `INFO` columns of every lock (see [`super::INFO`]). `UTC_TIMESTAMP(6)` is one
+/// instant for the whole statement, and the `DATETIME(6)` columns hold UTC, so the epoch
+/// is `1970-01-01 00:00:00` with no zone conversion.
+fn info(t: &str) -> String {
+    let epoch_ms = |column: &str| {
+        format!(
+            "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000 AS SIGNED)"
+        )
+    };
+    format!(
+        "SELECT name, owner, fencing, holder, {}, {}, {},
+                CAST(COALESCE(expires_at > {NOW}, 0) AS SIGNED)
+         FROM {t}",
+        epoch_ms("acquired_at"),
+        epoch_ms("expires_at"),
+        epoch_ms(NOW),
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('`');
     Sql {
@@ -123,6 +142,17 @@ pub(super) fn sql(table: &TableName) -> Sql {
                  LOCK IN SHARE MODE"
             ),
             &[Name, Owner, Token],
+        ),
+        list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
+        inspect: Template::new(format!("{} WHERE name_hash = {KEY}", info(&t)), &[Name]),
+        // Whoever holds it, but only the acquisition the operator saw: the token changes
+        // at every acquisition, so a lock that changed hands since is left alone.
+        force_release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name_hash = {KEY} AND fencing = ? AND owner IS NOT NULL"
+            ),
+            &[Name, Token],
         ),
         notify: None,
         channel: None,

@@ -25,6 +25,21 @@ pub(super) fn is_conflict(error: &QueryError) -> bool {
         .is_some_and(|code| CONFLICT_CODES.contains(&code))
 }
 
+/// The `INFO` columns of every lock (see [`super::INFO`]), read at one instant of the
+/// database's clock.
+fn info(t: &str) -> String {
+    let epoch_ms =
+        |column: &str| format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column}) * 1000) AS BIGINT)");
+    format!(
+        "SELECT l.name, l.owner, l.fencing, l.holder, {}, {}, {},
+                CAST(CASE WHEN l.expires_at > c.now THEN 1 ELSE 0 END AS BIGINT)
+         FROM {t} AS l, (SELECT clock_timestamp() AS now) AS c",
+        epoch_ms("l.acquired_at"),
+        epoch_ms("l.expires_at"),
+        epoch_ms("c.now"),
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -107,6 +122,17 @@ pub(super) fn sql(table: &TableName) -> Sql {
              FOR SHARE"
             ),
             &[Name, Owner, Token],
+        ),
+        list: Template::new(format!("{} ORDER BY l.name", info(&t)), &[]),
+        inspect: Template::new(format!("{} WHERE l.name = $1", info(&t)), &[Name]),
+        // Whoever holds it, but only the acquisition the operator saw: the token changes
+        // at every acquisition, so a lock that changed hands since is left alone.
+        force_release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name = $1 AND fencing = $2 AND owner IS NOT NULL"
+            ),
+            &[Name, Token],
         ),
         // Sent after a release, as a statement of its own: a transaction that notifies
         // holds a database-wide lock from before its commit until the commit is done, so

@@ -33,6 +33,16 @@ pub(super) fn is_missing_table(error: &QueryError) -> bool {
 
 const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
+/// The `INFO` columns of every lock (see [`super::INFO`]). `'now'` is one instant per
+/// row returned (per `sqlite3_step`), so each row's times and liveness agree.
+fn info(t: &str) -> String {
+    format!(
+        "SELECT name, owner, fencing, holder, acquired_at, expires_at, {NOW_MS},
+                COALESCE(expires_at > {NOW_MS}, 0)
+         FROM {t}"
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -90,6 +100,18 @@ pub(super) fn sql(table: &TableName) -> Sql {
                  WHERE name = ?1 AND owner = ?2 AND fencing = ?3 AND expires_at > {NOW_MS}"
             ),
             &[Name, Owner, Token],
+        ),
+        // Times are stored as epoch milliseconds already.
+        list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
+        inspect: Template::new(format!("{} WHERE name = ?1", info(&t)), &[Name]),
+        // Whoever holds it, but only the acquisition the operator saw: the token changes
+        // at every acquisition, so a lock that changed hands since is left alone.
+        force_release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name = ?1 AND fencing = ?2 AND owner IS NOT NULL"
+            ),
+            &[Name, Token],
         ),
         notify: None,
         channel: None,

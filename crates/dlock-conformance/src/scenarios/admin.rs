@@ -1,0 +1,142 @@
+//! The admin API: list and inspect show who holds a lock; a force release with a stale
+//! token is refused, and with the current one it frees the lock and the holder learns.
+
+use std::time::Duration;
+
+use dlock_core::{
+    DistributedLock, Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState, LossReason,
+    TableName,
+};
+
+use crate::support::{Outcome, is_free_in, unique_name};
+use crate::{Adapter, Env};
+
+/// A table of its own, so that listing reads a few rows, not every test's.
+const TABLE: &str = "dlock_admin_conformance";
+const LABEL: &str = "conformance-admin";
+const TTL: Duration = Duration::from_secs(5);
+
+pub(crate) async fn admin_lists_inspects_and_force_releases<A: Adapter>(env: Env<A>) -> Outcome {
+    let name = unique_name("admin");
+    let lock = DistributedLock::builder(&name, env.connect().await?)
+        .table(TABLE)
+        .ttl(TTL)
+        // Frequent renewals, so the holder learns of the force release quickly.
+        .renew_interval(Duration::from_millis(100))
+        .holder_label(LABEL)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
+    let admin = LockAdmin::with_table(env.connect().await?, table);
+
+    // A token from an acquisition that has ended: what an operator saw a while ago.
+    let first = lock.acquire().await.map_err(|e| e.to_string())?;
+    let stale = first.fencing_token();
+    first.release().await.map_err(|e| e.to_string())?;
+    let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+    let token = guard.fencing_token();
+
+    let listed = admin.list().await.map_err(|e| e.to_string())?;
+    let Some(entry) = listed.iter().find(|info| info.name == name) else {
+        return Err(format!("list does not show {name:?}: {listed:?}"));
+    };
+    expect_held(entry, token, guard.lease().owner_id())?;
+    let inspected = admin.inspect(&name).await.map_err(|e| e.to_string())?;
+    expect_held(&inspected, token, guard.lease().owner_id())?;
+
+    match admin.force_release(&name, stale).await {
+        Err(Error::TokenChanged {
+            expected,
+            current,
+            holder,
+            ..
+        }) if expected == stale && current == token => {
+            if !holder.as_deref().is_some_and(|h| h.contains(LABEL)) {
+                return Err(format!("the refusal names holder {holder:?}"));
+            }
+        }
+        other => return Err(format!("a stale token was not refused: {other:?}")),
+    }
+    if guard.is_lost()
+        || admin.inspect(&name).await.map_err(|e| e.to_string())?.state != LockState::Held
+    {
+        return Err("a refused force release changed the lock".into());
+    }
+
+    match admin.force_release(&name, token).await {
+        Ok(ForceRelease::Freed(was)) if was.fencing_token == token => {
+            if !was.holder.as_deref().is_some_and(|h| h.contains(LABEL)) {
+                return Err(format!("the release names holder {:?}", was.holder));
+            }
+        }
+        other => {
+            return Err(format!(
+                "the current token did not free the lock: {other:?}"
+            ));
+        }
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .map_err(|_| "the holder's loss signal did not fire within 2 s of the force release")?;
+    if reason != LossReason::TakenOver {
+        return Err(format!("unexpected loss reason: {reason}"));
+    }
+    let after = admin.inspect(&name).await.map_err(|e| e.to_string())?;
+    if after.state != LockState::Free || after.owner_id.is_some() || after.fencing_token != token {
+        return Err(format!("after the force release: {after:?}"));
+    }
+    match admin.force_release(&name, token).await {
+        Ok(ForceRelease::AlreadyFree(_)) => {}
+        other => return Err(format!("releasing a free lock gave {other:?}")),
+    }
+    if !is_free_in(&env.connect().await?, TABLE, &name).await? {
+        return Err("another process cannot take the force-released lock".into());
+    }
+    drop(guard);
+    Ok(())
+}
+
+/// A name never acquired, and a table that does not exist, are errors that say so.
+pub(crate) async fn admin_reports_missing_locks_and_tables<A: Adapter>(env: Env<A>) -> Outcome {
+    let queries = env.connect().await?;
+    let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
+    let admin = LockAdmin::with_table(queries.clone(), table);
+    admin.create_table().await.map_err(|e| e.to_string())?;
+    let name = unique_name("admin_missing");
+    match admin.inspect(&name).await {
+        Err(Error::NoSuchLock { name: missing, .. }) if missing == name => {}
+        other => return Err(format!("inspecting a missing lock gave {other:?}")),
+    }
+    match admin
+        .force_release(&name, "1".parse().map_err(|e: Error| e.to_string())?)
+        .await
+    {
+        Err(Error::NoSuchLock { .. }) => {}
+        other => return Err(format!("releasing a missing lock gave {other:?}")),
+    }
+    let missing_table = TableName::parse("dlock_admin_no_such_table").map_err(|e| e.to_string())?;
+    match LockAdmin::with_table(queries, missing_table).list().await {
+        Err(Error::NoSuchTable { table }) if table == "dlock_admin_no_such_table" => Ok(()),
+        other => Err(format!("listing a missing table gave {other:?}")),
+    }
+}
+
+fn expect_held(info: &LockInfo, token: FencingToken, owner: &str) -> Outcome {
+    let remaining = info.remaining_lease().unwrap_or_default();
+    let acquired_before_read = info.acquired_at.is_some_and(|at| at <= info.read_at);
+    let shown = info.state == LockState::Held
+        && info.fencing_token == token
+        && info.owner_id.as_deref() == Some(owner)
+        && info.holder.as_deref().is_some_and(|h| h.contains(LABEL))
+        && remaining > Duration::ZERO
+        && remaining <= TTL
+        && acquired_before_read;
+    if shown {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected held with token {token} by {LABEL}, owner {owner}, lease within \
+             {TTL:?}: {info:?}"
+        ))
+    }
+}

@@ -1,0 +1,397 @@
+//! For operators: every lock of a table, who holds it, and a force release that cannot
+//! free a lock which changed hands since it was looked at.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::dialect::Sql;
+use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Value};
+use crate::wake::Hub;
+use crate::{Dialect, Error, FencingToken, Result, TableName};
+
+/// Looks at and frees the locks of one lock table, through any adapter's pool.
+///
+/// Unlike [`DistributedLock`](crate::DistributedLock), it never creates the table
+/// implicitly: a missing table is [`Error::NoSuchTable`], since it usually means the
+/// wrong database or table name. Every time it reports comes from the database's clock.
+///
+/// ```no_run
+/// # async fn example(pool: impl dlock_core::IntoQueryInterface<dlock_core::Direct>) -> dlock_core::Result<()> {
+/// use dlock_core::{ForceRelease, LockAdmin};
+///
+/// let admin = LockAdmin::new(pool);
+/// for lock in admin.list().await? {
+///     println!("{} {} token {}", lock.name, lock.state, lock.fencing_token);
+/// }
+/// let stuck = admin.inspect("migrations").await?;
+/// // Frees it only if nobody acquired it since `inspect` read the token.
+/// if let ForceRelease::Freed(was) = admin.force_release("migrations", stuck.fencing_token).await? {
+///     println!("freed; it was held by {:?}", was.holder);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LockAdmin {
+    queries: Arc<dyn QueryInterface>,
+    table: TableName,
+    sql: Sql,
+    hub: Arc<Hub>,
+}
+
+impl LockAdmin {
+    /// The administration of the default lock table, `distributed_lock`, on the database
+    /// behind `pool` (any pool or connection type of an adapter crate).
+    pub fn new<M>(pool: impl IntoQueryInterface<M>) -> Self {
+        Self::with_table(pool, TableName::default())
+    }
+
+    /// The administration of the lock table `table` (see [`TableName::parse`]).
+    pub fn with_table<M>(pool: impl IntoQueryInterface<M>, table: TableName) -> Self {
+        let queries = pool.into_query_interface();
+        let sql = queries.dialect().sql(&table);
+        // The hub of the locks on this table in this process, so that a force release
+        // wakes their waiters as a release does.
+        let hub = Hub::for_table(&queries, &table.to_string(), sql.channel.clone());
+        Self {
+            queries,
+            table,
+            sql,
+            hub,
+        }
+    }
+
+    /// The lock table.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// The SQL dialect of the database.
+    pub fn dialect(&self) -> Dialect {
+        self.queries.dialect()
+    }
+
+    /// Creates the lock table if it does not exist.
+    pub async fn create_table(&self) -> Result<()> {
+        self.queries
+            .execute(&self.sql.create_table())
+            .await
+            .map_err(|source| Error::create_table(&self.table, source))?;
+        Ok(())
+    }
+
+    /// Every lock in the table, by name: held, free and expired alike.
+    pub async fn list(&self) -> Result<Vec<LockInfo>> {
+        let rows = self.query("list the locks", self.sql.list()).await?;
+        rows.into_iter().map(LockInfo::from_row).collect()
+    }
+
+    /// The lock named `name`; [`Error::NoSuchLock`] if it was never acquired.
+    pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
+        let rows = self.query("read the lock", self.sql.inspect(name)).await?;
+        match rows.into_iter().next() {
+            Some(row) => LockInfo::from_row(row),
+            None => Err(Error::NoSuchLock {
+                name: name.to_owned(),
+                table: self.table.to_string(),
+            }),
+        }
+    }
+
+    /// Frees the lock `name` whoever holds it — but only if its fencing token is still
+    /// `token`, the one the operator saw with [`list`](Self::list) or
+    /// [`inspect`](Self::inspect). Every acquisition changes the token, so a lock that
+    /// changed hands since is never freed by mistake: that is [`Error::TokenChanged`],
+    /// with the current token and holder.
+    ///
+    /// The release is one conditional statement (name, token, and held); a read before
+    /// it says who held the lock (the holder is recorded with the token, so it is the
+    /// holder of exactly the acquisition freed) and, if the statement frees nothing, a
+    /// read after it says why. Waiters are woken as by a normal release.
+    ///
+    /// **The holder is not told at once.** Its guard reports the loss
+    /// ([`LossReason::TakenOver`](crate::LossReason::TakenOver): its renewal finds the
+    /// row no longer its own, which is all the renewal statement can see) at its next
+    /// renewal, within its renew interval; meanwhile another process may acquire the
+    /// lock. Writes fenced with the holder's lease are refused from the release on.
+    pub async fn force_release(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
+        let before = self.inspect(name).await?;
+        if before.state == LockState::Free {
+            return Ok(ForceRelease::AlreadyFree(before));
+        }
+        if before.fencing_token != token {
+            return Err(token_changed(before, token));
+        }
+        let statement = self.sql.force_release(name, token);
+        let freed = self
+            .queries
+            .execute(&statement)
+            .await
+            .map_err(|error| self.error("release the lock", error))?;
+        if freed == 1 {
+            let notice = self.sql.notify(name);
+            self.hub.announce_release(name, &self.queries, notice);
+            return Ok(ForceRelease::Freed(before));
+        }
+        // It changed between the read and the release: say how it is now.
+        let after = self.inspect(name).await?;
+        match after.state {
+            LockState::Free => Ok(ForceRelease::AlreadyFree(after)),
+            _ => Err(token_changed(after, token)),
+        }
+    }
+
+    async fn query(&self, action: &'static str, statement: crate::Statement) -> Result<Vec<Row>> {
+        self.queries
+            .query(&statement)
+            .await
+            .map_err(|error| self.error(action, error))
+    }
+
+    fn error(&self, action: &'static str, error: QueryError) -> Error {
+        if self.dialect().is_missing_table(&error) {
+            Error::NoSuchTable {
+                table: self.table.to_string(),
+            }
+        } else {
+            Error::query(action, error)
+        }
+    }
+}
+
+fn token_changed(now: LockInfo, expected: FencingToken) -> Error {
+    Error::TokenChanged {
+        name: now.name,
+        expected,
+        current: now.fencing_token,
+        holder: now.holder,
+    }
+}
+
+/// What [`LockAdmin::force_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum ForceRelease {
+    /// The lock was freed; this is how it was just before (its holder, its lease).
+    Freed(LockInfo),
+    /// Nothing to do: the lock was already free (perhaps released by its holder
+    /// meanwhile). This is how it is now.
+    AlreadyFree(LockInfo),
+}
+
+/// A lock's state by the database's clock when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LockState {
+    /// Held with a live lease.
+    Held,
+    /// Nobody holds it.
+    Free,
+    /// Its holder's lease ran out without a release (the holder crashed, hung or lost
+    /// its connection); the next acquisition takes it over.
+    Expired,
+}
+
+impl LockState {
+    /// `held`, `free` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Free => "free",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for LockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One lock as recorded in the lock table, read by [`LockAdmin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockInfo {
+    /// The lock's name.
+    pub name: String,
+    /// Held, free or expired, by the database's clock.
+    pub state: LockState,
+    /// Who acquired it last (label, host, pid): the holder when held, the last holder
+    /// when free or expired.
+    pub holder: Option<String>,
+    /// The id of the current acquisition; `None` when free.
+    pub owner_id: Option<String>,
+    /// The token of the last acquisition: what [`LockAdmin::force_release`] takes.
+    pub fencing_token: FencingToken,
+    /// When the last acquisition happened.
+    pub acquired_at: Option<SystemTime>,
+    /// When the lease ends (or ended) unless renewed; `None` when free.
+    pub expires_at: Option<SystemTime>,
+    /// The database's clock when this was read: the "now" every relative time is
+    /// measured from, so that the client's clock never enters.
+    pub read_at: SystemTime,
+}
+
+impl LockInfo {
+    /// How long the lease had left when read; `None` unless held.
+    pub fn remaining_lease(&self) -> Option<Duration> {
+        match self.state {
+            LockState::Held => self.expires_at?.duration_since(self.read_at).ok(),
+            _ => None,
+        }
+    }
+
+    /// How long before the read `at` was (zero if it was later).
+    pub fn age_of(&self, at: SystemTime) -> Duration {
+        self.read_at.duration_since(at).unwrap_or_default()
+    }
+
+    fn from_row(row: Row) -> Result<Self> {
+        let malformed = || {
+            Error::query(
+                "read the lock table",
+                QueryError::new(
+                    QueryErrorKind::Statement,
+                    None,
+                    "a row of the lock table has an unexpected shape; is this a dlock table?",
+                ),
+            )
+        };
+        let [name, owner, fencing, holder, acquired, expires, now, live]: [Value; 8] =
+            row.try_into().map_err(|_| malformed())?;
+        let (Value::Text(name), Value::Int(fencing), Value::Int(now)) = (name, fencing, now) else {
+            return Err(malformed());
+        };
+        let owner_id = text(owner);
+        let state = match (&owner_id, live) {
+            (None, _) => LockState::Free,
+            (Some(_), Value::Int(1)) => LockState::Held,
+            (Some(_), _) => LockState::Expired,
+        };
+        Ok(Self {
+            name,
+            state,
+            holder: text(holder),
+            owner_id,
+            fencing_token: FencingToken(fencing),
+            acquired_at: instant(acquired),
+            expires_at: instant(expires),
+            read_at: epoch_millis(now),
+        })
+    }
+}
+
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::Text(text) => Some(text),
+        _ => None,
+    }
+}
+
+fn instant(value: Value) -> Option<SystemTime> {
+    match value {
+        Value::Int(millis) => Some(epoch_millis(millis)),
+        _ => None,
+    }
+}
+
+fn epoch_millis(millis: i64) -> SystemTime {
+    let offset = Duration::from_millis(millis.unsigned_abs());
+    let time = if millis >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    };
+    time.unwrap_or(UNIX_EPOCH)
+}
+
+/// Parses a token as [`list`](LockAdmin::list) shows it, for a force release typed by
+/// an operator.
+impl FromStr for FencingToken {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self> {
+        match input.trim().parse::<i64>() {
+            Ok(token) if token > 0 => Ok(Self(token)),
+            _ => Err(Error::InvalidToken {
+                input: input.to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(owner: Value, live: i64) -> Row {
+        vec![
+            Value::Text("jobs".into()),
+            owner,
+            Value::Int(7),
+            Value::Text("web-1 pid 42".into()),
+            Value::Int(1_000),
+            Value::Int(31_000),
+            Value::Int(19_000),
+            Value::Int(live),
+        ]
+    }
+
+    #[test]
+    fn state_and_times_come_from_the_row() {
+        let held = LockInfo::from_row(row(Value::Text("o".into()), 1)).unwrap();
+        assert_eq!(held.state, LockState::Held);
+        assert_eq!(held.fencing_token, FencingToken(7));
+        assert_eq!(held.remaining_lease(), Some(Duration::from_secs(12)));
+        assert_eq!(
+            held.age_of(held.acquired_at.unwrap()),
+            Duration::from_secs(18)
+        );
+
+        let expired = LockInfo::from_row(row(Value::Text("o".into()), 0)).unwrap();
+        assert_eq!(expired.state, LockState::Expired);
+        assert_eq!(expired.remaining_lease(), None);
+
+        let free = LockInfo::from_row(row(Value::Null, 0)).unwrap();
+        assert_eq!(free.state, LockState::Free);
+        assert_eq!(free.owner_id, None);
+        assert_eq!(free.holder.as_deref(), Some("web-1 pid 42"));
+    }
+
+    #[test]
+    fn a_row_of_another_shape_is_an_error() {
+        let error = LockInfo::from_row(vec![Value::Int(1)]).unwrap_err();
+        assert!(error.to_string().contains("read the lock table"), "{error}");
+        let mut nameless = row(Value::Null, 0);
+        nameless[0] = Value::Null;
+        assert!(LockInfo::from_row(nameless).is_err());
+    }
+
+    #[test]
+    fn times_before_the_epoch_do_not_panic() {
+        assert_eq!(
+            epoch_millis(-1_500),
+            UNIX_EPOCH - Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            epoch_millis(i64::MIN),
+            UNIX_EPOCH - Duration::from_millis(i64::MIN.unsigned_abs())
+        );
+    }
+
+    #[test]
+    fn tokens_parse_from_what_list_shows() {
+        assert_eq!("12".parse::<FencingToken>().unwrap(), FencingToken(12));
+        assert_eq!(" 3 ".parse::<FencingToken>().unwrap(), FencingToken(3));
+        for bad in ["", "0", "-4", "1.5", "twelve", "99999999999999999999"] {
+            let error = bad.parse::<FencingToken>().unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidToken { input } if input == bad),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+}
