@@ -109,7 +109,8 @@ impl LockAdmin {
     /// The release is one conditional statement (name, token, and held); a read before
     /// it says who held the lock (the holder is recorded with the token, so it is the
     /// holder of exactly the acquisition freed) and, if the statement frees nothing, a
-    /// read after it says why. Waiters are woken as by a normal release.
+    /// read after it says why. Waiters are woken as by a normal release (on PostgreSQL,
+    /// the notice to other processes is sent before this returns).
     ///
     /// **The holder is not told at once.** Its guard reports the loss
     /// ([`LossReason::TakenOver`](crate::LossReason::TakenOver): its renewal finds the
@@ -132,7 +133,10 @@ impl LockAdmin {
             .map_err(|error| self.error("release the lock", error))?;
         if freed == 1 {
             let notice = self.sql.notify(name);
-            self.hub.announce_release(name, &self.queries, notice);
+            // Awaited: an operator's tool may exit right after this returns.
+            if let Some(sending) = self.hub.announce_release(name, &self.queries, notice) {
+                let _ = sending.await;
+            }
             return Ok(ForceRelease::Freed(before));
         }
         // It changed between the read and the release: say how it is now.

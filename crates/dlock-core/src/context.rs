@@ -111,8 +111,10 @@ impl LockContext {
         let statement = self.sql.release(&self.name, owner);
         let released = self.execute("release the lock", &statement).await? == 1;
         if released {
-            self.hub
-                .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
+            // Not awaited: other processes' waiters are woken in the background.
+            let _notice =
+                self.hub
+                    .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
             if contended {
                 *self.courtesy() = Some(Instant::now() + COURTESY);
             }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 
 use crate::query::{QueryInterface, Statement};
 
@@ -85,21 +86,22 @@ impl Hub {
 
     /// Tells waiters that `name` was released: this process's at once, and other
     /// processes' by sending `notice` through `queries` (where the dialect has one), in
-    /// the background: not on the release path (see `notify` in the dialect).
+    /// the background: not on the release path (see `notify` in the dialect). Returns the
+    /// task sending the notice, for a caller that may exit before it would run.
     pub(crate) fn announce_release(
         &self,
         name: &str,
         queries: &Arc<dyn QueryInterface>,
         notice: Option<Statement>,
-    ) {
+    ) -> Option<JoinHandle<()>> {
         self.released(name);
-        if let Some(notice) = notice {
-            let queries = Arc::clone(queries);
-            // A lost notice costs a waiter one safety-net poll interval, no more.
+        let queries = Arc::clone(queries);
+        // A lost notice costs a waiter one safety-net poll interval, no more.
+        notice.map(|notice| {
             tokio::spawn(async move {
                 let _ = queries.execute(&notice).await;
-            });
-        }
+            })
+        })
     }
 
     /// A subscription to release notices; subscribe before probing, so that no release

@@ -1,0 +1,116 @@
+//! From a URL to a connection: the scheme picks the database.
+
+use std::time::Duration;
+
+use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+use crate::failure::{Failure, with_causes};
+
+/// How long to keep trying to reach the server before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the database at `url`. With `create`, a SQLite file that does not exist
+/// is created (for `init`); otherwise a missing file is an error, since it usually means
+/// a mistyped path.
+pub(crate) async fn connect(url: &str, create: bool) -> Result<DatabaseConnection, Failure> {
+    let url = normalise(url, create)?;
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(2)
+        .min_connections(0)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|options| options.busy_timeout(CONNECT_TIMEOUT));
+    Database::connect(options).await.map_err(|error| {
+        let check = if url.starts_with("sqlite:") {
+            "check the file's path; `dlock init` creates the file"
+        } else {
+            "check that the server is running and that the URL's host, port, database \
+             name, user and password are right"
+        };
+        Failure::Database(format!(
+            "cannot connect to {}: {}; {check}",
+            redacted(&url),
+            with_causes(&error)
+        ))
+    })
+}
+
+/// The URL as the driver takes it, or a usage error for one it cannot take.
+fn normalise(url: &str, create: bool) -> Result<String, Failure> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(Failure::Usage(format!(
+            "{:?} is not a database URL; use postgres://USER@HOST:PORT/DATABASE, \
+             mysql://USER@HOST:PORT/DATABASE or sqlite:PATH",
+            redacted(url)
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "postgres" | "postgresql" | "mysql" => Ok(url.to_owned()),
+        // The MySQL driver speaks to MariaDB; it only knows the `mysql` scheme.
+        "mariadb" => Ok(format!("mysql:{rest}")),
+        "sqlite" if create && !rest.contains("mode=") => {
+            let separator = if rest.contains('?') { '&' } else { '?' };
+            Ok(format!("{url}{separator}mode=rwc"))
+        }
+        "sqlite" => Ok(url.to_owned()),
+        other => Err(Failure::Usage(format!(
+            "unsupported database URL scheme {other:?}; use postgres://…, mysql://… \
+             (MariaDB too) or sqlite:PATH"
+        ))),
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: it ends up in messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/prod"),
+            "postgres://app:***@db:5432/prod"
+        );
+        assert_eq!(
+            redacted("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
+        assert_eq!(redacted("sqlite:/tmp/a.db"), "sqlite:/tmp/a.db");
+    }
+
+    #[test]
+    fn schemes_pick_the_database() {
+        let url = |url, create| normalise(url, create).map_err(|failure| format!("{failure:?}"));
+        assert_eq!(
+            url("mariadb://root@h/test", false).unwrap(),
+            "mysql://root@h/test"
+        );
+        assert_eq!(
+            url("sqlite:/tmp/x.db", true).unwrap(),
+            "sqlite:/tmp/x.db?mode=rwc"
+        );
+        assert_eq!(url("sqlite:/tmp/x.db", false).unwrap(), "sqlite:/tmp/x.db");
+        assert!(url("redis://h", false).unwrap_err().contains("unsupported"));
+        assert!(
+            url("localhost", false)
+                .unwrap_err()
+                .contains("not a database URL")
+        );
+    }
+}

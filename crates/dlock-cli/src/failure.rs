@@ -1,0 +1,77 @@
+//! What went wrong, as a message that says what to do and an exit code.
+
+use std::error::Error as StdError;
+use std::process::ExitCode;
+
+use dlock_seaorm::Error;
+
+/// A failed command. The variant decides the exit code (see `EXIT_CODES` in `main.rs`).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The lock, its table or its token is not what was asked for: exit code 1.
+    Refused(String),
+    /// Bad arguments: exit code 2.
+    Usage(String),
+    /// The database could not be reached or failed: exit code 3.
+    Database(String),
+    /// This tool could not run at all: exit code 3.
+    Internal(String),
+}
+
+impl Failure {
+    /// Prints the message to stderr and returns the exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        let (message, code) = match self {
+            Self::Refused(message) => (message, 1),
+            Self::Usage(message) => (message, 2),
+            Self::Database(message) | Self::Internal(message) => (message, 3),
+        };
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    }
+
+    /// The failure of a dlock operation, with the next step spelled out for this tool.
+    pub(crate) fn from_dlock(error: Error) -> Self {
+        match error {
+            Error::NoSuchTable { table } => Self::Refused(format!(
+                "the lock table {table} does not exist in this database; create it with \
+                 `dlock init`, or pass --table if the locks are in another table"
+            )),
+            Error::NoSuchLock { name, table } => Self::Refused(format!(
+                "there is no lock named {name:?} in table {table}; run `dlock list` to see \
+                 the names"
+            )),
+            Error::TokenChanged {
+                name,
+                expected,
+                current,
+                holder,
+            } => Self::Refused(format!(
+                "refused: lock {name:?} now has fencing token {current} (holder: {}), not \
+                 {expected}; it changed hands since you looked. Run `dlock inspect {name:?}` \
+                 and, if it still needs freeing, `dlock release {name:?} --token {current}`",
+                holder.as_deref().unwrap_or("unknown")
+            )),
+            Error::InvalidTableName { .. } | Error::InvalidToken { .. } => {
+                Self::Usage(error.to_string())
+            }
+            other => Self::Database(with_causes(&other)),
+        }
+    }
+}
+
+/// The error's message followed by its causes, so the driver's reason is not lost;
+/// causes whose text a message already includes are not repeated.
+pub(crate) fn with_causes(error: &dyn StdError) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = error.source();
+    }
+    message
+}
