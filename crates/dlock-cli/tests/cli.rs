@@ -1,0 +1,355 @@
+//! Runs the built `dlock` binary against PostgreSQL, MariaDB/MySQL and SQLite, with a
+//! lock held by this test through the library, and checks each command's output (human
+//! and JSON) and exit code, errors included.
+//!
+//! The databases are read from `DLOCK_TEST_POSTGRES_URL` and `DLOCK_TEST_MYSQL_URL`
+//! (defaults as in the README). An unreachable server skips its test with a message,
+//! unless `CI` is set: then it fails.
+
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use dlock_seaorm::{DistributedLock, LockGuard, LossReason};
+use serde_json::Value;
+
+const LABEL: &str = "cli-test";
+const TTL: Duration = Duration::from_secs(5);
+
+#[test]
+fn postgres() {
+    session(&env_url(
+        "DLOCK_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ));
+}
+
+#[test]
+fn mysql() {
+    session(&env_url(
+        "DLOCK_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    ));
+}
+
+#[test]
+fn sqlite() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("dlock_cli")));
+    let url = format!("sqlite:{}", path.display());
+    session(&url);
+    // DATABASE_URL stands in for --url.
+    let with_env_url = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_dlock"))
+            .env("DATABASE_URL", &url)
+            .arg(command)
+            .output()
+            .expect("run dlock")
+    };
+    assert_eq!(code(&with_env_url("init")), 0);
+    let listed = with_env_url("list");
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    assert_eq!(stdout(&listed), "no locks in table distributed_lock\n");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn bad_urls_are_usage_errors() {
+    let unsupported = dlock(Some("redis://127.0.0.1/0"), None, &["list"]);
+    assert_eq!(code(&unsupported), 2);
+    assert!(stderr(&unsupported).contains("unsupported database URL scheme \"redis\""));
+
+    let not_a_url = dlock(Some("localhost"), None, &["list"]);
+    assert_eq!(code(&not_a_url), 2);
+    assert!(stderr(&not_a_url).contains("not a database URL"));
+
+    let missing = dlock(None, None, &["list"]);
+    assert_eq!(code(&missing), 2);
+    assert!(stderr(&missing).contains("pass --url"));
+
+    let bad_table = dlock(Some("sqlite::memory:"), Some("locks; DROP"), &["list"]);
+    assert_eq!(code(&bad_table), 2);
+    assert!(stderr(&bad_table).contains("invalid lock table name"));
+}
+
+#[test]
+fn unreachable_database_is_exit_code_3_without_the_password() {
+    // Port 1: nothing listens there.
+    let output = dlock(
+        Some("postgres://app:s3cret@127.0.0.1:1/test"),
+        None,
+        &["list"],
+    );
+    assert_eq!(code(&output), 3);
+    let message = stderr(&output);
+    assert!(message.contains("cannot connect to postgres://app:***@127.0.0.1:1/test"));
+    assert!(message.contains("check that the server is running"));
+    assert!(!message.contains("s3cret"));
+}
+
+/// Every command against the database at `url`, in a table of its own.
+fn session(url: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let Some(db) = connect(url).await else {
+            return;
+        };
+        let table = unique("dlock_cli");
+        // In a task of its own, so that the table is dropped even if a check fails.
+        let outcome = tokio::spawn(commands(url.to_owned(), table.clone(), db.clone())).await;
+        let _ = db
+            .execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+            .await;
+        if let Err(failed) = outcome {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    });
+}
+
+/// Runs the commands. The binary runs synchronously, which blocks one worker thread:
+/// the lock's renewals run on the other meanwhile.
+async fn commands(url: String, table: String, db: DatabaseConnection) {
+    let table = table.as_str();
+    let run = |args: &[&str]| dlock(Some(&url), Some(table), args);
+
+    let missing = run(&["list"]);
+    assert_eq!(code(&missing), 1, "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains(&format!("the lock table {table} does not exist"))
+            && stderr(&missing).contains("`dlock init`"),
+        "{}",
+        stderr(&missing)
+    );
+    let init = run(&["init"]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    assert_eq!(stdout(&init), format!("lock table {table} is ready\n"));
+    let init_json = json(&run(&["init", "--json"]));
+    assert_eq!(init_json["table"], table);
+    assert_eq!(init_json["ready"], true);
+    assert_eq!(
+        stdout(&run(&["list"])),
+        format!("no locks in table {table}\n")
+    );
+    assert_eq!(json(&run(&["list", "--json"])), serde_json::json!([]));
+
+    let name = "nightly report";
+    let lock = DistributedLock::builder(name, &db)
+        .table(table)
+        .ttl(TTL)
+        // Frequent renewals: the holder learns of a force release within 100 ms.
+        .renew_interval(Duration::from_millis(100))
+        .holder_label(LABEL)
+        .build()
+        .expect("lock options");
+    // An ended acquisition's token (1) is what a stale operator would pass.
+    lock.acquire()
+        .await
+        .expect("first acquire")
+        .release()
+        .await
+        .expect("release");
+    let guard = lock.acquire().await.expect("second acquire");
+    assert_eq!(guard.fencing_token().get(), 2);
+    let owner = guard.lease().owner_id().to_owned();
+
+    check_list(&run(&["list"]), name);
+    let listed = json(&run(&["list", "--json"]));
+    let [entry] = listed.as_array().expect("a JSON array").as_slice() else {
+        panic!("expected one lock: {listed}");
+    };
+    check_held_json(entry, name, &owner);
+
+    let inspected = run(&["inspect", name]);
+    assert_eq!(code(&inspected), 0, "{}", stderr(&inspected));
+    let text = stdout(&inspected);
+    for line in [
+        format!("name:          {name}"),
+        "state:         held".into(),
+        "fencing token: 2".into(),
+        format!("owner id:      {owner}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("holder:        cli-test (")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("lease:         expires in ")),
+        "{text}"
+    );
+    check_held_json(&json(&run(&["inspect", name, "--json"])), name, &owner);
+
+    let no_such = run(&["inspect", "no such lock"]);
+    assert_eq!(code(&no_such), 1);
+    assert!(
+        stderr(&no_such).contains("no lock named \"no such lock\"")
+            && stderr(&no_such).contains("run `dlock list`"),
+        "{}",
+        stderr(&no_such)
+    );
+
+    let stale = run(&["release", name, "--token", "1"]);
+    assert_eq!(code(&stale), 1, "{}", stdout(&stale));
+    let refusal = stderr(&stale);
+    assert!(
+        refusal.contains("now has fencing token 2 (holder: cli-test (")
+            && refusal.contains("not 1")
+            && refusal.contains(&format!("`dlock release \"{name}\" --token 2`")),
+        "{refusal}"
+    );
+    assert!(!guard.is_lost(), "a refused release freed the lock");
+
+    let released = run(&["release", name, "--token", "2"]);
+    assert_eq!(code(&released), 0, "{}", stderr(&released));
+    assert!(
+        stdout(&released).starts_with(&format!(
+            "released lock \"{name}\" (fencing token 2, held by cli-test ("
+        )),
+        "{}",
+        stdout(&released)
+    );
+    check_lost(guard).await;
+
+    let free = json(&run(&["inspect", name, "--json"]));
+    assert_eq!(free["state"], "free");
+    assert_eq!(free["owner_id"], Value::Null);
+    assert_eq!(free["remaining_lease_ms"], Value::Null);
+    assert!(stdout(&run(&["list"])).contains("free"));
+    let again = json(&run(&["release", name, "--token", "2", "--json"]));
+    assert_eq!(again["result"], "already_free");
+    assert_eq!(again["lock"]["fencing_token"], 2);
+
+    let not_a_token = run(&["release", name, "--token", "two"]);
+    assert_eq!(code(&not_a_token), 2);
+    assert!(stderr(&not_a_token).contains("\"two\" is not a fencing token"));
+}
+
+/// The header and the row line up, and the row says who holds it for how long.
+fn check_list(output: &Output, name: &str) {
+    assert_eq!(code(output), 0, "{}", stderr(output));
+    let text = stdout(output);
+    let lines: Vec<&str> = text.lines().collect();
+    let [header, row] = lines.as_slice() else {
+        panic!("expected a header and one row:\n{text}");
+    };
+    let column = |line: &str, at: &str| {
+        line.find(at)
+            .unwrap_or_else(|| panic!("{at:?} in {line:?}"))
+    };
+    assert!(header.starts_with("NAME"));
+    assert!(row.starts_with(name));
+    assert_eq!(column(header, "STATE"), column(row, "held"), "\n{text}");
+    assert_eq!(column(header, "HOLDER"), column(row, LABEL), "\n{text}");
+    assert_eq!(
+        column(header, "LEASE"),
+        column(row, "expires in "),
+        "\n{text}"
+    );
+    assert_eq!(column(header, "TOKEN"), column(row, " 2 ") + 1, "\n{text}");
+}
+
+fn check_held_json(lock: &Value, name: &str, owner: &str) {
+    assert_eq!(lock["name"], name, "{lock}");
+    assert_eq!(lock["state"], "held", "{lock}");
+    assert_eq!(lock["fencing_token"], 2, "{lock}");
+    assert_eq!(lock["owner_id"], owner, "{lock}");
+    assert!(
+        lock["holder"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(LABEL)),
+        "{lock}"
+    );
+    let remaining = lock["remaining_lease_ms"]
+        .as_u64()
+        .expect("remaining lease");
+    assert!(remaining > 0 && remaining <= 5_000, "{lock}");
+    for time in ["acquired_at", "expires_at", "read_at"] {
+        let text = lock[time].as_str().expect("a timestamp");
+        assert!(humantime_like(text), "{time}: {text}");
+    }
+}
+
+/// `2026-11-27T16:04:39.729Z`: RFC 3339, UTC, milliseconds.
+fn humantime_like(text: &str) -> bool {
+    text.len() == 24 && text.ends_with('Z') && text.as_bytes()[10] == b'T'
+}
+
+async fn check_lost(guard: LockGuard) {
+    let reason = tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .expect("the holder's loss signal fires within 2 s of the force release");
+    assert_eq!(reason, LossReason::TakenOver);
+}
+
+fn dlock(url: Option<&str>, table: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dlock"));
+    command.env_remove("DATABASE_URL");
+    if let Some(url) = url {
+        command.args(["--url", url]);
+    }
+    if let Some(table) = table {
+        command.args(["--table", table]);
+    }
+    command.args(args).output().expect("run dlock")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("an exit code")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    assert_eq!(code(output), 0, "{}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+fn env_url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A name no other test or run uses, valid as a table name.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+/// The database at `url`, or `None` (with a loud message) when it cannot be reached
+/// and `CI` is not set.
+async fn connect(url: &str) -> Option<DatabaseConnection> {
+    // The test creates its SQLite file; `dlock` is then given an existing one.
+    let create = if url.starts_with("sqlite:") {
+        "?mode=rwc"
+    } else {
+        ""
+    };
+    let mut options = ConnectOptions::new(format!("{url}{create}"));
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    match Database::connect(options).await {
+        Ok(db) => Some(db),
+        Err(error) if std::env::var_os("CI").is_some() => {
+            panic!("{url} is unreachable: {error}; CI is set, so this fails instead of skipping")
+        }
+        Err(error) => {
+            eprintln!("\n!!! {url} is unreachable, skipping: {error}\n");
+            None
+        }
+    }
+}
