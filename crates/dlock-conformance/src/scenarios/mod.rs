@@ -64,6 +64,7 @@ scenarios![
     release::guard_drop_releases,
     names::long_and_non_ascii_names,
     waiting::waiter_in_another_process_wakes_on_release,
+    waiting::waiter_in_another_process_wakes_on_force_release,
     waiting::waiting_only_reads,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_core::{
-    Dialect, DistributedLock, QueryError, QueryInterface, Row, Statement, Wake, async_trait,
+    Dialect, DistributedLock, ForceRelease, LockAdmin, QueryError, QueryInterface, Row, Statement,
+    Wake, async_trait,
 };
 
 use crate::child::{ChildProcess, Mode, wall_clock_ns};
@@ -16,12 +17,33 @@ use crate::{Adapter, Env};
 const WAKE_SLACK: Duration = Duration::from_millis(250);
 
 pub(crate) async fn waiter_in_another_process_wakes_on_release<A: Adapter>(env: Env<A>) -> Outcome {
-    let name = unique_name("wake");
+    wakes_waiter(env, Freeing::Release).await
+}
+
+/// An operator's force release wakes waiters as a release does.
+pub(crate) async fn waiter_in_another_process_wakes_on_force_release<A: Adapter>(
+    env: Env<A>,
+) -> Outcome {
+    wakes_waiter(env, Freeing::ForceRelease).await
+}
+
+/// Who frees the lock a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freeing {
+    /// The holder, with `release`.
+    Release,
+    /// An operator, with `LockAdmin::force_release` on another pool.
+    ForceRelease,
+}
+
+async fn wakes_waiter<A: Adapter>(env: Env<A>, freeing: Freeing) -> Outcome {
+    let name = unique_name(&format!("wake_{freeing:?}"));
     let queries = env.connect().await?;
     let listens = queries.notification_source().is_some();
     let holder = quick(DistributedLock::builder(&name, queries))
         .build()
         .map_err(|e| e.to_string())?;
+    let admin = LockAdmin::new(env.connect().await?);
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
     let mut waiter = ChildProcess::spawn(&env.url, &name, Mode::Wait, Duration::from_secs(5))?;
     let line = waiter.next_line(Duration::from_secs(30)).await?;
@@ -31,7 +53,16 @@ pub(crate) async fn waiter_in_another_process_wakes_on_release<A: Adapter>(env: 
     // Long enough for the waiter's back-off to reach its cap (the default 1 s poll
     // interval), so only a wake-up can make it fast.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    guard.release().await.map_err(|e| e.to_string())?;
+    match freeing {
+        Freeing::Release => guard.release().await.map_err(|e| e.to_string())?,
+        Freeing::ForceRelease => {
+            let token = guard.fencing_token();
+            match admin.force_release(&name, token).await {
+                Ok(ForceRelease::Freed(_)) => drop(guard),
+                other => return Err(format!("the force release gave {other:?}")),
+            }
+        }
+    }
     let released_at = wall_clock_ns();
     let line = waiter.next_line(Duration::from_secs(10)).await?;
     waiter.finish(Duration::from_secs(10)).await?;
@@ -48,7 +79,7 @@ pub(crate) async fn waiter_in_another_process_wakes_on_release<A: Adapter>(env: 
         Duration::from_secs(1) + WAKE_SLACK
     };
     eprintln!(
-        "wake: a waiter in another process acquired {} ms after the release ({})",
+        "wake: a waiter in another process acquired {} ms after the {freeing:?} ({})",
         gap.as_millis(),
         if listens {
             "woken by a notification"
