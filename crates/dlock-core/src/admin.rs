@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dialect::Sql;
-use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Value};
+use crate::query::{
+    IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value,
+};
 use crate::wake::Hub;
 use crate::{Dialect, Error, FencingToken, Result, TableName};
 
@@ -147,7 +149,7 @@ impl LockAdmin {
         }
     }
 
-    async fn query(&self, action: &'static str, statement: crate::Statement) -> Result<Vec<Row>> {
+    async fn query(&self, action: &'static str, statement: Statement) -> Result<Vec<Row>> {
         self.queries
             .query(&statement)
             .await
