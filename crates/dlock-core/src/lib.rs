@@ -9,6 +9,7 @@ mod options;
 mod query;
 mod random;
 mod table;
+mod telemetry;
 mod wake;
 
 pub use dialect::Dialect;
