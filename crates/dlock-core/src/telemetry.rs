@@ -6,6 +6,9 @@
 //! Cost when nobody listens: a `tracing` macro whose callsite no subscriber wants is a
 //! check of a cached flag and evaluates none of its fields; without the `metrics`
 //! feature the metric calls are not compiled at all.
+//!
+//! Errors are recorded as `&dyn Error`, so that subscribers print their sources too: the
+//! driver's message (connection refused, …) is the source of ours.
 
 use std::time::Duration;
 
@@ -142,7 +145,7 @@ pub(crate) fn renewal_failed(
         lock = %context.name,
         holder = %context.options.holder,
         fencing_token = token.get(),
-        %error,
+        error = error as &dyn std::error::Error,
         retry_in_ms = millis(retry_in),
         lost_in_ms = millis(safe_until.saturating_duration_since(Instant::now())),
         "renewing the lease failed; retrying"
@@ -197,7 +200,7 @@ pub(crate) fn release_failed(
         lock = %context.name,
         holder = %context.options.holder,
         fencing_token = token.get(),
-        %error,
+        error = error as &dyn std::error::Error,
         held_ms = millis(held),
         "releasing the lock failed; it frees itself when the lease expires"
     );
