@@ -182,8 +182,7 @@ impl DistributedLock {
         telemetry::attempting(&self.context);
         let sent_at = Instant::now();
         tokio::spawn(
-            take_or_release(Arc::clone(&self.context), owner.clone(), answer_tx)
-                .in_current_span(),
+            take_or_release(Arc::clone(&self.context), owner.clone(), answer_tx).in_current_span(),
         );
         let mut answer = PendingAnswer {
             receiver: answer_rx,
@@ -291,7 +290,8 @@ async fn take_or_release(
 /// still be ours; otherwise the name would be blocked for a whole TTL.
 async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
     let lease_ends = sent_at + context.options.ttl;
-    let released = crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
+    let released =
+        crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
     if let Ok(true) = released {
         telemetry::unclaimed_released();
     }

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{Span, debug, error, info, info_span, warn};
+use tracing::{Level, Span, debug, info, info_span};
 
 use crate::context::LockContext;
 use crate::{FencingToken, Holder, LossReason};
@@ -26,6 +26,22 @@ const TARGET: &str = "dlock";
 const WAITING_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(crate) use meter::LockTelemetry;
+
+/// An event of a held lock. It happens in the keep-alive task, outside the acquire span,
+/// so it names the lock, the holder and the fencing token itself.
+macro_rules! held_lock_event {
+    ($level:expr, $name:literal, $context:expr, $token:expr, $($fields_and_message:tt)+) => {
+        tracing::event!(
+            name: $name,
+            target: TARGET,
+            $level,
+            lock = %$context.name,
+            holder = %$context.options.holder,
+            fencing_token = $token.get(),
+            $($fields_and_message)+
+        )
+    };
+}
 
 /// The span of one `try_acquire` (`wait = false`) or `acquire` (`wait = true`), the
 /// acquisitions of `lock` included.
@@ -120,12 +136,11 @@ pub(crate) fn unclaimed_released() {
 
 /// The lease was renewed.
 pub(crate) fn renewed(context: &LockContext, token: FencingToken) {
-    debug!(
-        name: "dlock.renewed",
-        target: TARGET,
-        lock = %context.name,
-        holder = %context.options.holder,
-        fencing_token = token.get(),
+    held_lock_event!(
+        Level::DEBUG,
+        "dlock.renewed",
+        context,
+        token,
         "renewed the lease"
     );
 }
@@ -139,12 +154,11 @@ pub(crate) fn renewal_failed(
     retry_in: Duration,
     safe_until: Instant,
 ) {
-    warn!(
-        name: "dlock.renewal_failed",
-        target: TARGET,
-        lock = %context.name,
-        holder = %context.options.holder,
-        fencing_token = token.get(),
+    held_lock_event!(
+        Level::WARN,
+        "dlock.renewal_failed",
+        context,
+        token,
         error = error as &dyn std::error::Error,
         retry_in_ms = millis(retry_in),
         lost_in_ms = millis(safe_until.saturating_duration_since(Instant::now())),
@@ -153,13 +167,17 @@ pub(crate) fn renewal_failed(
 }
 
 /// The lock was lost after being held for `held`.
-pub(crate) fn lost(context: &LockContext, token: FencingToken, reason: &LossReason, held: Duration) {
-    error!(
-        name: "dlock.lost",
-        target: TARGET,
-        lock = %context.name,
-        holder = %context.options.holder,
-        fencing_token = token.get(),
+pub(crate) fn lost(
+    context: &LockContext,
+    token: FencingToken,
+    reason: &LossReason,
+    held: Duration,
+) {
+    held_lock_event!(
+        Level::ERROR,
+        "dlock.lost",
+        context,
+        token,
         %reason,
         held_ms = millis(held),
         "lost the lock"
@@ -174,12 +192,11 @@ pub(crate) fn lost(context: &LockContext, token: FencingToken, reason: &LossReas
 
 /// The lock was released after being held for `held`.
 pub(crate) fn released(context: &LockContext, token: FencingToken, held: Duration) {
-    debug!(
-        name: "dlock.released",
-        target: TARGET,
-        lock = %context.name,
-        holder = %context.options.holder,
-        fencing_token = token.get(),
+    held_lock_event!(
+        Level::DEBUG,
+        "dlock.released",
+        context,
+        token,
         held_ms = millis(held),
         "released the lock"
     );
@@ -194,12 +211,11 @@ pub(crate) fn release_failed(
     error: &crate::Error,
     held: Duration,
 ) {
-    warn!(
-        name: "dlock.release_failed",
-        target: TARGET,
-        lock = %context.name,
-        holder = %context.options.holder,
-        fencing_token = token.get(),
+    held_lock_event!(
+        Level::WARN,
+        "dlock.release_failed",
+        context,
+        token,
         error = error as &dyn std::error::Error,
         held_ms = millis(held),
         "releasing the lock failed; it frees itself when the lease expires"

@@ -65,7 +65,10 @@ async fn acquire_renew_and_release_report_the_token_and_the_times() {
     assert_eq!(released.level, Level::DEBUG);
     assert_eq!(released.field("fencing_token"), "1");
     assert_eq!(released.number("held_ms"), 250);
-    assert!(released.spans.is_empty(), "the keep-alive task is not in the acquire span");
+    assert!(
+        released.spans.is_empty(),
+        "the keep-alive task is not in the acquire span"
+    );
     assert_identifies_the_lock(&events);
     assert_eq!(events.all().len(), 4, "{:#?}", events.all());
 }
@@ -169,12 +172,19 @@ async fn failing_renewals_warn_each_time_then_the_loss_is_an_error() {
     guard.lost().await;
 
     let failed = events.named("dlock.renewal_failed");
-    assert_eq!(failed.len(), fake.count(Kind::Renew), "one warning per renewal");
+    assert_eq!(
+        failed.len(),
+        fake.count(Kind::Renew),
+        "one warning per renewal"
+    );
     assert!(failed.len() >= 2, "{failed:#?}");
     for event in &failed {
         assert_eq!(event.level, Level::WARN);
         assert_eq!(event.field("fencing_token"), "1");
-        assert!(event.field("error").contains("injected failure"), "{event:#?}");
+        assert!(
+            event.field("error").contains("injected failure"),
+            "{event:#?}"
+        );
         assert_eq!(event.number("retry_in_ms"), millis(RETRY));
     }
     assert_eq!(failed[0].number("lost_in_ms"), millis(SAFE_FOR - RENEW));
@@ -202,7 +212,11 @@ async fn a_takeover_found_by_a_renewal_is_reported_as_lost() {
     let lost = events.one("dlock.lost");
     assert_eq!(lost.level, Level::ERROR);
     assert_eq!(lost.field("fencing_token"), "1");
-    assert_eq!(lost.number("held_ms"), millis(RENEW), "the first renewal found it");
+    assert_eq!(
+        lost.number("held_ms"),
+        millis(RENEW),
+        "the first renewal found it"
+    );
     assert!(lost.field("reason").contains("taken over"), "{lost:#?}");
     assert_identifies_the_lock(&events);
     drop(guard);
@@ -239,7 +253,10 @@ async fn a_failed_release_warns_that_the_lease_is_left_to_expire() {
     let failed = events.one("dlock.release_failed");
     assert_eq!(failed.level, Level::WARN);
     assert_eq!(failed.field("fencing_token"), "1");
-    assert!(failed.field("error").contains("injected failure"), "{failed:#?}");
+    assert!(
+        failed.field("error").contains("injected failure"),
+        "{failed:#?}"
+    );
     assert!(events.named("dlock.released").is_empty());
     assert_identifies_the_lock(&events);
 }

@@ -39,10 +39,13 @@ async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
     let pool = match connect(&url).await {
         Ok(pool) => pool,
         Err(error) => {
-            let message = format!("PostgreSQL is unreachable at {url} (set {URL_VARIABLE}): {error}");
+            let message =
+                format!("PostgreSQL is unreachable at {url} (set {URL_VARIABLE}): {error}");
             eprintln!("\n!!! {message}\n");
             if std::env::var_os("CI").is_some() {
-                return Err(format!("{message}; CI is set, so this fails instead of skipping").into());
+                return Err(
+                    format!("{message}; CI is set, so this fails instead of skipping").into(),
+                );
             }
             return Ok(Completion::ignored_with(message));
         }
@@ -84,7 +87,10 @@ async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
     let released = line("released the lock")?;
     let expectations = [
         (&acquired, "DEBUG dlock.acquire{"),
-        (&acquired, &format!("lock={name} table={TABLE} holder=first (")),
+        (
+            &acquired,
+            &format!("lock={name} table={TABLE} holder=first ("),
+        ),
         (&acquired, "wait=true}: dlock: acquired the lock"),
         (&acquired, &format!("fencing_token={token} wait_ms=")),
         (&skipped, "holder=second ("),
@@ -125,14 +131,23 @@ struct Log(Arc<Mutex<Vec<u8>>>);
 
 impl Log {
     fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
 impl io::Write for Log {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut buffer = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         buffer.extend_from_slice(bytes);
         Ok(bytes.len())
     }
