@@ -304,20 +304,19 @@ async fn keep_alive(
             request = &mut release => {
                 let dropped = request.is_err();
                 let released = release_with_retries(context, owner, contended, dropped, safe_until).await;
-                let held = sent_at.elapsed();
                 let result = match released {
                     Ok(true) => {
-                        telemetry::released(context, token, held);
+                        telemetry::released(context, token, sent_at);
                         Ok(())
                     }
                     Ok(false) => {
                         // Someone else changed the row while we held it.
-                        telemetry::lost(context, token, &LossReason::TakenOver, held);
+                        telemetry::lost(context, token, &LossReason::TakenOver, sent_at);
                         loss.send_replace(Some(LossReason::TakenOver));
                         Err(lease.lost_error(LossReason::TakenOver))
                     }
                     Err(error) => {
-                        telemetry::release_failed(context, token, &error, held);
+                        telemetry::release_failed(context, token, &error, sent_at);
                         Err(error)
                     }
                 };
@@ -345,7 +344,7 @@ async fn keep_alive(
         }
     };
 
-    telemetry::lost(context, token, &reason, sent_at.elapsed());
+    telemetry::lost(context, token, &reason, sent_at);
     loss.send_replace(Some(reason.clone()));
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.

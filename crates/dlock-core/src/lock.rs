@@ -193,7 +193,7 @@ impl DistributedLock {
             .await
             .expect("BUG: acquire task ended without answering")?;
         Ok(taken.map(|token| {
-            telemetry::acquired(&self.context, token, started.elapsed());
+            telemetry::acquired(&self.context, token, started);
             LockGuard::start(Arc::clone(&self.context), owner, token, sent_at, contended)
         }))
     }

@@ -5,7 +5,8 @@
 //!
 //! Cost when nobody listens: a `tracing` macro whose callsite no subscriber wants is a
 //! check of a cached flag and evaluates none of its fields; without the `metrics`
-//! feature the metric calls are not compiled at all.
+//! feature the metric calls are not compiled at all. So durations are passed as the
+//! instant they start from, and the clock is read only by a field or metric that is on.
 //!
 //! Errors are recorded as `&dyn Error`, so that subscribers print their sources too: the
 //! driver's message (connection refused, …) is the source of ours.
@@ -61,17 +62,17 @@ pub(crate) fn attempting(context: &LockContext) {
     meter::count(&context.telemetry, "dlock_attempts_total");
 }
 
-/// The lock was acquired, `waited` after `try_acquire` or `acquire` was called.
-pub(crate) fn acquired(context: &LockContext, token: FencingToken, waited: Duration) {
+/// The lock was acquired; `try_acquire` or `acquire` was called at `started`.
+pub(crate) fn acquired(context: &LockContext, token: FencingToken, started: Instant) {
     debug!(
         name: "dlock.acquired",
         target: TARGET,
         fencing_token = token.get(),
-        wait_ms = millis(waited),
+        wait_ms = millis(started.elapsed()),
         "acquired the lock"
     );
     meter::count(&context.telemetry, "dlock_acquired_total");
-    meter::record(&context.telemetry, "dlock_wait_seconds", waited);
+    meter::record_since(&context.telemetry, "dlock_wait_seconds", started);
 }
 
 /// `try_acquire` (or `lock` with `skip_if_obtained`) found the lock held.
@@ -166,12 +167,13 @@ pub(crate) fn renewal_failed(
     );
 }
 
-/// The lock was lost after being held for `held`.
+/// The lock was lost; it was held from `lease_start` (when the acquire statement that
+/// took it was sent).
 pub(crate) fn lost(
     context: &LockContext,
     token: FencingToken,
     reason: &LossReason,
-    held: Duration,
+    lease_start: Instant,
 ) {
     held_lock_event!(
         Level::ERROR,
@@ -179,7 +181,7 @@ pub(crate) fn lost(
         context,
         token,
         %reason,
-        held_ms = millis(held),
+        held_ms = millis(lease_start.elapsed()),
         "lost the lock"
     );
     let reason = match reason {
@@ -187,29 +189,29 @@ pub(crate) fn lost(
         LossReason::RenewalFailed { .. } => "renewal_failed",
     };
     meter::lost(&context.telemetry, reason);
-    meter::record(&context.telemetry, "dlock_hold_seconds", held);
+    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
 }
 
-/// The lock was released after being held for `held`.
-pub(crate) fn released(context: &LockContext, token: FencingToken, held: Duration) {
+/// The lock was released; it was held from `lease_start`.
+pub(crate) fn released(context: &LockContext, token: FencingToken, lease_start: Instant) {
     held_lock_event!(
         Level::DEBUG,
         "dlock.released",
         context,
         token,
-        held_ms = millis(held),
+        held_ms = millis(lease_start.elapsed()),
         "released the lock"
     );
-    meter::record(&context.telemetry, "dlock_hold_seconds", held);
+    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
 }
 
-/// The release statement failed after the lock was held for `held`: the lock stays
-/// taken until its lease expires.
+/// The release statement failed (the lock stays taken until its lease expires); it was
+/// held from `lease_start`.
 pub(crate) fn release_failed(
     context: &LockContext,
     token: FencingToken,
     error: &crate::Error,
-    held: Duration,
+    lease_start: Instant,
 ) {
     held_lock_event!(
         Level::WARN,
@@ -217,10 +219,10 @@ pub(crate) fn release_failed(
         context,
         token,
         error = error as &dyn std::error::Error,
-        held_ms = millis(held),
+        held_ms = millis(lease_start.elapsed()),
         "releasing the lock failed; it frees itself when the lease expires"
     );
-    meter::record(&context.telemetry, "dlock_hold_seconds", held);
+    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
 }
 
 /// Whole milliseconds, for fields: a plain integer reads and filters better than a
@@ -233,7 +235,8 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(feature = "metrics")]
 mod meter {
     use std::sync::Arc;
-    use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use metrics::{SharedString, Unit, describe_counter, describe_histogram};
 
@@ -259,8 +262,9 @@ mod meter {
         metrics::counter!(name, "lock" => telemetry.lock.clone()).increment(1);
     }
 
-    pub(super) fn record(telemetry: &LockTelemetry, name: &'static str, duration: Duration) {
-        metrics::histogram!(name, "lock" => telemetry.lock.clone()).record(duration);
+    /// Records the time since `start` in histogram `name`.
+    pub(super) fn record_since(telemetry: &LockTelemetry, name: &'static str, start: Instant) {
+        metrics::histogram!(name, "lock" => telemetry.lock.clone()).record(start.elapsed());
     }
 
     pub(super) fn lost(telemetry: &LockTelemetry, reason: &'static str) {
@@ -293,7 +297,7 @@ mod meter {
 /// Without the `metrics` feature: nothing to keep, nothing to record.
 #[cfg(not(feature = "metrics"))]
 mod meter {
-    use std::time::Duration;
+    use tokio::time::Instant;
 
     #[derive(Debug)]
     pub(crate) struct LockTelemetry;
@@ -306,7 +310,7 @@ mod meter {
 
     pub(super) fn count(_: &LockTelemetry, _name: &'static str) {}
 
-    pub(super) fn record(_: &LockTelemetry, _name: &'static str, _duration: Duration) {}
+    pub(super) fn record_since(_: &LockTelemetry, _name: &'static str, _start: Instant) {}
 
     pub(super) fn lost(_: &LockTelemetry, _reason: &'static str) {}
 }
