@@ -5,6 +5,7 @@
 //! cargo run --example quickstart                       # an SQLite file, no setup
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example quickstart
 //! DATABASE_URL=mysql://root@127.0.0.1:3306/test cargo run --example quickstart
+//! RUST_LOG=dlock=debug cargo run --example quickstart   # every acquire, renewal and release
 //! ```
 
 use std::time::Duration;
@@ -12,11 +13,17 @@ use std::time::Duration;
 use dlock::seaorm::sea_orm::sqlx::sqlite::SqliteJournalMode;
 use dlock::seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use dlock::{DistributedLock, Error, Outcome};
+use tracing_subscriber::EnvFilter;
 
 const WORKERS: usize = 4;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // dlock's tracing events on stderr: at INFO, waiting acquires name the holder.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         let file = std::env::temp_dir().join("dlock-quickstart.sqlite");
         format!("sqlite://{}?mode=rwc", file.display())

@@ -336,7 +336,9 @@ pub(crate) struct FloorSql {
 }
 
 const POSTGRES_FLOORS: FloorSql = FloorSql {
-    select1: "SELECT 1",
+    // BIGINT: the result column is read as an integer column, which the tokio-postgres
+    // adapter decodes as INT8 only (a bare `1` is INT4).
+    select1: "SELECT 1::BIGINT",
     create_table: "CREATE TABLE IF NOT EXISTS dlock_bench_floor (
         name TEXT PRIMARY KEY, owner TEXT, counter BIGINT NOT NULL)",
     upsert: "INSERT INTO dlock_bench_floor AS f (name, owner, counter) VALUES ($1, $2, 1)

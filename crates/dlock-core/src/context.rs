@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::dialect::Sql;
 use crate::options::Options;
+use crate::telemetry::LockTelemetry;
 use crate::wake::Hub;
 
 /// How long a process that released a contended lock waits before it tries to take the
@@ -28,6 +29,7 @@ pub(crate) struct LockContext {
     pub(crate) hub: Arc<Hub>,
     /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
+    pub(crate) telemetry: LockTelemetry,
 }
 
 fn token(rows: &[Row]) -> Option<FencingToken> {

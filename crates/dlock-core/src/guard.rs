@@ -9,6 +9,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::context::LockContext;
 use crate::query::Statement;
+use crate::telemetry;
 use crate::{Error, Result};
 
 /// A number that grows by one at every acquisition of a name and is never reset, so a
@@ -291,6 +292,7 @@ async fn keep_alive(
 ) {
     let context = &lease.inner.context;
     let owner = lease.owner_id();
+    let token = lease.fencing_token();
     let options = &context.options;
     let mut safe_until = sent_at + options.safe_for();
     let mut next_renewal = sent_at + options.renew_interval;
@@ -303,13 +305,20 @@ async fn keep_alive(
                 let dropped = request.is_err();
                 let released = release_with_retries(context, owner, contended, dropped, safe_until).await;
                 let result = match released {
-                    Ok(true) => Ok(()),
+                    Ok(true) => {
+                        telemetry::released(context, token, sent_at);
+                        Ok(())
+                    }
                     Ok(false) => {
                         // Someone else changed the row while we held it.
+                        telemetry::lost(context, token, &LossReason::TakenOver, sent_at);
                         loss.send_replace(Some(LossReason::TakenOver));
                         Err(lease.lost_error(LossReason::TakenOver))
                     }
-                    Err(error) => Err(error),
+                    Err(error) => {
+                        telemetry::release_failed(context, token, &error, sent_at);
+                        Err(error)
+                    }
                 };
                 if let Ok(reply) = request {
                     let _ = reply.send(result);
@@ -322,16 +331,20 @@ async fn keep_alive(
                     safe_until = attempt_sent_at + options.safe_for();
                     next_renewal = attempt_sent_at + options.renew_interval;
                     last_error = None;
+                    telemetry::renewed(context, token);
                 }
                 Ok(false) => break LossReason::TakenOver,
                 Err(error) => {
+                    let retry_in = options.renew_retry_delay();
+                    telemetry::renewal_failed(context, token, &error, retry_in, safe_until);
                     last_error = Some(error.to_string());
-                    next_renewal = Instant::now() + options.renew_retry_delay();
+                    next_renewal = Instant::now() + retry_in;
                 }
             },
         }
     };
 
+    telemetry::lost(context, token, &reason, sent_at);
     loss.send_replace(Some(reason.clone()));
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.

@@ -10,6 +10,7 @@ mod options;
 mod query;
 mod random;
 mod table;
+mod telemetry;
 mod wake;
 
 pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::context::LockContext;
 use crate::options::{Options, RawOptions};
 use crate::query::IntoQueryInterface;
+use crate::telemetry::{self, LockTelemetry, WaitingReports};
 use crate::wake::Hub;
 use crate::{Error, FencingToken, Lease, LockGuard, Result};
 
@@ -56,20 +58,29 @@ impl DistributedLock {
     /// Cancel safe. The statement runs in a task of its own; if this future is dropped
     /// while it runs and it acquires, the task releases the lock right away.
     pub async fn try_acquire(&self) -> Result<Attempt> {
+        let span = telemetry::acquire_span(&self.context, false);
+        self.attempt_once().instrument(span).await
+    }
+
+    async fn attempt_once(&self) -> Result<Attempt> {
+        let started = Instant::now();
         // If the holder releases between our attempt and our probe, try again; three
         // rounds make an unknown holder a rarity rather than a loop.
         for _ in 0..3 {
-            if let Some(guard) = self.attempt(false).await? {
+            if let Some(guard) = self.attempt(false, started).await? {
                 return Ok(Attempt::Acquired(guard));
             }
             if let Some(holder) = self.context.probe().await? {
+                telemetry::skipped(&self.context, &holder);
                 return Ok(Attempt::Held(holder));
             }
         }
-        Ok(Attempt::Held(Holder {
+        let holder = Holder {
             description: "another process (it changed hands while we looked)".into(),
             expires_in: Duration::ZERO,
-        }))
+        };
+        telemetry::skipped(&self.context, &holder);
+        Ok(Attempt::Held(holder))
     }
 
     /// Waits until the lock is free and takes it, or until the acquire timeout, if one is
@@ -84,17 +95,24 @@ impl DistributedLock {
     /// Cancel safe: dropping the future at any point leaves nothing held (see
     /// [`try_acquire`](Self::try_acquire)).
     pub async fn acquire(&self) -> Result<LockGuard> {
+        let span = telemetry::acquire_span(&self.context, true);
+        self.acquire_in_time().instrument(span).await
+    }
+
+    async fn acquire_in_time(&self) -> Result<LockGuard> {
         let started = Instant::now();
         let mut last_holder = None;
-        let wait = self.wait_and_take(&mut last_holder);
+        let wait = self.wait_and_take(started, &mut last_holder);
         match self.context.options.acquire_timeout {
             None => wait.await,
             Some(timeout) => tokio::time::timeout_at(started + timeout, wait)
                 .await
                 .unwrap_or_else(|_elapsed| {
+                    let waited = started.elapsed();
+                    telemetry::timed_out(&self.context, waited, last_holder.as_ref());
                     Err(Error::Timeout {
                         name: self.name().to_owned(),
-                        waited: started.elapsed(),
+                        waited,
                         holder: last_holder.map(|holder: Holder| holder.description),
                     })
                 }),
@@ -158,15 +176,14 @@ impl DistributedLock {
     /// One acquire statement, run in its own task so that a dropped caller cannot leave
     /// an acquisition nobody knows of: whoever ends up with an unclaimed acquisition —
     /// the task, or the caller's [`PendingAnswer`] when dropped — releases it.
-    async fn attempt(&self, contended: bool) -> Result<Option<LockGuard>> {
+    async fn attempt(&self, contended: bool, started: Instant) -> Result<Option<LockGuard>> {
         let owner = crate::random::owner_id();
         let (answer_tx, answer_rx) = oneshot::channel();
+        telemetry::attempting(&self.context);
         let sent_at = Instant::now();
-        tokio::spawn(take_or_release(
-            Arc::clone(&self.context),
-            owner.clone(),
-            answer_tx,
-        ));
+        tokio::spawn(
+            take_or_release(Arc::clone(&self.context), owner.clone(), answer_tx).in_current_span(),
+        );
         let mut answer = PendingAnswer {
             receiver: answer_rx,
             context: Arc::clone(&self.context),
@@ -176,12 +193,18 @@ impl DistributedLock {
             .await
             .expect("BUG: acquire task ended without answering")?;
         Ok(taken.map(|token| {
+            telemetry::acquired(&self.context, token, started);
             LockGuard::start(Arc::clone(&self.context), owner, token, sent_at, contended)
         }))
     }
 
-    async fn wait_and_take(&self, last_holder: &mut Option<Holder>) -> Result<LockGuard> {
+    async fn wait_and_take(
+        &self,
+        started: Instant,
+        last_holder: &mut Option<Holder>,
+    ) -> Result<LockGuard> {
         let context = &self.context;
+        let mut reports = WaitingReports::default();
         // Subscribe before the first attempt, so that no release after it goes unseen.
         let mut releases = context.hub.subscribe();
         let mut backoff = Backoff::new(context.options.poll_interval);
@@ -196,12 +219,13 @@ impl DistributedLock {
         };
         loop {
             next = match next {
-                Step::Attempt => match self.attempt(contended).await? {
+                Step::Attempt => match self.attempt(contended, started).await? {
                     Some(guard) => return Ok(guard),
                     None => Step::Wait,
                 },
                 Step::Probe => match context.probe().await? {
                     Some(holder) => {
+                        reports.holder_seen(&holder, started);
                         *last_holder = Some(holder);
                         Step::Wait
                     }
@@ -266,7 +290,11 @@ async fn take_or_release(
 /// still be ours; otherwise the name would be blocked for a whole TTL.
 async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
     let lease_ends = sent_at + context.options.ttl;
-    let _ = crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
+    let released =
+        crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
+    if let Ok(true) = released {
+        telemetry::unclaimed_released();
+    }
 }
 
 /// The caller's end of an attempt. Dropped with an acquisition in it that the caller
@@ -288,9 +316,12 @@ impl Drop for PendingAnswer {
                 let (context, owner) = (Arc::clone(&self.context), std::mem::take(&mut self.owner));
                 // The acquisition happened at most a TTL ago: its lease ends no sooner.
                 let answered_at = Instant::now();
-                runtime.spawn(async move {
-                    release_unclaimed(&context, &owner, answered_at).await;
-                });
+                runtime.spawn(
+                    async move {
+                        release_unclaimed(&context, &owner, answered_at).await;
+                    }
+                    .in_current_span(),
+                );
             }
         }
     }
@@ -425,6 +456,7 @@ impl LockBuilder {
                 ),
                 sql,
                 courtesy_until: Mutex::new(None),
+                telemetry: LockTelemetry::new(&self.name),
                 name: self.name,
                 queries: self.queries,
                 dialect,

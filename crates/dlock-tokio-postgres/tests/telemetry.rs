@@ -1,0 +1,166 @@
+//! What an operator's log shows for a real acquire, skip and release on PostgreSQL:
+//! `tracing`'s own fmt subscriber at DEBUG, its output read back.
+//!
+//! Reads `DLOCK_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! An unreachable server makes the test fail when `CI` is set, and be reported as
+//! ignored otherwise.
+
+use std::io;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Runtime};
+use dlock_tokio_postgres::tokio_postgres::{Config, NoTls};
+use dlock_tokio_postgres::{Attempt, BoxError, DistributedLock};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
+
+const URL_VARIABLE: &str = "DLOCK_TEST_POSTGRES_URL";
+/// A table of this test's own, so that its rows stay out of everyone else's.
+const TABLE: &str = "dlock_telemetry_test";
+
+fn main() -> ExitCode {
+    let trial = Trial::ignorable_test("postgres::acquire_skip_and_release_are_logged", || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(acquire_skip_and_release_are_logged())
+    });
+    libtest_mimic::run(&Arguments::from_args(), vec![trial]).exit_code()
+}
+
+async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
+    let url = std::env::var(URL_VARIABLE)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pool = match connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => {
+            let message =
+                format!("PostgreSQL is unreachable at {url} (set {URL_VARIABLE}): {error}");
+            eprintln!("\n!!! {message}\n");
+            if std::env::var_os("CI").is_some() {
+                return Err(
+                    format!("{message}; CI is set, so this fails instead of skipping").into(),
+                );
+            }
+            return Ok(Completion::ignored_with(message));
+        }
+    };
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(log.clone())
+        .finish();
+    // Per thread: the runtime has one, so the keep-alive task logs here too.
+    let _default = subscriber.set_default();
+
+    // Unique per run: the row, and its fencing token, outlive the test.
+    let name = format!("telemetry-test/{}/{}", std::process::id(), unix_nanos());
+    let lock = |label: &str| {
+        DistributedLock::builder(name.as_str(), pool.clone())
+            .table(TABLE)
+            .holder_label(label)
+            .build()
+    };
+    let guard = lock("first")?.acquire().await?;
+    let token = guard.fencing_token();
+    let attempt = lock("second")?.try_acquire().await?;
+    assert!(matches!(attempt, Attempt::Held(_)), "{attempt:?}");
+    guard.release().await?;
+
+    let lines = log.lines();
+    let line = |message: &str| -> Result<String, Failed> {
+        let mut found = lines.iter().filter(|line| line.contains(message));
+        match (found.next(), found.next()) {
+            (Some(line), None) => Ok(line.clone()),
+            _ => Err(format!("not one line with {message:?} in:\n{}", lines.join("\n")).into()),
+        }
+    };
+    let acquired = line("acquired the lock")?;
+    let skipped = line("not waiting")?;
+    let released = line("released the lock")?;
+    let expectations = [
+        (&acquired, "DEBUG dlock.acquire{"),
+        (
+            &acquired,
+            &format!("lock={name} table={TABLE} holder=first ("),
+        ),
+        (&acquired, "wait=true}: dlock: acquired the lock"),
+        (&acquired, &format!("fencing_token={token} wait_ms=")),
+        (&skipped, "holder=second ("),
+        (&skipped, "wait=false}: dlock: the lock is held"),
+        (&skipped, "current_holder=first ("),
+        (&skipped, "lease_ends_in_ms="),
+        (&released, &format!("lock={name} holder=first (")),
+        (&released, &format!("fencing_token={token} held_ms=")),
+    ];
+    for (line, expected) in expectations {
+        if !line.contains(expected) {
+            return Err(format!("{expected:?} is not in {line:?}").into());
+        }
+    }
+    Ok(Completion::Completed)
+}
+
+async fn connect(url: &str) -> Result<Pool, BoxError> {
+    let manager = Manager::new(Config::from_str(url)?, NoTls);
+    let pool = Pool::builder(manager)
+        .max_size(2)
+        .runtime(Runtime::Tokio1)
+        .build()?;
+    let connection = tokio::time::timeout(Duration::from_secs(10), pool.get()).await??;
+    drop(connection);
+    Ok(pool)
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos())
+}
+
+/// Where the fmt subscriber writes: a buffer the test reads back.
+#[derive(Debug, Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Log {
+    type Writer = Log;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
