@@ -10,6 +10,7 @@ use crate::dialect::Sql;
 use crate::query::{
     IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value,
 };
+use crate::telemetry;
 use crate::wake::Hub;
 use crate::{Dialect, Error, FencingToken, Result, TableName};
 
@@ -134,6 +135,12 @@ impl LockAdmin {
             .await
             .map_err(|error| self.error("release the lock", error))?;
         if freed == 1 {
+            telemetry::force_released(
+                &self.table.to_string(),
+                name,
+                token,
+                before.holder.as_deref(),
+            );
             let notice = self.sql.notify(name);
             // Awaited: an operator's tool may exit right after this returns.
             if let Some(sending) = self.hub.announce_release(name, &self.queries, notice) {

@@ -225,6 +225,22 @@ pub(crate) fn release_failed(
     meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
 }
 
+/// An operator force-released the lock `name` of `table` (see
+/// [`LockAdmin::force_release`](crate::LockAdmin::force_release)), which `holder` held with
+/// `token`. WARN: someone's lock was taken from it, which the holder only learns at its next
+/// renewal.
+pub(crate) fn force_released(table: &str, name: &str, token: FencingToken, holder: Option<&str>) {
+    tracing::warn!(
+        name: "dlock.force_released",
+        target: TARGET,
+        %table,
+        lock = %name,
+        fencing_token = token.get(),
+        holder = %holder.unwrap_or("unknown"),
+        "force-released the lock"
+    );
+}
+
 /// Whole milliseconds, for fields: a plain integer reads and filters better than a
 /// `Debug`-printed `Duration`.
 fn millis(duration: Duration) -> u64 {

@@ -1,4 +1,5 @@
-//! What an operator's log shows for a real acquire, skip and release on PostgreSQL:
+//! What an operator's log shows for a real acquire, skip, release and force release on
+//! PostgreSQL:
 //! `tracing`'s own fmt subscriber at DEBUG, its output read back.
 //!
 //! Reads `DLOCK_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Runtime};
 use dlock_tokio_postgres::tokio_postgres::{Config, NoTls};
-use dlock_tokio_postgres::{Attempt, BoxError, DistributedLock};
+use dlock_tokio_postgres::{
+    Attempt, BoxError, DistributedLock, Error, ForceRelease, LockAdmin, TableName,
+};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -24,16 +27,19 @@ const URL_VARIABLE: &str = "DLOCK_TEST_POSTGRES_URL";
 const TABLE: &str = "dlock_telemetry_test";
 
 fn main() -> ExitCode {
-    let trial = Trial::ignorable_test("postgres::acquire_skip_and_release_are_logged", || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(acquire_skip_and_release_are_logged())
-    });
+    let trial = Trial::ignorable_test(
+        "postgres::acquire_skip_release_and_force_release_are_logged",
+        || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(acquire_skip_release_and_force_release_are_logged())
+        },
+    );
     libtest_mimic::run(&Arguments::from_args(), vec![trial]).exit_code()
 }
 
-async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
+async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completion, Failed> {
     let url = std::env::var(URL_VARIABLE)
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let pool = match connect(&url).await {
@@ -74,17 +80,35 @@ async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
     assert!(matches!(attempt, Attempt::Held(_)), "{attempt:?}");
     guard.release().await?;
 
+    // An operator frees the next holder's lock: a WARN names whose it was, and the
+    // holder's own release then finds the lock gone.
+    let stuck = lock("third")?.acquire().await?;
+    let stuck_token = stuck.fencing_token();
+    let admin = LockAdmin::with_table(pool.clone(), TableName::parse(TABLE)?);
+    let freed = admin.force_release(&name, stuck_token).await?;
+    assert!(matches!(freed, ForceRelease::Freed(_)), "{freed:?}");
+    let after = stuck.release().await;
+    assert!(matches!(after, Err(Error::Lost { .. })), "{after:?}");
+
     let lines = log.lines();
-    let line = |message: &str| -> Result<String, Failed> {
-        let mut found = lines.iter().filter(|line| line.contains(message));
+    let line = |message: &str, holder: &str| -> Result<String, Failed> {
+        let holder = format!("holder={holder} (");
+        let mut found = lines
+            .iter()
+            .filter(|line| line.contains(message) && line.contains(&holder));
         match (found.next(), found.next()) {
             (Some(line), None) => Ok(line.clone()),
-            _ => Err(format!("not one line with {message:?} in:\n{}", lines.join("\n")).into()),
+            _ => Err(format!(
+                "not one line with {message:?} and {holder:?} in:\n{}",
+                lines.join("\n")
+            )
+            .into()),
         }
     };
-    let acquired = line("acquired the lock")?;
-    let skipped = line("not waiting")?;
-    let released = line("released the lock")?;
+    let acquired = line("acquired the lock", "first")?;
+    let skipped = line("not waiting", "second")?;
+    let released = line("released the lock", "first")?;
+    let forced = line("force-released the lock", "third")?;
     let expectations = [
         (&acquired, "DEBUG dlock.acquire{"),
         (
@@ -99,6 +123,12 @@ async fn acquire_skip_and_release_are_logged() -> Result<Completion, Failed> {
         (&skipped, "lease_ends_in_ms="),
         (&released, &format!("lock={name} holder=first (")),
         (&released, &format!("fencing_token={token} held_ms=")),
+        (&forced, "WARN dlock: force-released the lock"),
+        (&forced, &format!("table={TABLE} lock={name}")),
+        (
+            &forced,
+            &format!("fencing_token={stuck_token} holder=third ("),
+        ),
     ];
     for (line, expected) in expectations {
         if !line.contains(expected) {
