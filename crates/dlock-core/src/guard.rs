@@ -248,7 +248,10 @@ impl LockGuard {
     ///
     /// Returns [`Error::Lost`] if the lock had been lost before the release, so the caller
     /// learns that its work was not protected to the end, and a database error if the
-    /// release statement failed (the lock then expires after its TTL).
+    /// release statement failed (the lock then expires after its TTL). It never waits past
+    /// the end of the lease: if the database has not answered by then (it is unreachable,
+    /// or a statement hangs on a dead connection), it returns [`Error::Lost`], and the row
+    /// frees itself.
     ///
     /// # Cancel Safety
     ///
@@ -301,15 +304,28 @@ async fn keep_alive(
             biased;
             request = &mut release => {
                 let dropped = request.is_err();
-                let released = release_with_retries(context, owner, contended, dropped, safe_until).await;
+                let released = tokio::time::timeout_at(
+                    release_deadline(options, safe_until),
+                    release_with_retries(context, owner, contended, dropped, safe_until),
+                )
+                .await;
                 let result = match released {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(Ok(false)) => {
                         // Someone else changed the row while we held it.
                         loss.send_replace(Some(LossReason::TakenOver));
                         Err(lease.lost_error(LossReason::TakenOver))
                     }
-                    Err(error) => Err(error),
+                    Ok(Err(error)) => Err(error),
+                    Err(_elapsed) => {
+                        let reason = LossReason::RenewalFailed {
+                            last_error: Some(
+                                "the release did not complete before the lease ran out".into(),
+                            ),
+                        };
+                        loss.send_replace(Some(reason.clone()));
+                        Err(lease.lost_error(reason))
+                    }
                 };
                 if let Ok(reply) = request {
                     let _ = reply.send(result);
@@ -336,10 +352,21 @@ async fn keep_alive(
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.
     let request = release.await;
-    let _ = context.release(owner, false).await;
+    let deadline = release_deadline(options, safe_until);
+    let _ = tokio::time::timeout_at(deadline, context.release(owner, false)).await;
     if let Ok(reply) = request {
         let _ = reply.send(Err(lease.lost_error(reason)));
     }
+}
+
+/// When a release stops waiting for the database: at the end of the lease (the TTL after
+/// the last successful acquire or renewal was sent), when the row frees itself anyway — a
+/// statement stuck on an unreachable database must not hang the caller for as long as the
+/// partition lasts. At least a retry delay from now, so that a release asked for late
+/// still gets its chance.
+fn release_deadline(options: &crate::options::Options, safe_until: Instant) -> Instant {
+    let lease_end = safe_until + (options.ttl - options.safe_for());
+    lease_end.max(Instant::now() + options.renew_retry_delay())
 }
 
 async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, Result<bool>) {
