@@ -130,7 +130,10 @@ impl Adapter {
                 let manager: AsyncDieselConnectionManager<AsyncPgConnection> =
                     AsyncDieselConnectionManager::new(url);
                 let pool = diesel_pool!(manager, pool_size);
-                (Pool::DieselPostgres(pool.clone()), pool.into_query_interface())
+                (
+                    Pool::DieselPostgres(pool.clone()),
+                    pool.into_query_interface(),
+                )
             }
             (Self::Diesel, Dialect::Mysql) => {
                 let manager: AsyncDieselConnectionManager<AsyncMysqlConnection> =
@@ -145,7 +148,10 @@ impl Adapter {
                 let manager: AsyncDieselConnectionManager<SqliteConn> =
                     AsyncDieselConnectionManager::new_with_config(url, config);
                 let pool = diesel_pool!(manager, pool_size);
-                (Pool::DieselSqlite(pool.clone()), pool.into_query_interface())
+                (
+                    Pool::DieselSqlite(pool.clone()),
+                    pool.into_query_interface(),
+                )
             }
             (Self::TokioPostgres, Dialect::Mysql | Dialect::Sqlite) => {
                 return Err(self.unsupported(dialect));

@@ -125,19 +125,28 @@ async fn a_release_that_hangs_gives_up_at_the_end_of_the_lease() {
     let lease = guard.lease().clone();
     let started = Instant::now();
 
-    let error = guard.release().await.expect_err("the release never completed");
+    let error = guard
+        .release()
+        .await
+        .expect_err("the release never completed");
 
     assert!(
         matches!(
             error,
             Error::Lost {
-                reason: LossReason::RenewalFailed { last_error: Some(_) },
+                reason: LossReason::RenewalFailed {
+                    last_error: Some(_)
+                },
                 ..
             }
         ),
         "{error:?}"
     );
-    assert!(started.elapsed() <= TTL, "gave up after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= TTL,
+        "gave up after {:?}",
+        started.elapsed()
+    );
     assert!(lease.is_lost(), "the lease reports the loss too");
 }
 

@@ -61,10 +61,7 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
     let mut restart_command = None;
     let mut verbose = false;
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |text: String| {
             text.parse::<u64>()
                 .ok()
@@ -98,7 +95,9 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
         return Err("--workers must be at least 2: one worker cannot contend".into());
     }
     if ttl < Duration::from_millis(500) {
-        return Err("--ttl-ms must be at least 500: shorter leases expire under normal load".into());
+        return Err(
+            "--ttl-ms must be at least 500: shorter leases expire under normal load".into(),
+        );
     }
     if restart_command.is_some() && dialect != Dialect::Postgres {
         return Err("--restart-command restarts PostgreSQL; use it with --dialect postgres".into());

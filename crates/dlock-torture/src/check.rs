@@ -146,10 +146,7 @@ mod tests {
 
     #[test]
     fn writes_after_the_noticed_loss_are_late() {
-        let sections = [
-            section("a", 1, 0, Some(500)),
-            section("a", 2, 600, None),
-        ];
+        let sections = [section("a", 1, 0, Some(500)), section("a", 2, 600, None)];
         let losses = [
             Loss {
                 name: "a".into(),

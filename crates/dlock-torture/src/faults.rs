@@ -79,10 +79,9 @@ impl Fault {
                     .map(|s| s.entry_us)
                     .min(),
             ),
-            (None, FaultKind::Unreachable | FaultKind::Restart) => (
-                self.ended_us,
-                next_entry(sections, self.ended_us),
-            ),
+            (None, FaultKind::Unreachable | FaultKind::Restart) => {
+                (self.ended_us, next_entry(sections, self.ended_us))
+            }
             (None, _) => (self.at_us, next_entry(sections, self.at_us)),
         };
         next.map(|entry| (entry - since).max(0) / 1000)

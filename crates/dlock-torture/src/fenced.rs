@@ -19,7 +19,11 @@ pub(crate) enum Written {
 
 /// In one transaction: fence with `lease`, run `write`, commit. SQLite transactions are
 /// begun `IMMEDIATE`, so that no takeover can commit between the fence and the commit.
-pub(crate) async fn write(pool: &Pool, lease: &Lease, write: &Statement) -> Result<Written, String> {
+pub(crate) async fn write(
+    pool: &Pool,
+    lease: &Lease,
+    write: &Statement,
+) -> Result<Written, String> {
     let result: Result<(), BoxError> = match pool {
         Pool::TokioPostgres(pool) => tokio_postgres_write(pool, lease, write).await,
         Pool::SeaOrm(db) => seaorm_write(db, lease, write).await,

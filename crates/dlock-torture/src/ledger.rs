@@ -92,7 +92,14 @@ impl LedgerSql {
     }
 
     /// The section's first write: its entry, at the database's clock.
-    pub(crate) fn enter(self, run: &str, name: &str, token: i64, owner: &str, worker: i64) -> Statement {
+    pub(crate) fn enter(
+        self,
+        run: &str,
+        name: &str,
+        token: i64,
+        owner: &str,
+        worker: i64,
+    ) -> Statement {
         self.statement(
             &format!(
                 "INSERT INTO dlock_torture_ledger (run_id, name, token, owner, worker, entry_us)
@@ -156,7 +163,11 @@ impl LedgerSql {
     }
 
     pub(crate) fn now(self) -> Statement {
-        self.statement(&format!("SELECT {}", self.now_us()), Vec::new(), &[ColumnType::Int])
+        self.statement(
+            &format!("SELECT {}", self.now_us()),
+            Vec::new(),
+            &[ColumnType::Int],
+        )
     }
 
     /// Terminates the connections of about half the workers (at least one), chosen at
@@ -189,7 +200,13 @@ impl LedgerSql {
             "SELECT name, token, worker, entry_us, exit_us FROM dlock_torture_ledger
              WHERE run_id = ?",
             vec![Value::Text(run.into())],
-            &[ColumnType::Text, ColumnType::Int, ColumnType::Int, ColumnType::Int, ColumnType::Int],
+            &[
+                ColumnType::Text,
+                ColumnType::Int,
+                ColumnType::Int,
+                ColumnType::Int,
+                ColumnType::Int,
+            ],
         )
     }
 

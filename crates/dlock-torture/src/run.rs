@@ -13,8 +13,8 @@ use crate::args::Args;
 use crate::check::{Verdict, check};
 use crate::faults::{Fault, FaultKind};
 use crate::ledger::{self, LedgerSql};
-use crate::workers::{Hold, Launch, WorkerProcess, WorkerState};
 use crate::worker;
+use crate::workers::{Hold, Launch, WorkerProcess, WorkerState};
 
 /// The MySQL/MariaDB database of the suite's workers: terminating "the workers'
 /// connections" means the connections to this database, and nobody else's.
@@ -154,7 +154,9 @@ async fn admin_pool(args: &Args, url: &str) -> Result<Arc<dyn QueryInterface>, R
     match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok((_, queries))) => Ok(queries),
         Ok(Err(error)) => Err(RunError::Unreachable(error)),
-        Err(_) => Err(RunError::Unreachable(format!("connecting to {url} took over 10 s"))),
+        Err(_) => Err(RunError::Unreachable(format!(
+            "connecting to {url} took over 10 s"
+        ))),
     }
 }
 
@@ -165,7 +167,10 @@ async fn admin_execute(
     match tokio::time::timeout(Duration::from_secs(10), admin.execute(statement)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(RunError::Unreachable(format!("{}: {error}", statement.sql))),
-        Err(_) => Err(RunError::Unreachable(format!("{} took over 10 s", statement.sql))),
+        Err(_) => Err(RunError::Unreachable(format!(
+            "{} took over 10 s",
+            statement.sql
+        ))),
     }
 }
 
@@ -214,7 +219,9 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
         _ => Some(Proxy::start(&worker_url).await?),
     };
     Ok(Database {
-        worker_url: proxy.as_ref().map_or(worker_url, |proxy| proxy.url().to_owned()),
+        worker_url: proxy
+            .as_ref()
+            .map_or(worker_url, |proxy| proxy.url().to_owned()),
         admin,
         session,
         proxy,
@@ -224,7 +231,9 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
 
 /// Wall-clock microseconds since the epoch.
 fn wall_us() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -283,7 +292,11 @@ impl Coordinator {
             .enumerate()
             .filter_map(|(position, worker)| {
                 let state = worker.state();
-                state.working.then(|| state.holding.clone()).flatten().map(|hold| (position, hold))
+                state
+                    .working
+                    .then(|| state.holding.clone())
+                    .flatten()
+                    .map(|hold| (position, hold))
             })
             .collect()
     }
@@ -466,7 +479,9 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
     let run = format!("{}-{}", wall_us() / 1_000_000, std::process::id());
     let sql = LedgerSql::new(args.dialect.core());
     let database = prepare(&args, &run, sql).await?;
-    let names: Vec<String> = (0..args.names).map(|i| format!("torture/{run}/{i}")).collect();
+    let names: Vec<String> = (0..args.names)
+        .map(|i| format!("torture/{run}/{i}"))
+        .collect();
     let before = wall_us();
     let db_now = ledger::db_now_us(&database.admin, sql).await?;
     let clock_offset_us = db_now - (before + wall_us()) / 2;
@@ -523,7 +538,11 @@ impl Coordinator {
             self.args.workers,
             names.len(),
             self.args.duration,
-            kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         loop {
             tokio::time::sleep(self.args.fault_gap).await;
@@ -540,12 +559,20 @@ impl Coordinator {
     }
 
     /// Stops the workers, reads and checks the ledger.
-    async fn conclude(&mut self, driven: Result<(), String>, run: &str) -> Result<Report, RunError> {
+    async fn conclude(
+        &mut self,
+        driven: Result<(), String>,
+        run: &str,
+    ) -> Result<Report, RunError> {
         let mut states = std::mem::take(&mut self.departed);
         // A worker finishes its section first: a lock to wait for (up to 3 TTLs), two
         // writes and a release (up to a TTL each).
         let limit = self.args.ttl * 6 + Duration::from_secs(5);
-        let stopping: Vec<_> = self.workers.drain(..).map(|worker| worker.stop(limit)).collect();
+        let stopping: Vec<_> = self
+            .workers
+            .drain(..)
+            .map(|worker| worker.stop(limit))
+            .collect();
         for stopped in futures_join(stopping).await {
             match stopped {
                 Ok(state) => states.push(state),
@@ -577,9 +604,16 @@ impl Coordinator {
         }
         let (mut refused, mut worker_errors) = (0, 0);
         for state in &states {
-            let state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             refused += state.refused;
-            self.problems.extend(state.hangs.iter().map(|hang| format!("a worker said {hang}")));
+            self.problems.extend(
+                state
+                    .hangs
+                    .iter()
+                    .map(|hang| format!("a worker said {hang}")),
+            );
             if let Some((count, last)) = &state.errors {
                 worker_errors += count;
                 if self.args.verbose && *count > 0 {

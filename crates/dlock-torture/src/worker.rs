@@ -152,7 +152,11 @@ async fn worker_main() -> Result<(), String> {
         let lock = &locks[crate::random_below(locks.len())];
         section(&worker, lock).await;
     }
-    println!("ERRORS {} {}", worker.errors.get(), worker.last_error.borrow());
+    println!(
+        "ERRORS {} {}",
+        worker.errors.get(),
+        worker.last_error.borrow()
+    );
     Ok(())
 }
 
@@ -192,7 +196,9 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
     ));
 
     let owner = lease.owner_id().to_owned();
-    let entry = worker.sql.enter(&worker.run, name, token, &owner, worker.index);
+    let entry = worker
+        .sql
+        .enter(&worker.run, name, token, &owner, worker.index);
     let entered = worker.fenced(&lease, &entry).await;
     if entered == Some(Written::Refused) {
         println!("REFUSED {name} {token}");
@@ -228,7 +234,10 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
         // A release after a loss reports the loss; that is expected under faults.
         Ok(Ok(()) | Err(dlock_core::Error::Lost { .. })) => {}
         Ok(Err(error)) => worker.error("release", &fenced::describe(&error)),
-        Err(_) => worker.error("release", &format!("no answer within {:?}", worker.ttl * 10)),
+        Err(_) => worker.error(
+            "release",
+            &format!("no answer within {:?}", worker.ttl * 10),
+        ),
     }
     println!("FREE {name} {token}");
     let _ = done.send(());
@@ -270,7 +279,9 @@ async fn record_loss(
             record.worker,
             ago_us,
         );
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), queries.execute(&statement)).await {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(5), queries.execute(&statement)).await
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -75,7 +75,8 @@ impl WorkerProcess {
             .kill_on_drop(true)
             .spawn()
             .map_err(|error| format!("cannot start a worker process: {error}"))?;
-        let (Some(stdin), Some(stdout), Some(pid)) = (child.stdin.take(), child.stdout.take(), child.id())
+        let (Some(stdin), Some(stdout), Some(pid)) =
+            (child.stdin.take(), child.stdout.take(), child.id())
         else {
             return Err("a worker process has no pipes or no pid".into());
         };
@@ -85,7 +86,9 @@ impl WorkerProcess {
             Ok(Ok(Some(line))) if line == "READY" => {}
             Ok(Ok(Some(line))) => return Err(format!("worker {index} said {line:?}, not READY")),
             Ok(Ok(None) | Err(_)) => {
-                return Err(format!("worker {index} exited before it was ready (see above)"));
+                return Err(format!(
+                    "worker {index} exited before it was ready (see above)"
+                ));
             }
             Err(_) => return Err(format!("worker {index} was not ready within 60 s")),
         }
@@ -102,7 +105,9 @@ impl WorkerProcess {
     }
 
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, WorkerState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
@@ -160,7 +165,9 @@ async fn follow(
         let mut words = line.splitn(3, ' ');
         let (event, first, second) = (words.next(), words.next(), words.next());
         let hold = || -> Option<Hold> { Some((first?.to_owned(), second?.parse().ok()?)) };
-        let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
             Some("HOLD") => state.holding = hold(),
             Some("WORK") => state.working = true,

@@ -11,7 +11,9 @@ use std::process::Command;
 /// allows was injected, and the summary line shows no violation.
 fn torture(args: &[&str], url_var: &str, faults: &[&str]) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlock-torture"));
-    command.args(args).args(["--seconds", "25", "--ttl-ms", "1500"]);
+    command
+        .args(args)
+        .args(["--seconds", "25", "--ttl-ms", "1500"]);
     if let Ok(url) = std::env::var(url_var) {
         command.args(["--url", &url]);
     }
