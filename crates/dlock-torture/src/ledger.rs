@@ -106,13 +106,11 @@ impl LedgerSql {
                  VALUES (?, ?, ?, ?, ?, {})",
                 self.now_us()
             ),
-            vec![
-                Value::Text(run.into()),
-                Value::Text(name.into()),
-                Value::Int(token),
-                Value::Text(owner.into()),
-                Value::Int(worker),
-            ],
+            [
+                acquisition(run, name, token, owner),
+                vec![Value::Int(worker)],
+            ]
+            .concat(),
             &[],
         )
     }
@@ -125,12 +123,7 @@ impl LedgerSql {
                  WHERE run_id = ? AND name = ? AND token = ? AND owner = ?",
                 self.now_us()
             ),
-            vec![
-                Value::Text(run.into()),
-                Value::Text(name.into()),
-                Value::Int(token),
-                Value::Text(owner.into()),
-            ],
+            acquisition(run, name, token, owner),
             &[],
         )
     }
@@ -227,6 +220,16 @@ impl LedgerSql {
             )
         })
     }
+}
+
+/// The values that identify an acquisition's ledger row, in the ledger's column order.
+fn acquisition(run: &str, name: &str, token: i64, owner: &str) -> Vec<Value> {
+    vec![
+        Value::Text(run.into()),
+        Value::Text(name.into()),
+        Value::Int(token),
+        Value::Text(owner.into()),
+    ]
 }
 
 /// Reads the run's sections and losses.

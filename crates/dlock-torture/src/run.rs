@@ -436,10 +436,13 @@ impl Coordinator {
             return Ok(0);
         };
         let admin = &self.database.admin;
-        let rows = admin
-            .query(&statement)
-            .await
-            .map_err(|error| format!("cannot terminate connections: {error}"))?;
+        let rows = patiently(|| async {
+            admin
+                .query(&statement)
+                .await
+                .map_err(|error| format!("cannot terminate connections: {error}"))
+        })
+        .await?;
         let values = rows.iter().filter_map(|row| match row.first() {
             Some(Value::Int(value)) => Some(*value),
             _ => None,
@@ -580,7 +583,8 @@ impl Coordinator {
             }
         }
         driven?;
-        let (sections, losses) = ledger::read(&self.database.admin, self.sql, run).await?;
+        let (sections, losses) =
+            patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
         let verdict = check(&sections, &losses);
         let faults: Vec<_> = self
             .faults
@@ -631,6 +635,24 @@ impl Coordinator {
             problems: std::mem::take(&mut self.problems),
         })
     }
+}
+
+/// Tries `attempt` up to five times, half a second apart: the coordinator's connection
+/// may have been closed by a restart of the server a moment before.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => last_error = error,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last_error)
 }
 
 /// Awaits every future, concurrently.
