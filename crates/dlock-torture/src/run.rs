@@ -316,39 +316,43 @@ impl Coordinator {
         let ttl = self.args.ttl;
         match kind {
             FaultKind::Kill => {
-                let Some((position, hold)) = self.working_worker(ttl * 2).await else {
+                let Some((position, _)) = self.working_worker(ttl * 2).await else {
                     return Ok(false);
                 };
                 let at_us = self.db_now_us();
                 let victim = self.workers.remove(position);
-                self.departed.push(Arc::clone(&victim.state));
+                let state = Arc::clone(&victim.state);
                 victim.kill().await?;
-                self.record(kind, at_us, Some(hold));
+                let hold = held_when_signalled(&state).await;
+                self.departed.push(state);
+                self.record(kind, at_us, hold);
                 self.start_worker().await?;
             }
             FaultKind::Stop => {
-                let Some((position, hold)) = self.working_worker(ttl * 2).await else {
+                let Some((position, _)) = self.working_worker(ttl * 2).await else {
                     return Ok(false);
                 };
                 let at_us = self.db_now_us();
-                self.workers[position].signal("STOP").await?;
+                let worker = &self.workers[position];
+                worker.signal("STOP").await?;
+                let hold = held_when_signalled(&worker.state).await;
                 tokio::time::sleep(ttl.mul_f64(1.5)).await;
-                self.workers[position].signal("CONT").await?;
+                worker.signal("CONT").await?;
                 let resumed = Instant::now();
-                self.record(kind, at_us, Some(hold.clone()));
-                // Its timers are all past due: it must notice at once.
+                // Its timers are all past due: it must notice the loss at once.
                 let limit = Duration::from_secs(2);
-                while self.workers[position].state().lost_at(&hold).is_none()
-                    && resumed.elapsed() < limit
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                if let Some(hold) = &hold {
+                    while worker.state().lost_at(hold).is_none() && resumed.elapsed() < limit {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if worker.state().lost_at(hold).is_none() {
+                        self.problems.push(format!(
+                            "worker {} resumed after SIGSTOP did not report the loss of {hold:?} within {limit:?}",
+                            worker.index
+                        ));
+                    }
                 }
-                if self.workers[position].state().lost_at(&hold).is_none() {
-                    self.problems.push(format!(
-                        "worker {} resumed after SIGSTOP did not report the loss of {hold:?} within {limit:?}",
-                        self.workers[position].index
-                    ));
-                }
+                self.record(kind, at_us, hold);
             }
             FaultKind::Terminate => {
                 let at_us = self.db_now_us();
@@ -463,6 +467,18 @@ impl Coordinator {
         }
         Ok(chosen.len())
     }
+}
+
+/// The lock a worker held when a signal stopped or killed it. It was chosen while at
+/// work, but may have finished its section before the signal landed; what it printed
+/// before then may still be in the pipe, so this first lets the reader catch up.
+async fn held_when_signalled(state: &std::sync::Mutex<WorkerState>) -> Option<Hold> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .holding
+        .clone()
 }
 
 /// The fault kinds the database allows: SQLite has no server and no network.
