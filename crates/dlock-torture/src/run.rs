@@ -571,6 +571,11 @@ impl Coordinator {
             let kind = kinds[next % kinds.len()];
             if self.inject(kind).await? {
                 next += 1;
+                eprintln!(
+                    "dlock-torture: {:>4} s: {kind} (fault {})",
+                    started.elapsed().as_secs(),
+                    self.faults.len()
+                );
             }
         }
         tokio::time::sleep_until(deadline).await;
