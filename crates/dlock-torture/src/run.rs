@@ -86,6 +86,12 @@ impl Report {
             self.worker_errors,
             self.problems.len()
         );
+        println!(
+            "max_recovery_ms: the longest, over all faults, of: kill, stop: from the signal \
+             until the holder's name was entered by a later holder; terminate: from the \
+             termination until the next section entered; unreachable, restart: from the end \
+             of the fault until the next section entered (database clock)"
+        );
         for detail in self.verdict.details.iter().take(20) {
             println!("violation: {detail}");
         }
