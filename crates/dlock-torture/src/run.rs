@@ -342,18 +342,31 @@ impl Coordinator {
                 let worker = &self.workers[position];
                 worker.signal("STOP").await?;
                 let hold = held_when_signalled(&worker.state).await;
+                let working = worker.state().working;
                 tokio::time::sleep(ttl.mul_f64(1.5)).await;
                 worker.signal("CONT").await?;
                 let resumed = Instant::now();
-                // Its timers are all past due: it must notice the loss at once.
-                let limit = Duration::from_secs(2);
                 if let Some(hold) = &hold {
-                    while worker.state().lost_at(hold).is_none() && resumed.elapsed() < limit {
+                    // Its timers are all past due: it must notice the loss at once, and
+                    // a worker stopped at work goes on to write its exit, which fencing
+                    // must refuse.
+                    let limit = Duration::from_secs(2);
+                    let done = |state: &WorkerState| {
+                        state.lost_at(hold).is_some() && (!working || state.refused.contains(hold))
+                    };
+                    while !done(&worker.state()) && resumed.elapsed() < limit {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    if worker.state().lost_at(hold).is_none() {
+                    let state = worker.state();
+                    if state.lost_at(hold).is_none() {
                         self.problems.push(format!(
                             "worker {} resumed after SIGSTOP did not report the loss of {hold:?} within {limit:?}",
+                            worker.index
+                        ));
+                    }
+                    if working && !state.refused.contains(hold) {
+                        self.problems.push(format!(
+                            "worker {} resumed after SIGSTOP at work under {hold:?}: its late write was not refused within {limit:?}",
                             worker.index
                         ));
                     }
@@ -638,7 +651,7 @@ impl Coordinator {
             let state = state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            refused += state.refused;
+            refused += u64::try_from(state.refused.len()).unwrap_or(u64::MAX);
             self.problems.extend(
                 state
                     .hangs

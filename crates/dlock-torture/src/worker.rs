@@ -7,6 +7,7 @@
 //! | `READY`               | connected, tables in place                                  |
 //! | `HOLD <name> <token>` | acquired                                                    |
 //! | `WORK <name> <token>` | the entry committed; now working, outside any transaction   |
+//! | `DONE <name> <token>` | the work is done; the exit is about to be written           |
 //! | `REFUSED <name> <token>` | a fenced write of this section was refused              |
 //! | `LOST <name> <token>` | the guard reported the loss (before the loss is recorded)   |
 //! | `HANG <name> <token> <what>` | a library call took longer than it may              |
@@ -207,6 +208,7 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
         println!("WORK {name} {token}");
         let work = WORK.mul_f64(0.2 + 0.8 * crate::random_fraction());
         tokio::time::sleep(work).await;
+        println!("DONE {name} {token}");
         // Attempted even when the loss is already known: a holder resumed after a pause
         // goes on with its job, and it is fencing that must refuse its writes.
         let exit = worker.sql.exit(&worker.run, name, token, &owner);

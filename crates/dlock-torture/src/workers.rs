@@ -19,12 +19,13 @@ pub(crate) type Hold = (String, i64);
 pub(crate) struct WorkerState {
     /// The lock it holds, from `HOLD` to `FREE`.
     pub(crate) holding: Option<Hold>,
-    /// Whether its section's entry committed and it is working (`WORK` to `FREE`).
+    /// Whether its section's entry committed and it is working, outside any transaction,
+    /// its exit not yet begun (`WORK` to `DONE`).
     pub(crate) working: bool,
     /// Every loss it reported, and when the coordinator heard of it.
     pub(crate) lost: Vec<(Hold, Instant)>,
-    /// Fenced writes refused to it.
-    pub(crate) refused: u64,
+    /// Its fenced writes refused, by the acquisition they were made under.
+    pub(crate) refused: Vec<Hold>,
     /// Library calls that took longer than they may (`HANG` lines).
     pub(crate) hangs: Vec<String>,
     /// Its final `ERRORS` line: how many operations failed, and the last failure.
@@ -171,11 +172,12 @@ async fn follow(
         match event {
             Some("HOLD") => state.holding = hold(),
             Some("WORK") => state.working = true,
+            Some("DONE") => state.working = false,
             Some("FREE") => {
                 state.holding = None;
                 state.working = false;
             }
-            Some("REFUSED") => state.refused += 1,
+            Some("REFUSED") => state.refused.extend(hold()),
             Some("HANG") => state.hangs.push(line.clone()),
             Some("LOST") => {
                 if let Some(hold) = hold() {
