@@ -1,4 +1,5 @@
-//! The adapters and dialects the benchmark can run against, and the SQL of the floors.
+//! The adapters and dialects the benchmark (and the torture suite) can run against, and
+//! the SQL of the benchmark's floors.
 //!
 //! Adding an adapter is one variant of [`Adapter`] (its name, its dialects, one arm in
 //! [`Adapter::connect`]); adding a dialect is one variant of [`Dialect`] with its URL
@@ -19,12 +20,12 @@ use dlock_seaorm::IntoQueryInterface;
 use dlock_seaorm::sea_orm::sqlx::sqlite::SqliteJournalMode;
 use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use dlock_tokio_postgres::PostgresQueries;
-use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Runtime, Timeouts};
+use dlock_tokio_postgres::deadpool_postgres::{self, Manager, Runtime, Timeouts};
 use dlock_tokio_postgres::tokio_postgres::{self, NoTls};
 
 /// A client library whose pools dlock accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Adapter {
+pub enum Adapter {
     /// `dlock-tokio-postgres`: a `deadpool_postgres::Pool`.
     TokioPostgres,
     /// `dlock-seaorm`: a `sea_orm::DatabaseConnection` (an sqlx pool).
@@ -40,15 +41,16 @@ macro_rules! diesel_pool {
         DieselPool::builder($manager)
             .max_size($pool_size)
             .build()
-            .map(IntoQueryInterface::into_query_interface)
             .map_err(|error| format!("cannot build a connection pool: {error}"))?
     };
 }
 
 impl Adapter {
-    pub(crate) const ALL: &[Self] = &[Self::TokioPostgres, Self::SeaOrm, Self::Diesel];
+    /// Every adapter.
+    pub const ALL: &[Self] = &[Self::TokioPostgres, Self::SeaOrm, Self::Diesel];
 
-    pub(crate) fn name(self) -> &'static str {
+    /// The adapter's name on the command line.
+    pub fn name(self) -> &'static str {
         match self {
             Self::TokioPostgres => "tokio-postgres",
             Self::SeaOrm => "seaorm",
@@ -57,7 +59,7 @@ impl Adapter {
     }
 
     /// The dialects this adapter speaks; the first is the default.
-    pub(crate) fn dialects(self) -> &'static [Dialect] {
+    pub fn dialects(self) -> &'static [Dialect] {
         match self {
             Self::TokioPostgres => &[Dialect::Postgres],
             Self::SeaOrm | Self::Diesel => &[Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite],
@@ -65,7 +67,7 @@ impl Adapter {
     }
 
     /// The message for a dialect the adapter does not speak.
-    pub(crate) fn unsupported(self, dialect: Dialect) -> String {
+    pub fn unsupported(self, dialect: Dialect) -> String {
         format!(
             "adapter {} does not support dialect {}; it supports: {}",
             self.name(),
@@ -74,7 +76,8 @@ impl Adapter {
         )
     }
 
-    pub(crate) fn parse(name: &str) -> Result<Self, String> {
+    /// The adapter named `name`, or a message listing the known ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
         Self::ALL
             .iter()
             .copied()
@@ -91,44 +94,64 @@ impl Adapter {
     /// interface. Each adapter's pool connects as it does in a service: deadpool lazily
     /// (the first statement finds out whether the server is there), SeaORM with one
     /// connection at once (so this fails when the server is not there).
-    pub(crate) async fn connect(
+    pub async fn connect(
         self,
         dialect: Dialect,
         url: &str,
         pool_size: usize,
     ) -> Result<Arc<dyn QueryInterface>, String> {
-        let queries: Arc<dyn QueryInterface> = match (self, dialect) {
+        Ok(self.pool(dialect, url, pool_size).await?.1)
+    }
+
+    /// Like [`Adapter::connect`], and also the pool itself, for work of the caller's
+    /// own on the same connections (fenced transactions).
+    pub async fn pool(
+        self,
+        dialect: Dialect,
+        url: &str,
+        pool_size: usize,
+    ) -> Result<(Pool, Arc<dyn QueryInterface>), String> {
+        let (pool, queries): (Pool, Arc<dyn QueryInterface>) = match (self, dialect) {
             // With LISTEN, as a service that wants waiters woken on release sets it up.
             (Self::TokioPostgres, Dialect::Postgres) => {
                 let config = tokio_postgres::Config::from_str(url)
                     .map_err(|error| format!("invalid PostgreSQL URL {url:?}: {error}"))?;
                 let pool = deadpool_postgres_pool(url, pool_size)?;
-                Arc::new(PostgresQueries::from_pool(pool).listen_with(config, NoTls))
+                let queries = PostgresQueries::from_pool(pool.clone()).listen_with(config, NoTls);
+                (Pool::TokioPostgres(pool), Arc::new(queries))
             }
             // The dialect comes from the URL's scheme; checked below. On PostgreSQL the
             // adapter listens for releases by itself.
             (Self::SeaOrm, Dialect::Postgres | Dialect::Mysql | Dialect::Sqlite) => {
-                seaorm_connection(url, pool_size)
-                    .await?
-                    .into_query_interface()
+                let db = seaorm_connection(url, pool_size).await?;
+                (Pool::SeaOrm(db.clone()), db.into_query_interface())
             }
             (Self::Diesel, Dialect::Postgres) => {
                 let manager: AsyncDieselConnectionManager<AsyncPgConnection> =
                     AsyncDieselConnectionManager::new(url);
-                diesel_pool!(manager, pool_size)
+                let pool = diesel_pool!(manager, pool_size);
+                (
+                    Pool::DieselPostgres(pool.clone()),
+                    pool.into_query_interface(),
+                )
             }
             (Self::Diesel, Dialect::Mysql) => {
                 let manager: AsyncDieselConnectionManager<AsyncMysqlConnection> =
                     AsyncDieselConnectionManager::new(url);
-                diesel_pool!(manager, pool_size)
+                let pool = diesel_pool!(manager, pool_size);
+                (Pool::DieselMysql(pool.clone()), pool.into_query_interface())
             }
             (Self::Diesel, Dialect::Sqlite) => {
                 // WAL and a busy timeout, as the adapter's README asks of SQLite pools.
                 let mut config = ManagerConfig::default();
                 config.custom_setup = Box::new(|url| Box::pin(dlock_diesel::establish_sqlite(url)));
-                let manager: AsyncDieselConnectionManager<SyncConnectionWrapper<SqliteConnection>> =
+                let manager: AsyncDieselConnectionManager<SqliteConn> =
                     AsyncDieselConnectionManager::new_with_config(url, config);
-                diesel_pool!(manager, pool_size)
+                let pool = diesel_pool!(manager, pool_size);
+                (
+                    Pool::DieselSqlite(pool.clone()),
+                    pool.into_query_interface(),
+                )
             }
             (Self::TokioPostgres, Dialect::Mysql | Dialect::Sqlite) => {
                 return Err(self.unsupported(dialect));
@@ -142,7 +165,37 @@ impl Adapter {
                 dialect.core().name()
             ));
         }
-        Ok(queries)
+        Ok((pool, queries))
+    }
+}
+
+/// A diesel-async SQLite connection, as the adapter runs it.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// The pool an [`Adapter`] built: cheap to clone, shared with its query interface.
+#[derive(Clone)]
+pub enum Pool {
+    /// `dlock-tokio-postgres`.
+    TokioPostgres(deadpool_postgres::Pool),
+    /// `dlock-seaorm`, any dialect.
+    SeaOrm(DatabaseConnection),
+    /// `dlock-diesel` on PostgreSQL.
+    DieselPostgres(DieselPool<AsyncPgConnection>),
+    /// `dlock-diesel` on MySQL/MariaDB.
+    DieselMysql(DieselPool<AsyncMysqlConnection>),
+    /// `dlock-diesel` on SQLite.
+    DieselSqlite(DieselPool<SqliteConn>),
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TokioPostgres(_) => "Pool::TokioPostgres",
+            Self::SeaOrm(_) => "Pool::SeaOrm",
+            Self::DieselPostgres(_) => "Pool::DieselPostgres",
+            Self::DieselMysql(_) => "Pool::DieselMysql",
+            Self::DieselSqlite(_) => "Pool::DieselSqlite",
+        })
     }
 }
 
@@ -175,10 +228,10 @@ async fn seaorm_connection(url: &str, pool_size: usize) -> Result<DatabaseConnec
 /// The pool a service would build: deadpool's defaults (fast recycling, which sends no
 /// statement on checkout), with bounded waits so that a stuck benchmark fails instead of
 /// hanging.
-fn deadpool_postgres_pool(url: &str, pool_size: usize) -> Result<Pool, String> {
+fn deadpool_postgres_pool(url: &str, pool_size: usize) -> Result<deadpool_postgres::Pool, String> {
     let config = tokio_postgres::Config::from_str(url)
         .map_err(|error| format!("invalid PostgreSQL URL {url:?}: {error}"))?;
-    Pool::builder(Manager::new(config, NoTls))
+    deadpool_postgres::Pool::builder(Manager::new(config, NoTls))
         .max_size(pool_size)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
@@ -192,7 +245,7 @@ fn deadpool_postgres_pool(url: &str, pool_size: usize) -> Result<Pool, String> {
 
 /// A SQL dialect, i.e. a kind of database server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
+pub enum Dialect {
     /// PostgreSQL.
     Postgres,
     /// MySQL or MariaDB.
@@ -202,9 +255,11 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    pub(crate) const ALL: &[Self] = &[Self::Postgres, Self::Mysql, Self::Sqlite];
+    /// Every dialect.
+    pub const ALL: &[Self] = &[Self::Postgres, Self::Mysql, Self::Sqlite];
 
-    pub(crate) fn name(self) -> &'static str {
+    /// The dialect's name on the command line.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
             Self::Mysql => "mysql",
@@ -213,7 +268,7 @@ impl Dialect {
     }
 
     /// dlock's name for the dialect, which the adapters report.
-    pub(crate) fn core(self) -> dlock_core::Dialect {
+    pub fn core(self) -> dlock_core::Dialect {
         match self {
             Self::Postgres => dlock_core::Dialect::Postgres,
             Self::Mysql => dlock_core::Dialect::Mysql,
@@ -223,14 +278,14 @@ impl Dialect {
 
     /// Whether issue 6's targets apply: they are stated for PostgreSQL only; the other
     /// dialects' figures are reported without a verdict for now.
-    pub(crate) fn has_targets(self) -> bool {
+    pub fn has_targets(self) -> bool {
         self == Self::Postgres
     }
 
     /// The environment variable holding the server's URL, and the URL used without it
     /// (the same as the tests' and docker-compose.yml's). SQLite has no default URL: without
     /// the variable, each run makes a file of its own (see [`RunDatabase`]).
-    pub(crate) fn url_variable(self) -> (&'static str, Option<&'static str>) {
+    pub fn url_variable(self) -> (&'static str, Option<&'static str>) {
         match self {
             Self::Postgres => (
                 "DLOCK_BENCH_POSTGRES_URL",
@@ -246,7 +301,7 @@ impl Dialect {
 
     /// The database this run uses: the variable's URL, else the default one, else (SQLite)
     /// a new file in a temporary directory, which the worker processes receive by URL.
-    pub(crate) fn run_database(self, run_id: &str) -> Result<RunDatabase, String> {
+    pub fn run_database(self, run_id: &str) -> Result<RunDatabase, String> {
         let (variable, default) = self.url_variable();
         if let Ok(url) = std::env::var(variable) {
             return Ok(RunDatabase::at(url));
@@ -264,7 +319,8 @@ impl Dialect {
         })
     }
 
-    pub(crate) fn floor_sql(self) -> &'static FloorSql {
+    /// The statements of the benchmark's floors in this dialect.
+    pub fn floor_sql(self) -> &'static FloorSql {
         match self {
             Self::Postgres => &POSTGRES_FLOORS,
             Self::Mysql => &MYSQL_FLOORS,
@@ -272,7 +328,8 @@ impl Dialect {
         }
     }
 
-    pub(crate) fn parse(name: &str) -> Result<Self, String> {
+    /// The dialect named `name`, or a message listing the known ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
         Self::ALL
             .iter()
             .copied()
@@ -289,8 +346,9 @@ impl Dialect {
 /// The URL of the database a run uses, and the temporary directory made for it, if any:
 /// removed, with the SQLite file and its WAL, when the run ends.
 #[derive(Debug)]
-pub(crate) struct RunDatabase {
-    pub(crate) url: String,
+pub struct RunDatabase {
+    /// The database's URL.
+    pub url: String,
     temporary_directory: Option<PathBuf>,
 }
 
@@ -321,18 +379,18 @@ impl Drop for RunDatabase {
 /// interface passes the SQL through unchanged. Parameters are described in the
 /// PostgreSQL form.
 #[derive(Debug)]
-pub(crate) struct FloorSql {
+pub struct FloorSql {
     /// The cheapest round trip.
-    pub(crate) select1: &'static str,
+    pub select1: &'static str,
     /// The floor table, one row per name, shaped like the lock table.
-    pub(crate) create_table: &'static str,
+    pub create_table: &'static str,
     /// Takes a row the way an acquire does: insert, or update on conflict. `$1` name,
     /// `$2` owner.
-    pub(crate) upsert: &'static str,
+    pub upsert: &'static str,
     /// Frees it the way a release does. `$1` name, `$2` owner.
-    pub(crate) update: &'static str,
+    pub update: &'static str,
     /// Session-level advisory lock and unlock of key `$1`, where the database has them.
-    pub(crate) advisory: Option<(&'static str, &'static str)>,
+    pub advisory: Option<(&'static str, &'static str)>,
 }
 
 const POSTGRES_FLOORS: FloorSql = FloorSql {
@@ -379,6 +437,6 @@ const SQLITE_FLOORS: FloorSql = FloorSql {
 };
 
 /// `a, b, c` for error messages.
-pub(crate) fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+pub fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names.collect::<Vec<_>>().join(", ")
 }

@@ -9,7 +9,7 @@
 //! ```
 
 mod args;
-mod backend;
+use dlock_bench::backend;
 mod child;
 mod counting;
 mod scenarios;

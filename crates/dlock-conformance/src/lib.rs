@@ -18,7 +18,7 @@
 
 mod child;
 mod partition;
-mod proxy;
+pub mod proxy;
 mod scenarios;
 mod support;
 

@@ -1,5 +1,6 @@
 //! A TCP proxy in front of the database, so a scenario can make the database unreachable
-//! for one client without disturbing the tests running beside it.
+//! for one client without disturbing the tests running beside it. Public for the torture
+//! suite (`dlock-torture`), which partitions its workers from the database with it.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,14 +19,14 @@ enum State {
 
 /// A proxy to one upstream address; dropping it cuts every connection.
 #[derive(Debug)]
-pub(crate) struct Proxy {
+pub struct Proxy {
     state: watch::Sender<State>,
     url: String,
 }
 
 impl Proxy {
     /// Starts a proxy for the database at `url`; [`Proxy::url`] is `url` through it.
-    pub(crate) async fn start(url: &str) -> Result<Self, String> {
+    pub async fn start(url: &str) -> Result<Self, String> {
         let (prefix, upstream, suffix) = split_url(url)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -39,16 +40,26 @@ impl Proxy {
         })
     }
 
-    pub(crate) fn url(&self) -> &str {
+    /// The database's URL through the proxy.
+    pub fn url(&self) -> &str {
         &self.url
     }
 
-    pub(crate) fn freeze(&self) {
+    /// A partition: open connections stay open but nothing flows, new ones are never
+    /// answered, so statements hang.
+    pub fn freeze(&self) {
         self.state.send_replace(State::Frozen);
     }
 
-    pub(crate) fn cut(&self) {
+    /// Closes every connection, and new ones at once: statements fail.
+    pub fn cut(&self) {
         self.state.send_replace(State::Cut);
+    }
+
+    /// Lets new connections through again (connections frozen or cut before stay dead,
+    /// as after a real partition their peers would have given up on them).
+    pub fn open(&self) {
+        self.state.send_replace(State::Open);
     }
 }
 

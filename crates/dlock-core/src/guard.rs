@@ -8,7 +8,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::context::LockContext;
-use crate::query::Statement;
+use crate::query::{QueryError, QueryErrorKind, Statement};
 use crate::telemetry;
 use crate::{Error, Result};
 
@@ -249,7 +249,10 @@ impl LockGuard {
     ///
     /// Returns [`Error::Lost`] if the lock had been lost before the release, so the caller
     /// learns that its work was not protected to the end, and a database error if the
-    /// release statement failed (the lock then expires after its TTL).
+    /// release statement failed (the lock then expires after its TTL). It never waits past
+    /// the end of the lease: if the database has not answered by then (it is unreachable,
+    /// or a statement hangs on a dead connection), it returns [`Error::Unreachable`], and
+    /// the row frees itself as the lease expires.
     ///
     /// # Cancel Safety
     ///
@@ -303,19 +306,39 @@ async fn keep_alive(
             biased;
             request = &mut release => {
                 let dropped = request.is_err();
-                let released = release_with_retries(context, owner, contended, dropped, safe_until).await;
+                let released = tokio::time::timeout_at(
+                    release_deadline(options, safe_until),
+                    release_with_retries(context, owner, contended, dropped, safe_until),
+                )
+                .await;
                 let result = match released {
-                    Ok(true) => {
+                    Ok(Ok(true)) => {
                         telemetry::released(context, token, sent_at);
                         Ok(())
                     }
-                    Ok(false) => {
+                    Ok(Ok(false)) => {
                         // Someone else changed the row while we held it.
                         telemetry::lost(context, token, &LossReason::TakenOver, sent_at);
                         loss.send_replace(Some(LossReason::TakenOver));
                         Err(lease.lost_error(LossReason::TakenOver))
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
+                        telemetry::release_failed(context, token, &error, sent_at);
+                        Err(error)
+                    }
+                    Err(_lease_over) => {
+                        // No answer by the end of the lease: the row frees itself then, as
+                        // after any failed release. Not a loss: the work was done while
+                        // the lease held.
+                        let error = Error::query(
+                            "release the lock",
+                            QueryError::new(
+                                QueryErrorKind::Unreachable,
+                                None,
+                                "no answer before the lease ran out; the lock frees itself \
+                                 as its lease has expired",
+                            ),
+                        );
                         telemetry::release_failed(context, token, &error, sent_at);
                         Err(error)
                     }
@@ -349,10 +372,21 @@ async fn keep_alive(
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.
     let request = release.await;
-    let _ = context.release(owner, false).await;
+    let deadline = release_deadline(options, safe_until);
+    let _ = tokio::time::timeout_at(deadline, context.release(owner, false)).await;
     if let Ok(reply) = request {
         let _ = reply.send(Err(lease.lost_error(reason)));
     }
+}
+
+/// When a release stops waiting for the database: at the end of the lease (the TTL after
+/// the last successful acquire or renewal was sent), when the row frees itself anyway — a
+/// statement stuck on an unreachable database must not hang the caller for as long as the
+/// partition lasts. At least a retry delay from now, so that a release asked for late
+/// still gets its chance.
+fn release_deadline(options: &crate::options::Options, safe_until: Instant) -> Instant {
+    let lease_end = safe_until + (options.ttl - options.safe_for());
+    lease_end.max(Instant::now() + options.renew_retry_delay())
 }
 
 async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, Result<bool>) {

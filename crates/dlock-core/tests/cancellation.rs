@@ -124,7 +124,9 @@ impl Caller {
             // Only an explicit release reports its failure; a dropped guard retries it.
             (Gate::Err(_), Step::Release) => Some(self != Caller::AcquireRelease),
             (Gate::Never, Step::Renew) => Some(true),
-            (Gate::Never, Step::Release) => (self == Caller::TryAcquireDrop).then_some(true),
+            // A release gives up at the end of the lease, when the row frees itself; an
+            // explicit one then reports the loss.
+            (Gate::Never, Step::Release) => Some(self != Caller::AcquireRelease),
             (Gate::Never, Step::FirstAcquire | Step::Probe | Step::Acquire) => None,
             (Gate::AnswerLost(_), _) => unreachable!("mapped to an error above"),
         }

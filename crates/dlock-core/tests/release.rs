@@ -115,6 +115,59 @@ async fn release_after_a_loss_reports_it_and_still_frees_the_row() {
     assert_eq!(owner_of_row(&fake), None);
 }
 
+/// Found by the torture suite: on a partitioned network a statement hangs until the
+/// connection dies, which can take far longer than the lease; the release must not.
+#[tokio::test(start_paused = true)]
+async fn a_release_that_hangs_gives_up_at_the_end_of_the_lease() {
+    let fake = FakeDb::new();
+    fake.set_default(Kind::Release, Gate::Never);
+    let guard = lock(&fake).acquire().await.unwrap();
+    let lease = guard.lease().clone();
+    let started = Instant::now();
+
+    let error = guard
+        .release()
+        .await
+        .expect_err("the release never completed");
+
+    // A failed release, not a loss: the lease held while the work was done.
+    assert!(
+        matches!(&error, Error::Unreachable { action: "release the lock", .. }),
+        "{error:?}"
+    );
+    let cause = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        cause.as_deref().is_some_and(|cause| cause.contains("lease ran out")),
+        "its source says why: {cause:?}"
+    );
+    assert!(
+        started.elapsed() <= TTL,
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    assert!(!lease.is_lost(), "the work was not cut short");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_a_loss_that_hangs_gives_up_too() {
+    let fake = FakeDb::new();
+    fake.set_default(Kind::Renew, Gate::Never);
+    fake.set_default(Kind::Release, Gate::Never);
+    let guard = lock(&fake).acquire().await.unwrap();
+    sleep(SAFE_FOR + ms(5)).await;
+    assert!(guard.is_lost());
+    let started = Instant::now();
+
+    let error = guard.release().await.expect_err("the loss is reported");
+
+    assert!(matches!(error, Error::Lost { .. }), "{error:?}");
+    assert!(
+        started.elapsed() <= TTL - SAFE_FOR + RETRY,
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn release_of_a_row_someone_changed_reports_a_takeover_and_frees_nothing() {
     let fake = FakeDb::new();

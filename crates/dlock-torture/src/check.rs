@@ -1,0 +1,166 @@
+//! The checker: what the ledger must show after a run, whatever the faults.
+
+use std::collections::BTreeMap;
+
+use crate::ledger::{Loss, Section};
+
+/// What the checker found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// Sections whose entry and exit both committed.
+    pub(crate) sections: usize,
+    /// Pairs of committed sections on one name whose times overlap.
+    pub(crate) overlaps: usize,
+    /// Sections on one name whose fencing token is not above that of the section before
+    /// (in entry order).
+    pub(crate) fencing_violations: usize,
+    /// Ledger writes of a lease made after its worker noticed the lease was lost.
+    pub(crate) late_writes: usize,
+    /// What each violation was, for the report.
+    pub(crate) details: Vec<String>,
+}
+
+impl Verdict {
+    pub(crate) fn is_clean(&self) -> bool {
+        self.overlaps == 0 && self.fencing_violations == 0 && self.late_writes == 0
+    }
+}
+
+/// Checks, per name: no two committed sections overlap; fencing tokens strictly increase
+/// in entry order (counting sections whose exit never committed too); no section wrote
+/// after its worker noticed the loss of its lease.
+pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
+    let mut verdict = Verdict {
+        sections: sections.iter().filter(|s| s.exit_us.is_some()).count(),
+        ..Verdict::default()
+    };
+    let mut by_name: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    for section in sections {
+        by_name.entry(&section.name).or_default().push(section);
+    }
+    for (name, mut sections) in by_name {
+        sections.sort_by_key(|s| (s.entry_us, s.token));
+        // The latest exit among the committed sections entered so far.
+        let mut latest: Option<&Section> = None;
+        for pair in sections.windows(2) {
+            if pair[1].token <= pair[0].token {
+                verdict.fencing_violations += 1;
+                verdict.details.push(format!(
+                    "{name}: token {} entered at {} us after token {} at {} us",
+                    pair[1].token, pair[1].entry_us, pair[0].token, pair[0].entry_us
+                ));
+            }
+        }
+        for section in sections.iter().filter(|s| s.exit_us.is_some()) {
+            if let Some(before) = latest
+                && section.entry_us < before.exit_us.unwrap_or(i64::MIN)
+            {
+                verdict.overlaps += 1;
+                verdict.details.push(format!(
+                    "{name}: token {} (worker {}) entered at {} us, before token {} (worker {}) \
+                     exited at {} us",
+                    section.token,
+                    section.worker,
+                    section.entry_us,
+                    before.token,
+                    before.worker,
+                    before.exit_us.unwrap_or_default()
+                ));
+            }
+            if latest.is_none_or(|before| section.exit_us > before.exit_us) {
+                latest = Some(section);
+            }
+        }
+    }
+    for loss in losses {
+        for section in sections
+            .iter()
+            .filter(|s| s.name == loss.name && s.token == loss.token)
+        {
+            for (what, at) in [("entry", Some(section.entry_us)), ("exit", section.exit_us)] {
+                if let Some(at) = at.filter(|at| *at > loss.noticed_us) {
+                    verdict.late_writes += 1;
+                    verdict.details.push(format!(
+                        "{}: token {} wrote its {what} at {at} us, after noticing the loss at {} us",
+                        loss.name, loss.token, loss.noticed_us
+                    ));
+                }
+            }
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(name: &str, token: i64, entry_us: i64, exit_us: Option<i64>) -> Section {
+        Section {
+            name: name.into(),
+            token,
+            worker: token,
+            entry_us,
+            exit_us,
+        }
+    }
+
+    #[test]
+    fn a_clean_ledger_passes() {
+        let sections = [
+            section("a", 1, 0, Some(10)),
+            section("a", 2, 10, Some(20)),
+            // Killed in its section: no exit.
+            section("a", 3, 25, None),
+            section("a", 4, 3000, Some(3010)),
+            // Other names are independent.
+            section("b", 1, 5, Some(15)),
+        ];
+        let verdict = check(&sections, &[]);
+        assert_eq!(verdict.sections, 4);
+        assert!(verdict.is_clean(), "{verdict:?}");
+    }
+
+    #[test]
+    fn overlapping_sections_are_found_even_past_a_short_one() {
+        let sections = [
+            section("a", 1, 0, Some(100)),
+            section("a", 2, 50, Some(60)),
+            section("a", 3, 70, Some(120)),
+        ];
+        let verdict = check(&sections, &[]);
+        assert_eq!(verdict.overlaps, 2, "{verdict:?}");
+        assert_eq!(verdict.fencing_violations, 0);
+    }
+
+    #[test]
+    fn tokens_must_grow_in_entry_order() {
+        let sections = [
+            section("a", 2, 0, Some(10)),
+            section("a", 1, 20, None),
+            section("a", 1, 30, Some(40)),
+        ];
+        let verdict = check(&sections, &[]);
+        assert_eq!(verdict.fencing_violations, 2, "{verdict:?}");
+    }
+
+    #[test]
+    fn writes_after_the_noticed_loss_are_late() {
+        let sections = [section("a", 1, 0, Some(500)), section("a", 2, 600, None)];
+        let losses = [
+            Loss {
+                name: "a".into(),
+                token: 1,
+                noticed_us: 400,
+            },
+            Loss {
+                name: "a".into(),
+                token: 2,
+                noticed_us: 700,
+            },
+        ];
+        let verdict = check(&sections, &losses);
+        assert_eq!(verdict.late_writes, 1, "{verdict:?}");
+        assert!(verdict.details[0].contains("exit at 500"), "{verdict:?}");
+    }
+}

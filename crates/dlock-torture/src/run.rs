@@ -1,0 +1,732 @@
+//! The coordinator: prepares the database, starts the workers, injects the faults on a
+//! schedule, stops the workers, checks the ledger and reports.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dlock_bench::backend::{Adapter, Dialect};
+use dlock_conformance::proxy::Proxy;
+use dlock_core::{QueryInterface, Statement, Value};
+use tokio::time::Instant;
+
+use crate::args::Args;
+use crate::check::{Verdict, check};
+use crate::faults::{Fault, FaultKind};
+use crate::ledger::{self, LedgerSql};
+use crate::worker;
+use crate::workers::{Hold, Launch, WorkerProcess, WorkerState};
+
+/// The MySQL/MariaDB database of the suite's workers: terminating "the workers'
+/// connections" means the connections to this database, and nobody else's.
+const MYSQL_DATABASE: &str = "dlock_torture";
+
+/// Why a run failed.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The database could not be reached to begin with.
+    Unreachable(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) verdict: Verdict,
+    pub(crate) faults: Vec<(Fault, Option<i64>)>,
+    /// Fenced writes refused to holders whose lease was gone.
+    pub(crate) refused: u64,
+    /// Losses the workers reported.
+    pub(crate) losses: usize,
+    /// Operations that failed in the workers (faults cause them by design).
+    pub(crate) worker_errors: u64,
+    /// Holders working when the server restarted, and how many of them kept their lock.
+    pub(crate) restart_holds: (usize, usize),
+    /// Broken promises other than the checker's: hangs, losses not reported, slow or no
+    /// recovery.
+    pub(crate) problems: Vec<String>,
+}
+
+impl Report {
+    pub(crate) fn max_recovery_ms(&self) -> i64 {
+        self.faults
+            .iter()
+            .filter_map(|(_, recovery)| *recovery)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.verdict.is_clean() && self.problems.is_empty() && self.verdict.sections > 0
+    }
+
+    pub(crate) fn print(&self) {
+        for kind in FaultKind::ALL {
+            let recoveries: Vec<_> = self.faults.iter().filter(|(f, _)| f.kind == kind).collect();
+            if recoveries.is_empty() {
+                continue;
+            }
+            let max = recoveries.iter().filter_map(|(_, r)| *r).max().unwrap_or(0);
+            println!(
+                "fault {kind}: injected={} max_recovery_ms={max}",
+                recoveries.len()
+            );
+        }
+        let (held, kept) = self.restart_holds;
+        println!(
+            "refused_late_attempts={} losses_noticed={} worker_errors={} restart_holds_kept={kept}/{held} problems={}",
+            self.refused,
+            self.losses,
+            self.worker_errors,
+            self.problems.len()
+        );
+        println!(
+            "max_recovery_ms: the longest, over all faults, of: kill, stop: from the signal \
+             until the holder's name was entered by a later holder; terminate: from the \
+             termination until the next section entered; unreachable, restart: from the end \
+             of the fault until the next section entered (database clock)"
+        );
+        for detail in self.verdict.details.iter().take(20) {
+            println!("violation: {detail}");
+        }
+        for problem in &self.problems {
+            println!("problem: {problem}");
+        }
+        println!(
+            "sections={} faults={} overlaps={} fencing_violations={} late_writes={} max_recovery_ms={}",
+            self.verdict.sections,
+            self.faults.len(),
+            self.verdict.overlaps,
+            self.verdict.fencing_violations,
+            self.verdict.late_writes,
+            self.max_recovery_ms()
+        );
+    }
+}
+
+/// The database of a run, as the workers and the coordinator reach it.
+struct Database {
+    /// Where the workers connect (through the proxy, for networked databases).
+    worker_url: String,
+    /// The coordinator's own pool, straight to the database.
+    admin: Arc<dyn QueryInterface>,
+    /// What selects this run's worker connections (PostgreSQL `application_name`,
+    /// MySQL database).
+    session: String,
+    proxy: Option<Proxy>,
+    /// A SQLite file's directory made for this run, removed at the end.
+    temporary_directory: Option<std::path::PathBuf>,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(directory) = &self.temporary_directory {
+            let _ = std::fs::remove_dir_all(directory);
+        }
+    }
+}
+
+/// `url` with `key=value` added to its query.
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{key}={value}")
+}
+
+/// `url` with its database (path) replaced by `database`.
+fn with_database(url: &str, database: &str) -> Result<String, String> {
+    let authority = url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| format!("{url}: no scheme"))?;
+    let (base, query) = match url[authority..].find(['/', '?']) {
+        Some(i) => {
+            let rest = &url[authority + i..];
+            let query = rest.find('?').map_or("", |q| &rest[q..]);
+            (&url[..authority + i], query)
+        }
+        None => (url, ""),
+    };
+    Ok(format!("{base}/{database}{query}"))
+}
+
+async fn admin_pool(args: &Args, url: &str) -> Result<Arc<dyn QueryInterface>, RunError> {
+    let connect = args.adapter.pool(args.dialect, url, 1);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok((_, queries))) => Ok(queries),
+        Ok(Err(error)) => Err(RunError::Unreachable(error)),
+        Err(_) => Err(RunError::Unreachable(format!(
+            "connecting to {url} took over 10 s"
+        ))),
+    }
+}
+
+async fn admin_execute(
+    admin: &Arc<dyn QueryInterface>,
+    statement: &Statement,
+) -> Result<(), RunError> {
+    match tokio::time::timeout(Duration::from_secs(10), admin.execute(statement)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(RunError::Unreachable(format!("{}: {error}", statement.sql))),
+        Err(_) => Err(RunError::Unreachable(format!(
+            "{} took over 10 s",
+            statement.sql
+        ))),
+    }
+}
+
+async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, RunError> {
+    let default_url = args.dialect.url_variable().1.map(str::to_owned);
+    let (url, temporary_directory) = match (args.url.clone().or(default_url), args.dialect) {
+        (Some(url), _) => (url, None),
+        (None, _) => {
+            let directory = std::env::temp_dir().join(format!("dlock-torture-{run}"));
+            std::fs::create_dir_all(&directory)
+                .map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
+            let url = format!("sqlite://{}/torture.db?mode=rwc", directory.display());
+            (url, Some(directory))
+        }
+    };
+    let (worker_url, admin_url, session) = match args.dialect {
+        Dialect::Postgres => {
+            let session = format!("dlock_torture_{run}");
+            (with_param(&url, "application_name", &session), url, session)
+        }
+        Dialect::Mysql => {
+            let server = admin_pool(args, &url).await?;
+            let create = Statement {
+                sql: format!("CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE}").into(),
+                params: Vec::new(),
+                columns: &[],
+            };
+            admin_execute(&server, &create).await?;
+            let own = with_database(&url, MYSQL_DATABASE)?;
+            // mysql_async (Diesel) switches from TCP to the server's Unix socket when it
+            // can, which would bypass the proxy: a partition would not partition.
+            let workers = match args.adapter {
+                Adapter::Diesel => with_param(&own, "prefer_socket", "false"),
+                _ => own.clone(),
+            };
+            (workers, own, MYSQL_DATABASE.to_owned())
+        }
+        Dialect::Sqlite => (url.clone(), url, String::new()),
+    };
+    let admin = admin_pool(args, &admin_url).await?;
+    for statement in sql.create_tables() {
+        admin_execute(&admin, &statement).await?;
+    }
+    let proxy = match args.dialect {
+        Dialect::Sqlite => None,
+        _ => Some(Proxy::start(&worker_url).await?),
+    };
+    Ok(Database {
+        worker_url: proxy
+            .as_ref()
+            .map_or(worker_url, |proxy| proxy.url().to_owned()),
+        admin,
+        session,
+        proxy,
+        temporary_directory,
+    })
+}
+
+/// Wall-clock microseconds since the epoch.
+fn wall_us() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The run in progress.
+struct Coordinator {
+    args: Args,
+    sql: LedgerSql,
+    database: Database,
+    launch: Launch,
+    workers: Vec<WorkerProcess>,
+    /// Workers gone (killed), whose reports still count.
+    departed: Vec<Arc<std::sync::Mutex<WorkerState>>>,
+    next_index: usize,
+    /// The database's clock minus the local wall clock, in microseconds, so that fault
+    /// times are on the ledger's clock even while the database is down.
+    clock_offset_us: i64,
+    faults: Vec<Fault>,
+    problems: Vec<String>,
+    restart_holds: (usize, usize),
+}
+
+impl Coordinator {
+    fn db_now_us(&self) -> i64 {
+        wall_us() + self.clock_offset_us
+    }
+
+    async fn start_worker(&mut self) -> Result<(), String> {
+        let worker = WorkerProcess::start(&self.launch, self.next_index).await?;
+        self.next_index += 1;
+        self.workers.push(worker);
+        Ok(())
+    }
+
+    /// A worker in the middle of a section's work, and the lock it holds; waits up to
+    /// `limit` for one.
+    async fn working_worker(&self, limit: Duration) -> Option<(usize, Hold)> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let start = crate::random_below(self.workers.len());
+            for offset in 0..self.workers.len() {
+                let position = (start + offset) % self.workers.len();
+                let state = self.workers[position].state();
+                if let (true, Some(hold)) = (state.working, &state.holding) {
+                    return Some((position, hold.clone()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    /// Every worker in the middle of a section's work, with the lock it holds.
+    fn working_holds(&self) -> Vec<(usize, Hold)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(position, worker)| {
+                let state = worker.state();
+                state
+                    .working
+                    .then(|| state.holding.clone())
+                    .flatten()
+                    .map(|hold| (position, hold))
+            })
+            .collect()
+    }
+
+    fn record(&mut self, kind: FaultKind, at_us: i64, target: Option<Hold>) {
+        let ended_us = self.db_now_us();
+        self.faults.push(Fault {
+            kind,
+            at_us,
+            ended_us,
+            target,
+        });
+    }
+
+    /// Injects one fault of `kind`; returns whether it was injected.
+    async fn inject(&mut self, kind: FaultKind) -> Result<bool, String> {
+        let ttl = self.args.ttl;
+        match kind {
+            FaultKind::Kill => {
+                let Some((position, _)) = self.working_worker(ttl * 2).await else {
+                    return Ok(false);
+                };
+                let at_us = self.db_now_us();
+                let victim = self.workers.remove(position);
+                let state = Arc::clone(&victim.state);
+                victim.kill().await?;
+                let hold = held_when_signalled(&state).await;
+                self.departed.push(state);
+                self.record(kind, at_us, hold);
+                self.start_worker().await?;
+            }
+            FaultKind::Stop => {
+                let Some((position, _)) = self.working_worker(ttl * 2).await else {
+                    return Ok(false);
+                };
+                let at_us = self.db_now_us();
+                let worker = &self.workers[position];
+                worker.signal("STOP").await?;
+                let hold = held_when_signalled(&worker.state).await;
+                let working = worker.state().working;
+                tokio::time::sleep(ttl.mul_f64(1.5)).await;
+                worker.signal("CONT").await?;
+                let resumed = Instant::now();
+                if let Some(hold) = &hold {
+                    // Its timers are all past due: it must notice the loss at once, and
+                    // a worker stopped at work goes on to write its exit, which fencing
+                    // must refuse.
+                    let limit = Duration::from_secs(2);
+                    let done = |state: &WorkerState| {
+                        state.lost_at(hold).is_some() && (!working || state.refused.contains(hold))
+                    };
+                    while !done(&worker.state()) && resumed.elapsed() < limit {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let state = worker.state();
+                    if state.lost_at(hold).is_none() {
+                        self.problems.push(format!(
+                            "worker {} resumed after SIGSTOP did not report the loss of {hold:?} within {limit:?}",
+                            worker.index
+                        ));
+                    }
+                    if working && !state.refused.contains(hold) {
+                        self.problems.push(format!(
+                            "worker {} resumed after SIGSTOP at work under {hold:?}: its late write was not refused within {limit:?}",
+                            worker.index
+                        ));
+                    }
+                }
+                self.record(kind, at_us, hold);
+            }
+            FaultKind::Terminate => {
+                let at_us = self.db_now_us();
+                let terminated = self.terminate_connections().await?;
+                if terminated == 0 {
+                    return Ok(false);
+                }
+                self.record(kind, at_us, None);
+            }
+            FaultKind::Unreachable => {
+                // Only a partition that catches holders at work tests their loss signal.
+                if self.working_worker(ttl * 2).await.is_none() {
+                    return Ok(false);
+                }
+                let holds = self.working_holds();
+                let at_us = self.db_now_us();
+                let frozen = Instant::now();
+                let proxy = self
+                    .database
+                    .proxy
+                    .as_ref()
+                    .ok_or("BUG: no proxy for a networked database")?;
+                proxy.freeze();
+                tokio::time::sleep(ttl.mul_f64(2.5)).await;
+                // Frozen connections stay dead, as after a real partition.
+                proxy.cut();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                proxy.open();
+                self.record(kind, at_us, None);
+                // Loss fires at 90 % of the TTL after the last renewal was sent: before
+                // the TTL from the partition, with room for a loaded machine.
+                let limit = ttl + Duration::from_secs(1);
+                for (position, hold) in holds {
+                    let Some(worker) = self.workers.get(position) else {
+                        continue;
+                    };
+                    let noticed = worker.state().lost_at(&hold).map(|at| at - frozen);
+                    if noticed.is_none_or(|after| after > limit) {
+                        self.problems.push(format!(
+                            "worker {} holding {hold:?} did not report the loss within {limit:?} of the partition (reported after {noticed:?})",
+                            worker.index
+                        ));
+                    }
+                }
+            }
+            FaultKind::Restart => {
+                let command = self
+                    .args
+                    .restart_command
+                    .clone()
+                    .ok_or("BUG: restart without a command")?;
+                let holds = self.working_holds();
+                let at_us = self.db_now_us();
+                let status = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&command)
+                    .status()
+                    .await
+                    .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+                if !status.success() {
+                    return Err(format!("{command:?} failed: {status}"));
+                }
+                self.record(kind, at_us, None);
+                // Held locks survive a restart if the server is back before their lease
+                // runs out: their holders renew and never report a loss.
+                tokio::time::sleep(ttl).await;
+                let kept = holds
+                    .iter()
+                    .filter(|(position, hold)| {
+                        self.workers
+                            .get(*position)
+                            .is_some_and(|worker| worker.state().lost_at(hold).is_none())
+                    })
+                    .count();
+                self.restart_holds.0 += holds.len();
+                self.restart_holds.1 += kept;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Terminates the connections of some workers; returns how many.
+    async fn terminate_connections(&self) -> Result<usize, String> {
+        let Some(statement) = self.sql.terminate_some(&self.database.session) else {
+            return Ok(0);
+        };
+        let admin = &self.database.admin;
+        let rows = patiently(|| async {
+            admin
+                .query(&statement)
+                .await
+                .map_err(|error| format!("cannot terminate connections: {error}"))
+        })
+        .await?;
+        let values = rows.iter().filter_map(|row| match row.first() {
+            Some(Value::Int(value)) => Some(*value),
+            _ => None,
+        });
+        if self.args.dialect != Dialect::Mysql {
+            return Ok(values.sum::<i64>().try_into().unwrap_or(0));
+        }
+        let ids: Vec<i64> = values.collect();
+        let chosen = &ids[..ids.len().div_ceil(2)];
+        for id in chosen {
+            let kill = Statement {
+                sql: format!("KILL CONNECTION {id}").into(),
+                params: Vec::new(),
+                columns: &[],
+            };
+            // A connection may have closed meanwhile ("unknown thread id").
+            let _ = admin.execute(&kill).await;
+        }
+        Ok(chosen.len())
+    }
+}
+
+/// The lock a worker held when a signal stopped or killed it. It was chosen while at
+/// work, but may have finished its section before the signal landed; what it printed
+/// before then may still be in the pipe, so this first lets the reader catch up.
+async fn held_when_signalled(state: &std::sync::Mutex<WorkerState>) -> Option<Hold> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .holding
+        .clone()
+}
+
+/// The fault kinds the database allows: SQLite has no server and no network.
+fn fault_kinds(args: &Args) -> Vec<FaultKind> {
+    FaultKind::ALL
+        .into_iter()
+        .filter(|kind| match kind {
+            FaultKind::Kill | FaultKind::Stop => true,
+            FaultKind::Terminate | FaultKind::Unreachable => args.dialect != Dialect::Sqlite,
+            FaultKind::Restart => args.restart_command.is_some(),
+        })
+        .collect()
+}
+
+/// Runs the suite as `args` say.
+pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
+    let run = format!("{}-{}", wall_us() / 1_000_000, std::process::id());
+    let sql = LedgerSql::new(args.dialect.core());
+    let database = prepare(&args, &run, sql).await?;
+    let names: Vec<String> = (0..args.names)
+        .map(|i| format!("torture/{run}/{i}"))
+        .collect();
+    let before = wall_us();
+    let db_now = ledger::db_now_us(&database.admin, sql).await?;
+    let clock_offset_us = db_now - (before + wall_us()) / 2;
+    let launch = Launch {
+        env: [
+            (worker::ADAPTER, args.adapter.name().to_owned()),
+            (worker::DIALECT, args.dialect.name().to_owned()),
+            (worker::URL, database.worker_url.clone()),
+            (worker::RUN, run.clone()),
+            (worker::NAMES, names.join(",")),
+            (worker::TTL_MS, args.ttl.as_millis().to_string()),
+        ]
+        .into_iter()
+        .chain(args.verbose.then(|| (worker::VERBOSE, "1".to_owned())))
+        .collect(),
+    };
+    let mut coordinator = Coordinator {
+        args: args.clone(),
+        sql,
+        database,
+        launch,
+        workers: Vec::new(),
+        departed: Vec::new(),
+        next_index: 0,
+        clock_offset_us,
+        faults: Vec::new(),
+        problems: Vec::new(),
+        restart_holds: (0, 0),
+    };
+    let result = coordinator.drive(&names).await;
+    let report = coordinator.conclude(result, &run).await;
+    for statement in sql.forget_run(&run) {
+        let _ = coordinator.database.admin.execute(&statement).await;
+    }
+    report
+}
+
+impl Coordinator {
+    /// Starts the workers and injects faults until the run's time is up.
+    async fn drive(&mut self, names: &[String]) -> Result<(), String> {
+        let started = Instant::now();
+        for _ in 0..self.args.workers {
+            self.start_worker().await?;
+        }
+        let ttl = self.args.ttl;
+        // The last fault must have time to end and be recovered from before the workers
+        // stop: the longest lasts 2.5 TTL, and recovery about one more.
+        let quiet = ttl * 4 + Duration::from_secs(2);
+        let deadline = started + self.args.duration;
+        let kinds = fault_kinds(&self.args);
+        let mut next = 0;
+        eprintln!(
+            "dlock-torture: {} workers on {} names for {:?}, faults: {}",
+            self.args.workers,
+            names.len(),
+            self.args.duration,
+            kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        loop {
+            tokio::time::sleep(self.args.fault_gap).await;
+            if Instant::now() + quiet > deadline {
+                break;
+            }
+            let kind = kinds[next % kinds.len()];
+            if self.inject(kind).await? {
+                next += 1;
+                eprintln!(
+                    "dlock-torture: {:>4} s: {kind} (fault {})",
+                    started.elapsed().as_secs(),
+                    self.faults.len()
+                );
+            }
+        }
+        tokio::time::sleep_until(deadline).await;
+        Ok(())
+    }
+
+    /// Stops the workers, reads and checks the ledger.
+    async fn conclude(
+        &mut self,
+        driven: Result<(), String>,
+        run: &str,
+    ) -> Result<Report, RunError> {
+        let mut states = std::mem::take(&mut self.departed);
+        // A worker finishes its section first: a lock to wait for (up to 3 TTLs), two
+        // writes and a release (up to a TTL each).
+        let limit = self.args.ttl * 6 + Duration::from_secs(5);
+        let stopping: Vec<_> = self
+            .workers
+            .drain(..)
+            .map(|worker| worker.stop(limit))
+            .collect();
+        for stopped in futures_join(stopping).await {
+            match stopped {
+                Ok(state) => states.push(state),
+                Err(problem) => self.problems.push(problem),
+            }
+        }
+        driven?;
+        let (sections, losses) =
+            patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
+        let verdict = check(&sections, &losses);
+        let faults: Vec<_> = self
+            .faults
+            .iter()
+            .map(|fault| (fault.clone(), fault.recovery_ms(&sections)))
+            .collect();
+        let ttl_ms = i64::try_from(self.args.ttl.as_millis()).unwrap_or(i64::MAX);
+        for (fault, recovery) in &faults {
+            match (fault.kind, recovery) {
+                (_, None) => self.problems.push(format!(
+                    "no recovery from the {} fault at {} us before the run ended",
+                    fault.kind, fault.at_us
+                )),
+                // The name must be free within the lease; the waiters then need a poll.
+                (FaultKind::Kill, Some(ms)) if *ms > ttl_ms + 1000 => self.problems.push(format!(
+                    "the name of a killed holder ({:?}) was taken again only after {ms} ms (TTL {ttl_ms} ms)",
+                    fault.target
+                )),
+                _ => {}
+            }
+        }
+        let (mut refused, mut worker_errors) = (0, 0);
+        for state in &states {
+            let state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            refused += u64::try_from(state.refused.len()).unwrap_or(u64::MAX);
+            self.problems.extend(
+                state
+                    .hangs
+                    .iter()
+                    .map(|hang| format!("a worker said {hang}")),
+            );
+            if let Some((count, last)) = &state.errors {
+                worker_errors += count;
+                if self.args.verbose && *count > 0 {
+                    eprintln!("dlock-torture: a worker had {count} errors, the last: {last}");
+                }
+            }
+        }
+        Ok(Report {
+            verdict,
+            faults,
+            refused,
+            losses: losses.len(),
+            worker_errors,
+            restart_holds: self.restart_holds,
+            problems: std::mem::take(&mut self.problems),
+        })
+    }
+}
+
+/// Tries `attempt` up to five times, half a second apart: the coordinator's connection
+/// may have been closed by a restart of the server a moment before.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => last_error = error,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last_error)
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join<T: Send + 'static>(
+    futures: Vec<impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(result) = handle.await {
+            results.push(result);
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_their_own_database_and_parameters() {
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306/test", "dlock_torture").unwrap(),
+            "mysql://root@127.0.0.1:3306/dlock_torture"
+        );
+        assert_eq!(
+            with_database("mysql://root@h:1?ssl-mode=disabled", "x").unwrap(),
+            "mysql://root@h:1/x?ssl-mode=disabled"
+        );
+        assert_eq!(
+            with_param("postgres://p@h:1/test", "application_name", "a"),
+            "postgres://p@h:1/test?application_name=a"
+        );
+        assert_eq!(with_param("x?a=1", "b", "2"), "x?a=1&b=2");
+    }
+}

@@ -1,0 +1,291 @@
+//! A worker process: takes the run's locks again and again, each time for one critical
+//! section whose entry and exit it writes to the ledger in fenced transactions, until its
+//! input closes. It tells the coordinator what it does, one line per event on stdout:
+//!
+//! | line                  | when                                                        |
+//! |-----------------------|-------------------------------------------------------------|
+//! | `READY`               | connected, tables in place                                  |
+//! | `HOLD <name> <token>` | acquired                                                    |
+//! | `WORK <name> <token>` | the entry committed; now working, outside any transaction   |
+//! | `DONE <name> <token>` | the work is done; the exit is about to be written           |
+//! | `REFUSED <name> <token>` | a fenced write of this section was refused              |
+//! | `LOST <name> <token>` | the guard reported the loss (before the loss is recorded)   |
+//! | `HANG <name> <token> <what>` | a library call took longer than it may              |
+//! | `FREE <name> <token>` | released (or gave up releasing)                             |
+//! | `ERRORS <n> <last>`   | at exit: how many operations failed, and the last failure   |
+//!
+//! Database errors never end a worker: faults cause them by design. It logs them (on
+//! stderr with `--verbose`) and goes on.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dlock_bench::backend::{Adapter, Dialect, Pool};
+use dlock_core::{DistributedLock, Lease, QueryInterface, Statement};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::fenced::{self, Written};
+use crate::ledger::{LOCK_TABLE, LedgerSql};
+
+pub(crate) const INDEX: &str = "DLOCK_TORTURE_WORKER";
+pub(crate) const ADAPTER: &str = "DLOCK_TORTURE_ADAPTER";
+pub(crate) const DIALECT: &str = "DLOCK_TORTURE_DIALECT";
+pub(crate) const URL: &str = "DLOCK_TORTURE_URL";
+pub(crate) const RUN: &str = "DLOCK_TORTURE_RUN";
+pub(crate) const NAMES: &str = "DLOCK_TORTURE_NAMES";
+pub(crate) const TTL_MS: &str = "DLOCK_TORTURE_TTL_MS";
+pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
+
+/// How long the work of a section lasts, at most (it is random from a fifth of this).
+const WORK: Duration = Duration::from_millis(60);
+/// How often waiters probe at most; short, so that hand-overs are frequent.
+const POLL: Duration = Duration::from_millis(50);
+
+/// When this process is a worker, runs it and returns its exit code.
+pub(crate) fn run_if_worker() -> Option<ExitCode> {
+    let index = std::env::var(INDEX).ok()?;
+    // One thread: a worker stands for one node of a fleet.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("torture worker {index}: cannot start a tokio runtime: {error}");
+            return Some(ExitCode::FAILURE);
+        }
+    };
+    Some(match runtime.block_on(worker_main()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("torture worker {index}: {error}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// What a worker works with.
+struct Worker {
+    index: i64,
+    run: String,
+    sql: LedgerSql,
+    pool: Pool,
+    queries: Arc<dyn QueryInterface>,
+    ttl: Duration,
+    verbose: bool,
+    errors: std::cell::Cell<u64>,
+    last_error: std::cell::RefCell<String>,
+}
+
+impl Worker {
+    fn error(&self, what: &str, error: &str) {
+        self.errors.set(self.errors.get() + 1);
+        let message = format!("{what}: {error}");
+        if self.verbose {
+            eprintln!("torture worker {}: {message}", self.index);
+        }
+        *self.last_error.borrow_mut() = message;
+    }
+
+    /// One fenced write, bounded: a statement on a frozen connection must not stop the
+    /// worker for good.
+    async fn fenced(&self, lease: &Lease, statement: &Statement) -> Option<Written> {
+        match tokio::time::timeout(self.ttl, fenced::write(&self.pool, lease, statement)).await {
+            Ok(Ok(written)) => Some(written),
+            Ok(Err(error)) => {
+                self.error("fenced write", &error);
+                None
+            }
+            Err(_) => {
+                self.error("fenced write", &format!("no answer within {:?}", self.ttl));
+                None
+            }
+        }
+    }
+}
+
+async fn worker_main() -> Result<(), String> {
+    let variable = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let adapter = Adapter::parse(&variable(ADAPTER)?)?;
+    let dialect = Dialect::parse(&variable(DIALECT)?)?;
+    let ttl = Duration::from_millis(
+        variable(TTL_MS)?
+            .parse()
+            .map_err(|_| format!("{TTL_MS} is not a number"))?,
+    );
+    let index: i64 = variable(INDEX)?
+        .parse()
+        .map_err(|_| format!("{INDEX} is not a number"))?;
+    let (pool, queries) = adapter.pool(dialect, &variable(URL)?, 3).await?;
+    let locks = variable(NAMES)?
+        .split(',')
+        .map(|name| {
+            DistributedLock::builder(name, Arc::clone(&queries))
+                .table(LOCK_TABLE)
+                .ttl(ttl)
+                .poll_interval(POLL)
+                .acquire_timeout(ttl * 3)
+                .holder_label(format!("torture worker {index}"))
+                .build()
+                .map_err(|error| error.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let worker = Worker {
+        index,
+        run: variable(RUN)?,
+        sql: LedgerSql::new(dialect.core()),
+        pool,
+        queries,
+        ttl,
+        verbose: std::env::var_os(VERBOSE).is_some(),
+        errors: std::cell::Cell::new(0),
+        last_error: std::cell::RefCell::new(String::new()),
+    };
+    println!("READY");
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    tokio::spawn(stop_at_end_of_input(Arc::clone(&stopping)));
+    while !stopping.load(Ordering::Relaxed) {
+        let lock = &locks[crate::random_below(locks.len())];
+        section(&worker, lock).await;
+    }
+    println!(
+        "ERRORS {} {}",
+        worker.errors.get(),
+        worker.last_error.borrow()
+    );
+    Ok(())
+}
+
+/// The coordinator closes a worker's input to stop it.
+async fn stop_at_end_of_input(stopping: Arc<AtomicBool>) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {}
+    stopping.store(true, Ordering::Relaxed);
+}
+
+/// Acquires, writes the entry, works, writes the exit, releases.
+async fn section(worker: &Worker, lock: &DistributedLock) {
+    let guard = match lock.acquire().await {
+        Ok(guard) => guard,
+        Err(dlock_core::Error::Timeout { .. }) => return,
+        Err(error) => {
+            worker.error("acquire", &fenced::describe(&error));
+            tokio::time::sleep(POLL).await;
+            return;
+        }
+    };
+    let lease = guard.lease().clone();
+    let (name, token) = (lock.name(), lease.fencing_token().get());
+    println!("HOLD {name} {token}");
+    let (done, done_rx) = oneshot::channel();
+    let watcher = tokio::spawn(record_loss(
+        Arc::clone(&worker.queries),
+        LossRecord {
+            sql: worker.sql,
+            run: worker.run.clone(),
+            name: name.to_owned(),
+            token,
+            worker: worker.index,
+        },
+        lease.clone(),
+        done_rx,
+    ));
+
+    let owner = lease.owner_id().to_owned();
+    let entry = worker
+        .sql
+        .enter(&worker.run, name, token, &owner, worker.index);
+    let entered = worker.fenced(&lease, &entry).await;
+    if entered == Some(Written::Refused) {
+        println!("REFUSED {name} {token}");
+    }
+    if entered == Some(Written::Committed) {
+        println!("WORK {name} {token}");
+        let work = WORK.mul_f64(0.2 + 0.8 * crate::random_fraction());
+        tokio::time::sleep(work).await;
+        println!("DONE {name} {token}");
+        // Attempted even when the loss is already known: a holder resumed after a pause
+        // goes on with its job, and it is fencing that must refuse its writes.
+        let exit = worker.sql.exit(&worker.run, name, token, &owner);
+        for attempt in 0..3 {
+            match worker.fenced(&lease, &exit).await {
+                Some(Written::Refused) => {
+                    println!("REFUSED {name} {token}");
+                    if attempt < 2 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Some(Written::Committed) | None => break,
+            }
+        }
+    }
+    // A release must not wait past the lease's end, whatever the database does: after
+    // that the row frees itself, and waiting longer only hangs the caller.
+    let releasing = Instant::now();
+    let promise = worker.ttl + Duration::from_millis(500);
+    let released = tokio::time::timeout(worker.ttl * 10, guard.release()).await;
+    if releasing.elapsed() > promise {
+        println!("HANG {name} {token} release took {:?}", releasing.elapsed());
+    }
+    match released {
+        // A release after a loss reports the loss; that is expected under faults.
+        Ok(Ok(()) | Err(dlock_core::Error::Lost { .. })) => {}
+        Ok(Err(error)) => worker.error("release", &fenced::describe(&error)),
+        Err(_) => worker.error(
+            "release",
+            &format!("no answer within {:?}", worker.ttl * 10),
+        ),
+    }
+    println!("FREE {name} {token}");
+    let _ = done.send(());
+    // Waits for a loss being recorded, so that the checker sees it.
+    let _ = watcher.await;
+}
+
+/// Where a loss is recorded: the run, the lock and the worker.
+#[derive(Debug)]
+struct LossRecord {
+    sql: LedgerSql,
+    run: String,
+    name: String,
+    token: i64,
+    worker: i64,
+}
+
+/// When the lease reports its loss before the section is done: says so at once, then
+/// records it, unfenced, at the database's clock less the time it took to get there (the
+/// database may be unreachable for a while).
+async fn record_loss(
+    queries: Arc<dyn QueryInterface>,
+    record: LossRecord,
+    lease: Lease,
+    done: oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        _ = lease.lost() => {}
+        _ = done => return,
+    }
+    let noticed = Instant::now();
+    println!("LOST {} {}", record.name, record.token);
+    while noticed.elapsed() < Duration::from_secs(60) {
+        let ago_us = i64::try_from(noticed.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let statement = record.sql.record_loss(
+            &record.run,
+            &record.name,
+            record.token,
+            record.worker,
+            ago_us,
+        );
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(5), queries.execute(&statement)).await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

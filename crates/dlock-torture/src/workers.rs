@@ -1,0 +1,194 @@
+//! The coordinator's side of the worker processes: starting them, following what they
+//! say, signalling and stopping them.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::time::Instant;
+
+use crate::worker;
+
+/// A lock acquisition: the name and the fencing token.
+pub(crate) type Hold = (String, i64);
+
+/// What a worker last said it does, and what it reported.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerState {
+    /// The lock it holds, from `HOLD` to `FREE`.
+    pub(crate) holding: Option<Hold>,
+    /// Whether its section's entry committed and it is working, outside any transaction,
+    /// its exit not yet begun (`WORK` to `DONE`).
+    pub(crate) working: bool,
+    /// Every loss it reported, and when the coordinator heard of it.
+    pub(crate) lost: Vec<(Hold, Instant)>,
+    /// Its fenced writes refused, by the acquisition they were made under.
+    pub(crate) refused: Vec<Hold>,
+    /// Library calls that took longer than they may (`HANG` lines).
+    pub(crate) hangs: Vec<String>,
+    /// Its final `ERRORS` line: how many operations failed, and the last failure.
+    pub(crate) errors: Option<(u64, String)>,
+}
+
+impl WorkerState {
+    /// When it reported the loss of `hold`, if it did.
+    pub(crate) fn lost_at(&self, hold: &Hold) -> Option<Instant> {
+        self.lost
+            .iter()
+            .find(|(lost, _)| lost == hold)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// How to start a worker: the environment every worker of the run shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub(crate) env: Vec<(&'static str, String)>,
+}
+
+/// A running worker process.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    pub(crate) index: usize,
+    pub(crate) pid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub(crate) state: Arc<Mutex<WorkerState>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerProcess {
+    /// Starts worker `index` and waits until it is connected.
+    pub(crate) async fn start(launch: &Launch, index: usize) -> Result<Self, String> {
+        let exe = std::env::current_exe()
+            .map_err(|error| format!("cannot find the suite's own binary: {error}"))?;
+        let mut command = Command::new(exe);
+        command.env(worker::INDEX, index.to_string());
+        for (name, value) in &launch.env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| format!("cannot start a worker process: {error}"))?;
+        let (Some(stdin), Some(stdout), Some(pid)) =
+            (child.stdin.take(), child.stdout.take(), child.id())
+        else {
+            return Err("a worker process has no pipes or no pid".into());
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        match ready {
+            Ok(Ok(Some(line))) if line == "READY" => {}
+            Ok(Ok(Some(line))) => return Err(format!("worker {index} said {line:?}, not READY")),
+            Ok(Ok(None) | Err(_)) => {
+                return Err(format!(
+                    "worker {index} exited before it was ready (see above)"
+                ));
+            }
+            Err(_) => return Err(format!("worker {index} was not ready within 60 s")),
+        }
+        let state = Arc::new(Mutex::new(WorkerState::default()));
+        let reader = tokio::spawn(follow(lines, Arc::clone(&state)));
+        Ok(Self {
+            index,
+            pid,
+            child,
+            stdin: Some(stdin),
+            state,
+            reader,
+        })
+    }
+
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, WorkerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
+    pub(crate) async fn signal(&self, signal: &str) -> Result<(), String> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .await
+            .map_err(|error| format!("cannot run kill: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed: {status}", self.pid))
+        }
+    }
+
+    /// Kills the process and waits for it to die.
+    pub(crate) async fn kill(mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .await
+            .map_err(|error| format!("cannot kill worker {}: {error}", self.index))
+    }
+
+    /// Closes its input, which asks it to finish its section and exit, and waits up to
+    /// `limit` for it to exit successfully; then for its last words.
+    pub(crate) async fn stop(mut self, limit: Duration) -> Result<Arc<Mutex<WorkerState>>, String> {
+        drop(self.stdin.take());
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.map_err(|error| format!("worker {}: {error}", self.index))?,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                return Err(format!(
+                    "worker {} hangs: still running {limit:?} after it was asked to stop",
+                    self.index
+                ));
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
+        if status.success() {
+            Ok(self.state)
+        } else {
+            Err(format!("worker {} failed: {status}", self.index))
+        }
+    }
+}
+
+/// Reads a worker's lines into its state until it exits.
+async fn follow(
+    mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    state: Arc<Mutex<WorkerState>>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut words = line.splitn(3, ' ');
+        let (event, first, second) = (words.next(), words.next(), words.next());
+        let hold = || -> Option<Hold> { Some((first?.to_owned(), second?.parse().ok()?)) };
+        let mut state = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            Some("HOLD") => state.holding = hold(),
+            Some("WORK") => state.working = true,
+            Some("DONE") => state.working = false,
+            Some("FREE") => {
+                state.holding = None;
+                state.working = false;
+            }
+            Some("REFUSED") => state.refused.extend(hold()),
+            Some("HANG") => state.hangs.push(line.clone()),
+            Some("LOST") => {
+                if let Some(hold) = hold() {
+                    state.lost.push((hold, Instant::now()));
+                }
+            }
+            Some("ERRORS") => {
+                let count = first.and_then(|count| count.parse().ok()).unwrap_or(0);
+                state.errors = Some((count, second.unwrap_or_default().to_owned()));
+            }
+            _ => eprintln!("dlock-torture: a worker said something unexpected: {line:?}"),
+        }
+    }
+}
