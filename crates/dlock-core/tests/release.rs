@@ -132,12 +132,20 @@ async fn a_release_that_hangs_gives_up_at_the_end_of_the_lease() {
 
     // A failed release, not a loss: the lease held while the work was done.
     assert!(
-        matches!(&error, Error::Unreachable { action: "release the lock", .. }),
+        matches!(
+            &error,
+            Error::Unreachable {
+                action: "release the lock",
+                ..
+            }
+        ),
         "{error:?}"
     );
     let cause = std::error::Error::source(&error).map(ToString::to_string);
     assert!(
-        cause.as_deref().is_some_and(|cause| cause.contains("lease ran out")),
+        cause
+            .as_deref()
+            .is_some_and(|cause| cause.contains("lease ran out")),
         "its source says why: {cause:?}"
     );
     assert!(
