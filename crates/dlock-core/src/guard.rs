@@ -306,39 +306,20 @@ async fn keep_alive(
             biased;
             request = &mut release => {
                 let dropped = request.is_err();
-                let released = tokio::time::timeout_at(
-                    release_deadline(options, safe_until),
-                    release_with_retries(context, owner, contended, dropped, safe_until),
-                )
-                .await;
+                let released =
+                    release_with_retries(context, owner, contended, dropped, safe_until).await;
                 let result = match released {
-                    Ok(Ok(true)) => {
+                    Ok(true) => {
                         telemetry::released(context, token, sent_at);
                         Ok(())
                     }
-                    Ok(Ok(false)) => {
+                    Ok(false) => {
                         // Someone else changed the row while we held it.
                         telemetry::lost(context, token, &LossReason::TakenOver, sent_at);
                         loss.send_replace(Some(LossReason::TakenOver));
                         Err(lease.lost_error(LossReason::TakenOver))
                     }
-                    Ok(Err(error)) => {
-                        telemetry::release_failed(context, token, &error, sent_at);
-                        Err(error)
-                    }
-                    Err(_lease_over) => {
-                        // No answer by the end of the lease: the row frees itself then, as
-                        // after any failed release. Not a loss: the work was done while
-                        // the lease held.
-                        let error = Error::query(
-                            "release the lock",
-                            QueryError::new(
-                                QueryErrorKind::Unreachable,
-                                None,
-                                "no answer before the lease ran out; the lock frees itself \
-                                 as its lease has expired",
-                            ),
-                        );
+                    Err(error) => {
                         telemetry::release_failed(context, token, &error, sent_at);
                         Err(error)
                     }
@@ -372,21 +353,10 @@ async fn keep_alive(
     // Still release once asked: the row may be ours yet (the database was unreachable,
     // not taken over), and the release is owner-checked, so it cannot free another's lock.
     let request = release.await;
-    let deadline = release_deadline(options, safe_until);
-    let _ = tokio::time::timeout_at(deadline, context.release(owner, false)).await;
+    let _ = release_with_retries(context, owner, false, false, safe_until).await;
     if let Ok(reply) = request {
         let _ = reply.send(Err(lease.lost_error(reason)));
     }
-}
-
-/// When a release stops waiting for the database: at the end of the lease (the TTL after
-/// the last successful acquire or renewal was sent), when the row frees itself anyway — a
-/// statement stuck on an unreachable database must not hang the caller for as long as the
-/// partition lasts. At least a retry delay from now, so that a release asked for late
-/// still gets its chance.
-fn release_deadline(options: &crate::options::Options, safe_until: Instant) -> Instant {
-    let lease_end = safe_until + (options.ttl - options.safe_for());
-    lease_end.max(Instant::now() + options.renew_retry_delay())
 }
 
 async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, Result<bool>) {
@@ -397,6 +367,12 @@ async fn renew_at(context: &LockContext, owner: &str, at: Instant) -> (Instant, 
 
 /// A dropped guard has nobody to report to, so its release retries transient errors
 /// while the lease is still ours; an explicit release makes one attempt and reports.
+///
+/// Either way it never waits past the end of the lease (the TTL after the last successful
+/// acquire or renewal was sent, `safe_until` being 90 % of the way), when the row frees
+/// itself anyway: a statement stuck on an unreachable database must not hang the caller
+/// for as long as the partition lasts. It waits at least a retry delay, so that a release
+/// asked for late still gets its chance.
 pub(crate) async fn release_with_retries(
     context: &LockContext,
     owner: &str,
@@ -404,16 +380,36 @@ pub(crate) async fn release_with_retries(
     dropped: bool,
     safe_until: Instant,
 ) -> Result<bool> {
-    loop {
-        match context.release(owner, contended).await {
-            Err(error)
-                if dropped
-                    && error.is_transient()
-                    && Instant::now() + context.options.renew_retry_delay() < safe_until =>
-            {
-                tokio::time::sleep(context.options.renew_retry_delay()).await;
+    let options = &context.options;
+    let lease_end = safe_until + (options.ttl - options.safe_for());
+    let deadline = lease_end.max(Instant::now() + options.renew_retry_delay());
+    let releasing = async {
+        loop {
+            match context.release(owner, contended).await {
+                Err(error)
+                    if dropped
+                        && error.is_transient()
+                        && Instant::now() + options.renew_retry_delay() < safe_until =>
+                {
+                    tokio::time::sleep(options.renew_retry_delay()).await;
+                }
+                result => return result,
             }
-            result => return result,
         }
-    }
+    };
+    tokio::time::timeout_at(deadline, releasing)
+        .await
+        .unwrap_or_else(|_lease_over| {
+            // Not a loss: the work was done while the lease held, and the row frees
+            // itself now, as after any failed release.
+            Err(Error::query(
+                "release the lock",
+                QueryError::new(
+                    QueryErrorKind::Unreachable,
+                    None,
+                    "no answer before the lease ran out; the lock frees itself as its \
+                     lease has expired",
+                ),
+            ))
+        })
 }

@@ -289,9 +289,9 @@ async fn take_or_release(
 /// errors (a pool checkout that timed out under load) are retried while the lease could
 /// still be ours; otherwise the name would be blocked for a whole TTL.
 async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
-    let lease_ends = sent_at + context.options.ttl;
+    let safe_until = sent_at + context.options.safe_for();
     let released =
-        crate::guard::release_with_retries(context, owner, false, true, lease_ends).await;
+        crate::guard::release_with_retries(context, owner, false, true, safe_until).await;
     if let Ok(true) = released {
         telemetry::unclaimed_released();
     }

@@ -79,11 +79,6 @@ impl Hub {
         hub
     }
 
-    /// Tells this process's waiters that `name` was released.
-    pub(crate) fn released(&self, name: &str) {
-        let _ = self.shared.released.send(name.into());
-    }
-
     /// Tells waiters that `name` was released: this process's at once, and other
     /// processes' by sending `notice` through `queries` (where the dialect has one), in
     /// the background: not on the release path (see `notify` in the dialect). Returns the
@@ -94,10 +89,10 @@ impl Hub {
         queries: &Arc<dyn QueryInterface>,
         notice: Option<Statement>,
     ) -> Option<JoinHandle<()>> {
-        self.released(name);
-        let queries = Arc::clone(queries);
+        let _ = self.shared.released.send(name.into());
         // A lost notice costs a waiter one safety-net poll interval, no more.
         notice.map(|notice| {
+            let queries = Arc::clone(queries);
             tokio::spawn(async move {
                 let _ = queries.execute(&notice).await;
             })
