@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dlock_bench::backend::{Adapter, Dialect};
 use dlock_conformance::proxy::Proxy;
 use dlock_core::{QueryInterface, Statement, Value};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::args::Args;
@@ -616,7 +617,7 @@ impl Coordinator {
             .drain(..)
             .map(|worker| worker.stop(limit))
             .collect();
-        for stopped in futures_join(stopping).await {
+        for stopped in JoinSet::from_iter(stopping).join_all().await {
             match stopped {
                 Ok(state) => states.push(state),
                 Err(problem) => self.problems.push(problem),
@@ -693,20 +694,6 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(last_error)
-}
-
-/// Awaits every future, concurrently.
-async fn futures_join<T: Send + 'static>(
-    futures: Vec<impl Future<Output = T> + Send + 'static>,
-) -> Vec<T> {
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut results = Vec::with_capacity(handles.len());
-    for handle in handles {
-        if let Ok(result) = handle.await {
-            results.push(result);
-        }
-    }
-    results
 }
 
 #[cfg(test)]
