@@ -2,6 +2,7 @@
 //! of that adapter writes it.
 
 use dlock_bench::backend::Pool;
+use dlock_bench::describe;
 use dlock_core::{BoxError, Error, Lease, Statement, Value};
 use dlock_diesel::DieselConnection;
 use dlock_diesel::diesel_async::AsyncConnection;
@@ -108,15 +109,4 @@ async fn diesel_body<C: DieselConnection>(
     dlock_diesel::fence(conn, lease).await?;
     conn.execute_statement(write).await?;
     Ok(())
-}
-
-/// An error with its sources, on one line.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }

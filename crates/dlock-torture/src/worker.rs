@@ -174,7 +174,7 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
         Ok(guard) => guard,
         Err(dlock_core::Error::Timeout { .. }) => return,
         Err(error) => {
-            worker.error("acquire", &fenced::describe(&error));
+            worker.error("acquire", &dlock_bench::describe(&error));
             tokio::time::sleep(POLL).await;
             return;
         }
@@ -235,7 +235,7 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
     match released {
         // A release after a loss reports the loss; that is expected under faults.
         Ok(Ok(()) | Err(dlock_core::Error::Lost { .. })) => {}
-        Ok(Err(error)) => worker.error("release", &fenced::describe(&error)),
+        Ok(Err(error)) => worker.error("release", &dlock_bench::describe(&error)),
         Err(_) => worker.error(
             "release",
             &format!("no answer within {:?}", worker.ttl * 10),

@@ -9,6 +9,7 @@ mod skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) use dlock_bench::describe;
 use dlock_core::QueryInterface;
 
 use crate::backend::{Adapter, Dialect, names};
@@ -154,19 +155,6 @@ where
         latencies.push(sent.elapsed());
     }
     Ok(started.elapsed())
-}
-
-/// An error and its sources, on one line: dlock's messages say what to do, the
-/// driver's source says what happened.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Runs `count` copies of `worker` at once, each given its index, and collects their
