@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dialect::Sql;
@@ -16,7 +17,7 @@ use crate::wake::Hub;
 /// statement away) to get there first, so a node looping back into `acquire` cannot win
 /// every race. Short enough to cost nothing noticeable when nobody else was waiting.
 const COURTESY: Duration = Duration::from_millis(3);
-use crate::query::{QueryError, QueryInterface, Row, Statement, Value};
+use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
 use crate::{Dialect, Error, FencingToken, Holder, Result};
 
 #[derive(Debug)]
@@ -30,6 +31,32 @@ pub(crate) struct LockContext {
     /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
     pub(crate) telemetry: LockTelemetry,
+}
+
+/// What a renewal found.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// The lease was extended; the database's clock then, in epoch milliseconds, where the
+    /// dialect reports it.
+    Renewed { database_ms: Option<i64> },
+    /// The row is no longer this acquisition's live lease.
+    NotOurs,
+}
+
+/// The notice of a release to waiters in other processes, sent in a task of its own.
+#[derive(Debug)]
+pub(crate) struct Notice {
+    sending: Option<JoinHandle<()>>,
+}
+
+impl Notice {
+    /// Waits up to `limit` for the notice to be sent, so a process that exits right after
+    /// releasing still wakes the other processes' waiters.
+    pub(crate) async fn delivered(self, limit: Duration) {
+        if let Some(sending) = self.sending {
+            let _ = tokio::time::timeout(limit, sending).await;
+        }
+    }
 }
 
 fn token(rows: &[Row]) -> Option<FencingToken> {
@@ -56,17 +83,26 @@ impl LockContext {
         let statement = self
             .sql
             .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
+        let action = "acquire the lock";
         let Some(read_token) = self.sql.acquired(&self.name, owner) else {
-            let rows = self.query("acquire the lock", &statement).await?;
+            let first = self.queries.query(&statement).await;
+            let rows = self
+                .or_create_table(action, first, || self.queries.query(&statement))
+                .await?;
             return Ok(token(&rows));
         };
         // No RETURNING (MySQL): the upsert, then an owner-checked read of the token.
-        if self.execute("acquire the lock", &statement).await? == 0 {
+        let first = self.queries.execute(&statement).await;
+        let affected = self
+            .or_create_table(action, first, || self.queries.execute(&statement))
+            .await?;
+        if affected == 0 {
             return Ok(None);
         }
-        match self.query("read the new fencing token", &read_token).await {
+        match self.query(&read_token).await {
             Ok(rows) => Ok(token(&rows)),
             Err(error) => {
+                let error = Error::query("read the new fencing token", error);
                 // The upsert may have taken the lock; nobody will hear of it, so free it
                 // now rather than leave it blocked for a TTL. Owner-checked, so harmless
                 // if it did not.
@@ -76,10 +112,12 @@ impl LockContext {
         }
     }
 
-    /// Who holds the lock now, if anyone holds a live lease. Never writes.
+    /// Who holds the lock now, if anyone holds a live lease. Never writes. Bounded by the
+    /// TTL, so that a waiter on a dead connection tries again rather than hang.
     pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
+        let statement = self.sql.probe(&self.name);
         let rows = self
-            .query("read the lock", &self.sql.probe(&self.name))
+            .bounded("read the lock", self.options.ttl, self.query(&statement))
             .await?;
         Ok(rows.into_iter().next().map(|row| {
             let mut columns = row.into_iter();
@@ -98,30 +136,49 @@ impl LockContext {
         }))
     }
 
-    /// Extends `owner`'s lease; `false` when the row is no longer `owner`'s live lease.
-    pub(crate) async fn renew(&self, owner: &str) -> Result<bool> {
+    /// Extends `owner`'s lease, if the row is still `owner`'s live lease.
+    pub(crate) async fn renew(&self, owner: &str) -> Result<Renewal> {
         let statement = self.sql.renew(&self.name, owner, self.options.ttl);
-        Ok(self.execute("renew the lease", &statement).await? == 1)
+        let action = "renew the lease";
+        if statement.columns.is_empty() {
+            // The dialect cannot return its clock from an UPDATE (MySQL).
+            let renewed = self.execute(action, &statement).await? == 1;
+            return Ok(if renewed {
+                Renewal::Renewed { database_ms: None }
+            } else {
+                Renewal::NotOurs
+            });
+        }
+        let rows = self
+            .query(&statement)
+            .await
+            .map_err(|error| Error::query(action, error))?;
+        Ok(match rows.first().map(Vec::as_slice) {
+            Some([Value::Int(database_ms)]) => Renewal::Renewed {
+                database_ms: Some(*database_ms),
+            },
+            Some(_) => Renewal::Renewed { database_ms: None },
+            None => Renewal::NotOurs,
+        })
     }
 
-    /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
+    /// Frees the lock if `owner` still holds it (`None` when it did not). Wakes this
     /// process's waiters at once and, where the dialect can, sends other processes a
-    /// notice in the background (not on the release path: see `notify` in the dialect).
-    /// `contended` says whether the acquisition had to wait: then this lock's next
-    /// `acquire` lets the other waiters go first.
-    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<bool> {
+    /// notice in a task of its own (not on the release path: see `notify` in the dialect),
+    /// which the caller may wait for. `contended` says whether the acquisition had to
+    /// wait: then this lock's next `acquire` lets the other waiters go first.
+    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<Option<Notice>> {
         let statement = self.sql.release(&self.name, owner);
-        let released = self.execute("release the lock", &statement).await? == 1;
-        if released {
-            // Not awaited: other processes' waiters are woken in the background.
-            let _notice =
-                self.hub
-                    .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
-            if contended {
-                *self.courtesy() = Some(Instant::now() + COURTESY);
-            }
+        if self.execute("release the lock", &statement).await? != 1 {
+            return Ok(None);
         }
-        Ok(released)
+        let sending =
+            self.hub
+                .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
+        if contended {
+            *self.courtesy() = Some(Instant::now() + COURTESY);
+        }
+        Ok(Some(Notice { sending }))
     }
 
     /// When to make the first attempt of an `acquire`: now, or after the courtesy
@@ -151,21 +208,58 @@ impl LockContext {
         Error::create_table(&self.options.table, source)
     }
 
-    async fn query(&self, action: &'static str, statement: &Statement) -> Result<Vec<Row>> {
-        let first = self.queries.query(statement).await;
-        self.or_create_table(action, first, || self.queries.query(statement))
-            .await
+    async fn query(&self, statement: &Statement) -> std::result::Result<Vec<Row>, QueryError> {
+        self.queries.query(statement).await
     }
 
     async fn execute(&self, action: &'static str, statement: &Statement) -> Result<u64> {
-        let first = self.queries.execute(statement).await;
-        self.or_create_table(action, first, || self.queries.execute(statement))
+        self.queries
+            .execute(statement)
             .await
+            .map_err(|error| Error::query(action, error))
     }
 
-    /// The table is created lazily, when a statement finds it missing: no statement is
-    /// spent on it while it exists, and every process and database gets it on first use.
-    /// Concurrent creators may fail with a duplicate error; the retry then succeeds.
+    /// `statement`'s result, or an error if it has not answered within `limit`.
+    async fn bounded<T>(
+        &self,
+        action: &'static str,
+        limit: Duration,
+        statement: impl Future<Output = std::result::Result<T, QueryError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, statement).await {
+            Ok(result) => result.map_err(|error| Error::query(action, error)),
+            Err(_elapsed) => Err(Error::query(
+                action,
+                QueryError::new(
+                    QueryErrorKind::Statement,
+                    None,
+                    format!("no answer within {} ms", limit.as_millis()),
+                ),
+            )),
+        }
+    }
+
+    /// Whether a waiting `acquire` may ride out `error` and try again: the database or the
+    /// pool is busy or briefly away. Errors that cannot pass by themselves (privileges, a
+    /// table that cannot be created, bad SQL) end the wait.
+    pub(crate) fn is_passing(&self, error: &Error) -> bool {
+        match error {
+            Error::Unreachable { .. } | Error::PoolExhausted { .. } => true,
+            Error::Database { source, .. } => match source.code() {
+                // The connection broke, or the statement was abandoned unanswered.
+                None => true,
+                Some(_) => self.dialect.is_transient(source),
+            },
+            _ => false,
+        }
+    }
+
+    /// The table is created lazily, when the acquire statement finds it missing: no
+    /// statement is spent on it while it exists, and every process and database gets it
+    /// on first use. Concurrent creators may fail with a duplicate error; the retry then
+    /// succeeds. Only acquiring creates it: a renewal or release that finds it gone (an
+    /// operator dropped it) must fail, not start the fencing tokens again from 1 under a
+    /// live holder.
     async fn or_create_table<T, F>(
         &self,
         action: &'static str,

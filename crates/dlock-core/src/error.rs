@@ -217,4 +217,11 @@ impl Error {
             Self::Unreachable { .. } | Self::PoolExhausted { .. } | Self::Database { .. }
         )
     }
+
+    /// Whether the statement that failed may have committed before the failure reached us
+    /// (the connection broke on the way back): only then is a retry's "nothing to do"
+    /// ambiguous.
+    pub(crate) fn may_have_committed(&self) -> bool {
+        matches!(self, Self::Database { .. })
+    }
 }

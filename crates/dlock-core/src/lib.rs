@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod clock;
 mod context;
 mod dialect;
 mod error;

@@ -2,15 +2,18 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::clock;
 use crate::context::LockContext;
+use crate::guard::Acquisition;
 use crate::options::{Options, RawOptions};
-use crate::query::IntoQueryInterface;
+use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind};
 use crate::telemetry::{self, LockTelemetry, WaitingReports};
 use crate::wake::Hub;
 use crate::{Error, FencingToken, Lease, LockGuard, Result};
@@ -149,11 +152,21 @@ impl DistributedLock {
             self.acquire().await?
         };
         let lease = guard.lease().clone();
-        let result = tokio::select! {
-            biased;
-            reason = lease.lost() => Err(lease.lost_error(reason).into()),
-            result = job(lease.clone()) => result,
-        };
+        let mut job = std::pin::pin!(job(lease.clone()));
+        let mut lost = std::pin::pin!(lease.lost());
+        // The lease's own clock is read before every poll of the job, so the job is never
+        // polled past the deadline, even when its thread was blocked and no timer has
+        // fired yet.
+        let result = std::future::poll_fn(|cx| {
+            if let Some(reason) = lease.loss_reason() {
+                return Poll::Ready(Err(lease.lost_error(reason).into()));
+            }
+            if let Poll::Ready(reason) = lost.as_mut().poll(cx) {
+                return Poll::Ready(Err(lease.lost_error(reason).into()));
+            }
+            job.as_mut().poll(cx)
+        })
+        .await;
         let released = guard.release().await;
         match result {
             // The job finished while the lock was held (the select above would have caught
@@ -176,26 +189,59 @@ impl DistributedLock {
     /// One acquire statement, run in its own task so that a dropped caller cannot leave
     /// an acquisition nobody knows of: whoever ends up with an unclaimed acquisition —
     /// the task, or the caller's [`PendingAnswer`] when dropped — releases it.
+    ///
+    /// An answer that arrives after the acquisition's own deadline (the reply was delayed
+    /// past 90 % of the TTL) counts as not acquired: the lease may already have expired and
+    /// another holder got in, so the acquisition is released and never handed out.
     async fn attempt(&self, contended: bool, started: Instant) -> Result<Option<LockGuard>> {
+        let context = &self.context;
         let owner = crate::random::owner_id();
         let (answer_tx, answer_rx) = oneshot::channel();
-        telemetry::attempting(&self.context);
-        let sent_at = Instant::now();
+        telemetry::attempting(context);
+        let sent_at = clock::now();
         tokio::spawn(
-            take_or_release(Arc::clone(&self.context), owner.clone(), answer_tx).in_current_span(),
+            take_or_release(Arc::clone(context), owner.clone(), answer_tx).in_current_span(),
         );
         let mut answer = PendingAnswer {
             receiver: answer_rx,
-            context: Arc::clone(&self.context),
+            context: Arc::clone(context),
             owner: owner.clone(),
         };
-        let taken = (&mut answer.receiver)
-            .await
-            .expect("BUG: acquire task ended without answering")?;
-        Ok(taken.map(|token| {
-            telemetry::acquired(&self.context, token, started);
-            LockGuard::start(Arc::clone(&self.context), owner, token, sent_at, contended)
-        }))
+        let Ok(taken) = (&mut answer.receiver).await else {
+            // The task ended without answering: the adapter panicked, or the runtime is
+            // shutting down. An acquisition it made expires with its lease.
+            return Err(Error::query(
+                "acquire the lock",
+                QueryError::new(
+                    QueryErrorKind::Statement,
+                    None,
+                    "the acquire statement's task ended without an answer (the adapter \
+                     panicked or the runtime is shutting down)",
+                ),
+            ));
+        };
+        let Some(token) = taken? else {
+            return Ok(None);
+        };
+        if clock::now() >= sent_at + context.options.safe_for() {
+            telemetry::answered_too_late(context, token);
+            // In a task of its own, so that a cancelled caller still frees it; awaited, so
+            // that the probe which follows does not find this acquisition holding it.
+            let (context, owner) = (Arc::clone(context), owner);
+            let release = tokio::spawn(
+                async move { release_unclaimed(&context, &owner, sent_at).await }.in_current_span(),
+            );
+            let _ = release.await;
+            return Ok(None);
+        }
+        telemetry::acquired(context, token, started);
+        let acquisition = Acquisition { sent_at, contended };
+        Ok(Some(LockGuard::start(
+            Arc::clone(context),
+            owner,
+            token,
+            acquisition,
+        )))
     }
 
     async fn wait_and_take(
@@ -204,11 +250,14 @@ impl DistributedLock {
         last_holder: &mut Option<Holder>,
     ) -> Result<LockGuard> {
         let context = &self.context;
+        let poll_interval = context.options.poll_interval;
         let mut reports = WaitingReports::default();
         // Subscribe before the first attempt, so that no release after it goes unseen.
         let mut releases = context.hub.subscribe();
-        let mut backoff = Backoff::new(context.options.poll_interval);
+        let mut backoff = Backoff::new(poll_interval);
         let mut contended = false;
+        // When the holder's lease ends unless renewed, by the last probe.
+        let mut lease_end = None;
         let mut next = match context.first_attempt_at() {
             // Let the waiters woken by our last release go first, then look.
             Some(courtesy_until) => {
@@ -219,40 +268,58 @@ impl DistributedLock {
         };
         loop {
             next = match next {
-                Step::Attempt => match self.attempt(contended, started).await? {
-                    Some(guard) => return Ok(guard),
-                    None => Step::Wait,
+                Step::Attempt => match self.attempt(contended, started).await {
+                    Ok(Some(guard)) => return Ok(guard),
+                    // Someone else has it: find out who, and until when.
+                    Ok(None) => Step::Probe,
+                    Err(error) => self.ride_out(error, &mut backoff).await?,
                 },
-                Step::Probe => match context.probe().await? {
-                    Some(holder) => {
+                Step::Probe => match context.probe().await {
+                    Ok(Some(holder)) => {
                         reports.holder_seen(&holder, started);
+                        lease_end = Some(Instant::now() + holder.expires_in);
                         *last_holder = Some(holder);
                         Step::Wait
                     }
-                    None => Step::Attempt,
+                    Ok(None) => Step::Attempt,
+                    Err(error) => self.ride_out(error, &mut backoff).await?,
                 },
                 // Reading only: for a release notice, or until the next probe.
                 Step::Wait => {
                     contended = true;
                     let mut nap = if context.hub.hears_other_processes() {
                         // Notices wake us; probing is only a safety net, so no ramp either.
-                        jittered(context.options.poll_interval * SAFETY_NET_FACTOR)
+                        jittered(poll_interval * SAFETY_NET_FACTOR)
                     } else {
-                        backoff.next(context.options.poll_interval)
+                        backoff.next(poll_interval)
                     };
-                    if let Some(holder) = last_holder {
-                        // No point sleeping far past the holder's expiry.
-                        nap = nap.min(holder.expires_in + Duration::from_millis(5));
+                    if let Some(lease_end) = lease_end {
+                        // Whatever wakes us or not, look again just after the holder's
+                        // lease ends: a holder that died sends no notice.
+                        let left = lease_end.saturating_duration_since(Instant::now());
+                        nap = nap.min(left + Duration::from_millis(5));
                     }
-                    if wait_for_release(&mut releases, &context.name, nap).await {
+                    match wait_for_release(&mut releases, &context.name, nap).await {
                         // Just released: attempt at once, without a probe's round trip.
-                        Step::Attempt
-                    } else {
-                        Step::Probe
+                        Woken::Released => Step::Attempt,
+                        Woken::Resync | Woken::Timeout => Step::Probe,
                     }
                 }
             };
         }
+    }
+
+    /// What a waiting `acquire` does after `error`: waits a back-off step and looks again
+    /// if the error may pass (the database or the pool is busy, or briefly away), else
+    /// returns it. The wait has no other end than the acquire timeout, if one is set.
+    async fn ride_out(&self, error: Error, backoff: &mut Backoff) -> Result<Step> {
+        if !self.context.is_passing(&error) {
+            return Err(error);
+        }
+        let retry_in = backoff.next(self.context.options.poll_interval);
+        telemetry::waiting_error(&self.context, &error, retry_in);
+        tokio::time::sleep(retry_in).await;
+        Ok(Step::Probe)
     }
 }
 
@@ -276,9 +343,22 @@ async fn take_or_release(
     owner: String,
     answer: oneshot::Sender<Answer>,
 ) {
-    let sent_at = Instant::now();
-    let taken = context.try_take(&owner).await;
-    let may_have_taken = matches!(taken, Err(Error::Database { .. }));
+    let sent_at = clock::now();
+    // Bounded by the TTL: any acquisition it made has expired by then anyway.
+    let ttl = context.options.ttl;
+    let taken = tokio::time::timeout(ttl, context.try_take(&owner))
+        .await
+        .unwrap_or_else(|_hung| {
+            Err(Error::query(
+                "acquire the lock",
+                QueryError::new(
+                    QueryErrorKind::Statement,
+                    None,
+                    format!("no answer within the TTL ({} ms)", ttl.as_millis()),
+                ),
+            ))
+        });
+    let may_have_taken = matches!(&taken, Err(error) if error.may_have_committed());
     let unheard = matches!(answer.send(taken), Err(Ok(Some(_))));
     if unheard || may_have_taken {
         release_unclaimed(&context, &owner, sent_at).await;
@@ -290,9 +370,8 @@ async fn take_or_release(
 /// still be ours; otherwise the name would be blocked for a whole TTL.
 async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
     let safe_until = sent_at + context.options.safe_for();
-    let released =
-        crate::guard::release_with_retries(context, owner, false, true, safe_until).await;
-    if let Ok(true) = released {
+    let released = crate::guard::release_with_retries(context, owner, false, safe_until).await;
+    if let Ok(crate::guard::Released::Now(_)) = released {
         telemetry::unclaimed_released();
     }
 }
@@ -315,7 +394,7 @@ impl Drop for PendingAnswer {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let (context, owner) = (Arc::clone(&self.context), std::mem::take(&mut self.owner));
                 // The acquisition happened at most a TTL ago: its lease ends no sooner.
-                let answered_at = Instant::now();
+                let answered_at = clock::now();
                 runtime.spawn(
                     async move {
                         release_unclaimed(&context, &owner, answered_at).await;
@@ -330,23 +409,36 @@ impl Drop for PendingAnswer {
 /// While other processes' releases are heard, waiters probe this many times less often.
 const SAFETY_NET_FACTOR: u32 = 10;
 
-/// Waits up to `nap` for a notice that `name` was released; `true` if one came (or
-/// notices were missed, which might have included it).
+/// What ended a waiter's nap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// A notice that the lock was released.
+    Released,
+    /// Notices may have been missed (the listener was found deaf or reconnected, or this
+    /// waiter fell behind): look at the lock rather than attempt blindly.
+    Resync,
+    /// The nap ran out.
+    Timeout,
+}
+
+/// Waits up to `nap` for a notice that `name` was released. An empty name is the hub's
+/// call to resync (lock names are never empty).
 async fn wait_for_release(
     releases: &mut broadcast::Receiver<Arc<str>>,
     name: &str,
     nap: Duration,
-) -> bool {
+) -> Woken {
     let deadline = Instant::now() + nap;
     loop {
         match tokio::time::timeout_at(deadline, releases.recv()).await {
-            Err(_elapsed) => return false,
-            Ok(Ok(released)) if &*released == name => return true,
+            Err(_elapsed) => return Woken::Timeout,
+            Ok(Ok(released)) if &*released == name => return Woken::Released,
+            Ok(Ok(released)) if released.is_empty() => return Woken::Resync,
             Ok(Ok(_other_lock)) => {}
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return true,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Woken::Resync,
             Ok(Err(broadcast::error::RecvError::Closed)) => {
                 tokio::time::sleep_until(deadline).await;
-                return false;
+                return Woken::Timeout;
             }
         }
     }
@@ -437,6 +529,13 @@ impl LockBuilder {
         let dialect = self.queries.dialect();
         if self.name.is_empty() {
             return Err(Error::EmptyName);
+        }
+        if self.name.contains('\0') {
+            return Err(Error::InvalidOption(
+                "the lock name contains a NUL character, which PostgreSQL cannot store; \
+                 remove it (or use a hash of the name)"
+                    .into(),
+            ));
         }
         if self.name.len() > dialect.max_name_bytes() {
             return Err(Error::NameTooLong {

@@ -7,6 +7,11 @@ use crate::{Error, Result, TableName};
 /// The longest TTL accepted: far beyond any sensible lease, far below overflow.
 const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The shortest TTL accepted. The holder's margin is a tenth of the TTL, and it must
+/// cover the timer's granularity (tokio's timers fire up to 1 ms late), the scheduling of
+/// the task that signals the loss, and clock-rate differences: 10 ms at this minimum.
+pub(crate) const MIN_TTL: Duration = Duration::from_millis(100);
+
 /// Validated options of a [`DistributedLock`](crate::DistributedLock). Built by
 /// [`LockBuilder`](crate::LockBuilder).
 #[derive(Debug, Clone)]
@@ -48,24 +53,52 @@ impl Options {
         (self.renew_interval / 4).min(Duration::from_millis(500))
     }
 
+    /// How long one renewal attempt may take before it is abandoned and tried again (on
+    /// another checkout): a renewal stuck on a half-open connection must not use up the
+    /// whole lease. Four retry delays: 2 s with the defaults.
+    pub(crate) fn renew_attempt_bound(&self) -> Duration {
+        self.renew_retry_delay() * 4
+    }
+
+    /// How long an explicit release waits for the notice that wakes other processes'
+    /// waiters to be sent.
+    pub(crate) fn notice_bound(&self) -> Duration {
+        self.poll_interval.min(Duration::from_secs(1))
+    }
+
     pub(crate) fn validate(raw: RawOptions) -> Result<Self> {
         let table = match raw.table {
             Some(name) => TableName::parse(&name)?,
             None => TableName::default(),
         };
-        let ttl = raw.ttl.unwrap_or(Self::DEFAULT_TTL);
-        if ttl < Duration::from_millis(1) {
+        let given = raw.ttl.unwrap_or(Self::DEFAULT_TTL);
+        if given < MIN_TTL {
             return Err(Error::InvalidOption(format!(
-                "the TTL is {ttl:?}, but a lease must last at least 1 ms; \
-                 a few seconds to a minute suits most jobs (default {:?})",
+                "the TTL is {given:?}, but a lease must last at least {MIN_TTL:?}, so that \
+                 the holder's safety margin (a tenth of it) outlasts timer and scheduling \
+                 delays; a few seconds to a minute suits most jobs (default {:?})",
                 Self::DEFAULT_TTL
             )));
         }
-        if ttl > MAX_TTL {
+        // The database is sent whole milliseconds; the local deadline is derived from the
+        // same value, so it can never fall after the database's expiry.
+        let ttl = Duration::from_millis(u64::try_from(given.as_millis()).unwrap_or(u64::MAX));
+        if given > MAX_TTL {
             return Err(Error::InvalidOption(format!(
                 "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
                  renewed while held, so it only needs to cover a crashed holder"
             )));
+        }
+        if raw
+            .label
+            .as_deref()
+            .is_some_and(|label| label.contains('\0'))
+        {
+            return Err(Error::InvalidOption(
+                "the holder label contains a NUL character, which PostgreSQL cannot store; \
+                 remove it"
+                    .into(),
+            ));
         }
         let mut options = Self {
             table,
@@ -141,9 +174,23 @@ mod tests {
     }
 
     #[test]
-    fn zero_ttl_is_refused() {
-        let error = Options::validate(ttl(Duration::ZERO)).unwrap_err();
-        assert!(error.to_string().contains("at least 1 ms"), "{error}");
+    fn ttls_below_the_minimum_are_refused_naming_it() {
+        for short in [
+            Duration::ZERO,
+            Duration::from_micros(1900),
+            Duration::from_millis(99),
+        ] {
+            let error = Options::validate(ttl(short)).unwrap_err();
+            assert!(error.to_string().contains("at least 100ms"), "{error}");
+        }
+        Options::validate(ttl(MIN_TTL)).unwrap();
+    }
+
+    #[test]
+    fn the_local_margin_is_derived_from_the_whole_milliseconds_sent() {
+        let options = Options::validate(ttl(Duration::from_micros(150_900))).unwrap();
+        assert_eq!(options.ttl, Duration::from_millis(150));
+        assert_eq!(options.safe_for(), Duration::from_millis(135));
     }
 
     #[test]

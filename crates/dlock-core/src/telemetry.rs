@@ -135,6 +135,43 @@ pub(crate) fn unclaimed_released() {
     );
 }
 
+/// An acquire statement took the lock, but its answer arrived after the acquisition's
+/// own deadline: it is released, and the attempt counts as not acquired.
+pub(crate) fn answered_too_late(context: &LockContext, token: FencingToken) {
+    held_lock_event!(
+        Level::WARN,
+        "dlock.answered_too_late",
+        context,
+        token,
+        "the acquire statement answered after its lease's deadline; releasing it unused"
+    );
+}
+
+/// A waiting `acquire` hit an error that may pass, and looks again after `retry_in`.
+pub(crate) fn waiting_error(context: &LockContext, error: &crate::Error, retry_in: Duration) {
+    tracing::warn!(
+        name: "dlock.waiting_error",
+        target: TARGET,
+        lock = %context.name,
+        error = error as &dyn std::error::Error,
+        retry_in_ms = millis(retry_in),
+        "waiting for the lock failed for now; trying again"
+    );
+}
+
+/// The database's clock ran `ahead` of the local one between two renewals; the lease's
+/// deadline was pulled in by as much.
+pub(crate) fn database_clock_ahead(context: &LockContext, token: FencingToken, ahead: Duration) {
+    held_lock_event!(
+        Level::WARN,
+        "dlock.database_clock_ahead",
+        context,
+        token,
+        ahead_ms = millis(ahead),
+        "the database's clock ran ahead of this host's; the lease's deadline moves in"
+    );
+}
+
 /// The lease was renewed.
 pub(crate) fn renewed(context: &LockContext, token: FencingToken) {
     held_lock_event!(
@@ -187,6 +224,9 @@ pub(crate) fn lost(
     let reason = match reason {
         LossReason::TakenOver => "taken_over",
         LossReason::RenewalFailed { .. } => "renewal_failed",
+        LossReason::KeepAliveEnded => "keep_alive_ended",
+        // Not reported as a loss; listed so that a new reason is a compile error here.
+        LossReason::Released => "released",
     };
     meter::lost(&context.telemetry, reason);
     meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
@@ -201,6 +241,20 @@ pub(crate) fn released(context: &LockContext, token: FencingToken, lease_start: 
         token,
         held_ms = millis(lease_start.elapsed()),
         "released the lock"
+    );
+    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
+}
+
+/// A retried release found the row no longer ours: the earlier attempt, whose answer was
+/// lost, most likely freed it. WARN, not a loss: a takeover cannot be told apart now.
+pub(crate) fn released_earlier(context: &LockContext, token: FencingToken, lease_start: Instant) {
+    held_lock_event!(
+        Level::WARN,
+        "dlock.released_earlier",
+        context,
+        token,
+        held_ms = millis(lease_start.elapsed()),
+        "released the lock (an earlier attempt whose answer was lost had freed it)"
     );
     meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dlock_core::{Attempt, Error, QueryErrorKind};
-use fake::{FakeDb, Gate, Kind, NAME, RENEW, SAFE_FOR, builder, lock, ms};
+use fake::{FakeDb, Gate, Kind, NAME, RENEW, SAFE_FOR, builder, lock, ms, settle};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::time::sleep;
 
@@ -127,6 +127,9 @@ async fn losses_are_counted_by_reason_and_end_the_hold() {
     other.set_default(Kind::Renew, Gate::Err(QueryErrorKind::Unreachable));
     let unrenewed = lock(&other).acquire().await.unwrap();
     unrenewed.lost().await;
+    // The lease reads its deadline itself; the keep-alive task reports the loss as it
+    // wakes at the same instant.
+    settle().await;
 
     let metrics = snapshot(&snapshotter);
     for reason in ["taken_over", "renewal_failed"] {

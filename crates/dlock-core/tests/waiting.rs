@@ -213,21 +213,51 @@ async fn acquire_timeout_holds_even_when_the_database_hangs() {
     );
 }
 
+/// Review finding L5: any transient error while waiting ended an `acquire()` that was
+/// told to wait indefinitely.
 #[tokio::test(start_paused = true)]
-async fn a_probe_error_ends_the_wait_with_that_error() {
+async fn a_waiter_rides_out_transient_errors() {
     let fake = FakeDb::new();
-    fake.hold_elsewhere(NAME, "other (host pid 1)", ms(60_000));
+    fake.hold_elsewhere(NAME, "other (host pid 1)", ms(500));
     fake.script(
         Kind::Probe,
-        [Gate::Ok, Gate::Err(QueryErrorKind::Unreachable)],
+        [
+            Gate::Ok,
+            Gate::Err(QueryErrorKind::Unreachable),
+            Gate::Err(QueryErrorKind::PoolExhausted),
+            Gate::Never,
+        ],
+    );
+    fake.script(
+        Kind::Acquire,
+        [Gate::Ok, Gate::Err(QueryErrorKind::Statement)],
     );
 
-    let error = lock(&fake).acquire().await.expect_err("the probe failed");
+    let guard = lock(&fake)
+        .acquire()
+        .await
+        .expect("waited through the errors");
+
+    assert_eq!(guard.fencing_token().get(), 2);
+    assert!(fake.count(Kind::Probe) >= 4);
+}
+
+/// An error that cannot pass by itself (a missing privilege) still ends the wait.
+#[tokio::test(start_paused = true)]
+async fn a_lasting_error_ends_the_wait() {
+    let fake = FakeDb::new();
+    fake.hold_elsewhere(NAME, "other (host pid 1)", ms(60_000));
+    fake.script(Kind::Probe, [Gate::Ok, Gate::Denied]);
+
+    let error = lock(&fake)
+        .acquire()
+        .await
+        .expect_err("the probe was refused");
 
     assert!(
         matches!(
             error,
-            Error::Unreachable {
+            Error::Database {
                 action: "read the lock",
                 ..
             }

@@ -34,6 +34,8 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
             }
             _ if message.starts_with("schema ") && message.ends_with(" does not exist") => "3F000",
             _ if message == "deadlock detected" => "40P01",
+            // Not transient: a waiting `acquire` must stop on it rather than retry.
+            _ if message.starts_with("permission denied") => "42501",
             _ => return None,
         },
         Dialect::Mysql => {
@@ -41,6 +43,9 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
                 "1146"
             } else if message.starts_with("Deadlock found when trying to get lock") {
                 "1213"
+            } else if message.contains(" command denied to user ") {
+                // Not transient: a waiting `acquire` must stop on it rather than retry.
+                "1142"
             } else {
                 return None;
             }

@@ -72,6 +72,37 @@ impl Dialect {
         }
     }
 
+    /// Whether `error`, reported by the database, may pass if the statement is tried again
+    /// later: a lock wait or serialization conflict, a connection or resource problem, a
+    /// busy SQLite file. Not privileges, missing objects or bad SQL.
+    pub(crate) fn is_transient(self, error: &QueryError) -> bool {
+        let Some(code) = error.code() else {
+            return false;
+        };
+        match self {
+            // Classes 08 (connection), 40 (rollback), 53 (resources), 57 (operator
+            // intervention: shutdown, cancel) and 55P03 (lock not available).
+            Self::Postgres => {
+                ["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || code == "55P03"
+            }
+            // SQLSTATE as sqlx reports it, or the error number as mysql_async does:
+            // HY000 is the SQLSTATE of lock wait timeouts (1205), 40001 of deadlocks (1213),
+            // 08S01 of lost connections; 1040 too many connections, 2006/2013 server gone.
+            Self::Mysql => [
+                "HY000", "40001", "08S01", "08004", "1205", "1213", "1040", "2006", "2013",
+            ]
+            .contains(&code),
+            // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+            Self::Sqlite => {
+                let primary = code.parse::<i64>().map(|code| code & 0xff);
+                matches!(primary, Ok(5 | 6))
+            }
+        }
+    }
+
     pub(crate) fn sql(self, table: &TableName) -> Sql {
         match self {
             Self::Postgres => postgres::sql(table),
@@ -95,7 +126,7 @@ impl fmt::Display for Dialect {
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
 /// | `acquired`      | name, owner                 | `(fencing)` iff `owner` holds it        |
 /// | `probe`         | name                        | `(holder, remaining_ms)` iff held       |
-/// | `renew`         | name, owner, ttl_ms         | 1 affected row iff still ours           |
+/// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | 1 affected row iff still ours           |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
@@ -111,6 +142,8 @@ impl fmt::Display for Dialect {
 /// reads the token. Owner ids are unique per acquisition, so that read needs no
 /// transaction or connection in common with the upsert.
 ///
+/// (\*\*) Where `renew_returns_clock`; elsewhere (MySQL) 1 affected row.
+///
 /// `notify` and `channel` are set where the dialect can wake waiters in other processes
 /// (PostgreSQL's `LISTEN`/`NOTIFY`).
 #[derive(Debug, Clone)]
@@ -120,6 +153,8 @@ pub(crate) struct Sql {
     pub(crate) acquired: Option<Template>,
     pub(crate) probe: Template,
     pub(crate) renew: Template,
+    /// Whether `renew` returns the database's clock (`RETURNING`): not on MySQL.
+    pub(crate) renew_returns_clock: bool,
     pub(crate) release: Template,
     pub(crate) fence: Template,
     pub(crate) list: Template,
@@ -233,6 +268,9 @@ impl Sql {
         bind(&self.probe, &args, HOLDER)
     }
 
+    /// Where the dialect can (`renew_returns_clock`), the renewal returns one row with the
+    /// database's clock in epoch milliseconds iff it renewed; elsewhere it is executed for
+    /// its affected-row count.
     pub(crate) fn renew(&self, name: &str, owner: &str, ttl: Duration) -> Statement {
         let args = Args {
             name,
@@ -240,7 +278,12 @@ impl Sql {
             ttl,
             ..Args::default()
         };
-        bind(&self.renew, &args, &[])
+        let columns = if self.renew_returns_clock {
+            FENCING
+        } else {
+            &[]
+        };
+        bind(&self.renew, &args, columns)
     }
 
     pub(crate) fn release(&self, name: &str, owner: &str) -> Statement {

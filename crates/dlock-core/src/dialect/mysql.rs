@@ -128,6 +128,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[TtlMs, Name, Owner],
         ),
+        renew_returns_clock: false,
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL

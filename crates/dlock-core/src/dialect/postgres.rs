@@ -99,14 +99,17 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name],
         ),
         // Only a live lease is extended: an expired one may already be someone else's
-        // to take, even if nobody has yet.
+        // to take, even if nobody has yet. Returns the database's clock when it renewed
+        // (the new expiry less the TTL), so the holder can tell if that clock jumped.
         renew: Template::new(
             format!(
                 "UPDATE {t} SET expires_at = clock_timestamp() + $3 * INTERVAL '1 millisecond'
-             WHERE name = $1 AND owner = $2 AND expires_at > clock_timestamp()"
+             WHERE name = $1 AND owner = $2 AND expires_at > clock_timestamp()
+             RETURNING CAST(FLOOR(EXTRACT(EPOCH FROM expires_at) * 1000) AS BIGINT) - $3"
             ),
             &[Name, Owner, TtlMs],
         ),
+        renew_returns_clock: true,
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2"

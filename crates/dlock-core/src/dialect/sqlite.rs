@@ -81,13 +81,16 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name],
         ),
+        // Returns the database's clock when it renewed, as on PostgreSQL.
         renew: Template::new(
             format!(
                 "UPDATE {t} SET expires_at = {NOW_MS} + ?3
-                 WHERE name = ?1 AND owner = ?2 AND expires_at > {NOW_MS}"
+                 WHERE name = ?1 AND owner = ?2 AND expires_at > {NOW_MS}
+                 RETURNING expires_at - ?3"
             ),
             &[Name, Owner, TtlMs],
         ),
+        renew_returns_clock: true,
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = ?1 AND owner = ?2"

@@ -66,7 +66,8 @@ impl Kind {
             Kind::CreateTable => (&[&[]], &[0]),
             Kind::Acquire => (&[&[Int]], &[4]),
             Kind::Probe => (&[&[Text, Int]], &[1]),
-            Kind::Renew => (&[&[]], &[3]),
+            // Returns the database's clock when it renewed.
+            Kind::Renew => (&[&[Int]], &[3]),
             // Counted by affected rows, or by the released names it returns (with the
             // notification channel as a third parameter).
             Kind::Release => (&[&[], &[Text]], &[2, 3]),
@@ -106,6 +107,9 @@ pub(crate) enum Gate {
     Lag(Duration),
     /// Never answers, and never reaches the database.
     Never,
+    /// Refused by the database for lack of a privilege (SQLSTATE 42501): an error that
+    /// does not pass by itself.
+    Denied,
     /// Runs it at once (the database commits), but the answer is lost: fails with this
     /// kind of error, as when the connection breaks after the commit.
     AnswerLost(QueryErrorKind),
@@ -171,6 +175,8 @@ struct State {
     acquired: Vec<String>,
     /// Every owner a release statement freed the lock of.
     released: HashSet<String>,
+    /// How far the database's clock is ahead of tokio's (see [`FakeDb::step_clock`]).
+    clock_ahead: Duration,
 }
 
 /// The fake database. Keep an `Arc<FakeDb>` to inspect it, and hand the lock a clone as
@@ -192,6 +198,10 @@ impl fmt::Debug for FakeDb {
 }
 
 pub(crate) const NAME: &str = "job";
+
+/// The origin of the fake database's clock readings: a fixed instant, so that readings
+/// in milliseconds measure tokio's (paused) time plus any [`FakeDb::step_clock`].
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 impl FakeDb {
     /// A database whose lock table exists and is empty, where every statement succeeds.
@@ -246,6 +256,17 @@ impl FakeDb {
         self.state().defaults.insert(kind, gate);
     }
 
+    /// Steps the database's clock forward by `step` (an NTP step on the server): leases
+    /// end earlier by tokio's clock.
+    pub(crate) fn step_clock(&self, step: Duration) {
+        self.state().clock_ahead += step;
+    }
+
+    /// The database's clock now.
+    pub(crate) fn now(&self) -> Instant {
+        Instant::now() + self.state().clock_ahead
+    }
+
     /// The row of lock `name`, if it exists.
     pub(crate) fn row(&self, name: &str) -> Option<LockRow> {
         self.state().rows.get(name).cloned()
@@ -253,13 +274,14 @@ impl FakeDb {
 
     /// Whether someone holds a live lease on `name` by the database's clock now.
     pub(crate) fn is_held(&self, name: &str) -> bool {
-        self.row(name)
-            .is_some_and(|row| row.is_live(Instant::now()))
+        let now = self.now();
+        self.row(name).is_some_and(|row| row.is_live(now))
     }
 
     /// Another process's acquisition of `name`: it holds the lock for `ttl` from now and
     /// never renews.
     pub(crate) fn hold_elsewhere(&self, name: &str, holder: &str, ttl: Duration) {
+        let now = self.now();
         let mut state = self.state();
         let fencing = state.rows.get(name).map_or(1, |row| row.fencing + 1);
         state.rows.insert(
@@ -268,7 +290,7 @@ impl FakeDb {
                 owner: Some("someone-else".to_owned()),
                 fencing,
                 holder: Some(holder.to_owned()),
-                expires_at: Some(Instant::now() + ttl),
+                expires_at: Some(now + ttl),
             },
         );
     }
@@ -371,6 +393,11 @@ impl FakeDb {
                 result
             }
             Gate::Never => std::future::pending().await,
+            Gate::Denied => Err(QueryError::new(
+                QueryErrorKind::Statement,
+                Some("42501".into()),
+                format!("permission denied for table {}", self.table),
+            )),
             Gate::AnswerLost(error) => self.apply(index, statement).and(Err(QueryError::new(
                 error,
                 None,
@@ -392,7 +419,7 @@ impl FakeDb {
                 format!("relation \"{}\" does not exist", self.table),
             ));
         }
-        let now = Instant::now();
+        let now = Instant::now() + state.clock_ahead;
         let text = |i: usize| match statement.params.get(i) {
             Some(Value::Text(text)) => text.clone(),
             other => panic!("{kind:?} parameter {i} is not text: {other:?}"),
@@ -454,9 +481,10 @@ impl FakeDb {
                 match state.rows.get_mut(&text(0)) {
                     Some(row) if row.owner.as_ref() == Some(&owner) && row.is_live(now) => {
                         row.expires_at = Some(now + ttl);
-                        (Effect::Done, affected(1))
+                        let clock = i64::try_from((now - *EPOCH).as_millis()).expect("short tests");
+                        (Effect::Done, vec![vec![Value::Int(clock)]])
                     }
-                    _ => (Effect::Nothing, affected(0)),
+                    _ => (Effect::Nothing, vec![]),
                 }
             }
             Kind::Release => {
