@@ -52,6 +52,7 @@ fn suspended() -> Duration {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod boot {
     use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     use nix::time::{ClockId, clock_gettime};
@@ -73,8 +74,12 @@ mod boot {
         let Some(boot) = boottime().and_then(|now| now.checked_sub(boot_base)) else {
             return Duration::ZERO;
         };
-        let suspended = boot.saturating_sub(monotonic);
-        Duration::from_millis(u64::try_from(suspended.as_millis()).unwrap_or(u64::MAX))
+        let suspended = u64::try_from(boot.saturating_sub(monotonic).as_millis()).unwrap_or(0);
+        // Never less than a reading already made, so that `now` never goes back across a
+        // millisecond boundary by the jitter between the two clock reads.
+        static MOST: AtomicU64 = AtomicU64::new(0);
+        let most = MOST.fetch_max(suspended, Ordering::Relaxed).max(suspended);
+        Duration::from_millis(most)
     }
 }
 

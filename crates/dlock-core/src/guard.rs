@@ -678,3 +678,51 @@ pub(crate) async fn release_with_retries(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::query::{QueryError, QueryInterface, Row, Statement, Value};
+    use crate::{Dialect, DistributedLock, async_trait};
+
+    /// A database on which every acquire succeeds with token 1 and every statement
+    /// affects one row.
+    #[derive(Debug)]
+    struct Agreeable;
+
+    #[async_trait]
+    impl QueryInterface for Agreeable {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+
+        async fn execute(&self, _: &Statement) -> Result<u64, QueryError> {
+            Ok(1)
+        }
+
+        async fn query(&self, _: &Statement) -> Result<Vec<Row>, QueryError> {
+            Ok(vec![vec![Value::Int(1)]])
+        }
+    }
+
+    /// Review finding S5: the monotonic clock stops while the host is suspended, but the
+    /// database's lease runs on. After a resume the lease must be lost at once, without
+    /// waiting for a timer on the stopped clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_longer_than_the_lease_loses_it_at_once() {
+        let lock = DistributedLock::builder("suspended", Agreeable)
+            .ttl(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let guard = lock.acquire().await.unwrap();
+        assert!(guard.is_held());
+
+        crate::clock::tests::suspend(Duration::from_secs(6));
+
+        assert_eq!(
+            guard.lease().loss_reason(),
+            Some(super::LossReason::RenewalFailed { last_error: None })
+        );
+    }
+}

@@ -16,7 +16,7 @@ use crate::options::{Options, RawOptions};
 use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind};
 use crate::telemetry::{self, LockTelemetry, WaitingReports};
 use crate::wake::Hub;
-use crate::{Error, FencingToken, Lease, LockGuard, Result};
+use crate::{Error, FencingToken, Lease, LockGuard, LossReason, Result};
 
 /// A named lock in a database, shared by every process that uses the same name and table.
 ///
@@ -132,7 +132,10 @@ impl DistributedLock {
     /// **If the lock is lost while the job runs, the job's future is dropped** at the
     /// moment of the loss — before the database could let another holder in — and this
     /// returns [`Error::Lost`]. A job that must not be interrupted at an arbitrary await
-    /// point should watch [`Lease::lost`] itself, or fence its writes.
+    /// point should watch [`Lease::lost`] itself, or fence its writes. The job is never
+    /// polled once the lease's deadline has passed, even if no timer has fired yet (the
+    /// thread was blocked); a job whose last poll ran past the deadline (it blocked its
+    /// thread) also returns [`Error::Lost`], since its end was not protected.
     ///
     /// # Cancel Safety
     ///
@@ -167,6 +170,13 @@ impl DistributedLock {
             job.as_mut().poll(cx)
         })
         .await;
+        // A job that blocked its thread past the deadline finished unprotected.
+        let result = match (result, lease.loss_reason()) {
+            (Ok(_), Some(reason)) if reason != LossReason::Released => {
+                Err(lease.lost_error(reason).into())
+            }
+            (result, _) => result,
+        };
         let released = guard.release().await;
         match result {
             // The job finished while the lock was held (the select above would have caught

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    // The process id too: a process that forks after drawing ids gives parent and child
+    // the same hash keys and counter, and so, without it, the same owner ids.
+    let draw = (COUNTER.fetch_add(1, Ordering::Relaxed), std::process::id());
+    RandomState::new().hash_one(draw)
 }
 
 /// A new id for one acquisition: 128 random bits in hex.
