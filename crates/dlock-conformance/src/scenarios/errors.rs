@@ -24,7 +24,22 @@ pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
         (
             "zero TTL",
             builder().ttl(Duration::ZERO).build(),
-            "at least 1 ms",
+            "at least 100ms",
+        ),
+        (
+            "TTL too short for the safety margin",
+            builder().ttl(Duration::from_micros(1900)).build(),
+            "at least 100ms",
+        ),
+        (
+            "NUL in the name",
+            DistributedLock::new("a\0b", queries.clone()),
+            "NUL character",
+        ),
+        (
+            "NUL in the holder label",
+            builder().holder_label("worker\0").build(),
+            "NUL character",
         ),
         (
             "renew interval equal to the TTL",
