@@ -125,8 +125,8 @@ impl LockAdmin {
     /// before it says who held the lock (the holder is recorded with the token, so it is
     /// the holder of exactly the acquisition revoked) and, if the statement changes
     /// nothing, a read after it says why. A lock already revoked is
-    /// [`ForceRelease::AlreadyRevoked`]. On PostgreSQL it waits for the holder's fenced
-    /// transactions to end.
+    /// [`ForceRelease::AlreadyRevoked`]. It waits for the holder's fenced transactions to
+    /// end (on SQLite, for any write transaction).
     pub async fn force_release(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
         self.take(name, token, Freeing::Revoke).await
     }
