@@ -102,6 +102,12 @@ pub(crate) fn released(outcome: &ForceRelease, json: bool) -> String {
             holder(now),
             frees(now),
         ),
+        ForceRelease::Freed(was) if was.state == LockState::Revoked => format!(
+            "released lock {:?} (fencing token {}, revoked from {}) at once",
+            was.name,
+            was.fencing_token,
+            holder(was),
+        ),
         ForceRelease::Freed(was) => format!(
             "released lock {:?} (fencing token {}, {} by {}); the holder finds out at its \
              next renewal",

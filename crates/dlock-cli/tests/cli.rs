@@ -259,7 +259,9 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     let released = run(&["release", name, "--token", "2", "--now"]);
     assert_eq!(code(&released), 0, "{}", stderr(&released));
     assert!(
-        stdout(&released).starts_with(&format!("released lock \"{name}\" (fencing token 2,")),
+        stdout(&released).starts_with(&format!(
+            "released lock \"{name}\" (fencing token 2, revoked from cli-test ("
+        )),
         "{}",
         stdout(&released)
     );
