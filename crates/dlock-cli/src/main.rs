@@ -14,7 +14,7 @@ use crate::failure::Failure;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  done (also: `release` of a lock that is already free)
+  0  done (also: `release` of a lock that is already free or revoked)
   1  refused or not found: the token changed, no such lock, no such table
   2  usage: bad arguments, a bad or unsupported URL, an invalid table name or token
   3  the database could not be reached, or a statement failed";
@@ -48,17 +48,24 @@ enum Command {
         /// The lock's name, as `list` shows it.
         name: String,
     },
-    /// Free a lock whoever holds it, only if its fencing token is still TOKEN.
+    /// Take a lock from whoever holds it, only if its fencing token is still TOKEN.
     ///
     /// The token is the one `list` or `inspect` showed: if the lock changed hands since,
-    /// nothing is freed and the current token and holder are shown. The holder learns
-    /// of the loss at its next renewal.
+    /// nothing is changed and the current token and holder are shown. The lock is
+    /// revoked: its holder learns of the loss at its next renewal, and the lock frees
+    /// when the revoked lease ends, so that nobody gets in before the holder knows. With
+    /// --now it frees at once.
     Release {
         /// The lock's name, as `list` shows it.
         name: String,
         /// The fencing token the lock must still have.
         #[arg(long)]
         token: FencingToken,
+        /// Free the lock at once instead of when its lease ends. Only for a holder known
+        /// to be dead: a live one goes on running until its next renewal, alongside
+        /// whoever acquires the lock meanwhile.
+        #[arg(long)]
+        now: bool,
     },
     /// Create the lock table if it does not exist (for SQLite, the file too).
     Init,
@@ -105,8 +112,13 @@ async fn run(cli: Cli) -> Result<String, Failure> {
         Command::Inspect { name } => {
             render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
         }
-        Command::Release { name, token } => {
-            let outcome: ForceRelease = admin.force_release(&name, token).await.map_err(fail)?;
+        Command::Release { name, token, now } => {
+            let outcome: ForceRelease = if now {
+                admin.force_release_now(&name, token).await
+            } else {
+                admin.force_release(&name, token).await
+            }
+            .map_err(fail)?;
             render::released(&outcome, json)
         }
         Command::Init => {

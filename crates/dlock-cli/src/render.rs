@@ -65,29 +65,69 @@ pub(crate) fn inspect(lock: &LockInfo, json: bool) -> String {
 
 pub(crate) fn released(outcome: &ForceRelease, json: bool) -> String {
     let (result, lock) = match outcome {
+        ForceRelease::Revoked(was) => ("revoked", was),
+        ForceRelease::AlreadyRevoked(now) => ("already_revoked", now),
         ForceRelease::Freed(was) => ("released", was),
         ForceRelease::AlreadyFree(now) => ("already_free", now),
     };
     if json {
         return json!({ "result": result, "lock": lock_json(lock) }).to_string();
     }
+    let was_held = |was: &LockInfo| {
+        if was.state == LockState::Expired {
+            "expired, last held"
+        } else {
+            "held"
+        }
+    };
+    let holder = |lock: &LockInfo| {
+        lock.holder
+            .clone()
+            .unwrap_or_else(|| "an unnamed holder".into())
+    };
     match outcome {
+        ForceRelease::Revoked(was) => format!(
+            "revoked lock {:?} (fencing token {}, {} by {}); the holder finds out at its \
+             next renewal, and the lock is free {}",
+            was.name,
+            was.fencing_token,
+            was_held(was),
+            holder(was),
+            frees(was),
+        ),
+        ForceRelease::AlreadyRevoked(now) => format!(
+            "lock {:?} is already revoked (fencing token {}, was held by {}); it is free {}",
+            now.name,
+            now.fencing_token,
+            holder(now),
+            frees(now),
+        ),
+        ForceRelease::Freed(was) if was.state == LockState::Revoked => format!(
+            "released lock {:?} (fencing token {}, revoked from {}) at once",
+            was.name,
+            was.fencing_token,
+            holder(was),
+        ),
         ForceRelease::Freed(was) => format!(
             "released lock {:?} (fencing token {}, {} by {}); the holder finds out at its \
              next renewal",
             was.name,
             was.fencing_token,
-            if was.state == LockState::Expired {
-                "expired, last held"
-            } else {
-                "held"
-            },
-            was.holder.as_deref().unwrap_or("an unnamed holder"),
+            was_held(was),
+            holder(was),
         ),
         ForceRelease::AlreadyFree(now) => format!(
             "lock {:?} is already free (fencing token {}); nothing to do",
             now.name, now.fencing_token
         ),
+    }
+}
+
+/// When a revoked lock frees: "in 12 s", or "now" if its lease has ended already.
+fn frees(lock: &LockInfo) -> String {
+    match lock.remaining_lease() {
+        Some(left) if !left.is_zero() => format!("in {}", span(left)),
+        _ => "now".into(),
     }
 }
 
@@ -114,10 +154,11 @@ fn lock_json(lock: &LockInfo) -> Value {
     })
 }
 
-/// "expires in 12 s", "expired 3 min ago" or "free".
+/// "expires in 12 s", "expired 3 min ago", "revoked, free in 12 s" or "free".
 fn lease(lock: &LockInfo) -> String {
     match (lock.state, lock.expires_at) {
         (LockState::Free, _) | (_, None) => "free".into(),
+        (LockState::Revoked, Some(_)) => format!("revoked, free {}", frees(lock)),
         (_, Some(at)) => match at.duration_since(lock.read_at) {
             Ok(ahead) => format!("expires in {}", span(ahead)),
             Err(_) => format!("expired {} ago", span(lock.age_of(at))),

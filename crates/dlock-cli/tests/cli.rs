@@ -205,23 +205,72 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     );
     assert!(!guard.is_lost(), "a refused release freed the lock");
 
-    let released = run(&["release", name, "--token", "2"]);
+    // By default a release revokes: the holder hears of it at its next renewal, and the
+    // lock stays taken until the revoked lease ends.
+    let revoked = run(&["release", name, "--token", "2"]);
+    assert_eq!(code(&revoked), 0, "{}", stderr(&revoked));
+    assert!(
+        stdout(&revoked).starts_with(&format!(
+            "revoked lock \"{name}\" (fencing token 2, held by cli-test ("
+        )) && stdout(&revoked).contains("the lock is free in "),
+        "{}",
+        stdout(&revoked)
+    );
+    check_lost(guard).await;
+
+    let shown = json(&run(&["inspect", name, "--json"]));
+    assert_eq!(shown["state"], "revoked", "{shown}");
+    assert_eq!(shown["owner_id"], Value::Null, "{shown}");
+    assert!(
+        shown["remaining_lease_ms"]
+            .as_u64()
+            .is_some_and(|left| left > 0 && left <= 5_000),
+        "{shown}"
+    );
+    let listed = stdout(&run(&["list"]));
+    assert!(listed.contains("revoked, free in "), "{listed}");
+    let inspected = stdout(&run(&["inspect", name]));
+    assert!(
+        inspected
+            .lines()
+            .any(|l| l.starts_with("lease:         revoked, free in ")),
+        "{inspected}"
+    );
+    let taken = DistributedLock::builder(name, &db)
+        .table(table)
+        .build()
+        .expect("lock options")
+        .try_acquire()
+        .await
+        .expect("try_acquire");
+    match taken {
+        dlock_seaorm::Attempt::Held(holder) => assert!(
+            holder
+                .description()
+                .starts_with("revoked by an operator (was: cli-test ("),
+            "{holder:?}"
+        ),
+        other => panic!("a revoked lock was taken before its lease ended: {other:?}"),
+    }
+    let again = json(&run(&["release", name, "--token", "2", "--json"]));
+    assert_eq!(again["result"], "already_revoked", "{again}");
+
+    // --now frees it at once, revoked or held.
+    let released = run(&["release", name, "--token", "2", "--now"]);
     assert_eq!(code(&released), 0, "{}", stderr(&released));
     assert!(
         stdout(&released).starts_with(&format!(
-            "released lock \"{name}\" (fencing token 2, held by cli-test ("
+            "released lock \"{name}\" (fencing token 2, revoked from cli-test ("
         )),
         "{}",
         stdout(&released)
     );
-    check_lost(guard).await;
-
     let free = json(&run(&["inspect", name, "--json"]));
     assert_eq!(free["state"], "free");
     assert_eq!(free["owner_id"], Value::Null);
     assert_eq!(free["remaining_lease_ms"], Value::Null);
     assert!(stdout(&run(&["list"])).contains("free"));
-    let again = json(&run(&["release", name, "--token", "2", "--json"]));
+    let again = json(&run(&["release", name, "--token", "2", "--now", "--json"]));
     assert_eq!(again["result"], "already_free");
     assert_eq!(again["lock"]["fencing_token"], 2);
 

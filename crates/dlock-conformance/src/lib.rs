@@ -42,6 +42,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// connections of its own: contenders use one each.
     async fn connect(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError>;
 
+    /// A new pool (or connection) to `url` that sends every statement over one
+    /// connection, kept for the pool's life: a session setting made through it (`SET
+    /// SESSION sql_mode = …`) applies to every statement that follows, as with a pool
+    /// whose connections run it after connecting.
+    async fn connect_single(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError>;
+
     /// A query interface whose pool has no free connection and a short wait timeout, and
     /// the value that holds that connection. `None` if the adapter has no pool.
     async fn connect_exhausted(

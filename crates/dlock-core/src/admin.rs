@@ -1,5 +1,6 @@
 //! For operators: every lock of a table, who holds it, and a force release that cannot
-//! free a lock which changed hands since it was looked at.
+//! free a lock which changed hands since it was looked at, nor let anyone in before its
+//! holder hears of it (unless asked to, for a holder known to be dead).
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,9 +30,10 @@ use crate::{Dialect, Error, FencingToken, Result, TableName};
 ///     println!("{} {} token {}", lock.name, lock.state, lock.fencing_token);
 /// }
 /// let stuck = admin.inspect("migrations").await?;
-/// // Frees it only if nobody acquired it since `inspect` read the token.
-/// if let ForceRelease::Freed(was) = admin.force_release("migrations", stuck.fencing_token).await? {
-///     println!("freed; it was held by {:?}", was.holder);
+/// // Revokes it only if nobody acquired it since `inspect` read the token; it frees
+/// // when the revoked lease ends, after its holder was told.
+/// if let ForceRelease::Revoked(was) = admin.force_release("migrations", stuck.fencing_token).await? {
+///     println!("revoked; it was held by {:?}", was.holder);
 /// }
 /// # Ok(())
 /// # }
@@ -103,44 +105,83 @@ impl LockAdmin {
         }
     }
 
-    /// Frees the lock `name` whoever holds it — but only if its fencing token is still
-    /// `token`, the one the operator saw with [`list`](Self::list) or
+    /// Takes the lock `name` from whoever holds it — but only if its fencing token is
+    /// still `token`, the one the operator saw with [`list`](Self::list) or
     /// [`inspect`](Self::inspect). Every acquisition changes the token, so a lock that
-    /// changed hands since is never freed by mistake: that is [`Error::TokenChanged`],
+    /// changed hands since is never taken by mistake: that is [`Error::TokenChanged`],
     /// with the current token and holder.
     ///
-    /// The release is one conditional statement (name, token, and held); a read before
-    /// it says who held the lock (the holder is recorded with the token, so it is the
-    /// holder of exactly the acquisition freed) and, if the statement frees nothing, a
-    /// read after it says why. Waiters are woken as by a normal release (on PostgreSQL,
-    /// the notice to other processes is sent before this returns).
+    /// **It revokes; it does not free.** The holder's ownership ends at once, but the lock
+    /// frees only when the revoked lease ends (within one TTL): the holder's next
+    /// renewal, within its renew interval, finds the row no longer its own, so its guard
+    /// reports the loss ([`LossReason::TakenOver`](crate::LossReason::TakenOver)) before
+    /// anyone else can acquire. Meanwhile waiters see the lock as held "by an operator"
+    /// and sleep until the lease ends. Writes fenced with the holder's lease are refused
+    /// from the revocation on. To free a lock whose holder is known to be dead (its
+    /// process gone), without waiting for the lease, use
+    /// [`force_release_now`](Self::force_release_now).
     ///
-    /// **The holder is not told at once.** Its guard reports the loss
-    /// ([`LossReason::TakenOver`](crate::LossReason::TakenOver): its renewal finds the
-    /// row no longer its own, which is all the renewal statement can see) at its next
-    /// renewal, within its renew interval; meanwhile another process may acquire the
-    /// lock. Writes fenced with the holder's lease are refused from the release on.
+    /// The revocation is one conditional statement (name, token, and held); a read
+    /// before it says who held the lock (the holder is recorded with the token, so it is
+    /// the holder of exactly the acquisition revoked) and, if the statement changes
+    /// nothing, a read after it says why. A lock already revoked is
+    /// [`ForceRelease::AlreadyRevoked`]. It waits for the holder's fenced transactions to
+    /// end (on SQLite, for any write transaction).
     pub async fn force_release(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
+        self.take(name, token, Freeing::Revoke).await
+    }
+
+    /// Frees the lock `name` at once, held or revoked, but only if its fencing token is
+    /// still `token` (as [`force_release`](Self::force_release)).
+    ///
+    /// **Only for a holder known to be dead.** A live holder hears of it only at its next
+    /// renewal, within its renew interval, and meanwhile another process may acquire
+    /// the lock: two processes then run the job at once, and only writes fenced with the
+    /// holder's lease are refused. Waiters are woken as by a normal release (on
+    /// PostgreSQL, the notice to other processes is sent before this returns).
+    pub async fn force_release_now(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
+        self.take(name, token, Freeing::Now).await
+    }
+
+    async fn take(
+        &self,
+        name: &str,
+        token: FencingToken,
+        freeing: Freeing,
+    ) -> Result<ForceRelease> {
         let before = self.inspect(name).await?;
-        if before.state == LockState::Free {
-            return Ok(ForceRelease::AlreadyFree(before));
+        match (before.state, freeing) {
+            (LockState::Free, _) => return Ok(ForceRelease::AlreadyFree(before)),
+            (LockState::Revoked, Freeing::Revoke) if before.fencing_token == token => {
+                return Ok(ForceRelease::AlreadyRevoked(before));
+            }
+            _ => {}
         }
         if before.fencing_token != token {
             return Err(token_changed(before, token));
         }
-        let statement = self.sql.force_release(name, token);
-        let freed = self
+        let statement = match freeing {
+            Freeing::Revoke => self.sql.revoke(name, token),
+            Freeing::Now => self.sql.force_release(name, token),
+        };
+        let changed = self
             .queries
             .execute(&statement)
             .await
             .map_err(|error| self.error("release the lock", error))?;
-        if freed == 1 {
+        if changed == 1 {
             telemetry::force_released(
                 &self.table.to_string(),
                 name,
                 token,
                 before.holder.as_deref(),
+                freeing == Freeing::Now,
             );
+            if freeing == Freeing::Revoke {
+                // Nobody can acquire before the lease ends, so there is nobody to wake;
+                // waiters probing now learn when it ends.
+                return Ok(ForceRelease::Revoked(before));
+            }
             let notice = self.sql.notify(name);
             // Awaited: an operator's tool may exit right after this returns.
             if let Some(sending) = self.hub.announce_release(name, &self.queries, notice) {
@@ -148,10 +189,13 @@ impl LockAdmin {
             }
             return Ok(ForceRelease::Freed(before));
         }
-        // It changed between the read and the release: say how it is now.
+        // It changed between the read and the statement: say how it is now.
         let after = self.inspect(name).await?;
         match after.state {
             LockState::Free => Ok(ForceRelease::AlreadyFree(after)),
+            LockState::Revoked if freeing == Freeing::Revoke && after.fencing_token == token => {
+                Ok(ForceRelease::AlreadyRevoked(after))
+            }
             _ => Err(token_changed(after, token)),
         }
     }
@@ -183,11 +227,28 @@ fn token_changed(now: LockInfo, expected: FencingToken) -> Error {
     }
 }
 
-/// What [`LockAdmin::force_release`] did.
+/// How a force release takes a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freeing {
+    /// Ownership ends now; the lock frees when the lease ends.
+    Revoke,
+    /// The lock frees now.
+    Now,
+}
+
+/// What [`LockAdmin::force_release`] or [`LockAdmin::force_release_now`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum ForceRelease {
-    /// The lock was freed; this is how it was just before (its holder, its lease).
+    /// The lock was revoked: its holder no longer owns it and will hear of it at its next
+    /// renewal, and it frees when the lease ends. This is how it was just before (its
+    /// holder; its lease, whose end is when it frees).
+    Revoked(LockInfo),
+    /// The lock was already revoked, with this token, and frees when its lease ends.
+    /// This is how it is now.
+    AlreadyRevoked(LockInfo),
+    /// The lock was freed at once; this is how it was just before (its holder, its
+    /// lease).
     Freed(LockInfo),
     /// Nothing to do: the lock was already free (perhaps released by its holder
     /// meanwhile). This is how it is now.
@@ -205,15 +266,19 @@ pub enum LockState {
     /// Its holder's lease ran out without a release (the holder crashed, hung or lost
     /// its connection); the next acquisition takes it over.
     Expired,
+    /// An operator revoked it ([`LockAdmin::force_release`]): nobody owns it, and it
+    /// frees when the revoked lease ends, so that the holder hears of its loss first.
+    Revoked,
 }
 
 impl LockState {
-    /// `held`, `free` or `expired`.
+    /// `held`, `free`, `expired` or `revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Held => "held",
             Self::Free => "free",
             Self::Expired => "expired",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -230,18 +295,19 @@ impl fmt::Display for LockState {
 pub struct LockInfo {
     /// The lock's name.
     pub name: String,
-    /// Held, free or expired, by the database's clock.
+    /// Held, free, expired or revoked, by the database's clock.
     pub state: LockState,
     /// Who acquired it last (label, host, pid): the holder when held, the last holder
     /// when free or expired.
     pub holder: Option<String>,
-    /// The id of the current acquisition; `None` when free.
+    /// The id of the current acquisition; `None` when free or revoked.
     pub owner_id: Option<String>,
     /// The token of the last acquisition: what [`LockAdmin::force_release`] takes.
     pub fencing_token: FencingToken,
     /// When the last acquisition happened.
     pub acquired_at: Option<SystemTime>,
-    /// When the lease ends (or ended) unless renewed; `None` when free.
+    /// When the lease ends (or ended) unless renewed, or when a revoked lock frees;
+    /// `None` when released.
     pub expires_at: Option<SystemTime>,
     /// The database's clock when this was read: the "now" every relative time is
     /// measured from, so that the client's clock never enters.
@@ -249,10 +315,13 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    /// How long the lease had left when read; `None` unless held.
+    /// How long the lease had left when read (for a revoked lock: how long until it
+    /// frees); `None` unless held or revoked.
     pub fn remaining_lease(&self) -> Option<Duration> {
         match self.state {
-            LockState::Held => self.expires_at?.duration_since(self.read_at).ok(),
+            LockState::Held | LockState::Revoked => {
+                self.expires_at?.duration_since(self.read_at).ok()
+            }
             _ => None,
         }
     }
@@ -280,6 +349,8 @@ impl LockInfo {
         };
         let owner_id = text(owner);
         let state = match (&owner_id, live) {
+            // No owner but a lease still running: revoked, free when it ends.
+            (None, Value::Int(1)) => LockState::Revoked,
             (None, _) => LockState::Free,
             (Some(_), Value::Int(1)) => LockState::Held,
             (Some(_), _) => LockState::Expired,
@@ -368,8 +439,14 @@ mod tests {
         assert_eq!(expired.state, LockState::Expired);
         assert_eq!(expired.remaining_lease(), None);
 
+        let revoked = LockInfo::from_row(row(Value::Null, 1)).unwrap();
+        assert_eq!(revoked.state, LockState::Revoked);
+        assert_eq!(revoked.owner_id, None);
+        assert_eq!(revoked.remaining_lease(), Some(Duration::from_secs(12)));
+
         let free = LockInfo::from_row(row(Value::Null, 0)).unwrap();
         assert_eq!(free.state, LockState::Free);
+        assert_eq!(free.remaining_lease(), None);
         assert_eq!(free.owner_id, None);
         assert_eq!(free.holder.as_deref(), Some("web-1 pid 42"));
     }

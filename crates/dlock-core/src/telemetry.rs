@@ -281,9 +281,16 @@ pub(crate) fn release_failed(
 
 /// An operator force-released the lock `name` of `table` (see
 /// [`LockAdmin::force_release`](crate::LockAdmin::force_release)), which `holder` held with
-/// `token`. WARN: someone's lock was taken from it, which the holder only learns at its next
-/// renewal.
-pub(crate) fn force_released(table: &str, name: &str, token: FencingToken, holder: Option<&str>) {
+/// `token`: revoked (`mode=revoke`: it frees when the lease ends) or freed at once
+/// (`mode=now`). WARN: someone's lock was taken from it, which the holder only learns at
+/// its next renewal.
+pub(crate) fn force_released(
+    table: &str,
+    name: &str,
+    token: FencingToken,
+    holder: Option<&str>,
+    at_once: bool,
+) {
     tracing::warn!(
         name: "dlock.force_released",
         target: TARGET,
@@ -291,6 +298,7 @@ pub(crate) fn force_released(table: &str, name: &str, token: FencingToken, holde
         lock = %name,
         fencing_token = token.get(),
         holder = %holder.unwrap_or("unknown"),
+        mode = if at_once { "now" } else { "revoke" },
         "force-released the lock"
     );
 }

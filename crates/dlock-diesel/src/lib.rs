@@ -43,8 +43,8 @@ pub enum Diesel {}
 /// What keeps anyone from taking the lock over until the transaction ends depends on the
 /// database:
 ///
-/// - **PostgreSQL** (`FOR SHARE`) and **MySQL/MariaDB** (`LOCK IN SHARE MODE`): the lock
-///   row stays share-locked until the transaction ends; a takeover waits for it. Use
+/// - **PostgreSQL** (`FOR KEY SHARE`) and **MySQL/MariaDB** (`LOCK IN SHARE MODE`): the
+///   lock row stays share-locked until the transaction ends; a takeover waits for it. Use
 ///   [`AsyncConnection::transaction`](diesel_async::AsyncConnection::transaction).
 /// - **SQLite** has no row locks: the database's single writer does it. Use
 ///   `conn.immediate_transaction(…)`: begun `IMMEDIATE`, the transaction holds the write
@@ -53,9 +53,16 @@ pub enum Diesel {}
 ///   transaction's first write fail (`SQLITE_BUSY_SNAPSHOT` in WAL mode), so stale writes
 ///   still never commit, but unrelated writes make it fail too.
 ///
-/// Keep fenced transactions shorter than the TTL: while one runs, the lease cannot be
-/// renewed (the renewal waits for the lock row, or for SQLite's write lock), so a longer
-/// one makes the guard report loss.
+/// How long a fenced transaction may run: on **PostgreSQL**, as long as the job needs —
+/// the fence's `FOR KEY SHARE` does not conflict with the renewal, an `UPDATE` of the
+/// lease's end alone, so the lease goes on being renewed (a takeover, which locks the row
+/// `FOR UPDATE`, still waits for the commit). On **MySQL/MariaDB** and **SQLite** the
+/// renewal waits for the transaction (for the row's share lock, or for SQLite's write
+/// lock), and the guard is lost if no renewal succeeds within 90 % of the TTL of the last
+/// one sent: a transaction opened just before a renewal must therefore end within
+/// 0.9·TTL − renew interval — 57 % of the TTL with the default renew interval (a third of
+/// it), 17 s of a 30 s TTL — or the guard reports loss (and `lock(f)` drops the job,
+/// rolling the transaction back).
 ///
 /// Not calling it inside a transaction is allowed but pointless: the check then protects
 /// nothing that follows it.

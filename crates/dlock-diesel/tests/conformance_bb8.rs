@@ -75,6 +75,10 @@ impl dlock_conformance::Adapter for Bb8 {
         Ok(connect(url, 4, Duration::from_secs(2), false).await?.0)
     }
 
+    async fn connect_single(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
+        Ok(connect(url, 1, Duration::from_secs(2), false).await?.0)
+    }
+
     async fn connect_exhausted(
         &self,
         url: &str,

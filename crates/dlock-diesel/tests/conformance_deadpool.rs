@@ -83,6 +83,10 @@ impl dlock_conformance::Adapter for Deadpool {
         Ok(connect(url, 4, Duration::from_secs(5), false).await?.0)
     }
 
+    async fn connect_single(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
+        Ok(connect(url, 1, Duration::from_secs(5), false).await?.0)
+    }
+
     async fn connect_exhausted(
         &self,
         url: &str,

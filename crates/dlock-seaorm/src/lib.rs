@@ -185,8 +185,8 @@ impl IntoQueryInterface<SeaOrm> for &DatabaseConnection {
 /// What keeps anyone from taking the lock over until the transaction ends depends on the
 /// database:
 ///
-/// - **PostgreSQL** (`FOR SHARE`) and **MySQL/MariaDB** (`LOCK IN SHARE MODE`): the lock
-///   row stays share-locked until the transaction ends; a takeover waits for it.
+/// - **PostgreSQL** (`FOR KEY SHARE`) and **MySQL/MariaDB** (`LOCK IN SHARE MODE`): the
+///   lock row stays share-locked until the transaction ends; a takeover waits for it.
 /// - **SQLite** has no row locks: the database's single writer does it. In a transaction
 ///   begun `IMMEDIATE` (use [`begin_fenced`]) nobody else can write until it ends. In a
 ///   `DEFERRED` one (SeaORM's `begin()`), the guarantee starts at the transaction's first
@@ -194,9 +194,16 @@ impl IntoQueryInterface<SeaOrm> for &DatabaseConnection {
 ///   `SQLITE_BUSY_SNAPSHOT` (in WAL mode) — a takeover cannot slip in, but unrelated
 ///   writes also make the transaction fail, so prefer [`begin_fenced`].
 ///
-/// Keep fenced transactions shorter than the TTL: while one runs, the lease cannot be
-/// renewed (the renewal waits for the lock row, or for SQLite's write lock), so a longer
-/// one makes the guard report loss.
+/// How long a fenced transaction may run: on **PostgreSQL**, as long as the job needs —
+/// the fence's `FOR KEY SHARE` does not conflict with the renewal, an `UPDATE` of the
+/// lease's end alone, so the lease goes on being renewed (a takeover, which locks the row
+/// `FOR UPDATE`, still waits for the commit). On **MySQL/MariaDB** and **SQLite** the
+/// renewal waits for the transaction (for the row's share lock, or for SQLite's write
+/// lock), and the guard is lost if no renewal succeeds within 90 % of the TTL of the last
+/// one sent: a transaction opened just before a renewal must therefore end within
+/// 0.9·TTL − renew interval — 57 % of the TTL with the default renew interval (a third of
+/// it), 17 s of a 30 s TTL — or the guard reports loss (and `lock(f)` drops the job,
+/// rolling the transaction back).
 ///
 /// ```no_run
 /// # async fn example(db: sea_orm::DatabaseConnection, lease: dlock_seaorm::Lease) -> Result<(), Box<dyn std::error::Error>> {

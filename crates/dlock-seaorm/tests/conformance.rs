@@ -43,6 +43,10 @@ impl dlock_conformance::Adapter for SeaOrm {
         Ok(connect(url, 4).await?.into_query_interface())
     }
 
+    async fn connect_single(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
+        Ok(connect(url, 1).await?.into_query_interface())
+    }
+
     async fn connect_exhausted(
         &self,
         url: &str,

@@ -234,15 +234,17 @@ impl IntoQueryInterface<TokioPostgres> for tokio_postgres::Client {
 
 /// Fences `transaction` with `lease`: checks, inside the transaction, that this
 /// acquisition still holds the lock with its fencing token, and keeps the lock row locked
-/// (`SELECT … FOR SHARE`) until the transaction ends, so nobody can take the lock over
+/// (`SELECT … FOR KEY SHARE`) until the transaction ends, so nobody can take the lock over
 /// before the transaction's writes commit.
 ///
 /// Call it first in the transaction, before the writes. It returns
 /// [`Error::Fenced`] when the lock has changed hands or the
 /// lease has expired; roll back then.
 ///
-/// Keep fenced transactions shorter than the TTL: while one runs, the lease cannot be
-/// renewed (the renewal waits for the row), so a longer one makes the guard report loss.
+/// The transaction may run as long as the job needs: `FOR KEY SHARE` does not conflict
+/// with the renewal (an `UPDATE` of the lease's end alone), so the lease goes on being
+/// renewed meanwhile, while a takeover (which locks the row `FOR UPDATE`) waits for the
+/// commit.
 ///
 /// ```no_run
 /// # async fn example(pool: deadpool_postgres::Pool, lease: dlock_core::Lease) -> Result<(), Box<dyn std::error::Error>> {

@@ -41,6 +41,10 @@ impl dlock_conformance::Adapter for TokioPostgres {
         Ok(Arc::new(queries))
     }
 
+    async fn connect_single(&self, url: &str) -> Result<Arc<dyn QueryInterface>, BoxError> {
+        Ok(pool(url, 1)?.into_query_interface())
+    }
+
     async fn connect_exhausted(
         &self,
         url: &str,

@@ -86,7 +86,7 @@ async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completio
     let stuck_token = stuck.fencing_token();
     let admin = LockAdmin::with_table(pool.clone(), TableName::parse(TABLE)?);
     let freed = admin.force_release(&name, stuck_token).await?;
-    assert!(matches!(freed, ForceRelease::Freed(_)), "{freed:?}");
+    assert!(matches!(freed, ForceRelease::Revoked(_)), "{freed:?}");
     let after = stuck.release().await;
     assert!(matches!(after, Err(Error::Lost { .. })), "{after:?}");
 
@@ -129,6 +129,7 @@ async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completio
             &forced,
             &format!("fencing_token={stuck_token} holder=third ("),
         ),
+        (&forced, "mode=\"revoke\""),
     ];
     for (line, expected) in expectations {
         if !line.contains(expected) {

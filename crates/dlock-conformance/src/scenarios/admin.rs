@@ -1,5 +1,7 @@
 //! The admin API: list and inspect show who holds a lock; a force release with a stale
-//! token is refused, and with the current one it frees the lock and the holder learns.
+//! token is refused; with the current one it revokes the lock, the holder learns, and
+//! nobody gets in before the revoked lease ends — unless it frees the lock at once
+//! (`force_release_now`).
 
 use std::time::Duration;
 
@@ -7,6 +9,8 @@ use dlock_core::{
     DistributedLock, Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState, LossReason,
     TableName,
 };
+
+use tokio::time::Instant;
 
 use crate::support::{Outcome, is_free_in, unique_name};
 use crate::{Adapter, Env};
@@ -64,14 +68,14 @@ pub(crate) async fn admin_lists_inspects_and_force_releases<A: Adapter>(env: Env
     }
 
     match admin.force_release(&name, token).await {
-        Ok(ForceRelease::Freed(was)) if was.fencing_token == token => {
+        Ok(ForceRelease::Revoked(was)) if was.fencing_token == token => {
             if !was.holder.as_deref().is_some_and(|h| h.contains(LABEL)) {
-                return Err(format!("the release names holder {:?}", was.holder));
+                return Err(format!("the revocation names holder {:?}", was.holder));
             }
         }
         other => {
             return Err(format!(
-                "the current token did not free the lock: {other:?}"
+                "the current token did not revoke the lock: {other:?}"
             ));
         }
     }
@@ -81,17 +85,157 @@ pub(crate) async fn admin_lists_inspects_and_force_releases<A: Adapter>(env: Env
     if reason != LossReason::TakenOver {
         return Err(format!("unexpected loss reason: {reason}"));
     }
+    let revoked = admin.inspect(&name).await.map_err(|e| e.to_string())?;
+    let frees_in = revoked.remaining_lease().unwrap_or_default();
+    if revoked.state != LockState::Revoked
+        || revoked.owner_id.is_some()
+        || revoked.fencing_token != token
+        || frees_in.is_zero()
+        || frees_in > TTL
+    {
+        return Err(format!("after the force release: {revoked:?}"));
+    }
+    match admin.force_release(&name, token).await {
+        Ok(ForceRelease::AlreadyRevoked(_)) => {}
+        other => return Err(format!("revoking a revoked lock gave {other:?}")),
+    }
+    if is_free_in(&env.connect().await?, TABLE, &name).await? {
+        return Err("another process took the revoked lock before its lease ended".into());
+    }
+
+    // Now, as for a holder known to be dead: free at once.
+    match admin.force_release_now(&name, token).await {
+        Ok(ForceRelease::Freed(was)) if was.state == LockState::Revoked => {}
+        other => return Err(format!("freeing the revoked lock now gave {other:?}")),
+    }
     let after = admin.inspect(&name).await.map_err(|e| e.to_string())?;
     if after.state != LockState::Free || after.owner_id.is_some() || after.fencing_token != token {
-        return Err(format!("after the force release: {after:?}"));
+        return Err(format!("after the release now: {after:?}"));
+    }
+    match admin.force_release_now(&name, token).await {
+        Ok(ForceRelease::AlreadyFree(_)) => {}
+        other => return Err(format!("releasing a free lock gave {other:?}")),
     }
     match admin.force_release(&name, token).await {
         Ok(ForceRelease::AlreadyFree(_)) => {}
-        other => return Err(format!("releasing a free lock gave {other:?}")),
+        other => return Err(format!("revoking a free lock gave {other:?}")),
     }
     if !is_free_in(&env.connect().await?, TABLE, &name).await? {
         return Err("another process cannot take the force-released lock".into());
     }
+    drop(guard);
+    Ok(())
+}
+
+/// How a force release frees a lock in [`force_release_never_lets_anyone_in_first`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freeing {
+    /// `force_release`: revoke, free when the lease ends.
+    Revoke,
+    /// `force_release_now`: free at once.
+    Now,
+}
+
+/// A live holder (TTL 3 s, renewing every 1 s) is force-released just after a renewal,
+/// while a competitor tries to acquire every 10 ms. By default the competitor gets in
+/// only after the holder's loss fired and after the revoked lease ended; with
+/// `force_release_now`, at once.
+pub(crate) async fn force_release_never_lets_anyone_in_first<A: Adapter>(env: Env<A>) -> Outcome {
+    for freeing in [Freeing::Revoke, Freeing::Now] {
+        force_release_against_a_competitor(&env, freeing).await?;
+    }
+    Ok(())
+}
+
+async fn force_release_against_a_competitor<A: Adapter>(env: &Env<A>, freeing: Freeing) -> Outcome {
+    let name = unique_name(&format!("force_release_{freeing:?}"));
+    let holder = DistributedLock::builder(&name, env.connect().await?)
+        .table(TABLE)
+        .ttl(Duration::from_secs(3))
+        .renew_interval(Duration::from_secs(1))
+        .holder_label(LABEL)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
+    let admin = LockAdmin::with_table(env.connect().await?, table);
+    let competitor = DistributedLock::builder(&name, env.connect().await?)
+        .table(TABLE)
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    let lease = guard.lease().clone();
+    let lost_at = tokio::spawn(async move {
+        let reason = lease.lost().await;
+        (Instant::now(), reason)
+    });
+    // Just after the first renewal: the holder's next one is a renew interval away.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = Instant::now();
+    let outcome = match freeing {
+        Freeing::Revoke => admin.force_release(&name, guard.fencing_token()).await,
+        Freeing::Now => admin.force_release_now(&name, guard.fencing_token()).await,
+    };
+    let was = match outcome {
+        Ok(ForceRelease::Revoked(was)) if freeing == Freeing::Revoke => was,
+        Ok(ForceRelease::Freed(was)) if freeing == Freeing::Now => was,
+        other => return Err(format!("the {freeing:?} force release gave {other:?}")),
+    };
+    // The revoked lease ends no earlier than this, by the local clock (the database read
+    // `was` after `before`).
+    let lease_end = before + was.remaining_lease().unwrap_or_default();
+    let (acquired_at, taken) = loop {
+        if let Some(taken) = competitor
+            .try_acquire()
+            .await
+            .map_err(|e| e.to_string())?
+            .acquired()
+        {
+            break (Instant::now(), taken);
+        }
+        if before.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the {freeing:?} force-released lock never freed"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (lost_at, reason) = tokio::time::timeout(Duration::from_secs(5), lost_at)
+        .await
+        .map_err(|_| "the holder's loss never fired")?
+        .map_err(|e| e.to_string())?;
+    if reason != LossReason::TakenOver {
+        return Err(format!("unexpected loss reason: {reason}"));
+    }
+    let after_release = acquired_at - before;
+    eprintln!(
+        "force release ({freeing:?}): the competitor acquired {} ms after it, the holder's \
+         loss fired {} ms after it",
+        after_release.as_millis(),
+        lost_at.saturating_duration_since(before).as_millis(),
+    );
+    match freeing {
+        Freeing::Revoke => {
+            if acquired_at < lost_at {
+                return Err(format!(
+                    "the competitor acquired {:?} before the holder's loss fired",
+                    lost_at - acquired_at
+                ));
+            }
+            if acquired_at < lease_end {
+                return Err(format!(
+                    "the competitor acquired {:?} before the revoked lease ended",
+                    lease_end - acquired_at
+                ));
+            }
+        }
+        Freeing::Now => {
+            if after_release > Duration::from_millis(500) {
+                return Err(format!(
+                    "the competitor took {after_release:?} to acquire a lock freed at once"
+                ));
+            }
+        }
+    }
+    taken.release().await.map_err(|e| e.to_string())?;
     drop(guard);
     Ok(())
 }

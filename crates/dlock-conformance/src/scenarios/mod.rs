@@ -9,6 +9,7 @@ mod loss;
 mod names;
 mod release;
 mod skip;
+mod sql_mode;
 mod waiting;
 
 use std::pin::Pin;
@@ -37,11 +38,20 @@ const NETWORK_ONLY: &[&str] = &[
     "unreachable_database_is_an_error",
 ];
 
+/// Scenarios about one database's behaviour, generated only for that target (by its
+/// [`Target::name`]).
+const ONLY_ON: &[(&str, &str)] = &[("acquire_is_independent_of_assignment_order", "mysql")];
+
 /// The scenarios that apply to `target`, by name.
 pub(crate) fn all<A: Adapter>(target: &Target) -> Vec<(&'static str, Scenario<A>)> {
     every()
         .into_iter()
         .filter(|(name, _)| target.network || !NETWORK_ONLY.contains(name))
+        .filter(|(name, _)| {
+            ONLY_ON
+                .iter()
+                .all(|(scenario, only)| scenario != name || *only == target.name)
+        })
         .collect()
 }
 
@@ -53,6 +63,7 @@ scenarios![
     fencing::tokens_increase_across_releases_expiries_and_processes,
     fencing::fenced_write_after_takeover_is_rejected,
     fencing::fence_keeps_the_lock_until_the_transaction_ends,
+    fencing::fenced_transaction_keeps_the_lease,
     crash::killed_holder_is_taken_over_within_ttl,
     loss::loss_fires_when_row_is_tampered_with,
     loss::loss_fires_before_a_takeover,
@@ -73,4 +84,6 @@ scenarios![
     errors::custom_table_is_created_on_first_use,
     admin::admin_lists_inspects_and_force_releases,
     admin::admin_reports_missing_locks_and_tables,
+    admin::force_release_never_lets_anyone_in_first,
+    sql_mode::acquire_is_independent_of_assignment_order,
 ];

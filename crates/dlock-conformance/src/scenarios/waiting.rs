@@ -32,7 +32,7 @@ pub(crate) async fn waiter_in_another_process_wakes_on_force_release<A: Adapter>
 enum Freeing {
     /// The holder, with `release`.
     Release,
-    /// An operator, with `LockAdmin::force_release` on another pool.
+    /// An operator, with `LockAdmin::force_release_now` on another pool.
     ForceRelease,
 }
 
@@ -57,7 +57,7 @@ async fn wakes_waiter<A: Adapter>(env: Env<A>, freeing: Freeing) -> Outcome {
         Freeing::Release => guard.release().await.map_err(|e| e.to_string())?,
         Freeing::ForceRelease => {
             let token = guard.fencing_token();
-            match admin.force_release(&name, token).await {
+            match admin.force_release_now(&name, token).await {
                 Ok(ForceRelease::Freed(_)) => drop(guard),
                 other => return Err(format!("the force release gave {other:?}")),
             }

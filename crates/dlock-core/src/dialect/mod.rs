@@ -132,7 +132,8 @@ impl fmt::Display for Dialect {
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
 /// | `list`          | —                           | one `INFO` row per lock, by name        |
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
-/// | `force_release` | name, fencing               | 1 affected row iff held with that token |
+/// | `revoke`        | name, fencing               | 1 affected row iff held with that token |
+/// | `force_release` | name, fencing               | 1 affected row iff held or revoked, that token |
 ///
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
 /// MySQL's `?` placeholders are positional and cannot be referred to twice.
@@ -143,6 +144,12 @@ impl fmt::Display for Dialect {
 /// transaction or connection in common with the upsert.
 ///
 /// (\*\*) Where `renew_returns_clock`; elsewhere (MySQL) 1 affected row.
+///
+/// A row is **free** when `expires_at` is NULL (released) or past, whatever `owner` says:
+/// `revoke` clears `owner` but keeps the lease's end, so the revoked holder's renewal
+/// (owner-checked) fails and tells it before anyone can acquire, while `release` and
+/// `force_release` clear both and free the lock at once. `probe` reports a revoked lease
+/// as held, by "revoked by an operator (was: …)", until it ends.
 ///
 /// `notify` and `channel` are set where the dialect can wake waiters in other processes
 /// (PostgreSQL's `LISTEN`/`NOTIFY`).
@@ -159,6 +166,7 @@ pub(crate) struct Sql {
     pub(crate) fence: Template,
     pub(crate) list: Template,
     pub(crate) inspect: Template,
+    pub(crate) revoke: Template,
     pub(crate) force_release: Template,
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
@@ -327,7 +335,19 @@ impl Sql {
         bind(&self.inspect, &args, INFO)
     }
 
-    /// Frees the lock whoever holds it, but only while its fencing token is `token`.
+    /// Takes the lock from whoever holds it, but only while its fencing token is
+    /// `token`; it frees when the revoked lease ends.
+    pub(crate) fn revoke(&self, name: &str, token: FencingToken) -> Statement {
+        let args = Args {
+            name,
+            token: token.get(),
+            ..Args::default()
+        };
+        bind(&self.revoke, &args, &[])
+    }
+
+    /// Frees the lock at once, held or revoked, but only while its fencing token is
+    /// `token`.
     pub(crate) fn force_release(&self, name: &str, token: FencingToken) -> Statement {
         let args = Args {
             name,
@@ -418,6 +438,7 @@ mod tests {
                 ("fence", sql.fence("n", "o", FencingToken(1))),
                 ("list", sql.list()),
                 ("inspect", sql.inspect("n")),
+                ("revoke", sql.revoke("n", FencingToken(1))),
                 ("force_release", sql.force_release("n", FencingToken(1))),
             ];
             statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));

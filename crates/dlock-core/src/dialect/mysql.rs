@@ -19,14 +19,27 @@
 //! owner-checked read of the token. Owner ids are unique per acquisition, so that read
 //! finds the row only if this upsert took it, on any connection, whether the driver
 //! reports found rows (`CLIENT_FOUND_ROWS`, as sqlx does: 1 for an untouched row) or
-//! changed rows (0). Assignments in `ON DUPLICATE KEY UPDATE` run left to right and see
-//! the columns already assigned, so `owner` is decided first, from the old row, and every
-//! other column follows `owner <=> VALUES(owner)`: true only if this statement took it.
+//! changed rows (0).
+//!
+//! The upsert gives the same result whatever order the server evaluates its assignments
+//! in. MySQL and MariaDB's default evaluates them left to right, each seeing the columns
+//! already assigned; MariaDB's `SIMULTANEOUS_ASSIGNMENT` mode (part of `sql_mode=ORACLE`)
+//! makes every assignment read the old row. So every assignment is conditioned on the
+//! *old* row alone — free or expired, `expires_at IS NULL OR expires_at <= now` — and
+//! `expires_at`, the only column that condition reads, is assigned last. Rejected
+//! alternatives: pinning the mode with MariaDB's `SET STATEMENT sql_mode = … FOR` (MySQL
+//! has no such statement, and a mode added to a future default would break it again); an
+//! `UPDATE … WHERE free-or-expired` followed by `INSERT IGNORE` for a missing row (two
+//! statements, so a second round trip on every uncontended acquire, and `INSERT IGNORE`
+//! turns every other error into a warning).
 //!
 //! **Fence.** `LOCK IN SHARE MODE` (understood by MariaDB and MySQL alike; MySQL 8 also
 //! says `FOR SHARE`) is a locking read of the latest committed row, whatever the
 //! transaction's isolation level, and holds a shared lock until the transaction ends; the
-//! takeover upsert needs an exclusive lock, so it waits for the commit.
+//! takeover upsert needs an exclusive lock, so it waits for the commit. So does the
+//! holder's renewal: while a fenced transaction is open, renewals wait, and the guard is
+//! lost if it does not commit within 0.9·TTL − renew interval of the last renewal sent
+//! before it (see the adapters' `fence` docs).
 
 use super::Param::{Holder, Name, Owner, Token, TtlMs};
 use super::{Sql, Template};
@@ -55,6 +68,9 @@ pub(super) fn is_conflict(error: &QueryError) -> bool {
 /// The key of the name bound at the placeholder.
 const KEY: &str = "UNHEX(SHA2(CONVERT(? USING utf8mb4), 256))";
 const NOW: &str = "UTC_TIMESTAMP(6)";
+/// Whether the row is free to take: released (no lease) or its lease has ended. Not
+/// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
+const FREE: &str = "(expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6))";
 
 /// The `INFO` columns of every lock (see [`super::INFO`]). `UTC_TIMESTAMP(6)` is one
 /// instant for the whole statement, and the `DATETIME(6)` columns hold UTC, so the epoch
@@ -98,11 +114,11 @@ pub(super) fn sql(table: &TableName) -> Sql {
                  VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, 1, ?, {NOW},
                          {NOW} + INTERVAL (? * 1000) MICROSECOND)
                  ON DUPLICATE KEY UPDATE
-                     owner = IF(owner IS NULL OR expires_at <= {NOW}, VALUES(owner), owner),
-                     fencing = IF(owner <=> VALUES(owner), fencing + 1, fencing),
-                     holder = IF(owner <=> VALUES(owner), VALUES(holder), holder),
-                     acquired_at = IF(owner <=> VALUES(owner), VALUES(acquired_at), acquired_at),
-                     expires_at = IF(owner <=> VALUES(owner), VALUES(expires_at), expires_at)"
+                     owner = IF({FREE}, VALUES(owner), owner),
+                     fencing = IF({FREE}, fencing + 1, fencing),
+                     holder = IF({FREE}, VALUES(holder), holder),
+                     acquired_at = IF({FREE}, VALUES(acquired_at), acquired_at),
+                     expires_at = IF({FREE}, VALUES(expires_at), expires_at)"
             ),
             &[Name, Name, Owner, Holder, TtlMs],
         ),
@@ -110,13 +126,17 @@ pub(super) fn sql(table: &TableName) -> Sql {
             format!("SELECT fencing FROM {t} WHERE name_hash = {KEY} AND owner = ?"),
             &[Name, Owner],
         )),
-        // A plain (non-locking) read, so waiters never write or lock.
+        // A plain (non-locking) read, so waiters never write or lock. A revoked lease
+        // is held until it ends, by the operator.
         probe: Template::new(
             format!(
-                "SELECT holder,
+                "SELECT IF(owner IS NULL,
+                           CONCAT('revoked by an operator (was: ',
+                                  COALESCE(holder, 'an unnamed holder'), ')'),
+                           holder),
                         CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
                  FROM {t}
-                 WHERE name_hash = {KEY} AND owner IS NOT NULL AND expires_at > {NOW}"
+                 WHERE name_hash = {KEY} AND expires_at > {NOW}"
             ),
             &[Name],
         ),
@@ -147,11 +167,21 @@ pub(super) fn sql(table: &TableName) -> Sql {
         list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
         inspect: Template::new(format!("{} WHERE name_hash = {KEY}", info(&t)), &[Name]),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
-        // at every acquisition, so a lock that changed hands since is left alone.
+        // at every acquisition, so a lock that changed hands since is left alone. The
+        // lease's end stays, so nobody acquires before it (see `FREE`).
+        revoke: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL
+                 WHERE name_hash = {KEY} AND fencing = ? AND owner IS NOT NULL"
+            ),
+            &[Name, Token],
+        ),
+        // The same, freeing at once, and a revoked lease too.
         force_release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL
-                 WHERE name_hash = {KEY} AND fencing = ? AND owner IS NOT NULL"
+                 WHERE name_hash = {KEY} AND fencing = ?
+                   AND (owner IS NOT NULL OR expires_at IS NOT NULL)"
             ),
             &[Name, Token],
         ),

@@ -40,6 +40,10 @@ fn info(t: &str) -> String {
     )
 }
 
+/// Whether the row is free to take: released (no lease) or its lease has ended. Not
+/// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
+const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -62,18 +66,26 @@ pub(super) fn sql(table: &TableName) -> Sql {
         //
         // Not `INSERT … ON CONFLICT DO UPDATE … WHERE`: when its WHERE fails, that still
         // locks the row, a write whose commit waits for the disk, and the waiters woken
-        // by a release queue on that lock one after another. An UPDATE whose WHERE fails
-        // (re-checked on the newest row version, after any concurrent taker commits)
-        // locks nothing, so a lost race writes nothing. The INSERT runs only if the row
-        // was absent from the statement's snapshot, and a concurrent creator wins it.
+        // by a release queue on that lock one after another. `candidate` locks the row
+        // only if it is free (re-checked on the newest row version, after any concurrent
+        // taker commits), so a lost race writes and locks nothing. It locks it `FOR
+        // UPDATE`, which the UPDATE alone would not (it changes no key column, so it
+        // takes `FOR NO KEY UPDATE`): that is what makes a takeover wait for a fenced
+        // transaction's `FOR KEY SHARE`, see `fence`. The INSERT runs only if the row was
+        // absent from the statement's snapshot, and a concurrent creator wins it.
         acquire: Template::new(
             format!(
-                "WITH taken AS (
+                "WITH candidate AS (
+                     SELECT name FROM {t}
+                     WHERE name = $1 AND {FREE}
+                     FOR UPDATE
+                 ), taken AS (
                      UPDATE {t} AS l
                      SET owner = $2, fencing = l.fencing + 1, holder = $3,
                          acquired_at = clock_timestamp(),
                          expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
-                     WHERE l.name = $1 AND (l.owner IS NULL OR l.expires_at <= clock_timestamp())
+                     FROM candidate AS c
+                     WHERE l.name = c.name
                      RETURNING l.fencing
                  ), created AS (
                      INSERT INTO {t} (name, owner, fencing, holder, acquired_at, expires_at)
@@ -88,13 +100,17 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Holder, TtlMs],
         ),
         acquired: None,
-        // A plain read: waiters probe with it and never write while they wait.
+        // A plain read: waiters probe with it and never write while they wait. A revoked
+        // lease is held until it ends, by the operator.
         probe: Template::new(
             format!(
-                "SELECT holder,
+                "SELECT CASE WHEN owner IS NULL
+                             THEN 'revoked by an operator (was: '
+                                  || COALESCE(holder, 'an unnamed holder') || ')'
+                             ELSE holder END,
                     CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS BIGINT)
              FROM {t}
-             WHERE name = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()"
+             WHERE name = $1 AND expires_at > clock_timestamp()"
             ),
             &[Name],
         ),
@@ -116,24 +132,49 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner],
         ),
-        // FOR SHARE holds the row until the caller's transaction ends, so no takeover (an
-        // UPDATE of the row) can commit before the fenced writes do.
+        // FOR KEY SHARE holds the row until the caller's transaction ends, so no change
+        // of ownership (a takeover or a force release, which lock the row `FOR UPDATE`)
+        // can commit before the fenced writes do. It does not conflict with the renewal,
+        // an UPDATE of `expires_at` alone (`FOR NO KEY UPDATE`), so a fenced transaction
+        // never holds up the lease it relies on; and PostgreSQL carries key-share locks
+        // over to the row version such an UPDATE writes, so they still hold a takeover
+        // back after any number of renewals.
         fence: Template::new(
             format!(
                 "SELECT fencing FROM {t}
              WHERE name = $1 AND owner = $2 AND fencing = $3 AND expires_at > clock_timestamp()
-             FOR SHARE"
+             FOR KEY SHARE"
             ),
             &[Name, Owner, Token],
         ),
         list: Template::new(format!("{} ORDER BY l.name", info(&t)), &[]),
         inspect: Template::new(format!("{} WHERE l.name = $1", info(&t)), &[Name]),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
-        // at every acquisition, so a lock that changed hands since is left alone.
+        // at every acquisition, so a lock that changed hands since is left alone. The
+        // lease's end stays, so nobody acquires before it (see `FREE`). `FOR UPDATE`, as
+        // in `acquire`: the change of ownership waits for fenced transactions to end.
+        revoke: Template::new(
+            format!(
+                "WITH target AS (
+                     SELECT name FROM {t}
+                     WHERE name = $1 AND fencing = $2 AND owner IS NOT NULL
+                     FOR UPDATE
+                 )
+                 UPDATE {t} AS l SET owner = NULL FROM target WHERE l.name = target.name"
+            ),
+            &[Name, Token],
+        ),
+        // The same, freeing at once, and a revoked lease too.
         force_release: Template::new(
             format!(
-                "UPDATE {t} SET owner = NULL, expires_at = NULL
-                 WHERE name = $1 AND fencing = $2 AND owner IS NOT NULL"
+                "WITH target AS (
+                     SELECT name FROM {t}
+                     WHERE name = $1 AND fencing = $2
+                       AND (owner IS NOT NULL OR expires_at IS NOT NULL)
+                     FOR UPDATE
+                 )
+                 UPDATE {t} AS l SET owner = NULL, expires_at = NULL
+                 FROM target WHERE l.name = target.name"
             ),
             &[Name, Token],
         ),

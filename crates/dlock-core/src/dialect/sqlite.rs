@@ -20,6 +20,10 @@
 //!   fails with `SQLITE_BUSY_SNAPSHOT`, and once that first write succeeds the transaction
 //!   is the only writer until it ends. So a stale holder's writes never commit, but the
 //!   transaction may fail spuriously and must then be retried.
+//!
+//! Either way the holder's renewal, a write, waits for the transaction too (as does every
+//! other lock's on the file): the guard is lost unless the transaction ends within
+//! 0.9·TTL − renew interval of the last renewal sent before it.
 
 use super::Param::{Holder, Name, Owner, Token, TtlMs};
 use super::{Sql, Template};
@@ -66,18 +70,23 @@ pub(super) fn sql(table: &TableName) -> Sql {
                  ON CONFLICT (name) DO UPDATE
                  SET owner = excluded.owner, fencing = l.fencing + 1, holder = excluded.holder,
                      acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-                 WHERE l.owner IS NULL OR l.expires_at <= {NOW_MS}
+                 WHERE l.expires_at IS NULL OR l.expires_at <= {NOW_MS}
                  RETURNING fencing"
             ),
             &[Name, Owner, Holder, TtlMs],
         ),
         acquired: None,
-        // A plain read: waiters never take the write lock.
+        // A plain read: waiters never take the write lock. A revoked lease is held
+        // until it ends, by the operator.
         probe: Template::new(
             format!(
-                "SELECT holder, expires_at - {NOW_MS}
+                "SELECT CASE WHEN owner IS NULL
+                             THEN 'revoked by an operator (was: '
+                                  || COALESCE(holder, 'an unnamed holder') || ')'
+                             ELSE holder END,
+                        expires_at - {NOW_MS}
                  FROM {t}
-                 WHERE name = ?1 AND owner IS NOT NULL AND expires_at > {NOW_MS}"
+                 WHERE name = ?1 AND expires_at > {NOW_MS}"
             ),
             &[Name],
         ),
@@ -108,11 +117,22 @@ pub(super) fn sql(table: &TableName) -> Sql {
         list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
         inspect: Template::new(format!("{} WHERE name = ?1", info(&t)), &[Name]),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
-        // at every acquisition, so a lock that changed hands since is left alone.
+        // at every acquisition, so a lock that changed hands since is left alone. The
+        // lease's end stays, so nobody acquires before it (`acquire` takes a row whose
+        // `expires_at` is NULL or past, whatever its owner).
+        revoke: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL
+                 WHERE name = ?1 AND fencing = ?2 AND owner IS NOT NULL"
+            ),
+            &[Name, Token],
+        ),
+        // The same, freeing at once, and a revoked lease too.
         force_release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL
-                 WHERE name = ?1 AND fencing = ?2 AND owner IS NOT NULL"
+                 WHERE name = ?1 AND fencing = ?2
+                   AND (owner IS NOT NULL OR expires_at IS NOT NULL)"
             ),
             &[Name, Token],
         ),

@@ -44,11 +44,11 @@ impl Kind {
         } else if sql.contains("SET owner = NULL") {
             // A plain UPDATE, or one wrapped in a CTE that also notifies waiters.
             Kind::Release
-        } else if sql.starts_with("INSERT") || sql.starts_with("WITH taken") {
+        } else if sql.starts_with("INSERT") || sql.starts_with("WITH candidate") {
             Kind::Acquire
         } else if sql.starts_with("SELECT pg_notify") {
             Kind::Notify
-        } else if sql.starts_with("SELECT holder") {
+        } else if sql.starts_with("SELECT CASE WHEN owner IS NULL") {
             Kind::Probe
         } else if sql.starts_with("SELECT fencing") {
             Kind::Fence
@@ -449,7 +449,9 @@ impl FakeDb {
                         state.rows.insert(name, taken);
                         Some(1)
                     }
-                    Some(row) if !row.is_live(now) => {
+                    // Free when released or past its lease's end, whatever its owner:
+                    // a revoked row (no owner, lease running) is not free yet.
+                    Some(row) if row.expires_at.is_none_or(|at| at <= now) => {
                         let fencing = row.fencing + 1;
                         *row = LockRow { fencing, ..taken };
                         Some(fencing)
@@ -465,9 +467,13 @@ impl FakeDb {
                 }
             }
             Kind::Probe => match state.rows.get(&text(0)) {
-                Some(row) if row.is_live(now) => {
+                Some(row) if row.expires_at.is_some_and(|at| at > now) => {
                     let left = row.expires_at.expect("live rows expire") - now;
                     let holder = row.holder.clone().expect("live rows name a holder");
+                    let holder = match row.owner {
+                        Some(_) => holder,
+                        None => format!("revoked by an operator (was: {holder})"),
+                    };
                     let ms = i64::try_from(left.as_millis()).expect("short leases");
                     (
                         Effect::Held(holder.clone()),
