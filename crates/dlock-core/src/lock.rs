@@ -483,6 +483,8 @@ impl LockBuilder {
 
     /// How long a lease lasts without renewal: how long a crashed holder can block the
     /// lock. The lease is renewed while the lock is held, so jobs may run far longer.
+    /// Whole milliseconds (the database is sent those, and the holder's deadline is
+    /// derived from the same value); at least 100 ms, or [`build`](Self::build) fails.
     ///
     /// Defaults to 30 s.
     pub fn ttl(mut self, ttl: Duration) -> Self {
