@@ -3,8 +3,8 @@
 
 mod fake;
 
-use dlock_core::{Error, QueryErrorKind};
-use fake::{FakeDb, Gate, Kind, lock};
+use dlock_core::{Error, LossReason, QueryErrorKind};
+use fake::{FakeDb, Gate, Kind, lock, settle};
 
 fn kinds(fake: &FakeDb) -> Vec<Kind> {
     fake.log().iter().map(|entry| entry.kind).collect()
@@ -65,4 +65,29 @@ async fn create_table_creates_it_up_front() {
 
     assert_eq!(kinds(&fake), [Kind::CreateTable, Kind::Acquire]);
     guard.release().await.expect("released");
+}
+
+/// Review finding S7 (its last part): renewals and releases re-created a dropped table,
+/// starting fencing tokens again from 1 under a live holder. Only acquiring creates it;
+/// the holder finds its row gone and loses the lock.
+#[tokio::test(start_paused = true)]
+async fn a_table_dropped_under_a_holder_is_not_re_created_by_its_renewals() {
+    let fake = FakeDb::new();
+    let guard = lock(&fake).acquire().await.unwrap();
+    fake.drop_table();
+
+    let reason = guard.lost().await;
+    drop(guard);
+    settle().await;
+
+    assert!(
+        matches!(reason, LossReason::RenewalFailed { .. }),
+        "{reason:?}"
+    );
+    assert!(
+        !kinds(&fake).contains(&Kind::CreateTable),
+        "{:?}",
+        kinds(&fake)
+    );
+    assert!(fake.count(Kind::Renew) >= 2);
 }

@@ -217,6 +217,13 @@ impl FakeDb {
         })
     }
 
+    /// An operator drops the lock table (and with it every row).
+    pub(crate) fn drop_table(&self) {
+        let mut state = self.state();
+        state.table_exists = false;
+        state.rows.clear();
+    }
+
     /// A database without the lock table.
     pub(crate) fn without_table() -> Arc<Self> {
         let fake = Self::new();
