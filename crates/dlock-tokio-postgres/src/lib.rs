@@ -82,10 +82,39 @@ impl PostgresQueries {
     {
         match &self.source {
             Source::Pool(pool) => {
-                let client = pool.get().await.map_err(pool_error)?;
-                run(&client).await.map_err(statement_error)
+                let checkout = Checkout(Some(pool.get().await.map_err(pool_error)?));
+                let result = run(checkout.client()).await.map_err(statement_error);
+                checkout.finish();
+                result
             }
             Source::Client(client) => run(client).await.map_err(statement_error),
+        }
+    }
+}
+
+/// A pooled connection running one statement. If the statement is abandoned before it
+/// answers (the core gives up on a renewal or probe stuck on a half-open connection), the
+/// connection is taken out of the pool rather than returned: its request is still in
+/// flight, and the next checkout would queue behind it on a connection that may be dead.
+struct Checkout(Option<deadpool_postgres::Object>);
+
+impl Checkout {
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.0
+            .as_ref()
+            .expect("BUG: a checkout is emptied only when it ends")
+    }
+
+    /// The statement answered: the connection goes back to the pool.
+    fn finish(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.0.take() {
+            drop(deadpool_postgres::Object::take(abandoned));
         }
     }
 }
