@@ -246,14 +246,15 @@ impl Hub {
             alive: alive.clone(),
             over: over_seen,
         };
+        // Moved into the task, so that it ends the session however the task ends: also
+        // when it is dropped with its runtime, even before it first ran.
+        let end = SessionEnd {
+            shared: Arc::clone(&shared),
+            session,
+            _over: over,
+        };
         tokio::spawn(async move {
-            // Ends the session however the task ends, also when it is dropped with its
-            // runtime.
-            let _end = SessionEnd {
-                shared: Arc::clone(&shared),
-                session,
-                _over: over,
-            };
+            let _end = end;
             tokio::select! {
                 _ = queries.listen(&channel, wake) => {}
                 () = watch_over(&shared, &*queries, &heartbeat, session) => {}
@@ -719,6 +720,29 @@ mod tests {
         settle().await;
 
         assert_eq!(db.open(), 0);
+    }
+
+    #[test]
+    fn a_session_dropped_with_its_runtime_before_it_ran_does_not_block_the_next() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let (db, hub) = hub(true);
+        let _waiter = hub.subscribe();
+        // The listening task is spawned, and dropped with the runtime before it runs.
+        runtime().block_on(async { assert!(!hub.hears_other_processes()) });
+        assert_eq!(db.listens(), 0);
+
+        runtime().block_on(async {
+            sleep(RELISTEN_PAUSE).await;
+            assert!(!hub.hears_other_processes());
+            settle().await;
+            assert!(hub.hears_other_processes(), "never listened again");
+        });
     }
 
     fn ms(ms: u64) -> Duration {
