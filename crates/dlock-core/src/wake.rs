@@ -5,38 +5,123 @@
 //! databases that can notify (PostgreSQL's `LISTEN`/`NOTIFY`), one listening connection
 //! per hub feeds it the releases of every other process. Waiters still poll, slowly, as a
 //! safety net for lost notifications and for leases that expire without a release.
+//!
+//! A listening connection can be deaf without anything failing: half-open TCP, a
+//! listener that reconnected and missed notices in the gap, or PgBouncer in transaction
+//! mode (where `LISTEN` succeeds and nothing ever arrives). So the hub trusts its listener
+//! only while it hears it: while anyone waits and the channel has been quiet for a while,
+//! it sends a heartbeat — a notification with the empty payload, which no lock name can
+//! be — and if nothing comes back in time, it declares the listener deaf, closes it and
+//! tells the waiters to look for themselves ([`RESYNC`]); the next waiter listens anew.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use crate::TableName;
 use crate::query::{QueryInterface, Statement};
 
 /// How many release notices a slow waiter may fall behind before it just re-probes.
 const BACKLOG: usize = 256;
 
+/// Sent on the hub instead of a lock name (which is never empty): every waiter should
+/// probe now, because notices may have been missed — a listener started or was lost.
+/// Also the payload of the heartbeat, which is why an empty payload heard on the channel
+/// is not passed on as a release.
+pub(crate) const RESYNC: &str = "";
+
+// The heartbeat's timing. The cost while nobody waits is nothing: no heartbeat is sent.
+// While someone waits it is at most one `SELECT pg_notify` per process and table every 2–3
+// s, and only when the channel has been quiet that long (any notification proves the
+// listener alive, including other processes' heartbeats, so a busy table sends none and
+// N waiting processes send fewer than N between them). That is a fraction of what the
+// waiters' own safety-net probes cost, and a notification writes no WAL. In exchange a
+// deaf listener is found within 4 s of silence, instead of costing every waiter ten poll
+// intervals per nap for as long as it stays deaf.
+
+/// How long the channel may be quiet, while someone waits, before a heartbeat is sent;
+/// jittered up to 1.5 times, so that processes on the same table drift apart.
+const QUIET: Duration = Duration::from_secs(2);
+/// How soon the heartbeat (or anything else) must be heard after it is sent, the pool
+/// checkout included: a notification makes the round trip in milliseconds, and a
+/// database that cannot run one statement in a second is better polled anyway.
+const ECHO_WITHIN: Duration = Duration::from_secs(1);
+/// How long after the last notification heard the listener is trusted: the longest
+/// quiet period and the echo's bound. By then the heartbeat's echo has refreshed it, or
+/// the listener is declared deaf.
+const TRUSTED_FOR: Duration = Duration::from_millis(3_000 + 1_000);
+/// How long the adapter may take to open its connection and `LISTEN`.
+const LISTEN_WITHIN: Duration = Duration::from_secs(10);
+/// The pause before listening again after a listener that was never heard, doubling
+/// with each such failure (PgBouncer in transaction mode: every `LISTEN` is deaf) up to
+/// [`RELISTEN_PAUSE_MAX`]. A listener that had been heard is replaced at once.
+const RELISTEN_PAUSE: Duration = Duration::from_secs(1);
+const RELISTEN_PAUSE_MAX: Duration = Duration::from_secs(60);
+
 /// The release notices of one database and lock table, in this process.
 pub(crate) struct Hub {
     shared: Arc<Shared>,
+    /// Dropped with the hub, which stops the listening task.
+    alive: watch::Sender<()>,
     queries: Arc<dyn QueryInterface>,
-    channel: Option<Arc<str>>,
+    /// Set where the database can notify and the adapter can listen.
+    notices: Option<Notices>,
+}
+
+/// The channel to listen on and the heartbeat to send on it.
+struct Notices {
+    channel: Arc<str>,
+    heartbeat: Statement,
 }
 
 struct Shared {
     released: broadcast::Sender<Arc<str>>,
-    /// Dropped with the hub, which tells the adapter's listening task to stop.
-    _alive: watch::Sender<()>,
-    /// [`IDLE`], [`STARTING`] or [`LISTENING`]: whether an adapter task listens.
-    listening: AtomicU8,
+    listener: Mutex<Listener>,
+    /// Pinged whenever the listener's watchdog may have something to do: the adapter
+    /// listens, something was heard, a waiter asked.
+    changed: Notify,
 }
 
-const IDLE: u8 = 0;
-const STARTING: u8 = 1;
-const LISTENING: u8 = 2;
+/// The listener's state. One listening session at a time, numbered so that a stale
+/// session's [`Wake`] cannot speak for the current one.
+#[derive(Debug, Default)]
+struct Listener {
+    state: State,
+    session: u64,
+    /// When anything was last heard in this session.
+    last_heard: Option<Instant>,
+    /// Sessions in a row that ended without ever being heard.
+    failures: u32,
+    /// No new session before this.
+    not_before: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nobody listens.
+    #[default]
+    Idle,
+    /// The adapter is connecting and sending `LISTEN`.
+    Starting,
+    /// `LISTEN` is in place.
+    Listening,
+}
+
+impl Listener {
+    /// Whether releases by other processes reach the hub: the listener listens and was
+    /// heard recently enough.
+    fn is_live(&self, now: Instant) -> bool {
+        self.state == State::Listening
+            && self
+                .last_heard
+                .is_some_and(|heard| now.saturating_duration_since(heard) < TRUSTED_FOR)
+    }
+}
 
 type Registry = Mutex<HashMap<(String, String), Weak<Hub>>>;
 
@@ -64,16 +149,23 @@ impl Hub {
             return hub;
         }
         hubs.retain(|_, hub| hub.strong_count() > 0);
-        let (alive, _) = watch::channel(());
         let hub = Arc::new(Hub {
             shared: Arc::new(Shared {
                 released: broadcast::channel(BACKLOG).0,
-                _alive: alive,
-                listening: AtomicU8::new(IDLE),
+                listener: Mutex::default(),
+                changed: Notify::new(),
             }),
+            alive: watch::channel(()).0,
             queries: Arc::clone(queries),
-            // Listen only where the adapter can.
-            channel: channel.filter(|_| queries.notification_source().is_some()),
+            // Listen only where the adapter can, and where a heartbeat can check it.
+            notices: channel
+                .filter(|_| queries.notification_source().is_some())
+                .and_then(|channel| {
+                    Some(Notices {
+                        heartbeat: heartbeat(queries, table)?,
+                        channel,
+                    })
+                }),
         });
         hubs.insert(key, Arc::downgrade(&hub));
         hub
@@ -100,89 +192,263 @@ impl Hub {
     }
 
     /// A subscription to release notices; subscribe before probing, so that no release
-    /// between the probe and the wait goes unseen.
+    /// between the probe and the wait goes unseen. A notice is a released lock's name,
+    /// or [`RESYNC`]. While anyone holds a subscription, the listener is kept checked.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.shared.released.subscribe()
     }
 
-    /// Whether releases by other processes reach this hub; if the database can notify
-    /// and nobody listens yet, starts listening in the background.
+    /// Whether releases by other processes reach this hub: true only while a listener is
+    /// known to be live (heard within the last few seconds). If the database can notify
+    /// and nobody listens, starts listening in the background.
     pub(crate) fn hears_other_processes(&self) -> bool {
-        let Some(channel) = &self.channel else {
+        let Some(notices) = &self.notices else {
             return false;
         };
-        let started = self.shared.listening.compare_exchange(
-            IDLE,
-            STARTING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        if started != Ok(IDLE) {
-            return started == Err(LISTENING);
+        let now = Instant::now();
+        let mut listener = self.shared.listener();
+        match listener.state {
+            State::Listening => {
+                let live = listener.is_live(now);
+                drop(listener);
+                // Someone waits: the watchdog checks the listener while anyone does.
+                self.shared.changed.notify_one();
+                live
+            }
+            State::Starting => false,
+            State::Idle if listener.not_before.is_some_and(|at| now < at) => false,
+            State::Idle => {
+                listener.state = State::Starting;
+                listener.session += 1;
+                listener.last_heard = None;
+                let session = listener.session;
+                drop(listener);
+                self.start_listening(notices, session);
+                false
+            }
         }
-        let wake = Wake {
-            shared: Arc::downgrade(&self.shared),
-            alive: self.shared._alive.subscribe(),
-        };
+    }
+
+    /// Runs one listening session in the background: the adapter's `listen` alongside a
+    /// watchdog that ends the session (dropping the adapter's future, which closes its
+    /// connection) when the listener turns out deaf. Either way, when the session ends
+    /// the hub is idle again and waiters are told to resync.
+    fn start_listening(&self, notices: &Notices, session: u64) {
+        let shared = Arc::clone(&self.shared);
+        let mut alive = self.alive.subscribe();
         let queries = Arc::clone(&self.queries);
-        let channel = Arc::clone(channel);
+        let channel = Arc::clone(&notices.channel);
+        let heartbeat = notices.heartbeat.clone();
+        let (over, over_seen) = watch::channel(());
+        let wake = Wake {
+            shared: Arc::clone(&shared),
+            session,
+            alive: alive.clone(),
+            over: over_seen,
+        };
+        // Moved into the task, so that it ends the session however the task ends: also
+        // when it is dropped with its runtime, even before it first ran.
+        let end = SessionEnd {
+            shared: Arc::clone(&shared),
+            session,
+            _over: over,
+        };
         tokio::spawn(async move {
-            // When listening ends or fails, the wake is dropped, which sets the hub back
-            // to idle: the next waiter tries again, and waiters meanwhile poll.
-            let _ = queries.listen(&channel, wake).await;
+            let _end = end;
+            tokio::select! {
+                _ = queries.listen(&channel, wake) => {}
+                () = watch_over(&shared, &*queries, &heartbeat, session) => {}
+                () = until_closed(&mut alive) => {}
+            }
         });
-        false
+    }
+}
+
+/// The heartbeat: the dialect's release notice with the empty payload, [`RESYNC`].
+/// Built from the table's name because the hub is shared by locks and admins, which
+/// both hand it only the channel.
+fn heartbeat(queries: &Arc<dyn QueryInterface>, table: &str) -> Option<Statement> {
+    let table = TableName::parse(table).ok()?;
+    queries.dialect().sql(&table).notify(RESYNC)
+}
+
+impl Shared {
+    fn listener(&self) -> MutexGuard<'_, Listener> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state of `session`, or `None` once another session has replaced it.
+    fn state_of(&self, session: u64) -> Option<State> {
+        let listener = self.listener();
+        (listener.session == session).then_some(listener.state)
+    }
+
+    /// When `session` last heard anything.
+    fn last_heard(&self, session: u64) -> Option<Instant> {
+        let listener = self.listener();
+        listener.last_heard.filter(|_| listener.session == session)
+    }
+}
+
+/// The watchdog of one listening session. Returns when the listener must be given up:
+/// it did not `LISTEN` in time, or it did not hear a heartbeat in time.
+async fn watch_over(
+    shared: &Shared,
+    queries: &dyn QueryInterface,
+    heartbeat: &Statement,
+    session: u64,
+) {
+    let listen_by = Instant::now() + LISTEN_WITHIN;
+    loop {
+        match shared.state_of(session) {
+            Some(State::Listening) => break,
+            Some(State::Starting) => {}
+            _ => return,
+        }
+        if tokio::time::timeout_at(listen_by, shared.changed.notified())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    loop {
+        let heard = shared.last_heard(session);
+        // A new listener is checked at once; a heard one after a quiet period.
+        let quiet = QUIET.mul_f64(1.0 + 0.5 * crate::random::fraction());
+        let ask_at = heard.map_or_else(Instant::now, |heard| heard + quiet);
+        tokio::time::sleep_until(ask_at).await;
+        if shared.last_heard(session) != heard {
+            continue;
+        }
+        if shared.released.receiver_count() == 0 {
+            // Nobody waits, so nobody needs the check: send nothing until someone does.
+            shared.changed.notified().await;
+            continue;
+        }
+        let asked_at = Instant::now();
+        let echo_by = asked_at + ECHO_WITHIN;
+        // Whether sending failed does not matter: what is not heard back is not heard.
+        let _ = tokio::time::timeout_at(echo_by, queries.execute(heartbeat)).await;
+        // Anything heard since the heartbeat was sent proves the listener alive.
+        while shared
+            .last_heard(session)
+            .is_none_or(|heard| heard < asked_at)
+        {
+            if tokio::time::timeout_at(echo_by, shared.changed.notified())
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    "the listening connection did not hear its heartbeat within {ECHO_WITHIN:?}; \
+                     closing it, waiters poll until a new one is heard"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Completes when the sender of `receiver` is dropped.
+async fn until_closed(receiver: &mut watch::Receiver<()>) {
+    while receiver.changed().await.is_ok() {}
+}
+
+/// Ends a listening session when dropped: the hub goes idle (after a pause if the
+/// session was never heard) and, if the session had been listening, waiters resync.
+struct SessionEnd {
+    shared: Arc<Shared>,
+    session: u64,
+    /// Dropped with this, which completes the session's [`Wake::closed`].
+    _over: watch::Sender<()>,
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        let mut listener = self.shared.listener();
+        if listener.session != self.session {
+            return;
+        }
+        let was_listening = listener.state == State::Listening;
+        if listener.last_heard.is_some() {
+            listener.failures = 0;
+            listener.not_before = None;
+        } else {
+            listener.failures = listener.failures.saturating_add(1);
+            let doublings = listener.failures.saturating_sub(1).min(16);
+            let pause = RELISTEN_PAUSE
+                .saturating_mul(1 << doublings)
+                .min(RELISTEN_PAUSE_MAX);
+            listener.not_before = Some(Instant::now() + pause);
+        }
+        listener.state = State::Idle;
+        listener.last_heard = None;
+        drop(listener);
+        if was_listening {
+            // Notices may have been missed; waiters napping on the listener's word look.
+            let _ = self.shared.released.send(RESYNC.into());
+        }
     }
 }
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
-            .field("channel", &self.channel)
-            .field(
-                "listening",
-                &(self.shared.listening.load(Ordering::Relaxed) == LISTENING),
-            )
+            .field("channel", &self.notices.as_ref().map(|n| &n.channel))
+            .field("listener", &*self.shared.listener())
             .finish_non_exhaustive()
     }
 }
 
 /// Handed to [`QueryInterface::listen`]: the adapter calls [`Wake::listening`] once its
 /// `LISTEN` is in place, reports each notification's payload with [`Wake::notify`], and
-/// stops when [`Wake::closed`] completes. Dropping it tells the core that nobody listens
-/// any more.
+/// stops when [`Wake::closed`] completes (the core may also simply drop the `listen`
+/// future, which must close the connection).
 pub struct Wake {
-    shared: Weak<Shared>,
+    shared: Arc<Shared>,
+    session: u64,
     alive: watch::Receiver<()>,
+    over: watch::Receiver<()>,
 }
 
 impl Wake {
-    /// Reports that notifications now arrive: waiters may poll slowly from here on.
+    /// Reports that `LISTEN` is in place. Waiters are told to look once (releases before
+    /// this went unheard), and rely on notifications once one has been heard.
     pub fn listening(&self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.listening.store(LISTENING, Ordering::Release);
+        let mut listener = self.shared.listener();
+        if listener.session != self.session || listener.state != State::Starting {
+            return;
         }
+        listener.state = State::Listening;
+        drop(listener);
+        let _ = self.shared.released.send(RESYNC.into());
+        self.shared.changed.notify_one();
     }
 
-    /// Reports a notification: `payload` is the name of the released lock.
+    /// Reports a notification: `payload` is the name of the released lock, or empty for
+    /// a heartbeat. Either proves the listener alive.
     pub fn notify(&self, payload: &str) {
-        if let Some(shared) = self.shared.upgrade() {
-            let _ = shared.released.send(payload.into());
+        if payload != RESYNC {
+            let _ = self.shared.released.send(payload.into());
         }
+        let mut listener = self.shared.listener();
+        if listener.session == self.session {
+            listener.last_heard = Some(Instant::now());
+        }
+        drop(listener);
+        self.shared.changed.notify_one();
     }
 
-    /// Completes when no lock of this process needs the notifications any more; the
+    /// Completes when the notifications are not needed any more (no lock of this process
+    /// uses them) or this listener was given up (it did not hear its heartbeat); the
     /// listening connection should then be closed.
     pub async fn closed(&self) {
-        let mut alive = self.alive.clone();
-        while alive.changed().await.is_ok() {}
-    }
-}
-
-impl Drop for Wake {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.listening.store(IDLE, Ordering::Release);
+        let (mut alive, mut over) = (self.alive.clone(), self.over.clone());
+        tokio::select! {
+            () = until_closed(&mut alive) => {}
+            () = until_closed(&mut over) => {}
         }
     }
 }
@@ -190,7 +456,296 @@ impl Drop for Wake {
 impl fmt::Debug for Wake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wake")
-            .field("open", &(self.shared.strong_count() > 0))
+            .field("session", &self.session)
+            .field("current", &(self.shared.listener().session == self.session))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use tokio::time::sleep;
+
+    use super::*;
+    use crate::query::{QueryError, QueryErrorKind, Row};
+    use crate::{Dialect, async_trait};
+
+    /// A database that only carries notifications: what is sent with `pg_notify` comes
+    /// back to its listener while it `echoes`.
+    #[derive(Debug)]
+    struct Channel {
+        source: String,
+        echoes: AtomicBool,
+        notifications: broadcast::Sender<String>,
+        /// Makes the listener's connection fail.
+        cut: Notify,
+        heartbeats: AtomicUsize,
+        listens: AtomicUsize,
+        /// Listening connections open now.
+        open: Arc<AtomicUsize>,
+    }
+
+    /// Counts an open listening connection until dropped.
+    struct Open(Arc<AtomicUsize>);
+
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    #[async_trait]
+    impl QueryInterface for Channel {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+
+        async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+            assert!(statement.sql.contains("pg_notify"), "{statement:?}");
+            if statement.params.get(1) == Some(&crate::Value::Text(String::new())) {
+                self.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.echoes.load(Ordering::Relaxed) {
+                if let Some(crate::Value::Text(payload)) = statement.params.get(1) {
+                    let _ = self.notifications.send(payload.clone());
+                }
+            }
+            Ok(1)
+        }
+
+        async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+            panic!("a hub only notifies: {statement:?}")
+        }
+
+        fn notification_source(&self) -> Option<String> {
+            Some(self.source.clone())
+        }
+
+        async fn listen(&self, _channel: &str, wake: Wake) -> Result<(), QueryError> {
+            self.listens.fetch_add(1, Ordering::Relaxed);
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let _open = Open(Arc::clone(&self.open));
+            let mut notifications = self.notifications.subscribe();
+            wake.listening();
+            loop {
+                tokio::select! {
+                    Ok(payload) = notifications.recv() => wake.notify(&payload),
+                    () = wake.closed() => return Ok(()),
+                    () = self.cut.notified() => {
+                        return Err(QueryError::new(QueryErrorKind::Statement, None, "cut"));
+                    }
+                }
+            }
+        }
+    }
+
+    impl Channel {
+        fn heartbeats(&self) -> usize {
+            self.heartbeats.load(Ordering::Relaxed)
+        }
+
+        fn listens(&self) -> usize {
+            self.listens.load(Ordering::Relaxed)
+        }
+
+        fn open(&self) -> usize {
+            self.open.load(Ordering::Relaxed)
+        }
+    }
+
+    fn hub(echoes: bool) -> (Arc<Channel>, Arc<Hub>) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let channel = Arc::new(Channel {
+            source: format!("channel {}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            echoes: AtomicBool::new(echoes),
+            notifications: broadcast::channel(16).0,
+            cut: Notify::new(),
+            heartbeats: AtomicUsize::new(0),
+            listens: AtomicUsize::new(0),
+            open: Arc::new(AtomicUsize::new(0)),
+        });
+        let queries: Arc<dyn QueryInterface> = channel.clone();
+        let table = TableName::parse("locks").unwrap();
+        let sql = Dialect::Postgres.sql(&table);
+        let hub = Hub::for_table(&queries, &table.to_string(), sql.channel.clone());
+        (channel, hub)
+    }
+
+    /// Lets every task that can make progress run, without moving the clock.
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The notices a waiter has received so far.
+    fn received(waiter: &mut broadcast::Receiver<Arc<str>>) -> Vec<String> {
+        std::iter::from_fn(|| waiter.try_recv().ok())
+            .map(|notice| notice.to_string())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_is_trusted_once_its_heartbeat_comes_back() {
+        let (db, hub) = hub(true);
+        let mut waiter = hub.subscribe();
+
+        assert!(!hub.hears_other_processes(), "trusted before it listens");
+        settle().await;
+
+        assert!(hub.hears_other_processes(), "not trusted once heard");
+        assert_eq!(db.heartbeats(), 1);
+        // The LISTEN makes waiters look once; the heartbeat's echo is no release.
+        assert_eq!(received(&mut waiter), [RESYNC]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deaf_listener_is_never_trusted_closed_and_retried_ever_more_rarely() {
+        let (db, hub) = hub(false);
+        let mut waiter = hub.subscribe();
+
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert!(!hub.hears_other_processes(), "trusted unheard");
+        assert_eq!(db.open(), 1);
+        sleep(ECHO_WITHIN + ms(1)).await;
+
+        assert_eq!(db.open(), 0, "the deaf listener was not closed");
+        // Once when it listened, once when it was given up.
+        assert_eq!(received(&mut waiter), [RESYNC, RESYNC]);
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert_eq!(db.listens(), 1, "listened again without a pause");
+        sleep(RELISTEN_PAUSE).await;
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert_eq!(db.listens(), 2, "did not listen again after the pause");
+        // Given up again, and then left alone twice as long.
+        sleep(ECHO_WITHIN + RELISTEN_PAUSE * 2 - ms(1)).await;
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert_eq!(db.listens(), 2, "the pause did not double");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heard_listener_stays_trusted_and_is_given_up_within_the_bound_once_deaf() {
+        let (db, hub) = hub(true);
+        let mut waiter = hub.subscribe();
+        assert!(!hub.hears_other_processes());
+        settle().await;
+
+        for second in 0..60 {
+            assert!(hub.hears_other_processes(), "doubted after {second} s");
+            sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(db.listens(), 1);
+        let heartbeats = db.heartbeats();
+        assert!(
+            (20..=31).contains(&heartbeats),
+            "{heartbeats} heartbeats in 60 s; one per 2–3 s of silence expected"
+        );
+        assert_eq!(received(&mut waiter), [RESYNC], "heartbeats were passed on");
+
+        db.echoes.store(false, Ordering::Relaxed);
+        let deaf_since = Instant::now();
+        let resync = tokio::time::timeout(TRUSTED_FOR * 2, waiter.recv()).await;
+
+        assert_eq!(resync.unwrap().unwrap().as_ref(), RESYNC);
+        assert!(
+            deaf_since.elapsed() <= TRUSTED_FOR,
+            "found deaf after {:?}",
+            deaf_since.elapsed()
+        );
+        assert!(!hub.hears_other_processes());
+        assert_eq!(db.open(), 0);
+        settle().await;
+        assert_eq!(
+            db.listens(),
+            2,
+            "a listener that was heard is replaced at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sent_while_nobody_waits_and_silence_is_not_trusted() {
+        let (db, hub) = hub(true);
+        let waiter = hub.subscribe();
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert!(hub.hears_other_processes());
+        drop(waiter);
+
+        sleep(Duration::from_secs(600)).await;
+        assert_eq!(db.heartbeats(), 1, "heartbeats while nobody waits");
+
+        let _waiter = hub.subscribe();
+        assert!(
+            !hub.hears_other_processes(),
+            "trusted after ten silent minutes"
+        );
+        settle().await;
+        assert!(hub.hears_other_processes());
+        assert_eq!((db.heartbeats(), db.listens()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_listener_is_replaced_at_once_and_waiters_look() {
+        let (db, hub) = hub(true);
+        let mut waiter = hub.subscribe();
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert!(hub.hears_other_processes());
+
+        db.cut.notify_one();
+        settle().await;
+
+        assert_eq!(received(&mut waiter), [RESYNC, RESYNC]);
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert!(hub.hears_other_processes());
+        assert_eq!(db.listens(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listener_is_closed_with_the_hub() {
+        let (db, hub) = hub(true);
+        let _waiter = hub.subscribe();
+        assert!(!hub.hears_other_processes());
+        settle().await;
+        assert_eq!(db.open(), 1);
+
+        drop(hub);
+        settle().await;
+
+        assert_eq!(db.open(), 0);
+    }
+
+    #[test]
+    fn a_session_dropped_with_its_runtime_before_it_ran_does_not_block_the_next() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let (db, hub) = hub(true);
+        let _waiter = hub.subscribe();
+        // The listening task is spawned, and dropped with the runtime before it runs.
+        runtime().block_on(async { assert!(!hub.hears_other_processes()) });
+        assert_eq!(db.listens(), 0);
+
+        runtime().block_on(async {
+            sleep(RELISTEN_PAUSE).await;
+            assert!(!hub.hears_other_processes());
+            settle().await;
+            assert!(hub.hears_other_processes(), "never listened again");
+        });
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
     }
 }

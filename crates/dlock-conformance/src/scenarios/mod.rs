@@ -5,6 +5,7 @@ mod crash;
 mod errors;
 mod exclusion;
 mod fencing;
+mod herd;
 mod loss;
 mod names;
 mod release;
@@ -65,6 +66,8 @@ scenarios![
     fencing::fence_keeps_the_lock_until_the_transaction_ends,
     fencing::fenced_transaction_keeps_the_lease,
     crash::killed_holder_is_taken_over_within_ttl,
+    crash::warm_waiters_take_over_a_killed_holder_within_its_lease,
+    crash::a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease,
     loss::loss_fires_when_row_is_tampered_with,
     loss::loss_fires_before_a_takeover,
     loss::loss_fires_before_expiry_when_database_unreachable,
@@ -77,6 +80,8 @@ scenarios![
     waiting::waiter_in_another_process_wakes_on_release,
     waiting::waiter_in_another_process_wakes_on_force_release,
     waiting::waiting_only_reads,
+    waiting::waiter_wakes_within_a_poll_after_its_listener_dies,
+    herd::a_herd_of_waiters_on_a_small_pool_all_get_their_turn,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,
     errors::pool_exhaustion_is_an_error,

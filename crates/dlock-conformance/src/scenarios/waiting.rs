@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_core::{
-    Dialect, DistributedLock, ForceRelease, LockAdmin, QueryError, QueryInterface, Row, Statement,
-    Wake, async_trait,
+    ColumnType, Dialect, DistributedLock, ForceRelease, LockAdmin, QueryError, QueryInterface, Row,
+    Statement, Value, Wake, async_trait,
 };
 
 use crate::child::{ChildProcess, Mode, wall_clock_ns};
-use crate::support::{Outcome, quick, unique_name};
+use crate::support::{Outcome, eventually, quick, unique_name};
 use crate::{Adapter, Env};
 
 /// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
@@ -181,5 +181,151 @@ impl QueryInterface for Counting {
 
     async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
         self.inner.listen(channel, wake).await
+    }
+}
+
+/// A waiter whose listening connection dies (here: its backend is terminated; in the
+/// field also a half-open connection or a listener that reconnected) learns of a release
+/// by another process within about one poll interval, not the ten it naps while it
+/// trusts its listener. Adapters that do not listen poll, so for them this holds anyway.
+pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies<A: Adapter>(
+    env: Env<A>,
+) -> Outcome {
+    const POLL: Duration = Duration::from_secs(1);
+    let name = unique_name("listener_dies");
+    // A table of this test alone, so that the listener found below is this waiter's,
+    // whatever else runs at the same time.
+    let table = format!(
+        "dlock_listener_dies_{}_{}",
+        env.adapter
+            .name()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id()
+    );
+    let queries = env.connect().await?;
+    let listens = queries.notification_source().is_some();
+    let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?))
+        .table(&table)
+        .ttl(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    let waiter = DistributedLock::builder(&name, Arc::clone(&queries))
+        .table(&table)
+        .poll_interval(POLL)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let waiting = tokio::spawn(async move {
+        let guard = waiter.acquire().await.map_err(|e| e.to_string())?;
+        let acquired_at = tokio::time::Instant::now();
+        guard.release().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(acquired_at)
+    });
+    if listens {
+        let listener = format!("LISTEN \"dlock:{table}\"%");
+        eventually(Duration::from_secs(10), "the waiter listens", || {
+            listeners(&queries, &listener, false)
+        })
+        .await?;
+        // Long enough for the waiter to trust its listener and take a long nap.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        listeners(&queries, &listener, true).await?;
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    guard.release().await.map_err(|e| e.to_string())?;
+    let released_at = tokio::time::Instant::now();
+    let acquired_at = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .map_err(|_| "the waiter did not acquire within 20 s of the release".to_owned())?
+        .map_err(|e| e.to_string())??;
+    let gap = acquired_at.saturating_duration_since(released_at);
+    eprintln!(
+        "listener_dies: the waiter acquired {} ms after a release by another process \
+         ({})",
+        gap.as_millis(),
+        if listens {
+            "its listener had been terminated"
+        } else {
+            "polling"
+        }
+    );
+    let drop = crate::support::sql(
+        queries.dialect(),
+        &format!("DROP TABLE IF EXISTS {table}"),
+        vec![],
+    );
+    queries
+        .execute(&drop)
+        .await
+        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    if gap > POLL + WAKE_SLACK {
+        return Err(format!(
+            "the waiter took {gap:?} after the release; the limit is one poll interval \
+             ({POLL:?}) and {WAKE_SLACK:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a backend listens with a statement like `listen` (a `LIKE` pattern); with
+/// `terminate`, terminates those backends, failing if there were none.
+async fn listeners(
+    queries: &Arc<dyn QueryInterface>,
+    listen: &str,
+    terminate: bool,
+) -> Result<bool, String> {
+    let select = if terminate {
+        "pg_terminate_backend(pid)"
+    } else {
+        "pid"
+    };
+    let statement = Statement {
+        sql: format!(
+            "SELECT count(*) FROM (SELECT {select} FROM pg_stat_activity \
+             WHERE query LIKE $1 AND pid <> pg_backend_pid()) AS listeners"
+        )
+        .into(),
+        params: vec![Value::Text(listen.to_owned())],
+        columns: &[ColumnType::Int],
+    };
+    let rows = queries
+        .query(&statement)
+        .await
+        .map_err(|e| format!("cannot read pg_stat_activity: {e}"))?;
+    let found = matches!(rows.first().map(Vec::as_slice), Some([Value::Int(n)]) if *n > 0);
+    if terminate && !found {
+        return Err(format!("no backend to terminate runs {listen:?}"));
+    }
+    Ok(found)
+}
+
+/// Another process's view of the database: the same connections, but a notification
+/// source of its own, so that its releases reach this process's waiters only through the
+/// database (as another process's would), not through the in-process hub.
+#[derive(Debug)]
+struct Elsewhere(Arc<dyn QueryInterface>);
+
+#[async_trait]
+impl QueryInterface for Elsewhere {
+    fn dialect(&self) -> Dialect {
+        self.0.dialect()
+    }
+
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+        self.0.execute(statement).await
+    }
+
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+        self.0.query(statement).await
+    }
+
+    fn notification_source(&self) -> Option<String> {
+        Some(format!("elsewhere: {:?}", self.0.notification_source()))
+    }
+
+    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+        self.0.listen(channel, wake).await
     }
 }

@@ -1,0 +1,251 @@
+//! Listening for other processes' releases is trusted only while the listener is heard:
+//! behind a deaf listener (PgBouncer in transaction mode, a half-open connection) waiters
+//! poll at the normal interval, not ten times slower; a healthy listener wakes them at
+//! once and they probe only as a safety net.
+
+mod fake;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dlock_core::{
+    Dialect, DistributedLock, QueryError, QueryInterface, Row, Statement, Value, Wake, async_trait,
+};
+use fake::{FakeDb, Kind, NAME, ms};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, sleep};
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// One process's view of the fake database, with PostgreSQL's notifications: what any
+/// process sends with `pg_notify` reaches every process's listener, which passes it on
+/// only while `hearing` (a deaf listener still listens, it just never hears anything).
+#[derive(Debug)]
+struct Process {
+    db: Arc<FakeDb>,
+    name: &'static str,
+    notifications: broadcast::Sender<String>,
+    hearing: AtomicBool,
+    listens: AtomicUsize,
+    /// Listening connections closed so far.
+    closed: Arc<AtomicUsize>,
+    heartbeats: AtomicUsize,
+}
+
+/// Counts a listening connection as closed when dropped.
+struct Closing(Arc<AtomicUsize>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Process {
+    fn new(
+        db: &Arc<FakeDb>,
+        name: &'static str,
+        notifications: &broadcast::Sender<String>,
+        hearing: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db: Arc::clone(db),
+            name,
+            notifications: notifications.clone(),
+            hearing: AtomicBool::new(hearing),
+            listens: AtomicUsize::new(0),
+            closed: Arc::default(),
+            heartbeats: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(self: &Arc<Self>, ttl: Duration) -> DistributedLock {
+        let queries: Arc<dyn QueryInterface> = self.clone();
+        DistributedLock::builder(NAME, queries)
+            .table(self.db.table())
+            .ttl(ttl)
+            .poll_interval(POLL)
+            .build()
+            .expect("valid options")
+    }
+
+    fn heartbeats(&self) -> usize {
+        self.heartbeats.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl QueryInterface for Process {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+        if statement.sql.starts_with("SELECT pg_notify") {
+            if let Some(Value::Text(payload)) = statement.params.get(1) {
+                if payload.is_empty() {
+                    self.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = self.notifications.send(payload.clone());
+            }
+        }
+        self.db.execute(statement).await
+    }
+
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+        self.db.query(statement).await
+    }
+
+    fn notification_source(&self) -> Option<String> {
+        Some(format!("{} {}", self.name, self.db.table()))
+    }
+
+    async fn listen(&self, _channel: &str, wake: Wake) -> Result<(), QueryError> {
+        self.listens.fetch_add(1, Ordering::Relaxed);
+        let _closing = Closing(Arc::clone(&self.closed));
+        let mut notifications = self.notifications.subscribe();
+        wake.listening();
+        loop {
+            tokio::select! {
+                notification = notifications.recv() => {
+                    if let Ok(payload) = notification {
+                        if self.hearing.load(Ordering::Relaxed) {
+                            wake.notify(&payload);
+                        }
+                    }
+                }
+                () = wake.closed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A waiter in process `waiting` for the lock that process `holding` holds; after
+/// `wait`, `holding` releases it. Returns how long after the release the waiter had it.
+async fn wake_after_release(
+    waiting: &Arc<Process>,
+    holding: &Arc<Process>,
+    wait: Duration,
+) -> Duration {
+    let held = holding
+        .lock(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    let waiter = waiting.lock(Duration::from_secs(60));
+    let acquiring = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        let acquired_at = Instant::now();
+        guard.release().await.unwrap();
+        acquired_at
+    });
+    sleep(wait).await;
+    held.release().await.unwrap();
+    let released_at = Instant::now();
+    acquiring.await.unwrap() - released_at
+}
+
+fn notifications() -> broadcast::Sender<String> {
+    broadcast::channel(64).0
+}
+
+/// PgBouncer in transaction mode: `LISTEN` succeeds, nothing ever arrives. The waiter
+/// never trusts the listener, so it polls at the normal interval.
+#[tokio::test(start_paused = true)]
+async fn behind_a_deaf_listener_waiters_poll_at_the_normal_interval() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let deaf = Process::new(&db, "deaf", &bus, false);
+    let other = Process::new(&db, "other", &bus, true);
+
+    let late = wake_after_release(&deaf, &other, Duration::from_secs(30)).await;
+
+    assert!(
+        late <= POLL + ms(10),
+        "behind a deaf listener the waiter found the release {late:?} late; one poll \
+         interval is {POLL:?}"
+    );
+    // It kept trying to listen, but ever more rarely (a pause that doubles from 1 s).
+    let listens = deaf.listens.load(Ordering::Relaxed);
+    assert!((2..=6).contains(&listens), "{listens} listens in 30 s");
+}
+
+/// A healthy listener is trusted: the waiter probes only as a safety net, wakes as soon
+/// as the release is heard, and the heartbeat costs a statement every few seconds while
+/// it waits and nothing while nobody waits.
+#[tokio::test(start_paused = true)]
+async fn a_healthy_listener_is_trusted_and_costs_nothing_when_nobody_waits() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let listening = Process::new(&db, "listening", &bus, true);
+    let other = Process::new(&db, "other", &bus, true);
+
+    let late = wake_after_release(&listening, &other, Duration::from_secs(60)).await;
+
+    assert!(late <= ms(5), "a notified waiter took {late:?}");
+    let probes = db.count(Kind::Probe);
+    assert!(
+        probes <= 20,
+        "{probes} probes in 60 s: the waiter did not trust its listener"
+    );
+    let heartbeats = listening.heartbeats();
+    assert!(
+        (20..=31).contains(&heartbeats),
+        "{heartbeats} heartbeats in 60 s of waiting; one per 2–3 s of silence expected"
+    );
+    assert_eq!(listening.listens.load(Ordering::Relaxed), 1);
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        listening.heartbeats(),
+        heartbeats,
+        "heartbeats while nobody waits"
+    );
+}
+
+/// A listener that was heard and then goes deaf (a half-open connection): the waiters,
+/// napping on its word, are told to look as soon as it is found deaf, within seconds, and
+/// poll from then on.
+#[tokio::test(start_paused = true)]
+async fn a_listener_that_goes_deaf_is_given_up_and_napping_waiters_look() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let listening = Process::new(&db, "listening", &bus, true);
+    let other = Process::new(&db, "other", &bus, true);
+    let held = other.lock(Duration::from_secs(60)).acquire().await.unwrap();
+    let waiter = listening.lock(Duration::from_secs(60));
+    let acquiring = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        let acquired_at = Instant::now();
+        guard.release().await.unwrap();
+        acquired_at
+    });
+    sleep(Duration::from_secs(20)).await;
+    // Deaf right after a probe: the waiter trusts its listener and naps 5–10 s.
+    let probes = db.count(Kind::Probe);
+    db.wait_for_log(|log| log.iter().filter(|e| e.kind == Kind::Probe).count() > probes)
+        .await;
+    listening.hearing.store(false, Ordering::Relaxed);
+    let deaf_since = Instant::now();
+    // Found deaf, and closed, within 4 s: before the nap ends by itself.
+    let closed = async {
+        while listening.closed.load(Ordering::Relaxed) == 0 {
+            sleep(ms(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), closed)
+        .await
+        .expect("the deaf listener was never closed");
+    let found_deaf_after = deaf_since.elapsed();
+    held.release().await.unwrap();
+    let released_at = Instant::now();
+
+    let late = acquiring.await.unwrap() - released_at;
+
+    assert!(
+        found_deaf_after <= Duration::from_secs(4),
+        "found deaf after {found_deaf_after:?}"
+    );
+    assert!(
+        late < POLL,
+        "after its listener was found deaf the waiter found the release {late:?} late; \
+         it should poll at most every {POLL:?}"
+    );
+}
