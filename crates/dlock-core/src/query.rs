@@ -144,7 +144,11 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
 
     /// Listens for notifications on `channel` on a connection of its own (never a pooled
     /// one), until [`Wake::closed`] completes or the connection fails. Calls
-    /// [`Wake::listening`] once listening, and [`Wake::notify`] with each payload.
+    /// [`Wake::listening`] once listening, and [`Wake::notify`] with each payload —
+    /// including empty ones, which are the core's heartbeats.
+    ///
+    /// The core may drop this future at any await point (when it finds the listener deaf:
+    /// its own heartbeats do not come back), and dropping it must close the connection.
     ///
     /// Only called when [`notification_source`](Self::notification_source) is `Some`.
     async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {

@@ -26,6 +26,10 @@ use tokio::time::Instant;
 use crate::TableName;
 use crate::query::{QueryInterface, Statement};
 
+/// How long sending a release notice may take: past it, waiters have probed by themselves
+/// (their safety-net poll, ten poll intervals of the default 1 s).
+const NOTICE_LIMIT: Duration = Duration::from_secs(10);
+
 /// How many release notices a slow waiter may fall behind before it just re-probes.
 const BACKLOG: usize = 256;
 
@@ -182,11 +186,13 @@ impl Hub {
         notice: Option<Statement>,
     ) -> Option<JoinHandle<()>> {
         let _ = self.shared.released.send(name.into());
-        // A lost notice costs a waiter one safety-net poll interval, no more.
+        // A lost notice costs a waiter one safety-net poll interval, no more; so does one
+        // that takes longer than this, after which the task gives up rather than pile up
+        // with its connection against a database that does not answer.
         notice.map(|notice| {
             let queries = Arc::clone(queries);
             tokio::spawn(async move {
-                let _ = queries.execute(&notice).await;
+                let _ = tokio::time::timeout(NOTICE_LIMIT, queries.execute(&notice)).await;
             })
         })
     }
