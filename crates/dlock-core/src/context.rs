@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dialect::Sql;
@@ -41,22 +40,6 @@ pub(crate) enum Renewal {
     Renewed { database_ms: Option<i64> },
     /// The row is no longer this acquisition's live lease.
     NotOurs,
-}
-
-/// The notice of a release to waiters in other processes, sent in a task of its own.
-#[derive(Debug)]
-pub(crate) struct Notice {
-    sending: Option<JoinHandle<()>>,
-}
-
-impl Notice {
-    /// Waits up to `limit` for the notice to be sent, so a process that exits right after
-    /// releasing still wakes the other processes' waiters.
-    pub(crate) async fn delivered(self, limit: Duration) {
-        if let Some(sending) = self.sending {
-            let _ = tokio::time::timeout(limit, sending).await;
-        }
-    }
 }
 
 fn token(rows: &[Row]) -> Option<FencingToken> {
@@ -162,23 +145,24 @@ impl LockContext {
         })
     }
 
-    /// Frees the lock if `owner` still holds it (`None` when it did not). Wakes this
+    /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
     /// process's waiters at once and, where the dialect can, sends other processes a
-    /// notice in a task of its own (not on the release path: see `notify` in the dialect),
-    /// which the caller may wait for. `contended` says whether the acquisition had to
-    /// wait: then this lock's next `acquire` lets the other waiters go first.
-    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<Option<Notice>> {
+    /// notice in the background (not on the release path: see `notify` in the dialect).
+    /// `contended` says whether the acquisition had to wait: then this lock's next
+    /// `acquire` lets the other waiters go first.
+    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
         if self.execute("release the lock", &statement).await? != 1 {
-            return Ok(None);
+            return Ok(false);
         }
-        let sending =
+        // Not awaited: waiting for it would add a round trip to every release.
+        let _sending =
             self.hub
                 .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
         if contended {
             *self.courtesy() = Some(Instant::now() + COURTESY);
         }
-        Ok(Some(Notice { sending }))
+        Ok(true)
     }
 
     /// When to make the first attempt of an `acquire`: now, or after the courtesy

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock;
-use crate::context::{LockContext, Notice, Renewal};
+use crate::context::{LockContext, Renewal};
 use crate::query::{QueryError, QueryErrorKind, Statement};
 use crate::telemetry;
 use crate::{Error, Result};
@@ -342,8 +342,9 @@ impl LockGuard {
 
     /// Releases the lock and waits for the database to confirm, retrying transient
     /// failures while the lease lasts (the release is owner-checked, so repeating it is
-    /// safe). On PostgreSQL it also waits, briefly, for the notice that wakes waiters in
-    /// other processes, so a process that exits right after still hands the lock over.
+    /// safe). On PostgreSQL the notice that wakes waiters in other processes is sent in
+    /// the background, after this returns: a process that exits at once may not send it,
+    /// and those waiters then find the lock free at their next probe.
     ///
     /// Returns [`Error::Lost`] if the lock had been lost before the release, so the caller
     /// learns that its work was not protected to the end, and the last database error if
@@ -546,13 +547,10 @@ impl KeepAlive {
             return;
         }
         let result = match self.release_row().await {
-            Ok(Released::Now(notice)) => {
+            Ok(Released::Now) => {
                 telemetry::released(&context, token, self.acquisition.sent_at);
                 self.status
                     .send_replace(Status::Ended(LossReason::Released));
-                if reply.is_some() {
-                    notice.delivered(context.options.notice_bound()).await;
-                }
                 Ok(())
             }
             Ok(Released::Earlier) => {
@@ -617,8 +615,8 @@ enum Event {
 /// What a release found.
 #[derive(Debug)]
 pub(crate) enum Released {
-    /// It freed the row; waiters in other processes hear of it through `notice`.
-    Now(Notice),
+    /// It freed the row.
+    Now,
     /// A retry found the row no longer ours after an earlier attempt that may have
     /// committed before its answer was lost.
     Earlier,
@@ -648,9 +646,9 @@ pub(crate) async fn release_with_retries(
     let releasing = async {
         loop {
             match context.release(owner, contended).await {
-                Ok(Some(notice)) => return Ok(Released::Now(notice)),
-                Ok(None) if may_have_committed => return Ok(Released::Earlier),
-                Ok(None) => return Ok(Released::NotOurs),
+                Ok(true) => return Ok(Released::Now),
+                Ok(false) if may_have_committed => return Ok(Released::Earlier),
+                Ok(false) => return Ok(Released::NotOurs),
                 Err(error) if error.is_transient() => {
                     may_have_committed |= error.may_have_committed();
                     if clock::now() + options.renew_retry_delay() >= deadline {

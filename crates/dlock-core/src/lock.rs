@@ -381,7 +381,7 @@ async fn take_or_release(
 async fn release_unclaimed(context: &LockContext, owner: &str, sent_at: Instant) {
     let safe_until = sent_at + context.options.safe_for();
     let released = crate::guard::release_with_retries(context, owner, false, safe_until).await;
-    if let Ok(crate::guard::Released::Now(_)) = released {
+    if let Ok(crate::guard::Released::Now) = released {
         telemetry::unclaimed_released();
     }
 }

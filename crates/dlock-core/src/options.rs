@@ -60,12 +60,6 @@ impl Options {
         self.renew_retry_delay() * 4
     }
 
-    /// How long an explicit release waits for the notice that wakes other processes'
-    /// waiters to be sent.
-    pub(crate) fn notice_bound(&self) -> Duration {
-        self.poll_interval.min(Duration::from_secs(1))
-    }
-
     pub(crate) fn validate(raw: RawOptions) -> Result<Self> {
         let table = match raw.table {
             Some(name) => TableName::parse(&name)?,
