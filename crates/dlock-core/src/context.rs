@@ -53,13 +53,25 @@ impl LockContext {
     /// One acquisition attempt: takes the lock for `owner` if it is free or expired.
     ///
     /// A statement that lost a race with a concurrent one (a deadlock or serialization
-    /// failure, rolled back by the database) took nothing: the lock went to the other, so
-    /// the attempt reports "not acquired" and the caller probes for the holder.
+    /// failure, rolled back by the database) took nothing, so it is run again at once, a
+    /// few times: under `SERIALIZABLE` such failures also come from transactions on
+    /// *other* names (predicate locks cover pages, not rows), and reporting them as "held"
+    /// would make `skip_if_obtained` skip a job nobody runs. If it keeps losing, the lock
+    /// most likely went to the other: the attempt reports "not acquired" and the caller
+    /// probes for the holder.
     pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<FencingToken>> {
-        match self.take(owner).await {
-            Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => Ok(None),
-            other => other,
+        const RUNS: usize = 3;
+        for run in 1..=RUNS {
+            match self.take(owner).await {
+                Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => {
+                    if run == RUNS {
+                        return Ok(None);
+                    }
+                }
+                other => return other,
+            }
         }
+        Ok(None)
     }
 
     async fn take(&self, owner: &str) -> Result<Option<FencingToken>> {

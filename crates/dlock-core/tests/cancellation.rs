@@ -130,7 +130,9 @@ impl Caller {
             // A release gives up at the end of the lease, when the row frees itself; an
             // explicit one then reports that it could not confirm it.
             (Gate::Never, Step::Release) => Some(self != Caller::AcquireRelease),
-            (Gate::AnswerLost(_) | Gate::Denied, _) => unreachable!("not among the gates"),
+            (Gate::AnswerLost(_) | Gate::Denied | Gate::Conflict, _) => {
+                unreachable!("not among the gates")
+            }
         }
     }
 }

@@ -404,3 +404,19 @@ async fn a_release_in_this_process_wakes_a_waiter_at_once() {
     );
     guard.release().await.unwrap();
 }
+
+/// Review finding L14: under `SERIALIZABLE`, an acquire can fail as a serialization
+/// conflict caused by transactions on other names; `try_acquire` then found the lock free
+/// three times and reported it held "by another process", so `skip_if_obtained` skipped
+/// a job nobody ran.
+#[tokio::test(start_paused = true)]
+async fn try_acquire_runs_an_acquire_that_lost_a_serialization_conflict_again() {
+    let fake = FakeDb::new();
+    fake.script(Kind::Acquire, [Gate::Conflict, Gate::Conflict]);
+
+    let attempt = lock(&fake).try_acquire().await.unwrap();
+
+    assert!(matches!(attempt, Attempt::Acquired(_)), "{attempt:?}");
+    assert_eq!(fake.count(Kind::Acquire), 3);
+    assert_eq!(fake.count(Kind::Probe), 0);
+}

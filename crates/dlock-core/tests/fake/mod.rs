@@ -110,6 +110,8 @@ pub(crate) enum Gate {
     /// Refused by the database for lack of a privilege (SQLSTATE 42501): an error that
     /// does not pass by itself.
     Denied,
+    /// Rolled back as a serialization failure (SQLSTATE 40001), changing nothing.
+    Conflict,
     /// Runs it at once (the database commits), but the answer is lost: fails with this
     /// kind of error, as when the connection breaks after the commit.
     AnswerLost(QueryErrorKind),
@@ -400,6 +402,11 @@ impl FakeDb {
                 result
             }
             Gate::Never => std::future::pending().await,
+            Gate::Conflict => Err(QueryError::new(
+                QueryErrorKind::Statement,
+                Some("40001".into()),
+                "could not serialize access due to read/write dependencies among transactions",
+            )),
             Gate::Denied => Err(QueryError::new(
                 QueryErrorKind::Statement,
                 Some("42501".into()),
