@@ -738,7 +738,7 @@ impl Coordinator {
         let mut broken = Vec::new();
         if let Some(lost) = state.lost_at(&hold) {
             broken.push(format!(
-                "reported its loss {:?} after",
+                "reported its loss {:?} after the renewal hung",
                 lost.saturating_duration_since(struck)
             ));
         }
@@ -747,9 +747,9 @@ impl Coordinator {
         }
         if !broken.is_empty() {
             let message = format!(
-                "worker {} holding {hold:?} {} its renewal hung on a silent connection, although the database answered its other connections",
+                "worker {} holding {hold:?} lost it when only the connection of its renewal went silent (the database answered its other connections): {}",
                 worker.index,
-                broken.join(" and ")
+                broken.join("; ")
             );
             drop(state);
             self.problems.push(message);
