@@ -122,8 +122,8 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
     let available = |kind: FaultKind| -> Result<(), String> {
         if kind.needs_network() && dialect == Dialect::Sqlite {
             return Err(format!(
-                "the {kind} fault needs a network between the workers and the database, \
-                 which SQLite does not have"
+                "the {kind} fault needs a database server the workers reach over the \
+                 network, which SQLite does not have"
             ));
         }
         if kind == FaultKind::Restart && restart_command.is_none() {

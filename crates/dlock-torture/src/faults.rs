@@ -69,8 +69,8 @@ impl FaultKind {
             })
     }
 
-    /// Whether the fault acts on the network between the workers and the database (the
-    /// proxy), which SQLite does not have.
+    /// Whether the fault acts on a database server or on the network between it and the
+    /// workers (the proxy), which SQLite does not have.
     pub(crate) fn needs_network(self) -> bool {
         matches!(
             self,
@@ -176,8 +176,24 @@ mod tests {
         assert_eq!(partition.recovery_ms(&sections), Some(100));
         let late = Fault {
             at_us: 4_000_000,
-            ..kill
+            ..kill.clone()
         };
         assert_eq!(late.recovery_ms(&sections), None);
+        // The holder of a hung renewal should keep its lock: recovery is counted from
+        // the silent connection's end, on any name, not from the holder's name.
+        let hung = Fault {
+            kind: FaultKind::HungRenewal,
+            ended_us: 1_400_000,
+            ..kill
+        };
+        assert_eq!(hung.recovery_ms(&sections), Some(100));
+    }
+
+    #[test]
+    fn fault_names_read_back() {
+        for kind in FaultKind::ALL {
+            assert_eq!(FaultKind::parse(kind.name()), Ok(kind));
+        }
+        assert!(FaultKind::parse("pause").is_err());
     }
 }
