@@ -299,6 +299,7 @@ struct Coordinator {
     names: Vec<String>,
     /// After this no fault may begin: a fault that waits for its target gives up then.
     inject_until: Instant,
+    /// Short stops resumed before their holder's lease ended by the database's clock.
     short_stops_in_window: usize,
 }
 

@@ -206,6 +206,7 @@ async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU
     let owner = lease.owner_id().to_owned();
     println!("HOLD {name} {token} {owner}");
     let (done, done_rx) = oneshot::channel();
+    let released_while_held = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(record_loss(
         Arc::clone(&worker.queries),
         LossRecord {
@@ -216,6 +217,7 @@ async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU
             worker: worker.index,
         },
         lease.clone(),
+        Arc::clone(&released_while_held),
         done_rx,
     ));
 
@@ -256,6 +258,7 @@ async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU
     }
     // A release must not wait past the lease's end, whatever the database does: after
     // that the row frees itself, and waiting longer only hangs the caller.
+    released_while_held.store(lease.loss_reason().is_none(), Ordering::Relaxed);
     let releasing = Instant::now();
     let promise = worker.ttl + Duration::from_millis(500);
     let released = tokio::time::timeout(worker.ttl * 10, guard.release()).await;
@@ -290,15 +293,25 @@ struct LossRecord {
 /// When the lease reports its loss before the section is done: says so at once, then
 /// records it, unfenced, at the database's clock less the time it took to get there (the
 /// database may be unreachable for a while).
+///
+/// A lease that ends by its own release is no loss, though a core that ends every lease
+/// through `lost()` (with a "released" reason) reports it there too: the section says,
+/// before it releases, whether the lease was still held, and then the watcher stands
+/// down. A loss that comes during the release is not recorded either; no write of the
+/// section can follow it.
 async fn record_loss(
     queries: Arc<dyn QueryInterface>,
     record: LossRecord,
     lease: Lease,
+    released_while_held: Arc<AtomicBool>,
     done: oneshot::Receiver<()>,
 ) {
     tokio::select! {
         _ = lease.lost() => {}
         _ = done => return,
+    }
+    if released_while_held.load(Ordering::Relaxed) {
+        return;
     }
     let noticed = Instant::now();
     println!("LOST {} {}", record.name, record.token);
