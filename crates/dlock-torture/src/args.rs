@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use dlock_bench::backend::{Adapter, Dialect};
 
+use crate::faults::FaultKind;
+
 pub(crate) const USAGE: &str = "\
 usage: dlock-torture [--adapter tokio-postgres|seaorm|diesel] [--dialect postgres|mysql|sqlite]
                      [--url URL] [--minutes N | --seconds N] [--workers N] [--names N]
-                     [--ttl-ms N] [--fault-gap-ms N] [--restart-command CMD] [--verbose]
+                     [--ttl-ms N] [--fault-gap-ms N] [--faults LIST] [--restart-command CMD]
+                     [--verbose]
 
 Workers (separate processes) contend for a few lock names while faults are injected on a
 schedule; a checker then verifies the ledger and prints a summary line:
@@ -22,6 +25,9 @@ schedule; a checker then verifies the ledger and prints a summary line:
   --names            lock names they contend for (default 2)
   --ttl-ms           the locks' TTL (default 2000)
   --fault-gap-ms     the pause between two faults (default 1000)
+  --faults           the faults to inject, in turn, comma-separated (default: all the database
+                     allows): kill, stop, terminate, unreachable, short-stop, delayed-acquire,
+                     hung-renewal, restart
   --restart-command  a shell command that restarts the PostgreSQL server, e.g.
                      'pg_ctlcluster --skip-systemctl-redirect 15 torture restart';
                      adds the restart fault. Never point it at a server others use.
@@ -38,6 +44,8 @@ pub(crate) struct Args {
     pub(crate) names: usize,
     pub(crate) ttl: Duration,
     pub(crate) fault_gap: Duration,
+    /// The faults of the rotation, in order.
+    pub(crate) faults: Vec<FaultKind>,
     pub(crate) restart_command: Option<String>,
     pub(crate) verbose: bool,
 }
@@ -59,6 +67,7 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
     let mut ttl = Duration::from_secs(2);
     let mut fault_gap = Duration::from_secs(1);
     let mut restart_command = None;
+    let mut faults = None;
     let mut verbose = false;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -79,6 +88,14 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
             "--ttl-ms" => ttl = Duration::from_millis(number(value()?)?),
             "--fault-gap-ms" => fault_gap = Duration::from_millis(number(value()?)?),
             "--restart-command" => restart_command = Some(value()?),
+            "--faults" => {
+                faults = Some(
+                    value()?
+                        .split(',')
+                        .map(|name| FaultKind::parse(name.trim()))
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+            }
             "--verbose" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             other => return Err(format!("unknown argument {other:?}")),
@@ -102,6 +119,33 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
     if restart_command.is_some() && dialect != Dialect::Postgres {
         return Err("--restart-command restarts PostgreSQL; use it with --dialect postgres".into());
     }
+    let available = |kind: FaultKind| -> Result<(), String> {
+        if kind.needs_network() && dialect == Dialect::Sqlite {
+            return Err(format!(
+                "the {kind} fault needs a database server the workers reach over the \
+                 network, which SQLite does not have"
+            ));
+        }
+        if kind == FaultKind::Restart && restart_command.is_none() {
+            return Err("the restart fault needs --restart-command".into());
+        }
+        Ok(())
+    };
+    let faults = match faults {
+        Some(faults) => {
+            for kind in &faults {
+                available(*kind)?;
+            }
+            faults
+        }
+        None => FaultKind::ALL
+            .into_iter()
+            .filter(|kind| available(*kind).is_ok())
+            .collect(),
+    };
+    if faults.is_empty() {
+        return Err("--faults needs at least one fault".into());
+    }
     Ok(Parsed::Run(Args {
         adapter,
         dialect,
@@ -111,6 +155,7 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, St
         names,
         ttl,
         fault_gap,
+        faults,
         restart_command,
         verbose,
     }))
@@ -142,5 +187,42 @@ mod tests {
         assert!(error.contains("--dialect postgres"), "{error}");
         let error = parse_all(&["--workers", "0"]).unwrap_err();
         assert!(error.contains("positive whole number"), "{error}");
+        let error =
+            parse_all(&["--dialect", "sqlite", "--faults", "kill,hung-renewal"]).unwrap_err();
+        assert!(error.contains("SQLite"), "{error}");
+        let error = parse_all(&["--faults", "stop,pause"]).unwrap_err();
+        assert!(error.contains("short-stop"), "{error}");
+    }
+
+    #[test]
+    fn the_rotation_is_what_the_database_allows_or_what_was_asked() {
+        let rotation = |args: &[&str]| match parse_all(args) {
+            Ok(Parsed::Run(args)) => args
+                .faults
+                .iter()
+                .map(|kind| kind.name())
+                .collect::<Vec<_>>(),
+            other => panic!("expected a run, got {other:?}"),
+        };
+        assert_eq!(
+            rotation(&["--dialect", "sqlite"]),
+            ["kill", "stop", "short-stop"]
+        );
+        assert_eq!(
+            rotation(&[]),
+            [
+                "kill",
+                "stop",
+                "terminate",
+                "unreachable",
+                "short-stop",
+                "delayed-acquire",
+                "hung-renewal"
+            ]
+        );
+        assert_eq!(
+            rotation(&["--faults", "hung-renewal,short-stop"]),
+            ["hung-renewal", "short-stop"]
+        );
     }
 }

@@ -16,16 +16,30 @@ pub(crate) enum FaultKind {
     Terminate,
     /// The database unreachable (a partition at the workers' proxy) for longer than the lease.
     Unreachable,
+    /// A holder frozen with SIGSTOP just after one of its renewals, and resumed after its
+    /// local deadline (0.9 TTL after the renewal was sent) but before its lease ends by the
+    /// database's clock (a TTL after the renewal ran).
+    ShortStop,
+    /// An acquire statement that commits, but whose reply reaches the worker more than a
+    /// TTL later (its connection's replies held at the proxy).
+    DelayedAcquire,
+    /// A renewal sent on a pooled connection that has gone silent (half-open at the
+    /// proxy) while the database and the worker's other connections are healthy.
+    HungRenewal,
     /// The PostgreSQL server restarted.
     Restart,
 }
 
 impl FaultKind {
-    pub(crate) const ALL: [Self; 5] = [
+    /// Every kind, in the order of the rotation.
+    pub(crate) const ALL: [Self; 8] = [
         Self::Kill,
         Self::Stop,
         Self::Terminate,
         Self::Unreachable,
+        Self::ShortStop,
+        Self::DelayedAcquire,
+        Self::HungRenewal,
         Self::Restart,
     ];
 
@@ -35,8 +49,33 @@ impl FaultKind {
             Self::Stop => "stop",
             Self::Terminate => "terminate",
             Self::Unreachable => "unreachable",
+            Self::ShortStop => "short-stop",
+            Self::DelayedAcquire => "delayed-acquire",
+            Self::HungRenewal => "hung-renewal",
             Self::Restart => "restart",
         }
+    }
+
+    pub(crate) fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|kind| kind.name()).collect();
+                format!(
+                    "unknown fault {name:?}; the faults are {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// Whether the fault acts on a database server or on the network between it and the
+    /// workers (the proxy), which SQLite does not have.
+    pub(crate) fn needs_network(self) -> bool {
+        matches!(
+            self,
+            Self::Terminate | Self::Unreachable | Self::DelayedAcquire | Self::HungRenewal
+        )
     }
 }
 
@@ -52,25 +91,32 @@ pub(crate) struct Fault {
     pub(crate) kind: FaultKind,
     /// When it began.
     pub(crate) at_us: i64,
-    /// When it ended: the server answered again (restart), the partition was lifted
-    /// (unreachable), the process was resumed (stop); `at_us` for instant faults.
+    /// When it ended: the server answered again (restart), the partition or the
+    /// connection's fault was lifted (unreachable, delayed-acquire, hung-renewal), the
+    /// process was resumed (stop, short-stop); `at_us` for instant faults.
     pub(crate) ended_us: i64,
-    /// The lock held by the worker it hit (kill, stop).
+    /// The lock held by the worker it hit (kill, stop, short-stop, hung-renewal), or
+    /// taken by the acquire whose reply it delayed (delayed-acquire).
     pub(crate) target: Option<Hold>,
 }
 
 impl Fault {
     /// How long, in milliseconds, until the suite worked again after this fault:
     ///
-    /// - kill, stop: from the signal until the holder's lock name was entered again by a
-    ///   later holder (a section with a larger fencing token);
+    /// - kill, stop, short-stop: from the signal until the holder's lock name was entered
+    ///   again by a later holder (a section with a larger fencing token);
+    /// - delayed-acquire: from the acquire statement until its name was entered by a later
+    ///   holder;
     /// - terminate: from the termination until the next section entered, on any name;
-    /// - unreachable, restart: from the end of the fault (partition lifted, server back)
-    ///   until the next section entered, on any name.
+    /// - unreachable, restart, hung-renewal: from the end of the fault (partition or
+    ///   connection lifted, server back) until the next section entered, on any name.
     ///
     /// `None` if that never happened before the run ended.
     pub(crate) fn recovery_ms(&self, sections: &[Section]) -> Option<i64> {
         let (since, next) = match (&self.target, self.kind) {
+            (_, FaultKind::Unreachable | FaultKind::Restart | FaultKind::HungRenewal) => {
+                (self.ended_us, next_entry(sections, self.ended_us))
+            }
             (Some((name, token)), _) => (
                 self.at_us,
                 sections
@@ -79,9 +125,6 @@ impl Fault {
                     .map(|s| s.entry_us)
                     .min(),
             ),
-            (None, FaultKind::Unreachable | FaultKind::Restart) => {
-                (self.ended_us, next_entry(sections, self.ended_us))
-            }
             (None, _) => (self.at_us, next_entry(sections, self.at_us)),
         };
         next.map(|entry| (entry - since).max(0) / 1000)
@@ -133,8 +176,24 @@ mod tests {
         assert_eq!(partition.recovery_ms(&sections), Some(100));
         let late = Fault {
             at_us: 4_000_000,
-            ..kill
+            ..kill.clone()
         };
         assert_eq!(late.recovery_ms(&sections), None);
+        // The holder of a hung renewal should keep its lock: recovery is counted from
+        // the silent connection's end, on any name, not from the holder's name.
+        let hung = Fault {
+            kind: FaultKind::HungRenewal,
+            ended_us: 1_400_000,
+            ..kill
+        };
+        assert_eq!(hung.recovery_ms(&sections), Some(100));
+    }
+
+    #[test]
+    fn fault_names_read_back() {
+        for kind in FaultKind::ALL {
+            assert_eq!(FaultKind::parse(kind.name()), Ok(kind));
+        }
+        assert!(FaultKind::parse("pause").is_err());
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dlock_bench::backend::{Adapter, Dialect};
-use dlock_conformance::proxy::Proxy;
-use dlock_core::{QueryInterface, Statement, Value};
+use dlock_conformance::proxy::{ConnectionFault, Proxy};
+use dlock_core::{LockAdmin, LockInfo, QueryInterface, Statement, TableName, Value};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -49,6 +49,9 @@ pub(crate) struct Report {
     pub(crate) worker_errors: u64,
     /// Holders working when the server restarted, and how many of them kept their lock.
     pub(crate) restart_holds: (usize, usize),
+    /// Short stops whose holder was resumed before its lease ended by the database's
+    /// clock (the others came too late to test the window they aim at).
+    pub(crate) short_stops_in_window: usize,
     /// Broken promises other than the checker's: hangs, losses not reported, slow or no
     /// recovery.
     pub(crate) problems: Vec<String>,
@@ -74,8 +77,14 @@ impl Report {
                 continue;
             }
             let max = recoveries.iter().filter_map(|(_, r)| *r).max().unwrap_or(0);
+            let aim = match kind {
+                FaultKind::ShortStop => {
+                    format!(" resumed_before_expiry={}", self.short_stops_in_window)
+                }
+                _ => String::new(),
+            };
             println!(
-                "fault {kind}: injected={} max_recovery_ms={max}",
+                "fault {kind}: injected={} max_recovery_ms={max}{aim}",
                 recoveries.len()
             );
         }
@@ -88,10 +97,12 @@ impl Report {
             self.problems.len()
         );
         println!(
-            "max_recovery_ms: the longest, over all faults, of: kill, stop: from the signal \
-             until the holder's name was entered by a later holder; terminate: from the \
-             termination until the next section entered; unreachable, restart: from the end \
-             of the fault until the next section entered (database clock)"
+            "max_recovery_ms: the longest, over all faults, of: kill, stop, short-stop: from \
+             the signal until the holder's name was entered by a later holder; \
+             delayed-acquire: from the acquire until its name was entered by a later holder; \
+             terminate: from the termination until the next section entered; unreachable, \
+             restart, hung-renewal: from the end of the fault until the next section entered \
+             (database clock)"
         );
         for detail in self.verdict.details.iter().take(20) {
             println!("violation: {detail}");
@@ -236,6 +247,28 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
     })
 }
 
+/// When a short stop resumes its holder: this percentage of the TTL after the renewal it
+/// follows ran, between the holder's local deadline (90 %, counted from the renewal's
+/// send, which came first) and the lease's end by the database's clock (100 %), leaving
+/// the resumed worker time to send its exit write before the lease ends.
+const SHORT_STOP_RESUME_PERCENT: i64 = 93;
+
+/// How late, in TTLs after the statement, the reply to a delayed acquire arrives, in
+/// turn: past the lease's end, when another worker may have taken the lock over (on
+/// MySQL/MariaDB the token is then read after the delay, and finds the takeover), and
+/// past the holder's deadline (0.9 TTL) but within the lease, when the lock is still the
+/// acquirer's by the database.
+const DELAYED_REPLIES: [f64; 2] = [1.25, 0.95];
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A database time as microseconds since the epoch.
+fn epoch_us(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, micros)
+}
+
 /// Wall-clock microseconds since the epoch.
 fn wall_us() -> i64 {
     let since_epoch = SystemTime::now()
@@ -260,6 +293,14 @@ struct Coordinator {
     faults: Vec<Fault>,
     problems: Vec<String>,
     restart_holds: (usize, usize),
+    /// The lock table, read to aim faults at renewals and acquisitions.
+    locks: LockAdmin,
+    /// The run's lock names.
+    names: Vec<String>,
+    /// After this no fault may begin: a fault that waits for its target gives up then.
+    inject_until: Instant,
+    /// Short stops resumed before their holder's lease ended by the database's clock.
+    short_stops_in_window: usize,
 }
 
 impl Coordinator {
@@ -346,34 +387,14 @@ impl Coordinator {
                 let working = worker.state().working;
                 tokio::time::sleep(ttl.mul_f64(1.5)).await;
                 worker.signal("CONT").await?;
-                let resumed = Instant::now();
                 if let Some(hold) = &hold {
-                    // Its timers are all past due: it must notice the loss at once, and
-                    // a worker stopped at work goes on to write its exit, which fencing
-                    // must refuse.
-                    let limit = Duration::from_secs(2);
-                    let done = |state: &WorkerState| {
-                        state.lost_at(hold).is_some() && (!working || state.refused.contains(hold))
-                    };
-                    while !done(&worker.state()) && resumed.elapsed() < limit {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    let state = worker.state();
-                    if state.lost_at(hold).is_none() {
-                        self.problems.push(format!(
-                            "worker {} resumed after SIGSTOP did not report the loss of {hold:?} within {limit:?}",
-                            worker.index
-                        ));
-                    }
-                    if working && !state.refused.contains(hold) {
-                        self.problems.push(format!(
-                            "worker {} resumed after SIGSTOP at work under {hold:?}: its late write was not refused within {limit:?}",
-                            worker.index
-                        ));
-                    }
+                    self.check_resumed(position, hold, working, "SIGSTOP").await;
                 }
                 self.record(kind, at_us, hold);
             }
+            FaultKind::ShortStop => return self.short_stop().await,
+            FaultKind::DelayedAcquire => return self.delayed_acquire().await,
+            FaultKind::HungRenewal => return self.hung_renewal().await,
             FaultKind::Terminate => {
                 let at_us = self.db_now_us();
                 let terminated = self.terminate_connections().await?;
@@ -454,6 +475,289 @@ impl Coordinator {
         Ok(true)
     }
 
+    /// After a worker frozen past its local deadline was resumed: its timers are all past
+    /// due, so it must notice the loss of `hold` at once, and, stopped at work, go on to
+    /// write its exit, which fencing must refuse.
+    async fn check_resumed(&mut self, position: usize, hold: &Hold, working: bool, what: &str) {
+        let resumed = Instant::now();
+        let Some(worker) = self.workers.get(position) else {
+            return;
+        };
+        let limit = Duration::from_secs(2);
+        let done = |state: &WorkerState| {
+            state.lost_at(hold).is_some() && (!working || state.refused.contains(hold))
+        };
+        while !done(&worker.state()) && resumed.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let state = worker.state();
+        if state.lost_at(hold).is_none() {
+            self.problems.push(format!(
+                "worker {} resumed after {what} did not report the loss of {hold:?} within {limit:?}",
+                worker.index
+            ));
+        }
+        if working && !state.refused.contains(hold) {
+            self.problems.push(format!(
+                "worker {} resumed after {what} at work under {hold:?}: its late write was not refused within {limit:?}",
+                worker.index
+            ));
+        }
+    }
+
+    /// The proxy between the workers and the database.
+    fn proxy(&self) -> Result<&Proxy, String> {
+        self.database
+            .proxy
+            .as_ref()
+            .ok_or_else(|| "BUG: no proxy for a networked database".to_owned())
+    }
+
+    /// Asks a random worker for a section whose work lasts `work`, and waits (until
+    /// faults must stop) for it to be at that work; then returns its position, the lock
+    /// it holds and its owner id.
+    async fn long_section(
+        &mut self,
+        work: Duration,
+    ) -> Result<Option<(usize, Hold, String)>, String> {
+        let position = crate::random_below(self.workers.len());
+        self.workers[position].ask_for_long_section(work).await?;
+        let worker = &self.workers[position];
+        while Instant::now() < self.inject_until {
+            {
+                let state = worker.state();
+                if let (true, Some(hold), Some(owner)) =
+                    (state.working_long, &state.holding, &state.owner)
+                {
+                    return Ok(Some((position, hold.clone(), owner.clone())));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(None)
+    }
+
+    /// The lock row of `name`, if it can be read.
+    async fn lock_row(&self, name: &str) -> Option<LockInfo> {
+        let read = tokio::time::timeout(Duration::from_secs(2), self.locks.inspect(name));
+        read.await.ok()?.ok()
+    }
+
+    /// Watches the lock row of `hold` (polling every few milliseconds) until its holder
+    /// renews it, and returns when that renewal ran (database clock, microseconds): its
+    /// new expiry less the TTL. `None` if the holder lets go first or no renewal comes
+    /// within a TTL.
+    async fn renewal_of(&self, position: usize, hold: &Hold, owner: &str) -> Option<i64> {
+        let ttl_us = micros(self.args.ttl);
+        let watching = Instant::now();
+        while watching.elapsed() < self.args.ttl {
+            let row = self.lock_row(&hold.0).await?;
+            if row.fencing_token.get() != hold.1 || row.owner_id.as_deref() != Some(owner) {
+                return None;
+            }
+            let (Some(acquired), Some(expires)) = (row.acquired_at, row.expires_at) else {
+                return None;
+            };
+            let ran_us = epoch_us(expires) - ttl_us;
+            // The acquire set the first expiry a TTL after it ran; a renewal runs at
+            // least a renew interval (a third of the TTL) later.
+            if ran_us > epoch_us(acquired) + ttl_us / 10 {
+                return Some(ran_us);
+            }
+            if !self.workers.get(position)?.state().working_long {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        None
+    }
+
+    /// `short-stop`: freezes a holder just after one of its renewals and resumes it
+    /// between its local deadline (0.9 TTL after the renewal was sent, which is before it
+    /// ran) and the end of its lease by the database's clock (a TTL after it ran).
+    ///
+    /// Aimed from the lock row: the holder is asked for a section longer than a renew
+    /// interval, its row is read every few milliseconds until its expiry moves (the
+    /// renewal ran at the new expiry less the TTL), and the SIGCONT is sent at that
+    /// instant plus [`SHORT_STOP_RESUME_PERCENT`] % of the TTL, by the database's clock.
+    async fn short_stop(&mut self) -> Result<bool, String> {
+        let ttl = self.args.ttl;
+        let ttl_us = micros(ttl);
+        // Longer than a renew interval (a third of the TTL), with room to stop the
+        // worker at work after its renewal; shorter than the stop, so that its exit
+        // comes right after it is resumed.
+        let Some((position, hold, owner)) = self.long_section(ttl.mul_f64(0.6)).await? else {
+            return Ok(false);
+        };
+        let Some(renewed_us) = self.renewal_of(position, &hold, &owner).await else {
+            return Ok(false);
+        };
+        let resume_us = renewed_us + ttl_us * SHORT_STOP_RESUME_PERCENT / 100;
+        // Seen too late to land between the deadline and the lease's end: try again.
+        if resume_us - self.db_now_us() < ttl_us * 80 / 100 {
+            return Ok(false);
+        }
+        let worker = &self.workers[position];
+        let at_us = self.db_now_us();
+        worker.signal("STOP").await?;
+        let stopped = held_when_signalled(&worker.state).await;
+        let working = worker.state().working;
+        let wait_us = u64::try_from(resume_us - self.db_now_us()).unwrap_or(0);
+        tokio::time::sleep(Duration::from_micros(wait_us)).await;
+        worker.signal("CONT").await?;
+        let resumed_us = self.db_now_us();
+        if resumed_us < renewed_us + ttl_us {
+            self.short_stops_in_window += 1;
+        }
+        if self.args.verbose {
+            eprintln!(
+                "dlock-torture: short-stop of {hold:?}: renewed at {renewed_us} us, stopped {} ms \
+                 after, resumed {} ms after (lease end {} ms after)",
+                (at_us - renewed_us) / 1000,
+                (resumed_us - renewed_us) / 1000,
+                ttl_us / 1000
+            );
+        }
+        if stopped.as_ref() == Some(&hold) {
+            self.check_resumed(
+                position,
+                &hold,
+                working,
+                "a short SIGSTOP past its deadline",
+            )
+            .await;
+        }
+        self.record(FaultKind::ShortStop, at_us, stopped);
+        Ok(true)
+    }
+
+    /// `delayed-acquire`: the next acquire statement of a random worker that takes a
+    /// lock commits at once, but its reply reaches the worker [`DELAYED_REPLIES`] TTLs
+    /// later, after its deadline. Aimed with the holder label, which only the acquire
+    /// statement carries (an attempt that took nothing has its reply let go at once, and
+    /// the next is tried). The worker must not be handed that lock.
+    async fn delayed_acquire(&mut self) -> Result<bool, String> {
+        let ttl = self.args.ttl;
+        let injected = self
+            .faults
+            .iter()
+            .filter(|fault| fault.kind == FaultKind::DelayedAcquire)
+            .count();
+        let delay = ttl.mul_f64(DELAYED_REPLIES[injected % DELAYED_REPLIES.len()]);
+        let position = crate::random_below(self.workers.len());
+        let index = i64::try_from(self.workers[position].index).unwrap_or(i64::MAX);
+        let label = format!("{} (", worker::holder_label(index));
+        let (armed, at_us, struck, hold) = loop {
+            if Instant::now() >= self.inject_until {
+                return Ok(false);
+            }
+            let mut armed = self
+                .proxy()?
+                .arm(label.as_bytes(), ConnectionFault::HoldReplies);
+            match tokio::time::timeout_at(self.inject_until, armed.struck()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Ok(false),
+            }
+            let at_us = self.db_now_us();
+            let struck = Instant::now();
+            // The statement runs at once; its row says whether it took the lock.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if let Some(hold) = self.acquisition_by(&label, at_us).await {
+                break (armed, at_us, struck, hold);
+            }
+            armed.lift();
+        };
+        tokio::time::sleep_until(struck + delay).await;
+        armed.lift();
+        let lifted = Instant::now();
+        self.record(FaultKind::DelayedAcquire, at_us, Some(hold.clone()));
+        let Some(worker) = self.workers.get(position) else {
+            return Ok(true);
+        };
+        // The reply comes in at once now; a worker handed the lock says HOLD.
+        let limit = Duration::from_secs(1);
+        while !worker.state().held.contains(&hold) && lifted.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if worker.state().held.contains(&hold) {
+            self.problems.push(format!(
+                "worker {} was handed the lock {hold:?} although the reply to its acquire came {delay:?} after the statement, past its deadline (TTL {ttl:?})",
+                worker.index
+            ));
+        }
+        Ok(true)
+    }
+
+    /// The lock a holder labelled `label` took at or after `since_us` (database clock),
+    /// and still holds by the lock table.
+    async fn acquisition_by(&self, label: &str, since_us: i64) -> Option<Hold> {
+        for name in &self.names {
+            let Some(row) = self.lock_row(name).await else {
+                continue;
+            };
+            let recent = row
+                .acquired_at
+                .is_some_and(|acquired| epoch_us(acquired) + 5_000 >= since_us);
+            let by_label = row
+                .holder
+                .as_deref()
+                .is_some_and(|holder| holder.starts_with(label));
+            if recent && by_label && row.owner_id.is_some() {
+                return Some((name.clone(), row.fencing_token.get()));
+            }
+        }
+        None
+    }
+
+    /// `hung-renewal`: a holder at work through a section longer than its lease; the
+    /// pooled connection its next renewal is sent on goes silent (half-open at the
+    /// proxy: the renewal never reaches the database, nothing comes back, nothing is
+    /// closed) until the section ends, while the database answers its other connections.
+    /// Aimed with the holder's owner id, which its renewals carry and, while it works, no
+    /// other statement of it does. It must keep its lock and write its exit.
+    async fn hung_renewal(&mut self) -> Result<bool, String> {
+        let ttl = self.args.ttl;
+        let Some((position, hold, owner)) = self.long_section(ttl.mul_f64(1.6)).await? else {
+            return Ok(false);
+        };
+        let mut armed = self.proxy()?.arm(owner.as_bytes(), ConnectionFault::Stall);
+        // The first renewal is due a third of the TTL after the acquire.
+        match tokio::time::timeout(ttl, armed.struck()).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Ok(false),
+        }
+        let at_us = self.db_now_us();
+        let struck = Instant::now();
+        let worker = &self.workers[position];
+        while worker.state().holding.as_ref() == Some(&hold) && struck.elapsed() < ttl * 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        armed.lift();
+        self.record(FaultKind::HungRenewal, at_us, Some(hold.clone()));
+        let worker = &self.workers[position];
+        let state = worker.state();
+        let mut broken = Vec::new();
+        if let Some(lost) = state.lost_at(&hold) {
+            broken.push(format!(
+                "reported its loss {:?} after the renewal hung",
+                lost.saturating_duration_since(struck)
+            ));
+        }
+        if state.refused.contains(&hold) {
+            broken.push("had its exit write refused".to_owned());
+        }
+        if !broken.is_empty() {
+            let message = format!(
+                "worker {} holding {hold:?} lost it when only the connection of its renewal went silent (the database answered its other connections): {}",
+                worker.index,
+                broken.join("; ")
+            );
+            drop(state);
+            self.problems.push(message);
+        }
+        Ok(true)
+    }
+
     /// Terminates the connections of some workers; returns how many.
     async fn terminate_connections(&self) -> Result<usize, String> {
         let Some(statement) = self.sql.terminate_some(&self.database.session) else {
@@ -501,18 +805,6 @@ async fn held_when_signalled(state: &std::sync::Mutex<WorkerState>) -> Option<Ho
         .clone()
 }
 
-/// The fault kinds the database allows: SQLite has no server and no network.
-fn fault_kinds(args: &Args) -> Vec<FaultKind> {
-    FaultKind::ALL
-        .into_iter()
-        .filter(|kind| match kind {
-            FaultKind::Kill | FaultKind::Stop => true,
-            FaultKind::Terminate | FaultKind::Unreachable => args.dialect != Dialect::Sqlite,
-            FaultKind::Restart => args.restart_command.is_some(),
-        })
-        .collect()
-}
-
 /// Runs the suite as `args` say.
 pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
     let run = format!("{}-{}", wall_us() / 1_000_000, std::process::id());
@@ -537,6 +829,8 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         .chain(args.verbose.then(|| (worker::VERBOSE, "1".to_owned())))
         .collect(),
     };
+    let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    let locks = LockAdmin::with_table(Arc::clone(&database.admin), table);
     let mut coordinator = Coordinator {
         args: args.clone(),
         sql,
@@ -549,6 +843,10 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         faults: Vec::new(),
         problems: Vec::new(),
         restart_holds: (0, 0),
+        locks,
+        names: names.clone(),
+        inject_until: Instant::now() + args.duration,
+        short_stops_in_window: 0,
     };
     let result = coordinator.drive(&names).await;
     let report = coordinator.conclude(result, &run).await;
@@ -570,7 +868,8 @@ impl Coordinator {
         // stop: the longest lasts 2.5 TTL, and recovery about one more.
         let quiet = ttl * 4 + Duration::from_secs(2);
         let deadline = started + self.args.duration;
-        let kinds = fault_kinds(&self.args);
+        self.inject_until = deadline.checked_sub(quiet).unwrap_or(started);
+        let kinds = self.args.faults.clone();
         let mut next = 0;
         eprintln!(
             "dlock-torture: {} workers on {} names for {:?}, faults: {}",
@@ -644,6 +943,12 @@ impl Coordinator {
                     "the name of a killed holder ({:?}) was taken again only after {ms} ms (TTL {ttl_ms} ms)",
                     fault.target
                 )),
+                (FaultKind::DelayedAcquire, Some(ms)) if *ms > ttl_ms + 1000 => {
+                    self.problems.push(format!(
+                        "the name taken by an acquire whose reply was delayed ({:?}) was taken again only after {ms} ms (TTL {ttl_ms} ms)",
+                        fault.target
+                    ));
+                }
                 _ => {}
             }
         }
@@ -673,6 +978,7 @@ impl Coordinator {
             losses: losses.len(),
             worker_errors,
             restart_holds: self.restart_holds,
+            short_stops_in_window: self.short_stops_in_window,
             problems: std::mem::take(&mut self.problems),
         })
     }

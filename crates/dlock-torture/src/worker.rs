@@ -5,8 +5,8 @@
 //! | line                  | when                                                        |
 //! |-----------------------|-------------------------------------------------------------|
 //! | `READY`               | connected, tables in place                                  |
-//! | `HOLD <name> <token>` | acquired                                                    |
-//! | `WORK <name> <token>` | the entry committed; now working, outside any transaction   |
+//! | `HOLD <name> <token> <owner>` | acquired, under this owner id                       |
+//! | `WORK <name> <token> [long]` | the entry committed; now working, outside any transaction (`long`: as asked, see below) |
 //! | `DONE <name> <token>` | the work is done; the exit is about to be written           |
 //! | `REFUSED <name> <token>` | a fenced write of this section was refused              |
 //! | `LOST <name> <token>` | the guard reported the loss (before the loss is recorded)   |
@@ -14,12 +14,16 @@
 //! | `FREE <name> <token>` | released (or gave up releasing)                             |
 //! | `ERRORS <n> <last>`   | at exit: how many operations failed, and the last failure   |
 //!
+//! The coordinator speaks to it on stdin: `LONG <ms>` makes its next section's work last
+//! that long (so that it spans renewals, or the whole lease), and the end of the input
+//! stops it.
+//!
 //! Database errors never end a worker: faults cause them by design. It logs them (on
 //! stderr with `--verbose`) and goes on.
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_bench::backend::{Adapter, Dialect, Pool};
@@ -44,6 +48,12 @@ pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
 const WORK: Duration = Duration::from_millis(60);
 /// How often waiters probe at most; short, so that hand-overs are frequent.
 const POLL: Duration = Duration::from_millis(50);
+
+/// The label of worker `index`'s locks, which their lock rows record as the holder; the
+/// acquire statement is the only one that carries it.
+pub(crate) fn holder_label(index: i64) -> String {
+    format!("torture worker {index}")
+}
 
 /// When this process is a worker, runs it and returns its exit code.
 pub(crate) fn run_if_worker() -> Option<ExitCode> {
@@ -129,7 +139,7 @@ async fn worker_main() -> Result<(), String> {
                 .ttl(ttl)
                 .poll_interval(POLL)
                 .acquire_timeout(ttl * 3)
-                .holder_label(format!("torture worker {index}"))
+                .holder_label(holder_label(index))
                 .build()
                 .map_err(|error| error.to_string())
         })
@@ -148,10 +158,14 @@ async fn worker_main() -> Result<(), String> {
     println!("READY");
 
     let stopping = Arc::new(AtomicBool::new(false));
-    tokio::spawn(stop_at_end_of_input(Arc::clone(&stopping)));
+    let long_work_ms = Arc::new(AtomicU64::new(0));
+    tokio::spawn(follow_input(
+        Arc::clone(&stopping),
+        Arc::clone(&long_work_ms),
+    ));
     while !stopping.load(Ordering::Relaxed) {
         let lock = &locks[crate::random_below(locks.len())];
-        section(&worker, lock).await;
+        section(&worker, lock, &long_work_ms).await;
     }
     println!(
         "ERRORS {} {}",
@@ -161,15 +175,23 @@ async fn worker_main() -> Result<(), String> {
     Ok(())
 }
 
-/// The coordinator closes a worker's input to stop it.
-async fn stop_at_end_of_input(stopping: Arc<AtomicBool>) {
+/// Follows the coordinator's requests: `LONG <ms>` asks for a long next section; the end
+/// of the input stops the worker.
+async fn follow_input(stopping: Arc<AtomicBool>, long_work_ms: Arc<AtomicU64>) {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(_)) = lines.next_line().await {}
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(ms) = line.strip_prefix("LONG ").and_then(|ms| ms.parse().ok()) {
+            long_work_ms.store(ms, Ordering::Relaxed);
+        } else {
+            eprintln!("torture worker: unexpected request {line:?}");
+        }
+    }
     stopping.store(true, Ordering::Relaxed);
 }
 
-/// Acquires, writes the entry, works, writes the exit, releases.
-async fn section(worker: &Worker, lock: &DistributedLock) {
+/// Acquires, writes the entry, works (for `long_work_ms` if the coordinator asked for a
+/// long section), writes the exit, releases.
+async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU64) {
     let guard = match lock.acquire().await {
         Ok(guard) => guard,
         Err(dlock_core::Error::Timeout { .. }) => return,
@@ -181,8 +203,10 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
     };
     let lease = guard.lease().clone();
     let (name, token) = (lock.name(), lease.fencing_token().get());
-    println!("HOLD {name} {token}");
+    let owner = lease.owner_id().to_owned();
+    println!("HOLD {name} {token} {owner}");
     let (done, done_rx) = oneshot::channel();
+    let released_while_held = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(record_loss(
         Arc::clone(&worker.queries),
         LossRecord {
@@ -193,10 +217,10 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
             worker: worker.index,
         },
         lease.clone(),
+        Arc::clone(&released_while_held),
         done_rx,
     ));
 
-    let owner = lease.owner_id().to_owned();
     let entry = worker
         .sql
         .enter(&worker.run, name, token, &owner, worker.index);
@@ -205,8 +229,16 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
         println!("REFUSED {name} {token}");
     }
     if entered == Some(Written::Committed) {
-        println!("WORK {name} {token}");
-        let work = WORK.mul_f64(0.2 + 0.8 * crate::random_fraction());
+        let work = match long_work_ms.swap(0, Ordering::Relaxed) {
+            0 => {
+                println!("WORK {name} {token}");
+                WORK.mul_f64(0.2 + 0.8 * crate::random_fraction())
+            }
+            ms => {
+                println!("WORK {name} {token} long");
+                Duration::from_millis(ms)
+            }
+        };
         tokio::time::sleep(work).await;
         println!("DONE {name} {token}");
         // Attempted even when the loss is already known: a holder resumed after a pause
@@ -226,6 +258,7 @@ async fn section(worker: &Worker, lock: &DistributedLock) {
     }
     // A release must not wait past the lease's end, whatever the database does: after
     // that the row frees itself, and waiting longer only hangs the caller.
+    released_while_held.store(lease.loss_reason().is_none(), Ordering::Relaxed);
     let releasing = Instant::now();
     let promise = worker.ttl + Duration::from_millis(500);
     let released = tokio::time::timeout(worker.ttl * 10, guard.release()).await;
@@ -260,15 +293,25 @@ struct LossRecord {
 /// When the lease reports its loss before the section is done: says so at once, then
 /// records it, unfenced, at the database's clock less the time it took to get there (the
 /// database may be unreachable for a while).
+///
+/// A lease that ends by its own release is no loss, though a core that ends every lease
+/// through `lost()` (with a "released" reason) reports it there too: the section says,
+/// before it releases, whether the lease was still held, and then the watcher stands
+/// down. A loss that comes during the release is not recorded either; no write of the
+/// section can follow it.
 async fn record_loss(
     queries: Arc<dyn QueryInterface>,
     record: LossRecord,
     lease: Lease,
+    released_while_held: Arc<AtomicBool>,
     done: oneshot::Receiver<()>,
 ) {
     tokio::select! {
         _ = lease.lost() => {}
         _ = done => return,
+    }
+    if released_while_held.load(Ordering::Relaxed) {
+        return;
     }
     let noticed = Instant::now();
     println!("LOST {} {}", record.name, record.token);

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
@@ -19,9 +19,15 @@ pub(crate) type Hold = (String, i64);
 pub(crate) struct WorkerState {
     /// The lock it holds, from `HOLD` to `FREE`.
     pub(crate) holding: Option<Hold>,
+    /// The owner id of the acquisition it holds.
+    pub(crate) owner: Option<String>,
+    /// Every acquisition it was handed (`HOLD`), in order.
+    pub(crate) held: Vec<Hold>,
     /// Whether its section's entry committed and it is working, outside any transaction,
     /// its exit not yet begun (`WORK` to `DONE`).
     pub(crate) working: bool,
+    /// Whether that work is a long section the coordinator asked for (`WORK … long`).
+    pub(crate) working_long: bool,
     /// Every loss it reported, and when the coordinator heard of it.
     pub(crate) lost: Vec<(Hold, Instant)>,
     /// Its fenced writes refused, by the acquisition they were made under.
@@ -111,6 +117,20 @@ impl WorkerProcess {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Asks it for a section whose work lasts `work` (its next, once it holds a lock).
+    pub(crate) async fn ask_for_long_section(&mut self, work: Duration) -> Result<(), String> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| format!("worker {} is stopping", self.index))?;
+        let request = format!("LONG {}\n", work.as_millis().max(1));
+        stdin
+            .write_all(request.as_bytes())
+            .await
+            .and(stdin.flush().await)
+            .map_err(|error| format!("cannot write to worker {}: {error}", self.index))
+    }
+
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
     pub(crate) async fn signal(&self, signal: &str) -> Result<(), String> {
         let status = Command::new("kill")
@@ -163,19 +183,32 @@ async fn follow(
     state: Arc<Mutex<WorkerState>>,
 ) {
     while let Ok(Some(line)) = lines.next_line().await {
-        let mut words = line.splitn(3, ' ');
-        let (event, first, second) = (words.next(), words.next(), words.next());
+        let mut words = line.splitn(4, ' ');
+        let (event, first, second, third) =
+            (words.next(), words.next(), words.next(), words.next());
         let hold = || -> Option<Hold> { Some((first?.to_owned(), second?.parse().ok()?)) };
         let mut state = state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            Some("HOLD") => state.holding = hold(),
-            Some("WORK") => state.working = true,
-            Some("DONE") => state.working = false,
+            Some("HOLD") => {
+                state.holding = hold();
+                state.owner = third.map(str::to_owned);
+                state.held.extend(hold());
+            }
+            Some("WORK") => {
+                state.working = true;
+                state.working_long = third == Some("long");
+            }
+            Some("DONE") => {
+                state.working = false;
+                state.working_long = false;
+            }
             Some("FREE") => {
                 state.holding = None;
+                state.owner = None;
                 state.working = false;
+                state.working_long = false;
             }
             Some("REFUSED") => state.refused.extend(hold()),
             Some("HANG") => state.hangs.push(line.clone()),
@@ -186,7 +219,8 @@ async fn follow(
             }
             Some("ERRORS") => {
                 let count = first.and_then(|count| count.parse().ok()).unwrap_or(0);
-                state.errors = Some((count, second.unwrap_or_default().to_owned()));
+                let last = line.splitn(3, ' ').nth(2).unwrap_or_default();
+                state.errors = Some((count, last.to_owned()));
             }
             _ => eprintln!("dlock-torture: a worker said something unexpected: {line:?}"),
         }
