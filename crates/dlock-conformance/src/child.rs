@@ -29,6 +29,9 @@ pub(crate) enum Mode {
     Hold,
     /// Acquires, prints `TOKEN <token>`, releases and exits.
     Once,
+    /// Acquires, prints `TOKEN <token>`, and returns from `main` with the guard still in
+    /// scope: the one-shot job that forgets to release.
+    DropAtExit,
     /// Finds the lock held, prints `WAITING`, waits in `acquire` with the default poll
     /// interval, prints `ACQUIRED <wall-clock ns>`, releases and exits.
     Wait,
@@ -48,6 +51,7 @@ impl ChildProcess {
             Mode::Contend { sections } => ("contend", sections),
             Mode::Hold => ("hold", 0),
             Mode::Once => ("once", 0),
+            Mode::DropAtExit => ("drop-at-exit", 0),
             Mode::Wait => ("wait", 0),
         };
         let mut child = Command::new(exe)
@@ -163,6 +167,10 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
             let guard = lock.acquire().await.map_err(|e| e.to_string())?;
             println!("TOKEN {}", guard.fencing_token());
             guard.release().await.map_err(|e| e.to_string())?;
+        }
+        "drop-at-exit" => {
+            let _guard = lock.acquire().await.map_err(|e| e.to_string())?;
+            println!("TOKEN {}", _guard.fencing_token());
         }
         "wait" => {
             if lock

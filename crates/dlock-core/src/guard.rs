@@ -256,10 +256,17 @@ type ReleaseReply = oneshot::Sender<Result<()>>;
 /// failed or hung renewals until the lease's safety deadline; if none succeeds by then,
 /// or the database says someone else took the lock over, the [`Lease`] reports the loss.
 ///
-/// **Dropping the guard releases the lock in the background**: the release statement is
-/// sent by the keep-alive task after the drop returns, not before, and retried while the
-/// lease lasts. Use [`LockGuard::release`] to wait for the release and see its errors. If
-/// the runtime shuts down first, the lock expires after its TTL.
+/// **Dropping the guard releases the lock**, retrying while the lease lasts:
+/// - in the runtime's main future (what `#[tokio::main]` runs, `Runtime::block_on`) on a
+///   multi-threaded runtime, *before the drop returns*, so a one-shot job whose guard goes
+///   out of scope at the end of `main` leaves the lock free when the process exits (the
+///   drop blocks that thread for the release's round trip);
+/// - everywhere else (in a spawned task, or on a current-thread runtime), in the
+///   background: the keep-alive task sends the release after the drop returns. If the
+///   runtime shuts down first, the lock stays held until its lease expires, and a WARN
+///   (`dlock.abandoned`) says so.
+///
+/// Use [`LockGuard::release`] (or `lock(f)`) to wait for the release and see its errors.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     lease: Lease,
@@ -377,6 +384,34 @@ impl LockGuard {
     }
 }
 
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        // Only where waiting cannot stall the keep-alive task itself: a multi-threaded
+        // runtime runs it on a worker while this thread waits, and the main future (not a
+        // task: `try_id` is `None`) is never being dropped by a shutting-down runtime.
+        let waits = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && tokio::task::try_id().is_none()
+        });
+        if !waits {
+            // Dropping the sender asks for a release in the background.
+            return;
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if release.send(reply_tx).is_err() {
+            return;
+        }
+        // A thread of its own may block; this one is inside the runtime's `block_on`.
+        // The keep-alive task answers by the end of the lease at the latest.
+        std::thread::scope(|scope| {
+            let _ = scope.spawn(|| reply_rx.blocking_recv()).join();
+        });
+    }
+}
+
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
@@ -399,6 +434,19 @@ struct KeepAlive {
     safe_until: Instant,
     /// The send time and database clock (epoch ms) of the last renewal that reported it.
     last_clock_reading: Option<(Instant, i64)>,
+}
+
+impl Drop for KeepAlive {
+    /// Dropped while the lease was still held: its runtime shut down (or the task
+    /// panicked) before anything released it. Nothing will; say so.
+    fn drop(&mut self) {
+        if matches!(&*self.status.borrow(), Status::Held { .. }) {
+            let options = &self.lease.inner.context.options;
+            let left = self.safe_until.saturating_duration_since(clock::now())
+                + (options.ttl - options.safe_for());
+            telemetry::abandoned(&self.lease.inner.context, self.lease.fencing_token(), left);
+        }
+    }
 }
 
 impl KeepAlive {

@@ -172,6 +172,20 @@ pub(crate) fn database_clock_ahead(context: &LockContext, token: FencingToken, a
     );
 }
 
+/// A held lock's keep-alive task was dropped before anything released it (its runtime
+/// shut down, typically at the end of `main`): the lock stays held for up to `left`.
+pub(crate) fn abandoned(context: &LockContext, token: FencingToken, left: Duration) {
+    held_lock_event!(
+        Level::WARN,
+        "dlock.abandoned",
+        context,
+        token,
+        held_for_ms = millis(left),
+        "the runtime ended while the lock was held; it stays held until its lease expires. \
+         Release it first: `guard.release().await`, or run the work in `lock(f)`"
+    );
+}
+
 /// The lease was renewed.
 pub(crate) fn renewed(context: &LockContext, token: FencingToken) {
     held_lock_event!(

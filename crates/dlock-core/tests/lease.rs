@@ -157,3 +157,29 @@ async fn a_steady_database_clock_leaves_the_deadline_alone() {
 
     assert_eq!(t0.elapsed(), RENEW * 2 + SAFE_FOR);
 }
+
+/// Issue 19, item 1: a one-shot job whose guard goes out of scope at the end of `main`.
+/// On a multi-threaded runtime the drop in the main future releases before it returns, so
+/// the lock is free the moment `block_on` is done, before the runtime shuts down.
+#[test]
+fn a_guard_dropped_at_the_end_of_main_is_released_before_the_runtime_ends() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = FakeDb::new();
+    let owner = runtime.block_on(async {
+        let guard = lock(&fake).acquire().await.unwrap();
+        let owner = guard.lease().owner_id().to_owned();
+        drop(guard);
+        owner
+    });
+
+    assert!(
+        fake.was_released(&owner),
+        "released before block_on returned"
+    );
+    drop(runtime);
+    assert!(!fake.is_held(NAME));
+}

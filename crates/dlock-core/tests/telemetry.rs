@@ -285,3 +285,26 @@ async fn an_acquisition_whose_caller_was_cancelled_is_reported_when_released() {
     assert!(events.named("dlock.acquired").is_empty());
     assert_identifies_the_lock(&events);
 }
+
+/// Issue 19, item 1: where a dropped guard can only release in the background (a
+/// current-thread runtime), a runtime that ends first leaves the lock held; say so.
+#[test]
+fn a_lock_still_held_when_its_runtime_ends_is_reported() {
+    let (events, _guard) = capture::install();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = FakeDb::new();
+    runtime.block_on(async {
+        let guard = lock(&fake).acquire().await.unwrap();
+        drop(guard);
+    });
+    drop(runtime);
+
+    let abandoned = events.one("dlock.abandoned");
+    assert_eq!(abandoned.level, Level::WARN);
+    assert_eq!(abandoned.field("fencing_token"), "1");
+    assert!(abandoned.number("held_for_ms") <= 300, "{abandoned:#?}");
+    assert!(fake.is_held(NAME), "nothing released it");
+}

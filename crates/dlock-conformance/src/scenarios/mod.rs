@@ -76,6 +76,7 @@ scenarios![
     release::release_when_lock_future_dropped,
     release::dropped_acquire_leaves_nothing_held,
     release::guard_drop_releases,
+    release::guard_dropped_at_the_end_of_main_is_released,
     names::long_and_non_ascii_names,
     waiting::waiter_in_another_process_wakes_on_release,
     waiting::waiter_in_another_process_wakes_on_force_release,

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Error};
+use dlock_core::{Attempt, DistributedLock, Error};
 use tokio::sync::oneshot;
 
+use crate::child::{ChildProcess, Mode};
 use crate::support::{Outcome, eventually, is_free, quick, unique_name};
 use crate::{Adapter, Env};
 
@@ -126,4 +127,37 @@ pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>)
         .await?;
     }
     Ok(())
+}
+
+/// Issue 19, item 1: a one-shot job (a migration, a cron run) whose guard is still in
+/// scope when `main` returns. The lock must be free as soon as the process has exited,
+/// not a TTL later.
+pub(crate) async fn guard_dropped_at_the_end_of_main_is_released<A: Adapter>(
+    env: Env<A>,
+) -> Outcome {
+    let name = unique_name("drop-at-exit");
+    let ttl = Duration::from_secs(30);
+    let mut child = ChildProcess::spawn(&env.url, &name, Mode::DropAtExit, ttl)?;
+    let line = child.next_line(Duration::from_secs(30)).await?;
+    let token: i64 = line
+        .strip_prefix("TOKEN ")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    child.finish(Duration::from_secs(30)).await?;
+
+    let lock = quick(DistributedLock::builder(&name, env.connect().await?))
+        .build()
+        .map_err(|e| e.to_string())?;
+    match lock.try_acquire().await.map_err(|e| e.to_string())? {
+        Attempt::Acquired(guard) if guard.fencing_token().get() > token => {
+            guard.release().await.map_err(|e| e.to_string())
+        }
+        Attempt::Acquired(guard) => Err(format!(
+            "acquired with token {} after the child's {token}",
+            guard.fencing_token()
+        )),
+        Attempt::Held(holder) => Err(format!(
+            "the exited child still holds the lock: {holder}; its dropped guard was never released"
+        )),
+    }
 }
