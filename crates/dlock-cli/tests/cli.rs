@@ -277,6 +277,145 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     let not_a_token = run(&["release", name, "--token", "two"]);
     assert_eq!(code(&not_a_token), 2);
     assert!(stderr(&not_a_token).contains("\"two\" is not a fencing token"));
+
+    hostile_names(&url, table, &db).await;
+}
+
+/// What an application may name a lock: a name that would clear the operator's screen,
+/// one 2,000 bytes long (PostgreSQL's limit). `list` escapes and cuts them in text, keeps
+/// them exact in JSON, and filters by name and state. The table holds "nightly report"
+/// (free, token 2) already.
+async fn hostile_names(url: &str, table: &str, db: &DatabaseConnection) {
+    let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    let screen_clearer = "job\u{1b}[2J\u{1b}[H\u{9b}31m\u{202e}";
+    let long = format!("long-{}", "x".repeat(1_995));
+    assert_eq!(long.len(), 2_000);
+    let lock = |name: &str| {
+        DistributedLock::builder(name, db)
+            .table(table)
+            .ttl(TTL)
+            .holder_label("evil\u{1b}]0;pwned\u{7}")
+            .build()
+            .expect("lock options")
+    };
+    let held = lock(screen_clearer).acquire().await.expect("acquire");
+    let long_lock = lock(&long);
+    long_lock
+        .acquire()
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+
+    let listed = run(&["list"]);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(
+        text.chars()
+            .all(|c| c == '\n' || !(c.is_control() || c == '\u{202e}')),
+        "raw control characters in:\n{text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let row = |start: &str| {
+        *lines
+            .iter()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no row starting {start:?} in:\n{text}"))
+    };
+    let escaped = row("$'job\\x1b[2J\\x1b[H\\u009b31m\\u202e'");
+    assert!(escaped.contains(" held "), "{escaped}");
+    assert!(escaped.contains("$'evil\\x1b]0;pwned\\x07"), "{escaped}");
+    // Cut at 40 characters: the widest line stays far below the 2,000-byte name.
+    let cut = row("long-xxxx");
+    assert!(cut.contains("x… "), "{cut}");
+    assert!(
+        lines.iter().all(|line| line.chars().count() < 200),
+        "a line is too wide:\n{text}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("3 locks: 1 held, 2 free; 1 name or holder cut short, --wide shows it whole"),
+        "{text}"
+    );
+    let wide = stdout(&run(&["list", "--wide"]));
+    assert!(wide.lines().any(|line| line.starts_with(&long)), "{wide}");
+    assert!(
+        wide.lines()
+            .last()
+            .is_some_and(|l| l == "3 locks: 1 held, 2 free")
+    );
+
+    // JSON is exact (and escapes what serde_json would let through raw).
+    let all = json(&run(&["list", "--json"]));
+    let names: Vec<&str> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|lock| lock["name"].as_str().expect("a name"))
+        .collect();
+    assert!(
+        names.contains(&screen_clearer) && names.contains(&long.as_str()),
+        "{names:?}"
+    );
+    let raw_json = stdout(&run(&["list", "--json"]));
+    assert!(
+        !raw_json.contains('\u{9b}') && !raw_json.contains('\u{202e}'),
+        "{raw_json}"
+    );
+
+    // Filters: by state, by prefix, by glob; the count says how many of how many.
+    let held_only = stdout(&run(&["list", "--state", "held"]));
+    assert_eq!(held_only.lines().count(), 3, "{held_only}");
+    assert_eq!(held_only.lines().last(), Some("1 of 3 locks shown: 1 held"));
+    let by_prefix = json(&run(&["list", "--prefix", "long-", "--json"]));
+    assert_eq!(by_prefix.as_array().map(Vec::len), Some(1), "{by_prefix}");
+    assert_eq!(by_prefix[0]["name"], long.as_str());
+    let by_glob = stdout(&run(&[
+        "list",
+        "--match",
+        "*report",
+        "--state",
+        "free,expired",
+    ]));
+    assert!(
+        by_glob
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("nightly report "))
+    );
+    assert_eq!(by_glob.lines().last(), Some("1 of 3 locks shown: 1 free"));
+    let none = run(&["list", "--match", "nothing*", "--state", "revoked"]);
+    assert_eq!(code(&none), 0);
+    assert_eq!(
+        stdout(&none),
+        format!("no lock in table {table} is selected (3 locks in all)\n")
+    );
+    let bad_state = run(&["list", "--state", "stuck"]);
+    assert_eq!(code(&bad_state), 2, "{}", stderr(&bad_state));
+
+    // The quoted form pastes back into a shell: bash decodes it to the exact name.
+    let shown = escaped.split("  ").next().expect("a name column");
+    let decoded = Command::new("bash")
+        .args(["-c", &format!("printf %s {shown}")])
+        .output()
+        .expect("run bash");
+    assert_eq!(String::from_utf8_lossy(&decoded.stdout), screen_clearer);
+
+    // A refusal names the holder escaped, on stderr too.
+    let refused = run(&["release", screen_clearer, "--token", "9"]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        !stderr(&refused).contains('\u{1b}'),
+        "{:?}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("`dlock release $'job\\x1b[2J"),
+        "{}",
+        stderr(&refused)
+    );
+    held.release().await.expect("release");
 }
 
 /// The header and the row line up, and the row says who holds it for how long.
@@ -284,9 +423,10 @@ fn check_list(output: &Output, name: &str) {
     assert_eq!(code(output), 0, "{}", stderr(output));
     let text = stdout(output);
     let lines: Vec<&str> = text.lines().collect();
-    let [header, row] = lines.as_slice() else {
-        panic!("expected a header and one row:\n{text}");
+    let [header, row, count] = lines.as_slice() else {
+        panic!("expected a header, one row and a count:\n{text}");
     };
+    assert_eq!(*count, "1 lock: 1 held", "\n{text}");
     let column = |line: &str, at: &str| {
         line.find(at)
             .unwrap_or_else(|| panic!("{at:?} in {line:?}"))
