@@ -10,7 +10,7 @@ mod terminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dlock_seaorm::{Dialect, FencingToken, ForceRelease, LockAdmin, LockState, TableName};
+use dlock_seaorm::{Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, TableName};
 
 use crate::failure::Failure;
 use crate::select::{Glob, Selection};
@@ -237,7 +237,14 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             render::released(&outcome, json)
         }
         Command::Init { .. } => {
-            admin.create_table().await.map_err(fail)?;
+            // `CREATE TABLE IF NOT EXISTS` needs the right to create tables even when the
+            // table exists (PostgreSQL, MySQL/MariaDB), which a role that only uses the
+            // table lacks: look for the table first. Any name will do.
+            match admin.inspect("").await {
+                Ok(_) | Err(Error::NoSuchLock { .. }) => {}
+                Err(Error::NoSuchTable { .. }) => admin.create_table().await.map_err(fail)?,
+                Err(other) => return Err(fail(other)),
+            }
             render::initialised(admin.table(), json)
         }
     })

@@ -53,6 +53,228 @@ fn sqlite() {
 }
 
 #[test]
+fn printed_sql_works_with_only_the_printed_privileges_on_postgres() {
+    printed_sql(
+        &env_url(
+            "DLOCK_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        "postgres",
+    );
+}
+
+#[test]
+fn printed_sql_works_with_only_the_printed_privileges_on_mysql() {
+    printed_sql(
+        &env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        "mysql",
+    );
+}
+
+#[test]
+fn printed_sql_works_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("dlock_cli_sql")));
+    printed_sql(&format!("sqlite:{}", path.display()), "sqlite");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn printing_the_sql_connects_to_nothing() {
+    // Port 1: nothing listens there; the URL only names the dialect.
+    let from_url = dlock(
+        Some("postgres://app:s3cret@127.0.0.1:1/test"),
+        Some("ops.locks"),
+        &["init", "--print-sql"],
+    );
+    assert_eq!(code(&from_url), 0, "{}", stderr(&from_url));
+    let sql = stdout(&from_url);
+    assert!(
+        sql.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"locks\" (")
+            && sql.contains("TIMESTAMPTZ")
+            && sql.contains("GRANT SELECT, INSERT, UPDATE ON \"ops\".\"locks\" TO app;"),
+        "{sql}"
+    );
+    let mariadb = stdout(&dlock(
+        None,
+        None,
+        &["init", "--print-sql", "--dialect", "mariadb"],
+    ));
+    assert!(
+        mariadb.contains("CREATE TABLE IF NOT EXISTS `distributed_lock` ("),
+        "{mariadb}"
+    );
+    let printed = json(&dlock(
+        Some("sqlite:/nonexistent/dir/x.db"),
+        None,
+        &["init", "--print-sql", "--json"],
+    ));
+    assert_eq!(printed["dialect"], "sqlite");
+    assert!(
+        printed["sql"]
+            .as_str()
+            .is_some_and(|sql| sql.contains("INTEGER NOT NULL"))
+    );
+
+    let conflicting = dlock(
+        Some("sqlite:/tmp/x.db"),
+        None,
+        &["init", "--print-sql", "--dialect", "postgres"],
+    );
+    assert_eq!(code(&conflicting), 2);
+    assert!(stderr(&conflicting).contains("--dialect says PostgreSQL but the URL is a SQLite one"));
+    let neither = dlock(None, None, &["init", "--print-sql"]);
+    assert_eq!(code(&neither), 2);
+    assert!(
+        stderr(&neither).contains("pass --dialect"),
+        "{}",
+        stderr(&neither)
+    );
+}
+
+/// `dlock init --print-sql` as an administrator would use it: the printed SQL, run by
+/// the test, creates a table that works; and on a server with privileges, a role
+/// granted exactly what the printed GRANT says (no right to create tables) can lock,
+/// list, revoke and free with it.
+fn printed_sql(admin_url: &str, dialect: &'static str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let Some(admin_db) = connect(admin_url).await else {
+            return;
+        };
+        let table = unique("dlock_sql");
+        let role = unique("dlock_role");
+        let outcome = tokio::spawn(printed_sql_works(
+            admin_url.to_owned(),
+            dialect,
+            table.clone(),
+            role.clone(),
+            admin_db.clone(),
+        ))
+        .await;
+        let _ = admin_db
+            .execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+            .await;
+        let drop_role = match dialect {
+            "postgres" => format!("DROP ROLE IF EXISTS {role}"),
+            "mysql" => format!("DROP USER IF EXISTS '{role}'@'%'"),
+            _ => String::new(),
+        };
+        if !drop_role.is_empty() {
+            let _ = admin_db.execute_unprepared(&drop_role).await;
+        }
+        if let Err(failed) = outcome {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    });
+}
+
+async fn printed_sql_works(
+    admin_url: String,
+    dialect: &'static str,
+    table: String,
+    role: String,
+    admin_db: DatabaseConnection,
+) {
+    let table = table.as_str();
+    // By --dialect, with no URL: nothing to connect to.
+    let printed = dlock(
+        None,
+        Some(table),
+        &["init", "--print-sql", "--dialect", dialect],
+    );
+    assert_eq!(code(&printed), 0, "{}", stderr(&printed));
+    let sql = stdout(&printed);
+    // The administrator's part: the DDL as printed (comments included), then the
+    // printed GRANT for the application's role.
+    admin_db
+        .execute_unprepared(&sql)
+        .await
+        .unwrap_or_else(|error| panic!("the printed SQL fails: {error}\n{sql}"));
+    let user_url = match dialect {
+        "postgres" => {
+            admin_db
+                .execute_unprepared(&format!("CREATE ROLE {role} LOGIN"))
+                .await
+                .expect("create a role");
+            admin_url.replacen("postgres@", &format!("{role}@"), 1)
+        }
+        "mysql" => {
+            admin_db
+                .execute_unprepared(&format!("CREATE USER '{role}'@'%'"))
+                .await
+                .expect("create a user");
+            admin_url.replacen("root@", &format!("{role}@"), 1)
+        }
+        _ => admin_url.clone(),
+    };
+    if let Some(grant) = sql
+        .lines()
+        .find_map(|line| line.strip_prefix("--   GRANT "))
+    {
+        let grant = format!("GRANT {grant}")
+            .replace("TO app;", &format!("TO {role}"))
+            .replace("TO 'app'@'%';", &format!("TO '{role}'@'%'"));
+        admin_db
+            .execute_unprepared(&grant)
+            .await
+            .unwrap_or_else(|error| panic!("the printed GRANT fails: {error}: {grant}"));
+    } else {
+        assert_eq!(dialect, "sqlite", "no GRANT printed:\n{sql}");
+    }
+    assert_eq!(admin_url == user_url, dialect == "sqlite", "{user_url}");
+
+    // The application's part, as the restricted role. The table exists: `list` never
+    // creates it, and `init` does not try to (creating needs a right the role lacks).
+    let run = |args: &[&str]| dlock(Some(&user_url), Some(table), args);
+    assert_eq!(
+        stdout(&run(&["list"])),
+        format!("no locks in table {table}\n")
+    );
+    let init = run(&["init"]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    let Some(db) = connect(&user_url).await else {
+        panic!("{user_url} is unreachable although {admin_url} was reached");
+    };
+    let name = "printed-sql";
+    let lock = DistributedLock::builder(name, &db)
+        .table(table)
+        .ttl(TTL)
+        .renew_interval(Duration::from_millis(100))
+        .holder_label(LABEL)
+        .build()
+        .expect("lock options");
+    lock.acquire()
+        .await
+        .expect("acquire as the role")
+        .release()
+        .await
+        .expect("release as the role");
+    let guard = lock.acquire().await.expect("acquire again");
+    let token = guard.fencing_token().get().to_string();
+    let listed = stdout(&run(&["list", "--state", "held"]));
+    assert!(
+        listed.starts_with("NAME") && listed.contains("printed-sql  held"),
+        "{listed}"
+    );
+    let revoked = run(&["release", name, "--token", &token]);
+    assert_eq!(code(&revoked), 0, "{}", stderr(&revoked));
+    check_lost(guard).await;
+    let freed = json(&run(&[
+        "release", name, "--token", &token, "--now", "--json",
+    ]));
+    assert_eq!(freed["result"], "released", "{freed}");
+    let retaken = lock.try_acquire().await.expect("try_acquire as the role");
+    assert!(
+        matches!(retaken, dlock_seaorm::Attempt::Acquired(_)),
+        "{retaken:?}"
+    );
+}
+
+#[test]
 fn bad_urls_are_usage_errors() {
     let unsupported = dlock(Some("redis://127.0.0.1/0"), None, &["list"]);
     assert_eq!(code(&unsupported), 2);
