@@ -158,14 +158,15 @@ pub(crate) fn create_table_sql(dialect: Dialect, table: &TableName, json: bool) 
                 None => format!("{quote}{}{quote}", table.table()),
             };
             let listen = if dialect == Dialect::Postgres {
-                "\n-- LISTEN and NOTIFY, which wake waiters, need no privilege."
+                "-- LISTEN and NOTIFY, which wake waiters, need no privilege.\n"
             } else {
                 ""
             };
             format!(
                 "-- dlock's locks and the dlock command need SELECT, INSERT and UPDATE on the\n\
-                 -- table, nothing else: with the table created here, no right to create\n\
-                 -- tables.{listen} For an application's role, here {role}:\n\
+                 -- table, nothing else: with the table created here, no right to create tables.\n\
+                 {listen}\
+                 -- For an application's role, here {role}:\n\
                  --   GRANT SELECT, INSERT, UPDATE ON {quoted} TO {role};"
             )
         }

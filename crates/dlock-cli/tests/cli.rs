@@ -131,6 +131,23 @@ fn printing_the_sql_connects_to_nothing() {
     );
 }
 
+#[test]
+fn the_readme_shows_the_sql_init_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    for dialect in ["postgres", "mysql", "sqlite"] {
+        let printed = stdout(&dlock(
+            None,
+            None,
+            &["init", "--print-sql", "--dialect", dialect],
+        ));
+        assert!(
+            readme.contains(&format!("```sql\n{printed}```")),
+            "the README's Operating section lacks, or has an old copy of:\n{printed}"
+        );
+    }
+}
+
 /// `dlock init --print-sql` as an administrator would use it: the printed SQL, run by
 /// the test, creates a table that works; and on a server with privileges, a role
 /// granted exactly what the printed GRANT says (no right to create tables) can lock,
