@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use dlock_seaorm::Dialect;
 use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::failure::{Failure, with_causes};
@@ -37,8 +38,33 @@ pub(crate) async fn connect(url: &str, create: bool) -> Result<DatabaseConnectio
     })
 }
 
+/// The dialect of the database at `url`, from its scheme alone: nothing is connected to.
+pub(crate) fn dialect_of(url: &str) -> Result<Dialect, Failure> {
+    let (scheme, _) = scheme(url)?;
+    Ok(match scheme.as_str() {
+        "postgres" | "postgresql" => Dialect::Postgres,
+        "mysql" | "mariadb" => Dialect::Mysql,
+        _ => Dialect::Sqlite,
+    })
+}
+
 /// The URL as the driver takes it, or a usage error for one it cannot take.
 fn normalise(url: &str, create: bool) -> Result<String, Failure> {
+    let (scheme, rest) = scheme(url)?;
+    Ok(match scheme.as_str() {
+        // The MySQL driver speaks to MariaDB; it only knows the `mysql` scheme.
+        "mariadb" => format!("mysql:{rest}"),
+        "sqlite" if create && !rest.contains("mode=") => {
+            let separator = if rest.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        }
+        _ => url.to_owned(),
+    })
+}
+
+/// The URL's scheme, in lower case, and the rest after its colon; a usage error unless
+/// it is one of a database this tool speaks to.
+fn scheme(url: &str) -> Result<(String, &str), Failure> {
     let Some((scheme, rest)) = url.split_once(':') else {
         return Err(Failure::Usage(format!(
             "{:?} is not a database URL; use postgres://USER@HOST:PORT/DATABASE, \
@@ -46,15 +72,9 @@ fn normalise(url: &str, create: bool) -> Result<String, Failure> {
             redacted(url)
         )));
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "postgres" | "postgresql" | "mysql" => Ok(url.to_owned()),
-        // The MySQL driver speaks to MariaDB; it only knows the `mysql` scheme.
-        "mariadb" => Ok(format!("mysql:{rest}")),
-        "sqlite" if create && !rest.contains("mode=") => {
-            let separator = if rest.contains('?') { '&' } else { '?' };
-            Ok(format!("{url}{separator}mode=rwc"))
-        }
-        "sqlite" => Ok(url.to_owned()),
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Ok((scheme, rest)),
         other => Err(Failure::Usage(format!(
             "unsupported database URL scheme {other:?}; use postgres://…, mysql://… \
              (MariaDB too) or sqlite:PATH"
@@ -106,6 +126,10 @@ mod tests {
             "sqlite:/tmp/x.db?mode=rwc"
         );
         assert_eq!(url("sqlite:/tmp/x.db", false).unwrap(), "sqlite:/tmp/x.db");
+        assert_eq!(url("MariaDB://h/t", false).unwrap(), "mysql://h/t");
+        assert_eq!(dialect_of("postgresql://h/t").unwrap(), Dialect::Postgres);
+        assert_eq!(dialect_of("mariadb://h/t").unwrap(), Dialect::Mysql);
+        assert_eq!(dialect_of("sqlite::memory:").unwrap(), Dialect::Sqlite);
         assert!(url("redis://h", false).unwrap_err().contains("unsupported"));
         assert!(
             url("localhost", false)

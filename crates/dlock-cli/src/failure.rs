@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use dlock_seaorm::Error;
 
+use crate::terminal;
+
 /// A failed command. The variant decides the exit code (see `EXIT_CODES` in `main.rs`).
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -26,7 +28,8 @@ impl Failure {
             Self::Usage(message) => (message, 2),
             Self::Database(message) | Self::Internal(message) => (message, 3),
         };
-        eprintln!("error: {message}");
+        // Names, holders and the database's messages can hold escape sequences.
+        eprintln!("error: {}", terminal::defanged(&message));
         ExitCode::from(code)
     }
 
@@ -46,11 +49,22 @@ impl Failure {
                 expected,
                 current,
                 holder,
-            } => Self::Refused(format!(
-                "refused: lock {name:?} now has fencing token {current} (holder: {}), not \
-                 {expected}; it changed hands since you looked. Run `dlock inspect {name:?}` \
-                 and, if it still needs freeing, `dlock release {name:?} --token {current}`",
-                holder.as_deref().unwrap_or("unknown")
+            } => {
+                let argument = terminal::argument(&name);
+                Self::Refused(format!(
+                    "refused: lock {argument} now has fencing token {current} (holder: {}), not \
+                     {expected}; it changed hands since you looked. Run `dlock inspect \
+                     {argument}` and, if it still needs freeing, `dlock release {argument} \
+                     --token {current}`",
+                    holder
+                        .as_deref()
+                        .map_or_else(|| "unknown".into(), terminal::shown)
+                ))
+            }
+            Error::CreateTable { ref table, .. } => Self::Database(format!(
+                "{}; to create it with another role, print its SQL with `dlock init \
+                 --print-sql --table {table}` (it also lists the privileges dlock needs)",
+                with_causes(&error)
             )),
             Error::InvalidTableName { .. } | Error::InvalidToken { .. } => {
                 Self::Usage(error.to_string())

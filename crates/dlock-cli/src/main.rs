@@ -4,13 +4,16 @@
 mod connect;
 mod failure;
 mod render;
+mod select;
+mod terminal;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use dlock_seaorm::{FencingToken, ForceRelease, LockAdmin, TableName};
+use clap::{Parser, Subcommand, ValueEnum};
+use dlock_seaorm::{Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, TableName};
 
 use crate::failure::Failure;
+use crate::select::{Glob, Selection};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -41,8 +44,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every lock in the table: state, fencing token, holder, lease.
-    List,
+    /// The locks in the table: state, fencing token, holder, lease; then a count.
+    ///
+    /// Names and holders are shown as they are unless they hold a control character or
+    /// another character that does not print: then as bash's $'…' quoting, with those
+    /// characters escaped, ready to paste into `dlock inspect`. --json prints them
+    /// exactly.
+    List {
+        /// Only the locks whose name starts with PREFIX (taken literally).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only the locks whose whole name matches GLOB: `*` any run of characters, `?`
+        /// one character, `\` takes the next one literally.
+        #[arg(long = "match", value_name = "GLOB")]
+        pattern: Option<String>,
+        /// Only the locks in these states (repeat it, or separate them with commas).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        state: Vec<StateArg>,
+        /// Show names and holders whole: by default they are cut at 40 characters.
+        #[arg(long)]
+        wide: bool,
+    },
     /// One lock in detail, with its owner id and absolute times.
     Inspect {
         /// The lock's name, as `list` shows it.
@@ -68,7 +90,56 @@ enum Command {
         now: bool,
     },
     /// Create the lock table if it does not exist (for SQLite, the file too).
-    Init,
+    Init {
+        /// Print the SQL instead, with the privileges dlock needs, for an administrator
+        /// to run: nothing is connected to. The dialect is the URL's (from its scheme
+        /// alone) or --dialect's.
+        #[arg(long)]
+        print_sql: bool,
+        /// The database whose SQL --print-sql prints, when no URL is given.
+        #[arg(long, value_enum, requires = "print_sql")]
+        dialect: Option<DialectArg>,
+    },
+}
+
+/// A lock's state, as `list --state` takes it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Held,
+    Free,
+    Expired,
+    Revoked,
+}
+
+impl From<StateArg> for LockState {
+    fn from(state: StateArg) -> Self {
+        match state {
+            StateArg::Held => Self::Held,
+            StateArg::Free => Self::Free,
+            StateArg::Expired => Self::Expired,
+            StateArg::Revoked => Self::Revoked,
+        }
+    }
+}
+
+/// A database, as `init --dialect` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DialectArg {
+    Postgres,
+    /// MySQL and MariaDB (one dialect).
+    #[value(alias = "mariadb")]
+    Mysql,
+    Sqlite,
+}
+
+impl From<DialectArg> for Dialect {
+    fn from(dialect: DialectArg) -> Self {
+        match dialect {
+            DialectArg::Postgres => Self::Postgres,
+            DialectArg::Mysql => Self::Mysql,
+            DialectArg::Sqlite => Self::Sqlite,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -89,8 +160,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The dialect whose SQL `init --print-sql` prints: --dialect's, or the URL's from its
+/// scheme; both must agree when both are given.
+fn sql_dialect(url: Option<&str>, flag: Option<DialectArg>) -> Result<Dialect, Failure> {
+    let from_url = url.map(connect::dialect_of).transpose()?;
+    match (from_url, flag.map(Dialect::from)) {
+        (Some(from_url), Some(flag)) if from_url != flag => Err(Failure::Usage(format!(
+            "--dialect says {flag} but the URL is a {from_url} one; give one of them"
+        ))),
+        (Some(dialect), _) | (None, Some(dialect)) => Ok(dialect),
+        (None, None) => Err(Failure::Usage(
+            "which database's SQL? pass --dialect postgres, mysql (MariaDB too) or sqlite, \
+             or --url (it is not connected to)"
+                .into(),
+        )),
+    }
+}
+
 /// Runs the command and returns what to print.
 async fn run(cli: Cli) -> Result<String, Failure> {
+    let table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
+    if let Command::Init {
+        print_sql: true,
+        dialect,
+    } = cli.command
+    {
+        let dialect = sql_dialect(cli.url.as_deref(), dialect)?;
+        return Ok(render::create_table_sql(dialect, &table, cli.json));
+    }
     let url = cli.url.ok_or_else(|| {
         Failure::Usage(
             "no database URL: pass --url (postgres://…, mysql://… or sqlite:PATH) or set \
@@ -98,16 +195,34 @@ async fn run(cli: Cli) -> Result<String, Failure> {
                 .into(),
         )
     })?;
-    let table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
-    let creates = matches!(cli.command, Command::Init);
+    let creates = matches!(cli.command, Command::Init { .. });
     let db = connect::connect(&url, creates).await?;
     let admin = LockAdmin::with_table(db, table);
     let fail = Failure::from_dlock;
     let json = cli.json;
     Ok(match cli.command {
-        Command::List => {
+        Command::List {
+            prefix,
+            pattern,
+            state,
+            wide,
+        } => {
+            let selection = Selection {
+                prefix,
+                pattern: pattern
+                    .as_deref()
+                    .map(Glob::parse)
+                    .transpose()
+                    .map_err(|reason| Failure::Usage(format!("--match: {reason}")))?,
+                states: state.into_iter().map(LockState::from).collect(),
+            };
             let locks = admin.list().await.map_err(fail)?;
-            render::list(&locks, admin.table(), json)
+            render::list(
+                &locks,
+                &selection,
+                admin.table(),
+                render::Style { json, wide },
+            )
         }
         Command::Inspect { name } => {
             render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
@@ -121,8 +236,15 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             .map_err(fail)?;
             render::released(&outcome, json)
         }
-        Command::Init => {
-            admin.create_table().await.map_err(fail)?;
+        Command::Init { .. } => {
+            // `CREATE TABLE IF NOT EXISTS` needs the right to create tables even when the
+            // table exists (PostgreSQL, MySQL/MariaDB), which a role that only uses the
+            // table lacks: look for the table first. Any name will do.
+            match admin.inspect("").await {
+                Ok(_) | Err(Error::NoSuchLock { .. }) => {}
+                Err(Error::NoSuchTable { .. }) => admin.create_table().await.map_err(fail)?,
+                Err(other) => return Err(fail(other)),
+            }
             render::initialised(admin.table(), json)
         }
     })

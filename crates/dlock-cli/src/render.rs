@@ -4,37 +4,216 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use dlock_seaorm::{ForceRelease, LockInfo, LockState, TableName};
+use dlock_seaorm::{Dialect, ForceRelease, LockInfo, LockState, TableName};
 use serde_json::{Value, json};
 
-pub(crate) fn list(locks: &[LockInfo], table: &TableName, json: bool) -> String {
-    if json {
-        return Value::Array(locks.iter().map(lock_json).collect()).to_string();
+use crate::select::Selection;
+use crate::terminal;
+
+/// How `list` prints.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Style {
+    pub(crate) json: bool,
+    /// Names and holders whole rather than cut at [`NARROW`] characters.
+    pub(crate) wide: bool,
+}
+
+/// The widest name or holder `list` shows without --wide: a 2,000-byte name would
+/// otherwise push every other column off the screen.
+const NARROW: usize = 40;
+
+pub(crate) fn list(
+    locks: &[LockInfo],
+    selection: &Selection,
+    table: &TableName,
+    style: Style,
+) -> String {
+    let selected: Vec<&LockInfo> = locks.iter().filter(|lock| selection.admits(lock)).collect();
+    if style.json {
+        return json_text(&Value::Array(selected.into_iter().map(lock_json).collect()));
     }
     if locks.is_empty() {
         return format!("no locks in table {table}");
     }
+    if selected.is_empty() {
+        return format!(
+            "no lock in table {table} is selected ({} in all)",
+            count(locks.len())
+        );
+    }
+    let mut cut_short = 0;
+    let mut column = |text: String| {
+        if style.wide {
+            return text;
+        }
+        let (text, was_cut) = terminal::cut(text, NARROW);
+        cut_short += usize::from(was_cut);
+        text
+    };
     let header = ["NAME", "STATE", "TOKEN", "HOLDER", "ACQUIRED", "LEASE"].map(String::from);
-    let rows: Vec<[String; 6]> = locks
+    let rows: Vec<[String; 6]> = selected
         .iter()
         .map(|lock| {
             [
-                lock.name.clone(),
+                column(terminal::shown(&lock.name)),
                 lock.state.to_string(),
                 lock.fencing_token.to_string(),
-                lock.holder.clone().unwrap_or_else(|| "-".into()),
+                column(holder_or_dash(lock.holder.as_deref())),
                 lock.acquired_at
                     .map_or_else(|| "-".into(), |at| format!("{} ago", span(lock.age_of(at)))),
                 lease(lock),
             ]
         })
         .collect();
-    aligned(&header, &rows)
+    let mut out = aligned(&header, &rows);
+    out.push('\n');
+    out.push_str(&summary(locks, &selected, selection));
+    if cut_short > 0 {
+        let (what, them) = if cut_short == 1 {
+            ("name or holder", "it")
+        } else {
+            ("names or holders", "them")
+        };
+        let _ = write!(
+            out,
+            "; {cut_short} {what} cut short, --wide shows {them} whole"
+        );
+    }
+    out
+}
+
+/// "851 locks: 1 held, 2 expired, 848 free", or "3 of 851 locks shown: 3 held".
+fn summary(locks: &[LockInfo], selected: &[&LockInfo], selection: &Selection) -> String {
+    let states = [
+        LockState::Held,
+        LockState::Expired,
+        LockState::Revoked,
+        LockState::Free,
+    ];
+    let by_state: Vec<String> = states
+        .iter()
+        .filter_map(|state| {
+            let n = selected.iter().filter(|lock| lock.state == *state).count();
+            (n > 0).then(|| format!("{n} {state}"))
+        })
+        .collect();
+    let by_state = by_state.join(", ");
+    if selection.is_everything() {
+        format!("{}: {by_state}", count(locks.len()))
+    } else {
+        format!(
+            "{} of {} shown: {by_state}",
+            selected.len(),
+            count(locks.len())
+        )
+    }
+}
+
+/// "1 lock", "851 locks".
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 lock".into()
+    } else {
+        format!("{n} locks")
+    }
+}
+
+fn holder_or_dash(holder: Option<&str>) -> String {
+    holder.map_or_else(|| "-".into(), terminal::shown)
+}
+
+/// The SQL that creates the lock table, as `init --print-sql` prints it: ready to run,
+/// preceded by the privileges dlock needs as SQL comments.
+pub(crate) fn create_table_sql(dialect: Dialect, table: &TableName, json: bool) -> String {
+    let statement = dialect.create_table_sql(table);
+    if json {
+        return json_text(&json!({
+            "dialect": dialect_id(dialect),
+            "table": table.to_string(),
+            "sql": statement,
+            "privileges": privileges(dialect),
+        }));
+    }
+    // The statement as the core's source indents it, re-indented for a reader.
+    let mut lines = statement.lines().map(str::trim);
+    let mut sql = lines.next().unwrap_or_default().to_owned();
+    for line in lines {
+        let indent = if line.starts_with(')') { "" } else { "    " };
+        let _ = write!(sql, "\n{indent}{line}");
+    }
+    let grants = match dialect {
+        Dialect::Sqlite => {
+            "-- SQLite has no privileges: the process needs to read and write the database\n\
+             -- file and to create files in its directory (for the journal)."
+                .to_owned()
+        }
+        _ => {
+            let (quote, role) = if dialect == Dialect::Mysql {
+                ('`', "'app'@'%'")
+            } else {
+                ('"', "app")
+            };
+            let quoted = match table.schema() {
+                Some(schema) => format!("{quote}{schema}{quote}.{quote}{}{quote}", table.table()),
+                None => format!("{quote}{}{quote}", table.table()),
+            };
+            let listen = if dialect == Dialect::Postgres {
+                "-- LISTEN and NOTIFY, which wake waiters, need no privilege.\n"
+            } else {
+                ""
+            };
+            format!(
+                "-- dlock's locks and the dlock command need SELECT, INSERT and UPDATE on the\n\
+                 -- table, nothing else: with the table created here, no right to create tables.\n\
+                 {listen}\
+                 -- For an application's role, here {role}:\n\
+                 --   GRANT SELECT, INSERT, UPDATE ON {quoted} TO {role};"
+            )
+        }
+    };
+    format!(
+        "-- The dlock lock table {table} for {dialect}: what `dlock init` runs.\n{grants}\n{sql};"
+    )
+}
+
+fn dialect_id(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "postgres",
+        Dialect::Mysql => "mysql",
+        _ => "sqlite",
+    }
+}
+
+fn privileges(dialect: Dialect) -> Vec<&'static str> {
+    match dialect {
+        Dialect::Postgres | Dialect::Mysql => vec!["SELECT", "INSERT", "UPDATE"],
+        _ => Vec::new(),
+    }
+}
+
+/// `value` as JSON text, exact but with every non-printing character written as a
+/// `\uXXXX` escape, so that JSON on a terminal is as safe as text. (serde_json escapes
+/// the C0 controls only; DEL, C1 controls, bidirectional overrides would go out raw.)
+/// Outside strings JSON is printable ASCII, so this changes strings only.
+fn json_text(value: &Value) -> String {
+    let raw = value.to_string();
+    let mut out = String::with_capacity(raw.len());
+    let mut units = [0_u16; 2];
+    for (index, c) in raw.chars().enumerate() {
+        if terminal::prints(c, index == 0) {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn inspect(lock: &LockInfo, json: bool) -> String {
     if json {
-        return lock_json(lock).to_string();
+        return json_text(&lock_json(lock));
     }
     let when = |at: Option<SystemTime>| {
         at.map_or_else(
@@ -43,14 +222,11 @@ pub(crate) fn inspect(lock: &LockInfo, json: bool) -> String {
         )
     };
     let fields = [
-        ("name", lock.name.clone()),
+        ("name", terminal::shown(&lock.name)),
         ("state", lock.state.to_string()),
         ("fencing token", lock.fencing_token.to_string()),
-        ("holder", lock.holder.clone().unwrap_or_else(|| "-".into())),
-        (
-            "owner id",
-            lock.owner_id.clone().unwrap_or_else(|| "-".into()),
-        ),
+        ("holder", holder_or_dash(lock.holder.as_deref())),
+        ("owner id", holder_or_dash(lock.owner_id.as_deref())),
         ("acquired at", when(lock.acquired_at)),
         ("expires at", when(lock.expires_at)),
         ("lease", lease(lock)),
@@ -71,7 +247,7 @@ pub(crate) fn released(outcome: &ForceRelease, json: bool) -> String {
         ForceRelease::AlreadyFree(now) => ("already_free", now),
     };
     if json {
-        return json!({ "result": result, "lock": lock_json(lock) }).to_string();
+        return json_text(&json!({ "result": result, "lock": lock_json(lock) }));
     }
     let was_held = |was: &LockInfo| {
         if was.state == LockState::Expired {
@@ -82,8 +258,8 @@ pub(crate) fn released(outcome: &ForceRelease, json: bool) -> String {
     };
     let holder = |lock: &LockInfo| {
         lock.holder
-            .clone()
-            .unwrap_or_else(|| "an unnamed holder".into())
+            .as_deref()
+            .map_or_else(|| "an unnamed holder".into(), terminal::shown)
     };
     match outcome {
         ForceRelease::Revoked(was) => format!(
@@ -133,7 +309,7 @@ fn frees(lock: &LockInfo) -> String {
 
 pub(crate) fn initialised(table: &TableName, json: bool) -> String {
     if json {
-        json!({ "table": table.to_string(), "ready": true }).to_string()
+        json_text(&json!({ "table": table.to_string(), "ready": true }))
     } else {
         format!("lock table {table} is ready")
     }

@@ -53,6 +53,245 @@ fn sqlite() {
 }
 
 #[test]
+fn printed_sql_works_with_only_the_printed_privileges_on_postgres() {
+    printed_sql(
+        &env_url(
+            "DLOCK_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        "postgres",
+    );
+}
+
+#[test]
+fn printed_sql_works_with_only_the_printed_privileges_on_mysql() {
+    printed_sql(
+        &env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        "mysql",
+    );
+}
+
+#[test]
+fn printed_sql_works_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("dlock_cli_sql")));
+    printed_sql(&format!("sqlite:{}", path.display()), "sqlite");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn printing_the_sql_connects_to_nothing() {
+    // Port 1: nothing listens there; the URL only names the dialect.
+    let from_url = dlock(
+        Some("postgres://app:s3cret@127.0.0.1:1/test"),
+        Some("ops.locks"),
+        &["init", "--print-sql"],
+    );
+    assert_eq!(code(&from_url), 0, "{}", stderr(&from_url));
+    let sql = stdout(&from_url);
+    assert!(
+        sql.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"locks\" (")
+            && sql.contains("TIMESTAMPTZ")
+            && sql.contains("GRANT SELECT, INSERT, UPDATE ON \"ops\".\"locks\" TO app;"),
+        "{sql}"
+    );
+    let mariadb = stdout(&dlock(
+        None,
+        None,
+        &["init", "--print-sql", "--dialect", "mariadb"],
+    ));
+    assert!(
+        mariadb.contains("CREATE TABLE IF NOT EXISTS `distributed_lock` ("),
+        "{mariadb}"
+    );
+    let printed = json(&dlock(
+        Some("sqlite:/nonexistent/dir/x.db"),
+        None,
+        &["init", "--print-sql", "--json"],
+    ));
+    assert_eq!(printed["dialect"], "sqlite");
+    assert!(
+        printed["sql"]
+            .as_str()
+            .is_some_and(|sql| sql.contains("INTEGER NOT NULL"))
+    );
+
+    let conflicting = dlock(
+        Some("sqlite:/tmp/x.db"),
+        None,
+        &["init", "--print-sql", "--dialect", "postgres"],
+    );
+    assert_eq!(code(&conflicting), 2);
+    assert!(stderr(&conflicting).contains("--dialect says PostgreSQL but the URL is a SQLite one"));
+    let neither = dlock(None, None, &["init", "--print-sql"]);
+    assert_eq!(code(&neither), 2);
+    assert!(
+        stderr(&neither).contains("pass --dialect"),
+        "{}",
+        stderr(&neither)
+    );
+}
+
+#[test]
+fn the_readme_shows_the_sql_init_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    for dialect in ["postgres", "mysql", "sqlite"] {
+        let printed = stdout(&dlock(
+            None,
+            None,
+            &["init", "--print-sql", "--dialect", dialect],
+        ));
+        assert!(
+            readme.contains(&format!("```sql\n{printed}```")),
+            "the README's Operating section lacks, or has an old copy of:\n{printed}"
+        );
+    }
+}
+
+/// `dlock init --print-sql` as an administrator would use it: the printed SQL, run by
+/// the test, creates a table that works; and on a server with privileges, a role
+/// granted exactly what the printed GRANT says (no right to create tables) can lock,
+/// list, revoke and free with it.
+fn printed_sql(admin_url: &str, dialect: &'static str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let Some(admin_db) = connect(admin_url).await else {
+            return;
+        };
+        let table = unique("dlock_sql");
+        let role = unique("dlock_role");
+        let outcome = tokio::spawn(printed_sql_works(
+            admin_url.to_owned(),
+            dialect,
+            table.clone(),
+            role.clone(),
+            admin_db.clone(),
+        ))
+        .await;
+        let _ = admin_db
+            .execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+            .await;
+        let drop_role = match dialect {
+            "postgres" => format!("DROP ROLE IF EXISTS {role}"),
+            "mysql" => format!("DROP USER IF EXISTS '{role}'@'%'"),
+            _ => String::new(),
+        };
+        if !drop_role.is_empty() {
+            let _ = admin_db.execute_unprepared(&drop_role).await;
+        }
+        if let Err(failed) = outcome {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    });
+}
+
+async fn printed_sql_works(
+    admin_url: String,
+    dialect: &'static str,
+    table: String,
+    role: String,
+    admin_db: DatabaseConnection,
+) {
+    let table = table.as_str();
+    // By --dialect, with no URL: nothing to connect to.
+    let printed = dlock(
+        None,
+        Some(table),
+        &["init", "--print-sql", "--dialect", dialect],
+    );
+    assert_eq!(code(&printed), 0, "{}", stderr(&printed));
+    let sql = stdout(&printed);
+    // The administrator's part: the DDL as printed (comments included), then the
+    // printed GRANT for the application's role.
+    admin_db
+        .execute_unprepared(&sql)
+        .await
+        .unwrap_or_else(|error| panic!("the printed SQL fails: {error}\n{sql}"));
+    let user_url = match dialect {
+        "postgres" => {
+            admin_db
+                .execute_unprepared(&format!("CREATE ROLE {role} LOGIN"))
+                .await
+                .expect("create a role");
+            admin_url.replacen("postgres@", &format!("{role}@"), 1)
+        }
+        "mysql" => {
+            admin_db
+                .execute_unprepared(&format!("CREATE USER '{role}'@'%'"))
+                .await
+                .expect("create a user");
+            admin_url.replacen("root@", &format!("{role}@"), 1)
+        }
+        _ => admin_url.clone(),
+    };
+    if let Some(grant) = sql
+        .lines()
+        .find_map(|line| line.strip_prefix("--   GRANT "))
+    {
+        let grant = format!("GRANT {grant}")
+            .replace("TO app;", &format!("TO {role}"))
+            .replace("TO 'app'@'%';", &format!("TO '{role}'@'%'"));
+        admin_db
+            .execute_unprepared(&grant)
+            .await
+            .unwrap_or_else(|error| panic!("the printed GRANT fails: {error}: {grant}"));
+    } else {
+        assert_eq!(dialect, "sqlite", "no GRANT printed:\n{sql}");
+    }
+    assert_eq!(admin_url == user_url, dialect == "sqlite", "{user_url}");
+
+    // The application's part, as the restricted role. The table exists: `list` never
+    // creates it, and `init` does not try to (creating needs a right the role lacks).
+    let run = |args: &[&str]| dlock(Some(&user_url), Some(table), args);
+    assert_eq!(
+        stdout(&run(&["list"])),
+        format!("no locks in table {table}\n")
+    );
+    let init = run(&["init"]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    let Some(db) = connect(&user_url).await else {
+        panic!("{user_url} is unreachable although {admin_url} was reached");
+    };
+    let name = "printed-sql";
+    let lock = DistributedLock::builder(name, &db)
+        .table(table)
+        .ttl(TTL)
+        .renew_interval(Duration::from_millis(100))
+        .holder_label(LABEL)
+        .build()
+        .expect("lock options");
+    lock.acquire()
+        .await
+        .expect("acquire as the role")
+        .release()
+        .await
+        .expect("release as the role");
+    let guard = lock.acquire().await.expect("acquire again");
+    let token = guard.fencing_token().get().to_string();
+    let listed = stdout(&run(&["list", "--state", "held"]));
+    assert!(
+        listed.starts_with("NAME") && listed.contains("printed-sql  held"),
+        "{listed}"
+    );
+    let revoked = run(&["release", name, "--token", &token]);
+    assert_eq!(code(&revoked), 0, "{}", stderr(&revoked));
+    check_lost(guard).await;
+    let freed = json(&run(&[
+        "release", name, "--token", &token, "--now", "--json",
+    ]));
+    assert_eq!(freed["result"], "released", "{freed}");
+    let retaken = lock.try_acquire().await.expect("try_acquire as the role");
+    assert!(
+        matches!(retaken, dlock_seaorm::Attempt::Acquired(_)),
+        "{retaken:?}"
+    );
+}
+
+#[test]
 fn bad_urls_are_usage_errors() {
     let unsupported = dlock(Some("redis://127.0.0.1/0"), None, &["list"]);
     assert_eq!(code(&unsupported), 2);
@@ -277,6 +516,145 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     let not_a_token = run(&["release", name, "--token", "two"]);
     assert_eq!(code(&not_a_token), 2);
     assert!(stderr(&not_a_token).contains("\"two\" is not a fencing token"));
+
+    hostile_names(&url, table, &db).await;
+}
+
+/// What an application may name a lock: a name that would clear the operator's screen,
+/// one 2,000 bytes long (PostgreSQL's limit). `list` escapes and cuts them in text, keeps
+/// them exact in JSON, and filters by name and state. The table holds "nightly report"
+/// (free, token 2) already.
+async fn hostile_names(url: &str, table: &str, db: &DatabaseConnection) {
+    let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    let screen_clearer = "job\u{1b}[2J\u{1b}[H\u{9b}31m\u{202e}";
+    let long = format!("long-{}", "x".repeat(1_995));
+    assert_eq!(long.len(), 2_000);
+    let lock = |name: &str| {
+        DistributedLock::builder(name, db)
+            .table(table)
+            .ttl(TTL)
+            .holder_label("evil\u{1b}]0;pwned\u{7}")
+            .build()
+            .expect("lock options")
+    };
+    let held = lock(screen_clearer).acquire().await.expect("acquire");
+    let long_lock = lock(&long);
+    long_lock
+        .acquire()
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+
+    let listed = run(&["list"]);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(
+        text.chars()
+            .all(|c| c == '\n' || !(c.is_control() || c == '\u{202e}')),
+        "raw control characters in:\n{text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let row = |start: &str| {
+        *lines
+            .iter()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no row starting {start:?} in:\n{text}"))
+    };
+    let escaped = row("$'job\\x1b[2J\\x1b[H\\u009b31m\\u202e'");
+    assert!(escaped.contains(" held "), "{escaped}");
+    assert!(escaped.contains("$'evil\\x1b]0;pwned\\x07"), "{escaped}");
+    // Cut at 40 characters: the widest line stays far below the 2,000-byte name.
+    let cut = row("long-xxxx");
+    assert!(cut.contains("x… "), "{cut}");
+    assert!(
+        lines.iter().all(|line| line.chars().count() < 200),
+        "a line is too wide:\n{text}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("3 locks: 1 held, 2 free; 1 name or holder cut short, --wide shows it whole"),
+        "{text}"
+    );
+    let wide = stdout(&run(&["list", "--wide"]));
+    assert!(wide.lines().any(|line| line.starts_with(&long)), "{wide}");
+    assert!(
+        wide.lines()
+            .last()
+            .is_some_and(|l| l == "3 locks: 1 held, 2 free")
+    );
+
+    // JSON is exact (and escapes what serde_json would let through raw).
+    let all = json(&run(&["list", "--json"]));
+    let names: Vec<&str> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|lock| lock["name"].as_str().expect("a name"))
+        .collect();
+    assert!(
+        names.contains(&screen_clearer) && names.contains(&long.as_str()),
+        "{names:?}"
+    );
+    let raw_json = stdout(&run(&["list", "--json"]));
+    assert!(
+        !raw_json.contains('\u{9b}') && !raw_json.contains('\u{202e}'),
+        "{raw_json}"
+    );
+
+    // Filters: by state, by prefix, by glob; the count says how many of how many.
+    let held_only = stdout(&run(&["list", "--state", "held"]));
+    assert_eq!(held_only.lines().count(), 3, "{held_only}");
+    assert_eq!(held_only.lines().last(), Some("1 of 3 locks shown: 1 held"));
+    let by_prefix = json(&run(&["list", "--prefix", "long-", "--json"]));
+    assert_eq!(by_prefix.as_array().map(Vec::len), Some(1), "{by_prefix}");
+    assert_eq!(by_prefix[0]["name"], long.as_str());
+    let by_glob = stdout(&run(&[
+        "list",
+        "--match",
+        "*report",
+        "--state",
+        "free,expired",
+    ]));
+    assert!(
+        by_glob
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("nightly report "))
+    );
+    assert_eq!(by_glob.lines().last(), Some("1 of 3 locks shown: 1 free"));
+    let none = run(&["list", "--match", "nothing*", "--state", "revoked"]);
+    assert_eq!(code(&none), 0);
+    assert_eq!(
+        stdout(&none),
+        format!("no lock in table {table} is selected (3 locks in all)\n")
+    );
+    let bad_state = run(&["list", "--state", "stuck"]);
+    assert_eq!(code(&bad_state), 2, "{}", stderr(&bad_state));
+
+    // The quoted form pastes back into a shell: bash decodes it to the exact name.
+    let shown = escaped.split("  ").next().expect("a name column");
+    let decoded = Command::new("bash")
+        .args(["-c", &format!("printf %s {shown}")])
+        .output()
+        .expect("run bash");
+    assert_eq!(String::from_utf8_lossy(&decoded.stdout), screen_clearer);
+
+    // A refusal names the holder escaped, on stderr too.
+    let refused = run(&["release", screen_clearer, "--token", "9"]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        !stderr(&refused).contains('\u{1b}'),
+        "{:?}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("`dlock release $'job\\x1b[2J"),
+        "{}",
+        stderr(&refused)
+    );
+    held.release().await.expect("release");
 }
 
 /// The header and the row line up, and the row says who holds it for how long.
@@ -284,9 +662,10 @@ fn check_list(output: &Output, name: &str) {
     assert_eq!(code(output), 0, "{}", stderr(output));
     let text = stdout(output);
     let lines: Vec<&str> = text.lines().collect();
-    let [header, row] = lines.as_slice() else {
-        panic!("expected a header and one row:\n{text}");
+    let [header, row, count] = lines.as_slice() else {
+        panic!("expected a header, one row and a count:\n{text}");
     };
+    assert_eq!(*count, "1 lock: 1 held", "\n{text}");
     let column = |line: &str, at: &str| {
         line.find(at)
             .unwrap_or_else(|| panic!("{at:?} in {line:?}"))

@@ -118,6 +118,17 @@ impl fmt::Display for Dialect {
     }
 }
 
+impl Dialect {
+    /// The `CREATE TABLE IF NOT EXISTS` statement of the lock table `table` in this
+    /// dialect: exactly what [`LockAdmin::create_table`](crate::LockAdmin::create_table)
+    /// runs and what a lock runs when it finds no table, for an administrator to run
+    /// instead (`dlock init --print-sql` prints it). No other object is needed: no index,
+    /// sequence or trigger.
+    pub fn create_table_sql(self, table: &TableName) -> String {
+        self.sql(table).create_table.sql.to_string()
+    }
+}
+
 /// The statements of one dialect for one table. Parameters, by statement:
 ///
 /// | statement       | parameters                  | result                                  |
@@ -451,6 +462,19 @@ mod tests {
                     statement.sql
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_printed_ddl_is_the_one_run() {
+        let table = TableName::parse("ops.locks").expect("a valid name");
+        for dialect in [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite] {
+            let printed = dialect.create_table_sql(&table);
+            assert_eq!(*dialect.sql(&table).create_table().sql, *printed);
+            assert!(
+                printed.starts_with("CREATE TABLE IF NOT EXISTS "),
+                "{printed}"
+            );
         }
     }
 
