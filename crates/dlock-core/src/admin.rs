@@ -80,11 +80,7 @@ impl LockAdmin {
 
     /// Creates the lock table if it does not exist.
     pub async fn create_table(&self) -> Result<()> {
-        self.queries
-            .execute(&self.sql.create_table())
-            .await
-            .map_err(|source| Error::create_table(&self.table, source))?;
-        Ok(())
+        crate::context::create_table(&*self.queries, &self.sql, &self.table).await
     }
 
     /// Every lock in the table, by name: held, free and expired alike.

@@ -32,6 +32,23 @@ pub(crate) struct LockContext {
     pub(crate) telemetry: LockTelemetry,
 }
 
+/// Runs `CREATE TABLE IF NOT EXISTS`. PostgreSQL and MariaDB check the right to create
+/// tables even when the table exists, so a role given only what dlock needs (SELECT,
+/// INSERT, UPDATE) fails it; when the table can be read, it is there, and that is success.
+pub(crate) async fn create_table(
+    queries: &dyn QueryInterface,
+    sql: &Sql,
+    table: &crate::TableName,
+) -> Result<()> {
+    let Err(source) = queries.execute(&sql.create_table()).await else {
+        return Ok(());
+    };
+    if queries.query(&sql.probe("")).await.is_ok() {
+        return Ok(());
+    }
+    Err(Error::create_table(table, source))
+}
+
 /// What a renewal found.
 #[derive(Debug)]
 pub(crate) enum Renewal {
@@ -192,12 +209,7 @@ impl LockContext {
     }
 
     pub(crate) async fn create_table(&self) -> Result<()> {
-        let statement = self.sql.create_table();
-        self.queries
-            .execute(&statement)
-            .await
-            .map_err(|source| self.create_table_error(source))?;
-        Ok(())
+        create_table(&*self.queries, &self.sql, &self.options.table).await
     }
 
     fn create_table_error(&self, source: QueryError) -> Error {

@@ -91,3 +91,21 @@ async fn a_table_dropped_under_a_holder_is_not_re_created_by_its_renewals() {
     );
     assert!(fake.count(Kind::Renew) >= 2);
 }
+
+/// A role with only the privileges dlock needs may not run `CREATE TABLE IF NOT EXISTS`
+/// (PostgreSQL and MariaDB check the right even when the table exists): `create_table`
+/// succeeds when the table is there, and still fails when it is not.
+#[tokio::test(start_paused = true)]
+async fn create_table_without_the_right_to_create_is_fine_when_the_table_exists() {
+    let fake = FakeDb::new();
+    fake.script(Kind::CreateTable, [Gate::Denied]);
+    lock(&fake)
+        .create_table()
+        .await
+        .expect("the table is there");
+
+    let missing = FakeDb::without_table();
+    missing.script(Kind::CreateTable, [Gate::Denied]);
+    let error = lock(&missing).create_table().await.unwrap_err();
+    assert!(matches!(error, Error::CreateTable { .. }), "{error:?}");
+}
