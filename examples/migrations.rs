@@ -2,6 +2,10 @@
 //! migrator under one lock. Exactly one applies the migrations; the others wait for the
 //! lock, then find nothing to do.
 //!
+//! On a database of yours it keeps to names of its own: the tables `dlock_example_post`
+//! and `dlock_example_seaql_migrations` (not SeaORM's `seaql_migrations`, which your own
+//! migrations use), and the lock `dlock-example/migrations`.
+//!
 //! ```sh
 //! cargo run --example migrations    # a new SQLite file; or set DATABASE_URL (PostgreSQL, MySQL)
 //! ```
@@ -17,6 +21,8 @@ use sea_orm_migration::prelude::*;
 const PROCESSES: usize = 4;
 /// Set in the processes the example starts: their number.
 const PROCESS: &str = "DLOCK_EXAMPLE_PROCESS";
+/// Not `migrations`, which an application of yours may use for its own migrator.
+const LOCK_NAME: &str = "dlock-example/migrations";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -39,7 +45,7 @@ fn start_processes() -> Result<(), BoxError> {
             )
         }
     };
-    println!("{PROCESSES} processes migrate {url} at once, under lock \"migrations\":");
+    println!("{PROCESSES} processes migrate {url} at once, under lock {LOCK_NAME:?}:");
     let exe = std::env::current_exe()?;
     let children = (0..PROCESSES)
         .map(|process| {
@@ -76,7 +82,7 @@ fn start_processes() -> Result<(), BoxError> {
 /// One process: connect, take the lock, apply what is pending.
 async fn migrate(process: &str) -> Result<(), BoxError> {
     let db = connect(&std::env::var("DATABASE_URL")?).await?;
-    let lock = DistributedLock::builder("migrations", &db)
+    let lock = DistributedLock::builder(LOCK_NAME, &db)
         .ttl(Duration::from_secs(30))
         .poll_interval(Duration::from_millis(100))
         .holder_label(format!("migrating process {process}"))
@@ -122,6 +128,12 @@ struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(CreatePost), Box::new(AddPublishedAt)]
+    }
+
+    /// A table of its own: SeaORM's default, `seaql_migrations`, is your application's
+    /// record of its migrations, which this example must not write to.
+    fn migration_table_name() -> DynIden {
+        Alias::new("dlock_example_seaql_migrations").into_iden()
     }
 }
 

@@ -162,13 +162,19 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
 /// an adapter crate implement it for a pool type it does not own), so that
 /// [`DistributedLock::new`](crate::DistributedLock::new) accepts those pools directly.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a pool or connection of a dlock adapter that is compiled in",
-    label = "dlock cannot lock with this",
-    note = "turn on the dlock feature for your client: `tokio-postgres` for \
-            deadpool_postgres::Pool or tokio_postgres::Client; `seaorm-postgres`, \
-            `seaorm-mysql` or `seaorm-sqlite` for sea_orm::DatabaseConnection; `diesel` \
-            with `diesel-postgres`, `diesel-mysql` or `diesel-sqlite` and \
-            `diesel-deadpool` or `diesel-bb8` for diesel-async pools"
+    message = "dlock cannot lock with a `{Self}`: it is not a pool or connection of an adapter \
+               that is compiled in",
+    label = "not a pool or connection dlock accepts",
+    note = "dlock accepts: `deadpool_postgres::Pool` or `&Pool`, `tokio_postgres::Client`, \
+            `Arc<Client>` or `&Arc<Client>` (not `&Client`: the lock renews in the background \
+            and needs a client it shares); `sea_orm::DatabaseConnection` or \
+            `&DatabaseConnection`; diesel-async's deadpool or bb8 `Pool` or `&Pool` of \
+            `AsyncPgConnection`, `AsyncMysqlConnection` or \
+            `SyncConnectionWrapper<SqliteConnection>`",
+    note = "if the type is one of these, its adapter is not compiled in: the dlock features are \
+            `tokio-postgres`; `seaorm-postgres`, `seaorm-mysql`, `seaorm-sqlite`; \
+            `diesel-postgres`, `diesel-mysql` or `diesel-sqlite` with `diesel-deadpool` or \
+            `diesel-bb8`"
 )]
 pub trait IntoQueryInterface<M> {
     /// Wraps `self` in the adapter's query interface.

@@ -10,10 +10,17 @@ const MAX_PART_LEN: usize = 63;
 
 /// The name of the lock table, optionally schema-qualified (`schema.table`).
 ///
-/// Each part must start with an ASCII letter or `_` and continue with ASCII letters,
-/// digits or `_`, at most 63 characters. The name is quoted in SQL, so it is used exactly
-/// as written (case included) and may be a reserved word; anything else — spaces, quotes,
+/// Each part must start with a lower-case ASCII letter or `_` and continue with lower-case
+/// ASCII letters, digits or `_`, at most 63 characters. The name is quoted in SQL, so it is
+/// used exactly as written and may be a reserved word; anything else — spaces, quotes,
 /// semicolons — is refused, so a table name can never change the meaning of a statement.
+///
+/// **Upper-case letters are refused**, not folded: SQLite treats `Locks` and `locks` as
+/// one table, PostgreSQL (which dlock quotes) as two, and MySQL/MariaDB as either,
+/// depending on `lower_case_table_names`. Two configurations that differ only by case
+/// would then share their locks on one database and not on another; refusing the name
+/// makes one configuration mean the same table everywhere. Folding it silently instead
+/// would make `dlock --table Locks` act on a table whose name was never written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableName {
     schema: Option<String>,
@@ -100,6 +107,14 @@ fn validate_part(part: &str) -> std::result::Result<(), String> {
         }
         Some(_) => {}
     }
+    if part.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "{part:?} has upper-case letters; write it in lower case ({:?}): SQLite and, \
+             depending on its settings, MySQL fold the case of table names while PostgreSQL \
+             does not, so a mixed-case name would not mean the same table on every database",
+            part.to_ascii_lowercase()
+        ));
+    }
     if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
         return Err(format!(
             "{c:?} is not allowed; use only ASCII letters, digits and `_`"
@@ -121,11 +136,11 @@ mod tests {
     #[test]
     fn accepts_plain_and_qualified_names() {
         assert_eq!(TableName::parse("locks").unwrap().quoted('"'), "\"locks\"");
-        let qualified = TableName::parse("ops.Locks_2").unwrap();
+        let qualified = TableName::parse("ops.locks_2").unwrap();
         assert_eq!(qualified.schema(), Some("ops"));
-        assert_eq!(qualified.table(), "Locks_2");
-        assert_eq!(qualified.quoted('`'), "`ops`.`Locks_2`");
-        assert_eq!(qualified.to_string(), "ops.Locks_2");
+        assert_eq!(qualified.table(), "locks_2");
+        assert_eq!(qualified.quoted('`'), "`ops`.`locks_2`");
+        assert_eq!(qualified.to_string(), "ops.locks_2");
         assert_eq!(TableName::default().to_string(), "distributed_lock");
     }
 
@@ -144,6 +159,10 @@ mod tests {
             "lo cks",
             "verrou_é",
             &"x".repeat(64),
+            "Locks",
+            "peer_TCase",
+            "Ops.locks",
+            "ops.lockS",
         ] {
             let error = TableName::parse(bad).expect_err(bad);
             assert!(
@@ -151,5 +170,20 @@ mod tests {
                 "{bad:?}: {error}"
             );
         }
+    }
+
+    /// SQLite folds case: `peer_TCase` and `peer_tcase` would be one table there and two
+    /// on PostgreSQL. The refusal names the part and the lower-case spelling to use.
+    #[test]
+    fn refuses_upper_case_and_names_the_lower_case_spelling() {
+        assert!(TableName::parse("peer_tcase").is_ok());
+        let error = TableName::parse("ops.peer_TCase").unwrap_err().to_string();
+        assert!(
+            error.contains("\"peer_TCase\" has upper-case letters"),
+            "{error}"
+        );
+        assert!(error.contains("(\"peer_tcase\")"), "{error}");
+        let error = TableName::parse("Ops.locks").unwrap_err().to_string();
+        assert!(error.contains("\"Ops\" has upper-case letters"), "{error}");
     }
 }

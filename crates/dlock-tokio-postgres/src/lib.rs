@@ -249,9 +249,25 @@ impl IntoQueryInterface<TokioPostgres> for Pool {
     }
 }
 
+/// Clones the pool: a deadpool `Pool` is a handle to a shared pool, so `&pool` works as
+/// it does with the SeaORM and Diesel adapters.
+impl IntoQueryInterface<TokioPostgres> for &Pool {
+    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+        Arc::new(PostgresQueries::from_pool(self.clone()))
+    }
+}
+
 impl IntoQueryInterface<TokioPostgres> for Arc<tokio_postgres::Client> {
     fn into_query_interface(self) -> Arc<dyn QueryInterface> {
         Arc::new(PostgresQueries::from_client(self))
+    }
+}
+
+/// Shares the client. A bare `&Client` cannot be accepted: the lock renews and releases
+/// in the background, after the borrow has ended, so it needs a client it co-owns.
+impl IntoQueryInterface<TokioPostgres> for &Arc<tokio_postgres::Client> {
+    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+        Arc::new(PostgresQueries::from_client(Arc::clone(self)))
     }
 }
 

@@ -22,3 +22,10 @@ pub use dlock_seaorm as seaorm;
 #[cfg(feature = "diesel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
 pub use dlock_diesel as diesel;
+
+/// The repository's README, compiled only by `cargo test --doc`, so that its snippets are
+/// checked as printed: they are doc-tested here, with every adapter turned on (the crate's
+/// dev-dependency on itself).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct RepositoryReadme;
