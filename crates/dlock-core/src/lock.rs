@@ -21,7 +21,8 @@ use crate::{Error, FencingToken, Lease, LockGuard, LossReason, Result};
 /// A named lock in a database, shared by every process that uses the same name and table.
 ///
 /// Creating one is cheap and does not touch the database; the lock table is created on
-/// first use if it does not exist. See the [crate docs](crate) for the guarantees.
+/// first use if it does not exist. See [what it guarantees, and what that
+/// assumes](https://github.com/dlock-rs/dlock#guarantees-and-what-they-assume).
 #[derive(Clone)]
 pub struct DistributedLock {
     context: Arc<LockContext>,
@@ -473,7 +474,9 @@ pub struct LockBuilder {
 }
 
 impl LockBuilder {
-    /// The lock table, `table` or `schema.table`, made of ASCII letters, digits and `_`.
+    /// The lock table, `table` or `schema.table`, made of lower-case ASCII letters, digits
+    /// and `_` (upper case is refused: SQLite folds it, so two names differing only in
+    /// case would be one table there and two elsewhere).
     ///
     /// Defaults to `distributed_lock`.
     pub fn table(mut self, table: impl Into<String>) -> Self {
