@@ -3,8 +3,8 @@
 //! and JSON) and exit code, errors included.
 //!
 //! The databases are read from `DLOCK_TEST_POSTGRES_URL` and `DLOCK_TEST_MYSQL_URL`
-//! (defaults as in the README). An unreachable server skips its test with a message,
-//! unless `CI` is set: then it fails.
+//! (defaults as in the README). A test whose server is unreachable is reported as
+//! ignored, with the reason, unless `CI` is set: then it fails.
 
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,10 +13,97 @@ use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseC
 use dlock_seaorm::{DistributedLock, LockGuard, LossReason};
 use serde_json::Value;
 
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+fn main() -> std::process::ExitCode {
+    let postgres_url = || {
+        env_url(
+            "DLOCK_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        )
+    };
+    let mysql_url = || env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let trials = vec![
+        on_server("postgres", postgres_url(), postgres),
+        on_server("mysql", mysql_url(), mysql),
+        Trial::test("sqlite", run(sqlite)),
+        on_server(
+            "printed_sql_works_with_only_the_printed_privileges_on_postgres",
+            postgres_url(),
+            printed_sql_works_with_only_the_printed_privileges_on_postgres,
+        ),
+        on_server(
+            "printed_sql_works_with_only_the_printed_privileges_on_mysql",
+            mysql_url(),
+            printed_sql_works_with_only_the_printed_privileges_on_mysql,
+        ),
+        Trial::test(
+            "printed_sql_works_on_sqlite",
+            run(printed_sql_works_on_sqlite),
+        ),
+        Trial::test(
+            "printing_the_sql_connects_to_nothing",
+            run(printing_the_sql_connects_to_nothing),
+        ),
+        Trial::test(
+            "the_readme_shows_the_sql_init_prints",
+            run(the_readme_shows_the_sql_init_prints),
+        ),
+        Trial::test("bad_urls_are_usage_errors", run(bad_urls_are_usage_errors)),
+        Trial::test(
+            "unreachable_database_is_exit_code_3_without_the_password",
+            run(unreachable_database_is_exit_code_3_without_the_password),
+        ),
+    ];
+    libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
+}
+
+/// A test that fails by panicking, as a trial.
+fn run(test: fn()) -> impl FnOnce() -> Result<(), Failed> + Send + 'static {
+    move || {
+        test();
+        Ok(())
+    }
+}
+
+/// A test that needs the server at `url`: ignored, with the reason, when the server
+/// cannot be reached and `CI` is not set; failed when it is.
+fn on_server(name: &str, url: String, test: fn()) -> Trial {
+    Trial::ignorable_test(name, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start a tokio runtime: {error}"))?;
+        if let Err(error) = runtime.block_on(reach(&url)) {
+            let message = format!("{url} is unreachable: {error}");
+            if std::env::var_os("CI").is_some() {
+                return Err(
+                    format!("{message}; CI is set, so this fails instead of skipping").into(),
+                );
+            }
+            return Ok(Completion::ignored_with(message));
+        }
+        test();
+        Ok(Completion::Completed)
+    })
+}
+
+/// Whether the server at `url` answers.
+async fn reach(url: &str) -> Result<(), String> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    let db = Database::connect(options)
+        .await
+        .map_err(|error| error.to_string())?;
+    let _ = db.close().await;
+    Ok(())
+}
+
 const LABEL: &str = "cli-test";
 const TTL: Duration = Duration::from_secs(5);
 
-#[test]
 fn postgres() {
     session(&env_url(
         "DLOCK_TEST_POSTGRES_URL",
@@ -24,7 +111,6 @@ fn postgres() {
     ));
 }
 
-#[test]
 fn mysql() {
     session(&env_url(
         "DLOCK_TEST_MYSQL_URL",
@@ -32,7 +118,6 @@ fn mysql() {
     ));
 }
 
-#[test]
 fn sqlite() {
     let path = std::env::temp_dir().join(format!("{}.db", unique("dlock_cli")));
     let url = format!("sqlite:{}", path.display());
@@ -52,7 +137,6 @@ fn sqlite() {
     let _ = std::fs::remove_file(path);
 }
 
-#[test]
 fn printed_sql_works_with_only_the_printed_privileges_on_postgres() {
     printed_sql(
         &env_url(
@@ -63,7 +147,6 @@ fn printed_sql_works_with_only_the_printed_privileges_on_postgres() {
     );
 }
 
-#[test]
 fn printed_sql_works_with_only_the_printed_privileges_on_mysql() {
     printed_sql(
         &env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
@@ -71,14 +154,12 @@ fn printed_sql_works_with_only_the_printed_privileges_on_mysql() {
     );
 }
 
-#[test]
 fn printed_sql_works_on_sqlite() {
     let path = std::env::temp_dir().join(format!("{}.db", unique("dlock_cli_sql")));
     printed_sql(&format!("sqlite:{}", path.display()), "sqlite");
     let _ = std::fs::remove_file(path);
 }
 
-#[test]
 fn printing_the_sql_connects_to_nothing() {
     // Port 1: nothing listens there; the URL only names the dialect.
     let from_url = dlock(
@@ -131,7 +212,6 @@ fn printing_the_sql_connects_to_nothing() {
     );
 }
 
-#[test]
 fn the_readme_shows_the_sql_init_prints() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("the README");
@@ -291,7 +371,6 @@ async fn printed_sql_works(
     );
 }
 
-#[test]
 fn bad_urls_are_usage_errors() {
     let unsupported = dlock(Some("redis://127.0.0.1/0"), None, &["list"]);
     assert_eq!(code(&unsupported), 2);
@@ -310,7 +389,6 @@ fn bad_urls_are_usage_errors() {
     assert!(stderr(&bad_table).contains("invalid lock table name"));
 }
 
-#[test]
 fn unreachable_database_is_exit_code_3_without_the_password() {
     // Port 1: nothing listens there.
     let output = dlock(
