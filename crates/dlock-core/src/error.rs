@@ -352,7 +352,11 @@ mod tests {
     use crate::Dialect;
 
     fn statement_error(code: &str) -> QueryError {
-        QueryError::new(QueryErrorKind::Statement, Some(code.into()), "from the server")
+        QueryError::new(
+            QueryErrorKind::Statement,
+            Some(code.into()),
+            "from the server",
+        )
     }
 
     /// `Error::is_transient` decides a user's retry loop; `Dialect::is_transient` a

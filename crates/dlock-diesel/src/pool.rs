@@ -11,6 +11,7 @@ use dlock_core::{
     async_trait,
 };
 
+use crate::error::PrintedOnce;
 use crate::{Diesel, DieselConnection};
 
 /// Runs one statement (checkout, statement, return of the connection) in a task of its
@@ -31,8 +32,8 @@ async fn to_completion<T: Send + 'static>(
 
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
-fn connect_error(error: impl Into<dlock_core::BoxError>) -> QueryError {
-    QueryError::new(QueryErrorKind::Unreachable, None, error)
+fn connect_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> QueryError {
+    QueryError::new(QueryErrorKind::Unreachable, None, PrintedOnce(error))
 }
 
 /// The query interface over a deadpool pool of diesel-async connections
@@ -82,11 +83,11 @@ where
             }
             PoolError::Backend(ManagerError::QueryError(ref query_error)) => {
                 let code = crate::error::database_code(C::DIALECT, query_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, error)
+                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
             }
             PoolError::Backend(ManagerError::ConnectionError(ref connection_error)) => {
                 let code = crate::error::connection_error(C::DIALECT, connection_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, error)
+                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
             }
             // Timed out opening or checking a connection, failed to open one, or the
             // pool is closed or misconfigured: no connection to be had.
