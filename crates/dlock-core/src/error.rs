@@ -1,7 +1,9 @@
 //! The one error type of dlock.
 
+use std::fmt;
 use std::time::Duration;
 
+use crate::dialect::{self, Refusal};
 use crate::query::{QueryError, QueryErrorKind};
 use crate::{FencingToken, LossReason};
 
@@ -10,19 +12,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, each with a message that says what to do.
 ///
-/// Database errors carry the driver's error as their [`source`](std::error::Error::source).
-#[derive(Debug, thiserror::Error)]
+/// A database error's message ends with the database's own ("permission denied for
+/// table …", "Connection refused") and its code, so the first line a user sees names the
+/// cause. It is therefore not also returned by [`source`](std::error::Error::source),
+/// which is `None` for every variant: printers that walk the chain (`anyhow`, logging)
+/// print it once. The driver's error is in the variant's `source` field, whose
+/// [`code`](QueryError::code) is the database's error code.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The lock name was empty.
-    #[error("the lock name is empty; give every lock a non-empty name")]
     EmptyName,
 
     /// The lock name is longer than the dialect can store in a key.
-    #[error(
-        "the lock name is {len} bytes long, but {dialect} keys hold at most {max} bytes; \
-         use a shorter name (a hash of a long one works)"
-    )]
     NameTooLong {
         /// The length of the name in bytes (UTF-8).
         len: usize,
@@ -33,10 +35,6 @@ pub enum Error {
     },
 
     /// The table name is not a plain SQL identifier.
-    #[error(
-        "invalid lock table name {name:?}: {reason} (expected `table` or `schema.table`, \
-         e.g. the default `distributed_lock`)"
-    )]
     InvalidTableName {
         /// The name as given.
         name: String,
@@ -45,64 +43,59 @@ pub enum Error {
     },
 
     /// An option is out of range.
-    #[error("invalid lock option: {0}")]
     InvalidOption(String),
 
     /// No connection to the database could be made.
-    #[error(
-        "cannot reach the database to {action}; check that the server is running and that \
-         the URL, host, port and credentials of your pool are right"
-    )]
     Unreachable {
         /// What dlock was doing.
         action: &'static str,
         /// The driver's error.
-        #[source]
+        source: QueryError,
+    },
+
+    /// The database rejected the credentials of the pool (a wrong password, an unknown
+    /// user). Permanent: retrying cannot help until the configuration changes.
+    Authentication {
+        /// What dlock was doing.
+        action: &'static str,
+        /// The driver's error.
+        source: QueryError,
+    },
+
+    /// The database user lacks a privilege dlock needs on the lock table (or its schema
+    /// or database). Permanent: retrying cannot help until an administrator grants it.
+    PermissionDenied {
+        /// What dlock was doing.
+        action: &'static str,
+        /// The driver's error.
         source: QueryError,
     },
 
     /// The connection pool had no free connection in time.
-    #[error(
-        "the connection pool had no free connection to {action}; raise the pool's size or \
-         its wait timeout, or hold fewer connections across long jobs"
-    )]
     PoolExhausted {
         /// What dlock was doing.
         action: &'static str,
         /// The pool's error.
-        #[source]
         source: QueryError,
     },
 
     /// A statement failed on the database.
-    #[error("the database failed to {action}")]
     Database {
         /// What dlock was doing.
         action: &'static str,
         /// The driver's error.
-        #[source]
         source: QueryError,
     },
 
     /// The lock table did not exist and could not be created.
-    #[error(
-        "the lock table {table} does not exist and could not be created; create it \
-         yourself or let the database user create tables in that schema"
-    )]
     CreateTable {
         /// The table's name.
         table: String,
         /// The driver's error.
-        #[source]
         source: QueryError,
     },
 
     /// [`acquire`](crate::DistributedLock::acquire) gave up after the acquire timeout.
-    #[error(
-        "timed out after {waited:?} waiting for lock {name:?}{}; raise the acquire timeout \
-         or find out why the holder keeps it so long",
-        holder.as_deref().map(|h| format!(", held by {h}")).unwrap_or_default()
-    )]
     Timeout {
         /// The lock's name.
         name: String,
@@ -114,10 +107,6 @@ pub enum Error {
 
     /// The lock was lost while held: its lease could not be renewed in time, or someone
     /// else took it over.
-    #[error(
-        "lock {name:?} (fencing token {token}) was lost: {reason}; the work done under it \
-         may overlap with the next holder's, so make it idempotent or fence its writes"
-    )]
     Lost {
         /// The lock's name.
         name: String,
@@ -129,17 +118,12 @@ pub enum Error {
 
     /// The lock table does not exist (an operation of [`LockAdmin`](crate::LockAdmin),
     /// which never creates it implicitly).
-    #[error(
-        "the lock table {table} does not exist in this database; check the database and \
-         the table name, or create the table (`LockAdmin::create_table`, `dlock init`)"
-    )]
     NoSuchTable {
         /// The table's name.
         table: String,
     },
 
     /// The lock table has no row for this name: it was never acquired.
-    #[error("there is no lock named {name:?} in table {table}; list the locks to see their names")]
     NoSuchLock {
         /// The name looked for.
         name: String,
@@ -149,12 +133,6 @@ pub enum Error {
 
     /// A force release was refused: the lock's fencing token is no longer the one given,
     /// so the acquisition it named has ended and the lock may belong to someone else.
-    #[error(
-        "lock {name:?} was not released: its fencing token is now {current}{}, not \
-         {expected}, so it changed hands since that token was read; inspect it again and, \
-         if it still needs freeing, release it with the current token",
-        holder.as_deref().map(|h| format!(" (holder {h})")).unwrap_or_default()
-    )]
     TokenChanged {
         /// The lock's name.
         name: String,
@@ -167,20 +145,12 @@ pub enum Error {
     },
 
     /// Text that should have been a fencing token is not one.
-    #[error(
-        "{input:?} is not a fencing token; tokens are positive whole numbers, as listed \
-         with each lock"
-    )]
     InvalidToken {
         /// The text given.
         input: String,
     },
 
     /// A fenced transaction found that this acquisition no longer holds the lock.
-    #[error(
-        "fenced write refused: lock {name:?} is no longer held with fencing token {token}; \
-         roll back this transaction and do not retry it under the lost lock"
-    )]
     Fenced {
         /// The lock's name.
         name: String,
@@ -190,8 +160,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies an adapter's error for a failed attempt to do `action`.
-    pub(crate) fn query(action: &'static str, source: QueryError) -> Self {
+    /// The error of a failed attempt to do `action` (lowercase, e.g. "fence the
+    /// transaction"), classified by the adapter's error: its kind, and its code for
+    /// refused credentials and privileges, which come first since a wrong password is
+    /// reported when a connection is opened, which adapters call unreachable. For
+    /// adapters' own statements (fencing).
+    pub fn query(action: &'static str, source: QueryError) -> Self {
+        match dialect::refusal(&source) {
+            Some(Refusal::Authentication) => return Self::Authentication { action, source },
+            Some(Refusal::Privilege) => return Self::PermissionDenied { action, source },
+            None => {}
+        }
         match source.kind() {
             QueryErrorKind::Unreachable => Self::Unreachable { action, source },
             QueryErrorKind::PoolExhausted => Self::PoolExhausted { action, source },
@@ -210,12 +189,25 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation later may succeed.
+    /// Whether retrying the same operation later may succeed: the database or the pool
+    /// is away or busy, or a statement failed in a way that passes (a lock wait timeout, a
+    /// deadlock, a lost connection). Not refused credentials or privileges, bad input, or
+    /// a database error that would fail the same way again (a NUL byte in a text).
+    ///
+    /// The same rule decides whether a waiting [`acquire`](crate::DistributedLock::acquire)
+    /// rides out an error or ends with it.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable { .. } | Self::PoolExhausted { .. } | Self::Database { .. }
-        )
+        match self {
+            Self::Unreachable { .. } | Self::PoolExhausted { .. } => true,
+            Self::Database { source, .. } => Self::database_is_transient(source),
+            _ => false,
+        }
+    }
+
+    /// Whether a statement's failure may pass: a connection that broke or a statement
+    /// abandoned unanswered (no code), or a code its dialect calls transient.
+    fn database_is_transient(source: &QueryError) -> bool {
+        source.code().is_none() || dialect::is_transient_in_any(source)
     }
 
     /// Whether the statement that failed may have committed before the failure reached us
@@ -223,5 +215,250 @@ impl Error {
     /// ambiguous.
     pub(crate) fn may_have_committed(&self) -> bool {
         matches!(self, Self::Database { .. })
+    }
+}
+
+/// Written by hand rather than derived: `thiserror` would also return every field named
+/// `source` from [`source`](std::error::Error::source), and the messages already print it.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyName => {
+                f.write_str("the lock name is empty; give every lock a non-empty name")
+            }
+            Self::NameTooLong { len, max, dialect } => write!(
+                f,
+                "the lock name is {len} bytes long, but {dialect} keys hold at most {max} \
+                 bytes; use a shorter name (a hash of a long one works)"
+            ),
+            Self::InvalidTableName { name, reason } => write!(
+                f,
+                "invalid lock table name {name:?}: {reason} (expected `table` or \
+                 `schema.table`, e.g. the default `distributed_lock`)"
+            ),
+            Self::InvalidOption(reason) => write!(f, "invalid lock option: {reason}"),
+            Self::Unreachable { action, source } => write!(
+                f,
+                "cannot reach the database to {action}: {source}; check that the server is \
+                 running and that the URL, host, port and credentials of your pool are right"
+            ),
+            Self::Authentication { action, source } => write!(
+                f,
+                "the database refused the credentials of your pool to {action}: {source}; \
+                 check the user name and password in the pool's URL or configuration \
+                 (retrying will not help)"
+            ),
+            Self::PermissionDenied { action, source } => write!(
+                f,
+                "the database user of your pool lacks a privilege to {action}: {source}; an \
+                 administrator must grant it SELECT, INSERT and UPDATE on the lock table \
+                 (and, on PostgreSQL, USAGE on its schema), e.g. `GRANT SELECT, INSERT, \
+                 UPDATE ON distributed_lock TO <user>` for the default table"
+            ),
+            Self::PoolExhausted { action, source } => write!(
+                f,
+                "the connection pool had no free connection to {action}: {source}; raise the \
+                 pool's size or its wait timeout, or hold fewer connections across long jobs"
+            ),
+            Self::Database { action, source } => {
+                let advice = if Self::database_is_transient(source) {
+                    "it may pass if tried again"
+                } else {
+                    "it will fail the same way until its cause is fixed"
+                };
+                write!(f, "the database failed to {action}: {source}; {advice}")
+            }
+            Self::CreateTable { table, source } => write!(
+                f,
+                "the lock table {table} does not exist and could not be created: {source}; \
+                 create it yourself or let the database user create tables in that schema"
+            ),
+            Self::Timeout {
+                name,
+                waited,
+                holder,
+            } => {
+                write!(f, "timed out after {waited:?} waiting for lock {name:?}")?;
+                if let Some(holder) = holder {
+                    write!(f, ", held by {holder}")?;
+                }
+                f.write_str(
+                    "; raise the acquire timeout or find out why the holder keeps it so long",
+                )
+            }
+            Self::Lost {
+                name,
+                token,
+                reason,
+            } => write!(
+                f,
+                "lock {name:?} (fencing token {token}) was lost: {reason}; the work done under \
+                 it may overlap with the next holder's, so make it idempotent or fence its \
+                 writes"
+            ),
+            Self::NoSuchTable { table } => write!(
+                f,
+                "the lock table {table} does not exist in this database; check the database \
+                 and the table name, or create the table (`LockAdmin::create_table`, `dlock \
+                 init`)"
+            ),
+            Self::NoSuchLock { name, table } => write!(
+                f,
+                "there is no lock named {name:?} in table {table}; list the locks to see their \
+                 names"
+            ),
+            Self::TokenChanged {
+                name,
+                expected,
+                current,
+                holder,
+            } => {
+                write!(
+                    f,
+                    "lock {name:?} was not released: its fencing token is now {current}"
+                )?;
+                if let Some(holder) = holder {
+                    write!(f, " (holder {holder})")?;
+                }
+                write!(
+                    f,
+                    ", not {expected}, so it changed hands since that token was read; inspect \
+                     it again and, if it still needs freeing, release it with the current token"
+                )
+            }
+            Self::InvalidToken { input } => write!(
+                f,
+                "{input:?} is not a fencing token; tokens are positive whole numbers, as \
+                 listed with each lock"
+            ),
+            Self::Fenced { name, token } => write!(
+                f,
+                "fenced write refused: lock {name:?} is no longer held with fencing token \
+                 {token}; roll back this transaction and do not retry it under the lost lock"
+            ),
+        }
+    }
+}
+
+/// No [`source`](std::error::Error::source): each message includes its cause (see
+/// [`Error`]).
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::Dialect;
+
+    fn statement_error(code: &str) -> QueryError {
+        QueryError::new(
+            QueryErrorKind::Statement,
+            Some(code.into()),
+            "from the server",
+        )
+    }
+
+    /// `Error::is_transient` decides a user's retry loop; `Dialect::is_transient` a
+    /// waiting `acquire`. They must agree for every code a dialect reports, although an
+    /// `Error` does not know its dialect.
+    #[test]
+    fn is_transient_agrees_with_the_dialect_that_reported_the_code() {
+        let codes: &[(Dialect, &str, bool)] = &[
+            (Dialect::Postgres, "40001", true),
+            (Dialect::Postgres, "40P01", true),
+            (Dialect::Postgres, "08006", true),
+            (Dialect::Postgres, "53300", true),
+            (Dialect::Postgres, "57P01", true),
+            (Dialect::Postgres, "55P03", true),
+            (Dialect::Postgres, "22021", false), // a NUL byte in a text
+            (Dialect::Postgres, "42601", false),
+            (Dialect::Postgres, "42501", false),
+            (Dialect::Postgres, "28P01", false),
+            (Dialect::Postgres, "28000", false),
+            (Dialect::Mysql, "1205", true),
+            (Dialect::Mysql, "1213", true),
+            (Dialect::Mysql, "1040", true),
+            (Dialect::Mysql, "2013", true),
+            (Dialect::Mysql, "1142", false),
+            (Dialect::Mysql, "1045", false),
+            (Dialect::Mysql, "1064", false),
+            // A MySQL number that starts like a PostgreSQL class, and one that SQLite's
+            // busy mask would match.
+            (Dialect::Mysql, "4025", false),
+            (Dialect::Mysql, "1030", false),
+            (Dialect::Sqlite, "5", true),
+            (Dialect::Sqlite, "517", true),
+            (Dialect::Sqlite, "6", true),
+            (Dialect::Sqlite, "8", false),
+            (Dialect::Sqlite, "19", false),
+        ];
+        for &(dialect, code, transient) in codes {
+            let source = statement_error(code);
+            assert_eq!(dialect.is_transient(&source), transient, "{dialect} {code}");
+            let error = Error::query("acquire the lock", source);
+            assert_eq!(error.is_transient(), transient, "{dialect} {code}: {error}");
+        }
+    }
+
+    /// A wrong password is reported when a connection is opened, which adapters call
+    /// unreachable; it must not be retried as if the server were down.
+    #[test]
+    fn refused_credentials_are_permanent_wherever_they_are_reported() {
+        for code in ["28P01", "28000", "1045", "1698"] {
+            for kind in [QueryErrorKind::Unreachable, QueryErrorKind::Statement] {
+                let source = QueryError::new(kind, Some(code.into()), "access denied");
+                let error = Error::query("acquire the lock", source);
+                assert!(
+                    matches!(error, Error::Authentication { .. }),
+                    "{code}: {error:?}"
+                );
+                assert!(!error.is_transient(), "{code}");
+                assert!(error.to_string().contains("password"), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_privileges_are_permanent_and_say_what_to_grant() {
+        for code in ["42501", "1142", "1143", "1044", "1227"] {
+            let error = Error::query("acquire the lock", statement_error(code));
+            assert!(
+                matches!(error, Error::PermissionDenied { .. }),
+                "{code}: {error:?}"
+            );
+            assert!(!error.is_transient(), "{code}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("GRANT SELECT, INSERT, UPDATE ON distributed_lock"),
+                "{error}"
+            );
+        }
+        // MySQL's SQLSTATE for 1142 is also that of syntax errors: not a privilege.
+        let error = Error::query("acquire the lock", statement_error("42000"));
+        assert!(matches!(error, Error::Database { .. }), "{error:?}");
+    }
+
+    /// The database's message is on the first line, and printed once by a printer that
+    /// walks the chain.
+    #[test]
+    fn the_message_names_the_cause_once() {
+        let source = QueryError::new(
+            QueryErrorKind::Statement,
+            Some("22021".into()),
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+        );
+        let error = Error::query("acquire the lock", source);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "the database failed to acquire the lock: invalid byte sequence for encoding \
+                 \"UTF8\": 0x00 (code 22021); "
+            ),
+            "{message}"
+        );
+        assert!(error.source().is_none());
+        assert!(!message.ends_with('.'), "{message}");
     }
 }

@@ -257,7 +257,7 @@ async fn a_lasting_error_ends_the_wait() {
     assert!(
         matches!(
             error,
-            Error::Database {
+            Error::PermissionDenied {
                 action: "read the lock",
                 ..
             }

@@ -34,8 +34,15 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
             }
             _ if message.starts_with("schema ") && message.ends_with(" does not exist") => "3F000",
             _ if message == "deadlock detected" => "40P01",
-            // Not transient: a waiting `acquire` must stop on it rather than retry.
+            // Refusals: not transient, so a waiting `acquire` stops on them rather than
+            // retry, and the message says what to fix. Credentials are refused when a
+            // connection is opened (see `connection_error`).
             _ if message.starts_with("permission denied") => "42501",
+            _ if message.starts_with("password authentication failed") => "28P01",
+            _ if message.starts_with("role \"") && message.ends_with("\" does not exist") => {
+                "28000"
+            }
+            _ if message.starts_with("no pg_hba.conf entry") => "28000",
             _ => return None,
         },
         Dialect::Mysql => {
@@ -44,8 +51,14 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
             } else if message.starts_with("Deadlock found when trying to get lock") {
                 "1213"
             } else if message.contains(" command denied to user ") {
-                // Not transient: a waiting `acquire` must stop on it rather than retry.
                 "1142"
+            } else if message.starts_with("Access denied for user ") {
+                // 1044 names the database the user may not use; 1045 is a wrong password.
+                if message.contains(" to database '") {
+                    "1044"
+                } else {
+                    "1045"
+                }
             } else {
                 return None;
             }
@@ -54,3 +67,42 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
     };
     Some(code.to_owned())
 }
+
+/// A connection that could not be opened. The server's refusals (a wrong password, an
+/// unknown user) keep their code, so that the core reports them as permanent and not as
+/// an unreachable server: with Diesel both are otherwise one `ConnectionError`.
+pub(crate) fn connection_error(
+    dialect: Dialect,
+    error: &diesel::ConnectionError,
+) -> Option<String> {
+    match error {
+        diesel::ConnectionError::CouldntSetupConfiguration(error) => database_code(dialect, error),
+        _ => None,
+    }
+}
+
+/// A pool's error, with each cause printed once: deadpool's "error occurred while
+/// creating a new object: {error}" also returns `{error}` as its `source()`, and the core
+/// prints the chain, so the server's message would appear twice. Causes whose text is
+/// already printed are left out.
+#[derive(Debug)]
+pub(crate) struct PrintedOnce<E>(pub(crate) E);
+
+impl<E: std::error::Error> std::fmt::Display for PrintedOnce<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut message = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&message)
+    }
+}
+
+/// No source: the message holds every cause.
+impl<E: std::error::Error> std::error::Error for PrintedOnce<E> {}

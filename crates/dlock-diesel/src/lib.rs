@@ -94,9 +94,6 @@ pub async fn fence<C: DieselConnection>(conn: &mut C, lease: &Lease) -> dlock_co
     let rows = conn
         .query_statement(&lease.fence_statement())
         .await
-        .map_err(|source| dlock_core::Error::Database {
-            action: "fence the transaction",
-            source,
-        })?;
+        .map_err(|source| dlock_core::Error::query("fence the transaction", source))?;
     lease.check_fence(rows.len())
 }

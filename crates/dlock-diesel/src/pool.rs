@@ -11,6 +11,7 @@ use dlock_core::{
     async_trait,
 };
 
+use crate::error::PrintedOnce;
 use crate::{Diesel, DieselConnection};
 
 /// Runs one statement (checkout, statement, return of the connection) in a task of its
@@ -31,8 +32,8 @@ async fn to_completion<T: Send + 'static>(
 
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
-fn connect_error(error: impl Into<dlock_core::BoxError>) -> QueryError {
-    QueryError::new(QueryErrorKind::Unreachable, None, error)
+fn connect_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> QueryError {
+    QueryError::new(QueryErrorKind::Unreachable, None, PrintedOnce(error))
 }
 
 /// The query interface over a deadpool pool of diesel-async connections
@@ -82,7 +83,11 @@ where
             }
             PoolError::Backend(ManagerError::QueryError(ref query_error)) => {
                 let code = crate::error::database_code(C::DIALECT, query_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, error)
+                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
+            }
+            PoolError::Backend(ManagerError::ConnectionError(ref connection_error)) => {
+                let code = crate::error::connection_error(C::DIALECT, connection_error);
+                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
             }
             // Timed out opening or checking a connection, failed to open one, or the
             // pool is closed or misconfigured: no connection to be had.
@@ -196,12 +201,44 @@ where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
     {
-        pool.get().await.map_err(|error| match error {
-            bb8::RunError::TimedOut if pool.state().connections >= pool.config().max_size => {
-                QueryError::new(QueryErrorKind::PoolExhausted, None, error)
+        match pool.get().await {
+            Ok(connection) => Ok(connection),
+            Err(bb8::RunError::TimedOut) if pool.state().connections >= pool.config().max_size => {
+                Err(QueryError::new(
+                    QueryErrorKind::PoolExhausted,
+                    None,
+                    bb8::RunError::<ManagerError>::TimedOut,
+                ))
             }
-            _ => connect_error(error),
-        })
+            Err(bb8::RunError::TimedOut) => Err(bb8_diagnose(pool).await),
+            Err(error) => Err(connect_error(error)),
+        }
+    }
+}
+
+/// Why a bb8 pool could not open a connection. bb8 retries failed connections until its
+/// timeout and reports only "timed out", so a wrong password would look like a server
+/// that is down (and be retried for ever as transient): one connection is opened outside
+/// the pool to learn the reason. Only on this failure path.
+#[cfg(feature = "bb8")]
+async fn bb8_diagnose<C: DieselConnection + 'static>(
+    pool: &diesel_async::pooled_connection::bb8::Pool<C>,
+) -> QueryError
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
+{
+    let limit = pool.config().connection_timeout;
+    match tokio::time::timeout(limit, pool.dedicated_connection()).await {
+        Ok(Err(ManagerError::ConnectionError(error))) => {
+            let code = crate::error::connection_error(C::DIALECT, &error);
+            QueryError::new(QueryErrorKind::Unreachable, code, error)
+        }
+        Ok(Err(ManagerError::QueryError(error))) => {
+            let code = crate::error::database_code(C::DIALECT, &error);
+            QueryError::new(QueryErrorKind::Unreachable, code, error)
+        }
+        // It connected now, or it hangs: the pool's own timeout is the error to report.
+        Ok(Ok(_)) | Err(_) => connect_error(bb8::RunError::<ManagerError>::TimedOut),
     }
 }
 

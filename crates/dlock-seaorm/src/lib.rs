@@ -113,7 +113,13 @@ impl QueryInterface for SeaOrmQueries {
         if self.listens {
             use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 
-            let unreachable = |error| QueryError::new(QueryErrorKind::Unreachable, None, error);
+            let unreachable = |error: sea_orm::sqlx::Error| {
+                let code = error
+                    .as_database_error()
+                    .and_then(|error| error.code())
+                    .map(|code| code.into_owned());
+                QueryError::new(QueryErrorKind::Unreachable, code, error)
+            };
             let options = self.db.get_postgres_connection_pool().connect_options();
             let own_pool = PgPoolOptions::new()
                 .max_connections(1)
@@ -227,9 +233,8 @@ pub async fn fence(transaction: &DatabaseTransaction, lease: &Lease) -> dlock_co
     let rows = transaction
         .query_all_raw(statement)
         .await
-        .map_err(|error| dlock_core::Error::Database {
-            action: "fence the transaction",
-            source: query_error(None, error),
+        .map_err(|error| {
+            dlock_core::Error::query("fence the transaction", query_error(None, error))
         })?;
     lease.check_fence(rows.len())
 }
@@ -257,13 +262,9 @@ pub async fn begin_fenced(
             .then_some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    let transaction =
-        db.begin_with_options(options)
-            .await
-            .map_err(|error| dlock_core::Error::Database {
-                action: "begin the fenced transaction",
-                source: query_error(Some(db), error),
-            })?;
+    let transaction = db.begin_with_options(options).await.map_err(|error| {
+        dlock_core::Error::query("begin the fenced transaction", query_error(Some(db), error))
+    })?;
     fence(&transaction, lease).await?;
     Ok(transaction)
 }
@@ -306,21 +307,51 @@ fn query_error(db: Option<&DatabaseConnection>, error: DbErr) -> QueryError {
         _ => QueryErrorKind::Statement,
     };
     let code = database_code(&error);
-    QueryError::new(kind, code, error)
+    QueryError::new(kind, code, PrintedOnce(error))
 }
 
-/// The database's error code: SQLSTATE on PostgreSQL and MySQL/MariaDB, the extended
-/// result code on SQLite.
+/// SeaORM's error, with each cause printed once. `DbErr` and the sqlx error inside it
+/// both write their cause into their own message and return it again as their
+/// `source()`, so printing the chain (as the core does) would repeat the database's
+/// message; causes whose text is already printed are left out.
+#[derive(Debug)]
+struct PrintedOnce(DbErr);
+
+impl fmt::Display for PrintedOnce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut message = self.0.to_string();
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&message)
+    }
+}
+
+/// No source: the message holds every cause.
+impl std::error::Error for PrintedOnce {}
+
+/// The database's error code: SQLSTATE on PostgreSQL, the error number on MySQL/MariaDB
+/// (its SQLSTATE is too coarse: 42000 is a missing privilege and a syntax error alike),
+/// the extended result code on SQLite. Kept for connections the server refused too (a
+/// wrong password), which the core then reports as permanent.
 fn database_code(error: &DbErr) -> Option<String> {
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
     if let DbErr::Exec(sea_orm::RuntimeErr::SqlxError(error))
     | DbErr::Query(sea_orm::RuntimeErr::SqlxError(error))
     | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error)) = error
     {
-        return error
-            .as_database_error()
-            .and_then(|error| error.code())
-            .map(|code| code.into_owned());
+        let error = error.as_database_error()?;
+        #[cfg(feature = "mysql")]
+        if let Some(error) = error.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>() {
+            return Some(error.number().to_string());
+        }
+        return error.code().map(|code| code.into_owned());
     }
     let _ = error;
     None

@@ -193,7 +193,7 @@ where
                 .config
                 .connect(self.tls.clone())
                 .await
-                .map_err(|error| QueryError::new(QueryErrorKind::Unreachable, None, error))?;
+                .map_err(connect_error)?;
             // The connection delivers notifications only while it is polled, which also
             // sends the LISTEN; so poll it alongside.
             let messages = async {
@@ -312,9 +312,8 @@ pub async fn fence(
     let rows = transaction
         .query_typed(&statement.sql, &params)
         .await
-        .map_err(|error| dlock_core::Error::Database {
-            action: "fence the transaction",
-            source: statement_error(error),
+        .map_err(|error| {
+            dlock_core::Error::query("fence the transaction", statement_error(error))
         })?;
     lease.check_fence(rows.len())
 }
@@ -346,14 +345,25 @@ fn decode(row: &tokio_postgres::Row, columns: &[ColumnType]) -> Result<Row, toki
 }
 
 fn statement_error(error: tokio_postgres::Error) -> QueryError {
-    let code = error.code().map(|code| code.code().to_owned());
-    QueryError::new(QueryErrorKind::Statement, code, error)
+    QueryError::new(QueryErrorKind::Statement, sqlstate(&error), error)
 }
 
+/// A checkout's error. A connection the server refused keeps its SQLSTATE (28P01 for a
+/// wrong password, 28000 for an unknown role), which tells the core it is permanent.
 fn pool_error(error: PoolError) -> QueryError {
-    let kind = match error {
-        PoolError::Timeout(TimeoutType::Wait) => QueryErrorKind::PoolExhausted,
-        _ => QueryErrorKind::Unreachable,
+    let (kind, code) = match &error {
+        PoolError::Timeout(TimeoutType::Wait) => (QueryErrorKind::PoolExhausted, None),
+        PoolError::Backend(error) => (QueryErrorKind::Unreachable, sqlstate(error)),
+        _ => (QueryErrorKind::Unreachable, None),
     };
-    QueryError::new(kind, None, error)
+    QueryError::new(kind, code, error)
+}
+
+/// A connection that could not be opened, with the server's SQLSTATE if it refused us.
+fn connect_error(error: tokio_postgres::Error) -> QueryError {
+    QueryError::new(QueryErrorKind::Unreachable, sqlstate(&error), error)
+}
+
+fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    error.code().map(|code| code.code().to_owned())
 }

@@ -8,6 +8,7 @@ mod fencing;
 mod herd;
 mod loss;
 mod names;
+mod refusals;
 mod release;
 mod skip;
 mod sql_mode;
@@ -31,17 +32,22 @@ macro_rules! scenarios {
 }
 
 /// Scenarios that refuse connections at the network level (a proxy that cuts them, a
-/// closed port). An embedded database (SQLite) has no connection to refuse, so they are
-/// not generated for it. Partitions (statements that hang) are simulated for it instead,
-/// see [`crate::partition`].
+/// closed port), or need a server's users and grants. An embedded database (SQLite) has
+/// neither, so they are not generated for it. Partitions (statements that hang) are
+/// simulated for it instead, see [`crate::partition`].
 const NETWORK_ONLY: &[&str] = &[
     "loss_fires_before_expiry_when_database_unreachable",
     "unreachable_database_is_an_error",
+    "missing_privilege_names_the_table_and_what_to_grant",
 ];
 
 /// Scenarios about one database's behaviour, generated only for that target (by its
 /// [`Target::name`]).
-const ONLY_ON: &[(&str, &str)] = &[("acquire_is_independent_of_assignment_order", "mysql")];
+const ONLY_ON: &[(&str, &str)] = &[
+    ("acquire_is_independent_of_assignment_order", "mysql"),
+    // PostgreSQL here trusts every local connection: no password can be wrong.
+    ("wrong_password_is_permanent", "mysql"),
+];
 
 /// The scenarios that apply to `target`, by name.
 pub(crate) fn all<A: Adapter>(target: &Target) -> Vec<(&'static str, Scenario<A>)> {
@@ -88,6 +94,8 @@ scenarios![
     errors::pool_exhaustion_is_an_error,
     errors::acquire_timeout_names_the_holder,
     errors::custom_table_is_created_on_first_use,
+    refusals::missing_privilege_names_the_table_and_what_to_grant,
+    refusals::wrong_password_is_permanent,
     admin::admin_lists_inspects_and_force_releases,
     admin::admin_reports_missing_locks_and_tables,
     admin::force_release_never_lets_anyone_in_first,

@@ -74,7 +74,10 @@ impl Dialect {
 
     /// Whether `error`, reported by the database, may pass if the statement is tried again
     /// later: a lock wait or serialization conflict, a connection or resource problem, a
-    /// busy SQLite file. Not privileges, missing objects or bad SQL.
+    /// busy SQLite file. Not privileges, credentials, missing objects or bad SQL.
+    ///
+    /// Each dialect recognises only codes of its own shape (see [`Dialect::ALL`]), so that
+    /// [`is_transient_in_any`] can classify an error whose dialect is not known.
     pub(crate) fn is_transient(self, error: &QueryError) -> bool {
         let Some(code) = error.code() else {
             return false;
@@ -83,25 +86,31 @@ impl Dialect {
             // Classes 08 (connection), 40 (rollback), 53 (resources), 57 (operator
             // intervention: shutdown, cancel) and 55P03 (lock not available).
             Self::Postgres => {
-                ["08", "40", "53", "57"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-                    || code == "55P03"
+                code.len() == 5
+                    && (["08", "40", "53", "57"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                        || code == "55P03")
             }
-            // SQLSTATE as sqlx reports it, or the error number as mysql_async does:
-            // HY000 is the SQLSTATE of lock wait timeouts (1205), 40001 of deadlocks (1213),
-            // 08S01 of lost connections; 1040 too many connections, 2006/2013 server gone.
+            // SQLSTATE as some drivers report it, or the error number (what the adapters
+            // report): HY000 is the SQLSTATE of lock wait timeouts (1205), 40001 of
+            // deadlocks (1213), 08S01 of lost connections; 1040 too many connections,
+            // 2006/2013 server gone.
             Self::Mysql => [
                 "HY000", "40001", "08S01", "08004", "1205", "1213", "1040", "2006", "2013",
             ]
             .contains(&code),
-            // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
-            Self::Sqlite => {
-                let primary = code.parse::<i64>().map(|code| code & 0xff);
-                matches!(primary, Ok(5 | 6))
-            }
+            // SQLITE_BUSY and SQLITE_LOCKED with their extended codes, listed rather than
+            // masked (`code & 0xff`), which would also match MySQL numbers such as 1030.
+            Self::Sqlite => ["5", "261", "517", "773", "6", "262", "518"].contains(&code),
         }
     }
+
+    /// Every dialect. Their error codes do not overlap, so a code alone says what it
+    /// means: PostgreSQL's are five-character SQLSTATEs, MySQL/MariaDB's four-digit
+    /// numbers from 1000 (or SQLSTATEs that mean the same on PostgreSQL, and `HY000`,
+    /// which PostgreSQL never reports), SQLite's result codes below 1000.
+    const ALL: [Dialect; 3] = [Self::Postgres, Self::Mysql, Self::Sqlite];
 
     pub(crate) fn sql(self, table: &TableName) -> Sql {
         match self {
@@ -126,6 +135,51 @@ impl Dialect {
     /// sequence or trigger.
     pub fn create_table_sql(self, table: &TableName) -> String {
         self.sql(table).create_table.sql.to_string()
+    }
+}
+
+/// [`Dialect::is_transient`] for an error whose dialect is not known (an [`Error`] does
+/// not record it): the dialects' codes do not overlap (see [`Dialect::ALL`]), so this
+/// agrees with the dialect that reported it.
+///
+/// [`Error`]: crate::Error
+pub(crate) fn is_transient_in_any(error: &QueryError) -> bool {
+    Dialect::ALL
+        .into_iter()
+        .any(|dialect| dialect.is_transient(error))
+}
+
+/// Why the database refused us, when retrying cannot help until someone changes its
+/// users or grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The server rejected the credentials: wrong password, unknown user, no
+    /// `pg_hba.conf` entry.
+    Authentication,
+    /// The user lacks a privilege on the lock table (or its schema or database).
+    Privilege,
+}
+
+/// PostgreSQL `invalid_authorization_specification` (unknown role, no `pg_hba.conf`
+/// entry; also MySQL's SQLSTATE for 1045) and `invalid_password`; MySQL/MariaDB 1045
+/// `ER_ACCESS_DENIED_ERROR` and 1698 `ER_ACCESS_DENIED_NO_PASSWORD_ERROR`.
+const AUTHENTICATION_CODES: [&str; 4] = ["28000", "28P01", "1045", "1698"];
+
+/// PostgreSQL `insufficient_privilege`; MySQL/MariaDB 1044 (no access to the database),
+/// 1142 (table), 1143 (column), 1227 (a global privilege). Not MySQL's SQLSTATE 42000,
+/// which syntax errors share.
+const PRIVILEGE_CODES: [&str; 5] = ["42501", "1044", "1142", "1143", "1227"];
+
+/// Whether `error` is the database refusing our credentials or a privilege, in any
+/// dialect (the codes do not overlap, see [`Dialect::ALL`]).
+pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
+    let code = error.code()?;
+    if AUTHENTICATION_CODES.contains(&code) {
+        Some(Refusal::Authentication)
+    } else if PRIVILEGE_CODES.contains(&code) {
+        Some(Refusal::Privilege)
+    } else {
+        None
     }
 }
 
