@@ -271,7 +271,9 @@ impl fmt::Display for Error {
             Self::CreateTable { table, source } => write!(
                 f,
                 "the lock table {table} does not exist and could not be created: {source}; \
-                 create it yourself or let the database user create tables in that schema"
+                 have an administrator create it (`dlock init --print-sql` prints the \
+                 statement, `Dialect::create_table_sql` returns it) or let the database \
+                 user create tables in that schema"
             ),
             Self::Timeout {
                 name,
@@ -320,11 +322,21 @@ impl fmt::Display for Error {
                 if let Some(holder) = holder {
                     write!(f, " (holder {holder})")?;
                 }
-                write!(
-                    f,
-                    ", not {expected}, so it changed hands since that token was read; inspect \
-                     it again and, if it still needs freeing, release it with the current token"
-                )
+                if expected > current {
+                    // A token the lock has never had: mistyped, or from another lock.
+                    write!(
+                        f,
+                        ", older than the {expected} given, which this lock has never had; \
+                         check the token (and the lock's name and table) with `inspect`"
+                    )
+                } else {
+                    write!(
+                        f,
+                        ", not {expected}, so it changed hands since that token was read; \
+                         inspect it again and, if it still needs freeing, release it with the \
+                         current token"
+                    )
+                }
             }
             Self::InvalidToken { input } => write!(
                 f,
@@ -350,6 +362,25 @@ mod tests {
 
     use super::*;
     use crate::Dialect;
+
+    /// Issue 19, item 8: a token the lock never had is not "changed hands".
+    #[test]
+    fn a_token_newer_than_the_locks_is_told_apart_from_one_that_changed_hands() {
+        let refused = |expected, current| {
+            Error::TokenChanged {
+                name: "job".into(),
+                expected: FencingToken(expected),
+                current: FencingToken(current),
+                holder: None,
+            }
+            .to_string()
+        };
+        let mistyped = refused(70, 7);
+        assert!(mistyped.contains("never had"), "{mistyped}");
+        assert!(!mistyped.contains("changed hands"), "{mistyped}");
+        let stale = refused(6, 7);
+        assert!(stale.contains("changed hands"), "{stale}");
+    }
 
     fn statement_error(code: &str) -> QueryError {
         QueryError::new(
