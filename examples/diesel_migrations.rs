@@ -9,7 +9,9 @@
 //!
 //! `DATABASE_URL` may be a PostgreSQL or MySQL/MariaDB URL: the migration harness, which
 //! is synchronous, then runs on diesel-async's `AsyncConnectionWrapper` (no libpq or
-//! libmysqlclient needed).
+//! libmysqlclient needed). **Point it at a scratch database**, not your application's:
+//! Diesel records applied migrations in `__diesel_schema_migrations`, a name it does not
+//! let us change, so this example's migrations would be recorded beside yours.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
