@@ -32,6 +32,28 @@ pub(crate) struct LockContext {
     pub(crate) telemetry: LockTelemetry,
 }
 
+/// `operation`'s result, or, if it has not finished within `limit`, the error of a
+/// statement abandoned unanswered (one that may have committed): no statement of the core
+/// waits for a connection that will never answer.
+pub(crate) async fn within<T>(
+    action: &'static str,
+    limit: Duration,
+    operation: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, operation)
+        .await
+        .unwrap_or_else(|_unanswered| {
+            Err(Error::query(
+                action,
+                QueryError::new(
+                    QueryErrorKind::Statement,
+                    None,
+                    format!("no answer within {} ms", limit.as_millis()),
+                ),
+            ))
+        })
+}
+
 /// Runs `CREATE TABLE IF NOT EXISTS`. PostgreSQL and MariaDB check the right to create
 /// tables even when the table exists, so a role given only what dlock needs (SELECT,
 /// INSERT, UPDATE) fails it; when the table can be read, it is there, and that is success.
@@ -128,9 +150,13 @@ impl LockContext {
     /// TTL, so that a waiter on a dead connection tries again rather than hang.
     pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
         let statement = self.sql.probe(&self.name);
-        let rows = self
-            .bounded("read the lock", self.options.ttl, self.query(&statement))
-            .await?;
+        let action = "read the lock";
+        let reading = async {
+            self.query(&statement)
+                .await
+                .map_err(|error| Error::query(action, error))
+        };
+        let rows = within(action, self.options.ttl, reading).await?;
         Ok(rows.into_iter().next().map(|row| {
             let mut columns = row.into_iter();
             let description = match columns.next() {
@@ -225,26 +251,6 @@ impl LockContext {
             .execute(statement)
             .await
             .map_err(|error| Error::query(action, error))
-    }
-
-    /// `statement`'s result, or an error if it has not answered within `limit`.
-    async fn bounded<T>(
-        &self,
-        action: &'static str,
-        limit: Duration,
-        statement: impl Future<Output = std::result::Result<T, QueryError>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(limit, statement).await {
-            Ok(result) => result.map_err(|error| Error::query(action, error)),
-            Err(_elapsed) => Err(Error::query(
-                action,
-                QueryError::new(
-                    QueryErrorKind::Statement,
-                    None,
-                    format!("no answer within {} ms", limit.as_millis()),
-                ),
-            )),
-        }
     }
 
     /// Whether a waiting `acquire` may ride out `error` and try again: the database or the

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock;
-use crate::context::{LockContext, Renewal};
+use crate::context::{LockContext, Renewal, within};
 use crate::query::{QueryError, QueryErrorKind, Statement};
 use crate::telemetry;
 use crate::{Error, Result};
@@ -507,18 +507,12 @@ impl KeepAlive {
         clock::sleep_until(at).await;
         let sent_at = clock::now();
         let bound = context.options.renew_attempt_bound();
-        let renewed = tokio::time::timeout(bound, context.renew(self.lease.owner_id()))
-            .await
-            .unwrap_or_else(|_hung| {
-                Err(Error::query(
-                    "renew the lease",
-                    QueryError::new(
-                        QueryErrorKind::Statement,
-                        None,
-                        format!("no answer within {} ms", bound.as_millis()),
-                    ),
-                ))
-            });
+        let renewed = within(
+            "renew the lease",
+            bound,
+            context.renew(self.lease.owner_id()),
+        )
+        .await;
         (sent_at, renewed)
     }
 

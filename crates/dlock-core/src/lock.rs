@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::clock;
-use crate::context::LockContext;
+use crate::context::{LockContext, within};
 use crate::guard::Acquisition;
 use crate::options::{Options, RawOptions};
 use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind};
@@ -357,18 +357,7 @@ async fn take_or_release(
     let sent_at = clock::now();
     // Bounded by the TTL: any acquisition it made has expired by then anyway.
     let ttl = context.options.ttl;
-    let taken = tokio::time::timeout(ttl, context.try_take(&owner))
-        .await
-        .unwrap_or_else(|_hung| {
-            Err(Error::query(
-                "acquire the lock",
-                QueryError::new(
-                    QueryErrorKind::Statement,
-                    None,
-                    format!("no answer within the TTL ({} ms)", ttl.as_millis()),
-                ),
-            ))
-        });
+    let taken = within("acquire the lock", ttl, context.try_take(&owner)).await;
     let may_have_taken = matches!(&taken, Err(error) if error.may_have_committed());
     let unheard = matches!(answer.send(taken), Err(Ok(Some(_))));
     if unheard || may_have_taken {
