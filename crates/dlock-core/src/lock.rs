@@ -15,7 +15,7 @@ use crate::guard::Acquisition;
 use crate::options::{Options, RawOptions};
 use crate::query::{IntoQueryInterface, QueryError, QueryErrorKind};
 use crate::telemetry::{self, LockTelemetry, WaitingReports};
-use crate::wake::Hub;
+use crate::wake::{Hub, RESYNC};
 use crate::{Error, FencingToken, Lease, LockGuard, LossReason, Result};
 
 /// A named lock in a database, shared by every process that uses the same name and table.
@@ -421,8 +421,8 @@ enum Woken {
     Timeout,
 }
 
-/// Waits up to `nap` for a notice that `name` was released. An empty name is the hub's
-/// call to resync (lock names are never empty).
+/// Waits up to `nap` for a notice that `name` was released, or the hub's call to resync
+/// ([`RESYNC`], which no lock name can be).
 async fn wait_for_release(
     releases: &mut broadcast::Receiver<Arc<str>>,
     name: &str,
@@ -433,7 +433,7 @@ async fn wait_for_release(
         match tokio::time::timeout_at(deadline, releases.recv()).await {
             Err(_elapsed) => return Woken::Timeout,
             Ok(Ok(released)) if &*released == name => return Woken::Released,
-            Ok(Ok(released)) if released.is_empty() => return Woken::Resync,
+            Ok(Ok(released)) if &*released == RESYNC => return Woken::Resync,
             Ok(Ok(_other_lock)) => {}
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Woken::Resync,
             Ok(Err(broadcast::error::RecvError::Closed)) => {
