@@ -428,3 +428,90 @@ where
         Arc::new(Bb8Queries::new(self.clone()))
     }
 }
+
+#[cfg(all(
+    test,
+    feature = "postgres",
+    feature = "mysql",
+    feature = "deadpool",
+    feature = "bb8"
+))]
+mod tests {
+    //! The notification source decides which locks share a hub and its listening
+    //! connection: shared by every clone of a pool, never by two pools (which may be on
+    //! two databases). Building the pools opens no connection.
+
+    use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+    use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+    use dlock_core::QueryInterface;
+
+    use super::{Bb8Queries, DeadpoolQueries};
+
+    const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    fn deadpool<C>(url: &str) -> diesel_async::pooled_connection::deadpool::Pool<C>
+    where
+        C: crate::DieselConnection + diesel_async::AsyncConnection + 'static,
+        AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+    {
+        diesel_async::pooled_connection::deadpool::Pool::builder(
+            AsyncDieselConnectionManager::<C>::new(url),
+        )
+        .build()
+        .expect("a pool without connections")
+    }
+
+    fn bb8(url: &str) -> diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection> {
+        bb8::Pool::builder().build_unchecked(AsyncDieselConnectionManager::new(url))
+    }
+
+    #[test]
+    fn a_deadpool_pool_and_its_clones_share_a_source_two_pools_do_not() {
+        // All alive at once, as a hub keeps its pool: a dropped pool's address is reused.
+        let pool = deadpool::<AsyncPgConnection>(PG);
+        let (first, clone) = (
+            DeadpoolQueries::new(pool.clone()),
+            DeadpoolQueries::new(pool),
+        );
+        let other = DeadpoolQueries::new(deadpool::<AsyncPgConnection>(PG));
+        assert!(first.notification_source().is_some());
+        assert_eq!(first.notification_source(), clone.notification_source());
+        assert_ne!(first.notification_source(), other.notification_source());
+    }
+
+    #[tokio::test]
+    async fn a_bb8_pool_and_its_clones_share_a_source_two_pools_do_not() {
+        // All alive at once, as a hub keeps its pool: a dropped pool's address is reused.
+        let pool = bb8(PG);
+        let (first, clone) = (Bb8Queries::new(pool.clone()), Bb8Queries::new(pool));
+        let other = Bb8Queries::new(bb8(PG));
+        // The pool's own address, not the per-interface fallback.
+        let source = first.notification_source();
+        assert!(
+            source
+                .as_deref()
+                .is_some_and(|source| source.contains("0x"))
+        );
+        assert_eq!(source, clone.notification_source());
+        assert_ne!(source, other.notification_source());
+    }
+
+    #[tokio::test]
+    async fn only_postgresql_listens_and_listening_can_be_turned_off() {
+        let mysql = deadpool::<AsyncMysqlConnection>("mysql://root@127.0.0.1:3306/test");
+        assert_eq!(DeadpoolQueries::new(mysql).notification_source(), None);
+        let pg = deadpool::<AsyncPgConnection>(PG);
+        assert_eq!(
+            DeadpoolQueries::new(pg)
+                .without_listening()
+                .notification_source(),
+            None
+        );
+        assert_eq!(
+            Bb8Queries::new(bb8(PG))
+                .without_listening()
+                .notification_source(),
+            None
+        );
+    }
+}
