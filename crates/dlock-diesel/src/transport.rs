@@ -4,7 +4,7 @@ use std::future::Future;
 
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Nullable, Text};
-use dlock_core::{Dialect, QueryError, Row, Statement, Value};
+use dlock_core::{Dialect, QueryError, Row, Statement, Value, Wake};
 
 use crate::decode::DynamicRows;
 use crate::error::statement_error;
@@ -38,6 +38,27 @@ pub trait DieselConnection: diesel_async::AsyncConnectionCore + sealed::Sealed +
         &'a mut self,
         statement: &'a Statement,
     ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'a;
+
+    /// Whether [`listen`](Self::listen) can hear release notices on this connection:
+    /// PostgreSQL's `LISTEN`/`NOTIFY` only.
+    #[doc(hidden)]
+    const LISTENS: bool = false;
+
+    /// Makes this connection, opened for the purpose outside the pool, `LISTEN` on
+    /// `channel` and report what it hears to `wake`, until `wake` is closed or the
+    /// connection fails. Dropping the future drops the connection, which closes it.
+    #[doc(hidden)]
+    fn listen(
+        self,
+        channel: &str,
+        wake: Wake,
+    ) -> impl Future<Output = Result<(), QueryError>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (channel, wake);
+        async { Ok(()) }
+    }
 }
 
 /// `statement` as a diesel raw query. The core's SQL already carries the dialect's
@@ -65,7 +86,7 @@ where
 }
 
 macro_rules! diesel_connection {
-    ($(#[$attr:meta])* $connection:ty, $dialect:expr) => {
+    ($(#[$attr:meta])* $connection:ty, $dialect:expr $(, { $($listening:tt)* })?) => {
         $(#[$attr])*
         impl sealed::Sealed for $connection {}
 
@@ -98,6 +119,8 @@ macro_rules! diesel_connection {
                     crate::decode::conform(rows, statement.columns)
                 }
             }
+
+            $($($listening)*)?
         }
     };
 }
@@ -105,7 +128,48 @@ macro_rules! diesel_connection {
 diesel_connection!(
     #[cfg(feature = "postgres")]
     diesel_async::AsyncPgConnection,
-    Dialect::Postgres
+    Dialect::Postgres,
+    {
+        const LISTENS: bool = true;
+
+        fn listen(
+            mut self,
+            channel: &str,
+            wake: Wake,
+        ) -> impl Future<Output = Result<(), QueryError>> + Send {
+            // The channel is the core's: `dlock:` and a validated table name or a hash.
+            let listen = format!("LISTEN \"{channel}\"");
+            async move {
+                use diesel_async::SimpleAsyncConnection;
+                use futures_core::Stream;
+
+                self.batch_execute(&listen)
+                    .await
+                    .map_err(|error| statement_error(Dialect::Postgres, error))?;
+                wake.listening();
+                // diesel-async's connection task queues every notification from the
+                // `LISTEN` on, so none is lost before the stream is polled.
+                let mut notices = std::pin::pin!(self.notifications_stream());
+                loop {
+                    tokio::select! {
+                        notice = std::future::poll_fn(|cx| notices.as_mut().poll_next(cx)) => {
+                            match notice {
+                                Some(Ok(notice)) => wake.notify(&notice.payload),
+                                // The connection failed: notices may have been missed. End,
+                                // so that the next waiter listens anew (and probes meanwhile).
+                                Some(Err(error)) => {
+                                    return Err(statement_error(Dialect::Postgres, error));
+                                }
+                                // The connection's task ended: the connection is closed.
+                                None => return Ok(()),
+                            }
+                        }
+                        () = wake.closed() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
 );
 diesel_connection!(
     #[cfg(feature = "mysql")]
