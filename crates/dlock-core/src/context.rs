@@ -253,21 +253,6 @@ impl LockContext {
             .map_err(|error| Error::query(action, error))
     }
 
-    /// Whether a waiting `acquire` may ride out `error` and try again: the database or the
-    /// pool is busy or briefly away. Errors that cannot pass by themselves (privileges, a
-    /// table that cannot be created, bad SQL) end the wait.
-    pub(crate) fn is_passing(&self, error: &Error) -> bool {
-        match error {
-            Error::Unreachable { .. } | Error::PoolExhausted { .. } => true,
-            Error::Database { source, .. } => match source.code() {
-                // The connection broke, or the statement was abandoned unanswered.
-                None => true,
-                Some(_) => self.dialect.is_transient(source),
-            },
-            _ => false,
-        }
-    }
-
     /// The table is created lazily, when the acquire statement finds it missing: no
     /// statement is spent on it while it exists, and every process and database gets it
     /// on first use. Concurrent creators may fail with a duplicate error; the retry then

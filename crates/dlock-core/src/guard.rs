@@ -480,7 +480,7 @@ impl KeepAlive {
                     telemetry::renewal_failed(context, token, &error, retry_in, self.safe_until);
                     self.status.send_if_modified(|status| match status {
                         Status::Held { last_error, .. } => {
-                            *last_error = Some(describe(&error));
+                            *last_error = Some(error.to_string());
                             // Nobody waits on the error alone.
                             false
                         }
@@ -630,18 +630,6 @@ impl KeepAlive {
         )
         .await
     }
-}
-
-/// An error with its causes, for a loss reason that outlives it.
-fn describe(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(error) = cause {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
-        cause = error.source();
-    }
-    text
 }
 
 /// What woke the keep-alive task.

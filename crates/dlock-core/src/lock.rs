@@ -324,7 +324,7 @@ impl DistributedLock {
     /// if the error may pass (the database or the pool is busy, or briefly away), else
     /// returns it. The wait has no other end than the acquire timeout, if one is set.
     async fn ride_out(&self, error: Error, backoff: &mut Backoff) -> Result<Step> {
-        if !self.context.is_passing(&error) {
+        if !error.is_transient() {
             return Err(error);
         }
         let retry_in = backoff.next(self.context.options.poll_interval);

@@ -100,15 +100,22 @@ impl QueryError {
 }
 
 /// The driver's error with its own causes ("error connecting to server: Connection
-/// refused"), since this is the last error in dlock's chain.
+/// refused"), each printed once, since this is the last error in dlock's chain.
 impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.source.fmt(f)?;
+        // Drivers often repeat a cause in their own message (sqlx, deadpool): each text
+        // is printed once.
+        let mut message = self.source.to_string();
         let mut cause = self.source.source();
         while let Some(error) = cause {
-            write!(f, ": {error}")?;
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
             cause = error.source();
         }
+        f.write_str(&message)?;
         match &self.code {
             Some(code) => write!(f, " (code {code})"),
             None => Ok(()),

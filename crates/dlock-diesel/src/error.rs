@@ -80,29 +80,3 @@ pub(crate) fn connection_error(
         _ => None,
     }
 }
-
-/// A pool's error, with each cause printed once: deadpool's "error occurred while
-/// creating a new object: {error}" also returns `{error}` as its `source()`, and the core
-/// prints the chain, so the server's message would appear twice. Causes whose text is
-/// already printed are left out.
-#[derive(Debug)]
-pub(crate) struct PrintedOnce<E>(pub(crate) E);
-
-impl<E: std::error::Error> std::fmt::Display for PrintedOnce<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut message = self.0.to_string();
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            let text = error.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            cause = error.source();
-        }
-        f.write_str(&message)
-    }
-}
-
-/// No source: the message holds every cause.
-impl<E: std::error::Error> std::error::Error for PrintedOnce<E> {}

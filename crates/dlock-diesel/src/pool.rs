@@ -11,7 +11,6 @@ use dlock_core::{
     async_trait,
 };
 
-use crate::error::PrintedOnce;
 use crate::{Diesel, DieselConnection};
 
 /// Runs one statement (checkout, statement, return of the connection) in a task of its
@@ -33,7 +32,7 @@ async fn to_completion<T: Send + 'static>(
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
 fn connect_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> QueryError {
-    QueryError::new(QueryErrorKind::Unreachable, None, PrintedOnce(error))
+    QueryError::new(QueryErrorKind::Unreachable, None, error)
 }
 
 /// The error of the pool's manager when it could not open a connection, with the
@@ -128,11 +127,11 @@ where
             }
             PoolError::Backend(ManagerError::QueryError(ref query_error)) => {
                 let code = crate::error::database_code(C::DIALECT, query_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
+                QueryError::new(QueryErrorKind::Unreachable, code, error)
             }
             PoolError::Backend(ManagerError::ConnectionError(ref connection_error)) => {
                 let code = crate::error::connection_error(C::DIALECT, connection_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, PrintedOnce(error))
+                QueryError::new(QueryErrorKind::Unreachable, code, error)
             }
             // Timed out opening or checking a connection, failed to open one, or the
             // pool is closed or misconfigured: no connection to be had.

@@ -307,34 +307,8 @@ fn query_error(db: Option<&DatabaseConnection>, error: DbErr) -> QueryError {
         _ => QueryErrorKind::Statement,
     };
     let code = database_code(&error);
-    QueryError::new(kind, code, PrintedOnce(error))
+    QueryError::new(kind, code, error)
 }
-
-/// SeaORM's error, with each cause printed once. `DbErr` and the sqlx error inside it
-/// both write their cause into their own message and return it again as their
-/// `source()`, so printing the chain (as the core does) would repeat the database's
-/// message; causes whose text is already printed are left out.
-#[derive(Debug)]
-struct PrintedOnce(DbErr);
-
-impl fmt::Display for PrintedOnce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut message = self.0.to_string();
-        let mut cause = std::error::Error::source(&self.0);
-        while let Some(error) = cause {
-            let text = error.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            cause = error.source();
-        }
-        f.write_str(&message)
-    }
-}
-
-/// No source: the message holds every cause.
-impl std::error::Error for PrintedOnce {}
 
 /// The database's error code: SQLSTATE on PostgreSQL, the error number on MySQL/MariaDB
 /// (its SQLSTATE is too coarse: 42000 is a missing privilege and a syntax error alike),
