@@ -59,7 +59,7 @@ impl LockAdmin {
         let sql = queries.dialect().sql(&table);
         // The hub of the locks on this table in this process, so that a force release
         // wakes their waiters as a release does.
-        let hub = Hub::for_table(&queries, &table.to_string(), sql.channel.clone());
+        let hub = Hub::for_table(&queries, &table, &sql);
         Self {
             queries,
             table,

@@ -552,11 +552,7 @@ impl LockBuilder {
         let sql = dialect.sql(&options.table);
         Ok(DistributedLock {
             context: Arc::new(LockContext {
-                hub: Hub::for_table(
-                    &self.queries,
-                    &options.table.to_string(),
-                    sql.channel.clone(),
-                ),
+                hub: Hub::for_table(&self.queries, &options.table, &sql),
                 sql,
                 courtesy_until: Mutex::new(None),
                 telemetry: LockTelemetry::new(&self.name),

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::TableName;
+use crate::dialect::Sql;
 use crate::query::{QueryInterface, Statement};
 
 /// How long sending a release notice may take: past it, waiters have probed by themselves
@@ -130,12 +131,12 @@ impl Listener {
 type Registry = Mutex<HashMap<(String, String), Weak<Hub>>>;
 
 impl Hub {
-    /// The hub for `table` on the database behind `queries`, shared with every lock of
-    /// this process on the same database and table.
+    /// The hub for `table` (whose statements are `sql`) on the database behind `queries`,
+    /// shared with every lock of this process on the same database and table.
     pub(crate) fn for_table(
         queries: &Arc<dyn QueryInterface>,
-        table: &str,
-        channel: Option<Arc<str>>,
+        table: &TableName,
+        sql: &Sql,
     ) -> Arc<Hub> {
         static HUBS: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
         // Interfaces without a notification source share a hub per table: at worst a
@@ -143,7 +144,7 @@ impl Hub {
         // then makes one needless acquire attempt.
         let key = (
             queries.notification_source().unwrap_or_default(),
-            table.to_owned(),
+            table.to_string(),
         );
         let mut hubs = HUBS
             .get_or_init(Registry::default)
@@ -162,11 +163,14 @@ impl Hub {
             alive: watch::channel(()).0,
             queries: Arc::clone(queries),
             // Listen only where the adapter can, and where a heartbeat can check it.
-            notices: channel
+            // The heartbeat is the dialect's release notice with the empty payload.
+            notices: sql
+                .channel
+                .clone()
                 .filter(|_| queries.notification_source().is_some())
                 .and_then(|channel| {
                     Some(Notices {
-                        heartbeat: heartbeat(queries, table)?,
+                        heartbeat: sql.notify(RESYNC)?,
                         channel,
                     })
                 }),
@@ -268,14 +272,6 @@ impl Hub {
             }
         });
     }
-}
-
-/// The heartbeat: the dialect's release notice with the empty payload, [`RESYNC`].
-/// Built from the table's name because the hub is shared by locks and admins, which
-/// both hand it only the channel.
-fn heartbeat(queries: &Arc<dyn QueryInterface>, table: &str) -> Option<Statement> {
-    let table = TableName::parse(table).ok()?;
-    queries.dialect().sql(&table).notify(RESYNC)
 }
 
 impl Shared {
@@ -575,7 +571,7 @@ mod tests {
         let queries: Arc<dyn QueryInterface> = channel.clone();
         let table = TableName::parse("locks").unwrap();
         let sql = Dialect::Postgres.sql(&table);
-        let hub = Hub::for_table(&queries, &table.to_string(), sql.channel.clone());
+        let hub = Hub::for_table(&queries, &table, &sql);
         (channel, hub)
     }
 
