@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use dlock_seaorm::Dialect;
-use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use dlock_seaorm::sea_orm::{Database, DatabaseConnection};
 
 use crate::failure::{Failure, with_causes};
 
@@ -15,14 +15,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// a mistyped path.
 pub(crate) async fn connect(url: &str, create: bool) -> Result<DatabaseConnection, Failure> {
     let url = normalise(url, create)?;
-    let mut options = ConnectOptions::new(url.clone());
+    // SQLite as the applications' own connections are: WAL and a busy timeout.
+    let mut options = dlock_seaorm::connect_options(url.clone());
     options
         .max_connections(2)
         .min_connections(0)
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|options| options.busy_timeout(CONNECT_TIMEOUT));
+        .sqlx_logging(false);
     Database::connect(options).await.map_err(|error| {
         let check = if url.starts_with("sqlite:") {
             "check the file's path; `dlock init` creates the file"

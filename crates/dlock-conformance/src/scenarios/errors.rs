@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use dlock_core::{DistributedLock, Error};
 
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::support::Env;
+use crate::support::{Verdict, quick, sql, unique_name};
 
-pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn bad_inputs_are_errors(env: Env) -> Verdict {
     let queries = env.connect().await?;
     let builder = || {
         quick(DistributedLock::builder(
@@ -84,12 +84,12 @@ pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
     Ok(())
 }
 
-pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn unreachable_database_is_an_error(env: Env) -> Verdict {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let closed = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let url = crate::proxy::with_address(&env.url, &closed.to_string())?;
-    let queries = match env.adapter.connect(&url).await {
+    let url = dlock_testkit::proxy::with_address(&env.url, closed)?;
+    let queries = match env.connect_to(&url).await {
         Ok(queries) => queries,
         // Adapters that connect eagerly fail here, with their driver's error.
         Err(error) => {
@@ -121,19 +121,8 @@ pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) ->
     }
 }
 
-pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outcome {
-    let Some((queries, _held)) = env
-        .adapter
-        .connect_exhausted(&env.url)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        eprintln!(
-            "pool_exhaustion: {} has no pool; nothing to exhaust",
-            env.adapter.name()
-        );
-        return Ok(());
-    };
+pub(crate) async fn pool_exhaustion_is_an_error(env: Env) -> Verdict {
+    let (queries, _held) = env.connect_exhausted().await?;
     let lock = quick(DistributedLock::builder(unique_name("exhausted"), queries))
         .build()
         .map_err(|e| e.to_string())?;
@@ -152,7 +141,7 @@ pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outc
     }
 }
 
-pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn acquire_timeout_names_the_holder(env: Env) -> Verdict {
     let name = unique_name("timeout");
     let holder = env
         .lock(&name)
@@ -183,12 +172,12 @@ pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) ->
 
 /// A missing table is created on first use, also when many connections find it missing
 /// at the same moment.
-pub(crate) async fn custom_table_is_created_on_first_use<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn custom_table_is_created_on_first_use(env: Env) -> Verdict {
     const USERS: usize = 8;
     let queries = env.connect().await?;
     let table = format!(
         "dlock_conformance_{}",
-        env.adapter
+        env.backend
             .name()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     );

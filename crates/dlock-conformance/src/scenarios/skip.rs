@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dlock_core::{Attempt, DistributedLock, Outcome as LockOutcome};
+use dlock_core::{Attempt, DistributedLock, Outcome};
 use tokio::sync::{Barrier, watch};
 
-use crate::support::{Outcome, quick, unique_name};
-use crate::{Adapter, Env};
+use crate::support::Env;
+use crate::support::{Verdict, quick, unique_name};
 
 const CALLERS: usize = 8;
 const TRIALS: usize = 5;
 
-pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn skip_if_obtained_runs_exactly_one(env: Env) -> Verdict {
     for trial in 0..TRIALS {
         let name = unique_name("skip");
         let barrier = Arc::new(Barrier::new(CALLERS));
@@ -47,7 +47,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
                         Ok(())
                     })
                     .await;
-                if matches!(outcome, Ok(LockOutcome::Skipped(_))) {
+                if matches!(outcome, Ok(Outcome::Skipped(_))) {
                     skipped_tx.send_modify(|skipped| *skipped += 1);
                 }
                 outcome
@@ -56,8 +56,8 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
         let (mut ran, mut skipped) = (0, 0);
         for caller in callers {
             match caller.await.map_err(|e| e.to_string())? {
-                Ok(LockOutcome::Ran(())) => ran += 1,
-                Ok(LockOutcome::Skipped(holder)) => {
+                Ok(Outcome::Ran(())) => ran += 1,
+                Ok(Outcome::Skipped(holder)) => {
                     if !holder.description().starts_with("skip caller ") {
                         return Err(format!("skipped without naming the holder: {holder}"));
                     }
@@ -76,7 +76,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
     Ok(())
 }
 
-pub(crate) async fn try_acquire_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn try_acquire_names_the_holder(env: Env) -> Verdict {
     let name = unique_name("try_acquire");
     let holder = env
         .lock(&name)
