@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dlock_core::{DistributedLock, Error, Outcome};
-use dlock_testkit::{Backend, ChildProcess, PoolOptions, dialect_named, error_chain, wall_ns};
+use dlock_testkit::{
+    Backend, ChildProcess, PoolOptions, dialect_key, dialect_named, error_chain, wall_ns,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::scenarios::Context;
@@ -59,7 +61,7 @@ pub(crate) async fn start_workers(
             let env = [
                 (ROLE, role.name().to_owned()),
                 (ADAPTER, context.adapter.name().to_owned()),
-                (DIALECT, context.dialect.name().to_owned()),
+                (DIALECT, dialect_key(context.dialect).to_owned()),
                 (URL, context.url.clone()),
                 (LOCK_NAME, lock_name.to_owned()),
                 (WORKER, index.to_string()),

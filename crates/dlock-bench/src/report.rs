@@ -87,7 +87,7 @@ impl ResultLine {
         Self {
             scenario,
             adapter: adapter.name(),
-            dialect: dialect.name(),
+            dialect: dlock_testkit::dialect_key(dialect),
             workers,
             figures: Figures::default(),
         }

@@ -55,7 +55,7 @@ pub(crate) fn spawn(
         format!("the {mode_name} child"),
         [
             (MODE, mode_name.to_owned()),
-            (DIALECT, env.dialect.name().to_owned()),
+            (DIALECT, dlock_testkit::dialect_key(env.dialect).to_owned()),
             (URL, env.url.clone()),
             (NAME, name.to_owned()),
             (SECTIONS, sections.to_string()),

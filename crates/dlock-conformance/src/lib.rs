@@ -54,7 +54,7 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
         for (name, scenario) in scenarios::all(dialect) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
             trials.push(Trial::ignorable_test(
-                format!("{}::{name}", dialect.name()),
+                format!("{}::{name}", dlock_testkit::dialect_key(dialect)),
                 move || run_trial(env, &about, &reachable, scenario),
             ));
         }

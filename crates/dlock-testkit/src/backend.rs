@@ -41,18 +41,28 @@ pub enum Backend {
 /// Every dialect, in the order the tools list them.
 const DIALECTS: [Dialect; 3] = [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite];
 
-/// The dialect named `name` (`postgres`, `mysql`, `sqlite`), as a child process is told.
-pub fn dialect_named(name: &str) -> Result<Dialect, String> {
+/// The dialect's name on command lines, in test names and in result lines: `postgres`,
+/// `mysql` or `sqlite` (`Dialect::name` is the one for messages).
+pub fn dialect_key(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Mysql => "mysql",
+        Dialect::Sqlite => "sqlite",
+        _ => "postgres",
+    }
+}
+
+/// The dialect whose [`dialect_key`] is `key`, as a child process is told.
+pub fn dialect_named(key: &str) -> Result<Dialect, String> {
     DIALECTS
         .into_iter()
-        .find(|dialect| dialect.name() == name)
-        .ok_or_else(|| format!("unknown dialect {name:?}"))
+        .find(|dialect| dialect_key(*dialect) == key)
+        .ok_or_else(|| format!("unknown dialect {key:?}"))
 }
 
 /// A clap value parser for [`Dialect`] by its name, so that `--help` lists them:
 /// `#[arg(long, value_parser = dialect_parser())]`.
 pub fn dialect_parser() -> impl TypedValueParser<Value = Dialect> {
-    PossibleValuesParser::new(DIALECTS.map(Dialect::name))
+    PossibleValuesParser::new(DIALECTS.map(dialect_key))
         .map(|name| dialect_named(&name).expect("BUG: the parser accepts only dialect names"))
 }
 
@@ -109,11 +119,11 @@ impl Backend {
         if self.dialects().contains(&dialect) {
             return Ok(());
         }
-        let names: Vec<_> = self.dialects().iter().map(|d| d.name()).collect();
+        let names: Vec<_> = self.dialects().iter().map(|d| dialect_key(*d)).collect();
         Err(format!(
             "adapter {} does not support dialect {}; it supports: {}",
             self.name(),
-            dialect.name(),
+            dialect_key(dialect),
             names.join(", ")
         ))
     }

@@ -25,7 +25,7 @@ mod tap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use backend::{Backend, Pool, PoolOptions, dialect_named, dialect_parser};
+pub use backend::{Backend, Pool, PoolOptions, dialect_key, dialect_named, dialect_parser};
 pub use database::{TestDatabase, unreachable};
 pub use partition::Partition;
 pub use process::{ChildLines, ChildProcess};

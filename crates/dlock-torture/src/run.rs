@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dlock_core::{Dialect, LockAdmin, LockInfo, QueryInterface, Statement, TableName, Value};
 use dlock_testkit::proxy::{ConnectionFault, Proxy};
-use dlock_testkit::{PoolOptions, TestDatabase, wall_ns};
+use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, wall_ns};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -809,7 +809,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
     let launch = Launch {
         env: [
             (worker_main::ADAPTER, args.adapter().name().to_owned()),
-            (worker_main::DIALECT, args.dialect.name().to_owned()),
+            (worker_main::DIALECT, dialect_key(args.dialect).to_owned()),
             (worker_main::URL, database.worker_url.clone()),
             (worker_main::RUN, run.clone()),
             (worker_main::NAMES, names.join(",")),

@@ -57,9 +57,9 @@ pub(crate) fn all(dialect: Dialect) -> Vec<(&'static str, Scenario)> {
         .into_iter()
         .filter(|(name, _)| network || !NETWORK_ONLY.contains(name))
         .filter(|(name, _)| {
-            ONLY_ON
-                .iter()
-                .all(|(scenario, only)| scenario != name || *only == dialect.name())
+            ONLY_ON.iter().all(|(scenario, only)| {
+                scenario != name || *only == dlock_testkit::dialect_key(dialect)
+            })
         })
         .collect()
 }
