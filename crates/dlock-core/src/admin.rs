@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dialect::Sql;
-use crate::query::{
+use crate::adapter::{
     IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value,
 };
 use crate::telemetry;
-use crate::wake::Hub;
+use crate::listening::ReleaseBroadcast;
 use crate::{Dialect, Error, FencingToken, Result, TableName};
 
 /// Looks at and frees the locks of one lock table, through any adapter's pool.
@@ -22,7 +22,7 @@ use crate::{Dialect, Error, FencingToken, Result, TableName};
 /// wrong database or table name. Every time it reports comes from the database's clock.
 ///
 /// ```no_run
-/// # async fn example(pool: impl dlock_core::IntoQueryInterface<dlock_core::Direct>) -> dlock_core::Result<()> {
+/// # async fn example(pool: impl dlock_core::adapter::IntoQueryInterface<dlock_core::adapter::Direct>) -> dlock_core::Result<()> {
 /// use dlock_core::{ForceRelease, LockAdmin};
 ///
 /// let admin = LockAdmin::new(pool);
@@ -43,7 +43,7 @@ pub struct LockAdmin {
     queries: Arc<dyn QueryInterface>,
     table: TableName,
     sql: Sql,
-    hub: Arc<Hub>,
+    releases: Arc<ReleaseBroadcast>,
 }
 
 impl LockAdmin {
@@ -57,14 +57,14 @@ impl LockAdmin {
     pub fn with_table<M>(pool: impl IntoQueryInterface<M>, table: TableName) -> Self {
         let queries = pool.into_query_interface();
         let sql = queries.dialect().sql(&table);
-        // The hub of the locks on this table in this process, so that a force release
-        // wakes their waiters as a release does.
-        let hub = Hub::for_table(&queries, &table, &sql);
+        // The release notices of the locks on this table in this process, so that a
+        // force release wakes their waiters as a release does.
+        let releases = ReleaseBroadcast::for_table(&queries, &table, &sql);
         Self {
             queries,
             table,
             sql,
-            hub,
+            releases,
         }
     }
 
@@ -80,7 +80,7 @@ impl LockAdmin {
 
     /// Creates the lock table if it does not exist.
     pub async fn create_table(&self) -> Result<()> {
-        crate::context::create_table(&*self.queries, &self.sql, &self.table).await
+        crate::inner::create_table(&*self.queries, &self.sql, &self.table).await
     }
 
     /// Every lock in the table, by name: held, free and expired alike.
@@ -180,7 +180,7 @@ impl LockAdmin {
             }
             let notice = self.sql.notify(name);
             // Awaited: an operator's tool may exit right after this returns.
-            if let Some(sending) = self.hub.announce_release(name, &self.queries, notice) {
+            if let Some(sending) = self.releases.announce(name, &self.queries, notice) {
                 let _ = sending.await;
             }
             return Ok(ForceRelease::Freed(before));

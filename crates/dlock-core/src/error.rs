@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::dialect::{self, Refusal};
-use crate::query::{QueryError, QueryErrorKind};
-use crate::{FencingToken, LossReason};
+use crate::adapter::{QueryError, QueryErrorKind};
+use crate::{FencingToken, Holder, LossReason};
 
 /// A `Result` whose error defaults to dlock's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,7 +102,7 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
         /// The holder seen last, if one was seen.
-        holder: Option<String>,
+        holder: Option<Holder>,
     },
 
     /// The lock was lost while held: its lease could not be renewed in time, or someone

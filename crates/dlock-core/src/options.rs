@@ -33,7 +33,7 @@ pub(crate) struct RawOptions {
     pub(crate) renew_interval: Option<Duration>,
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) poll_interval: Option<Duration>,
-    pub(crate) label: Option<String>,
+    pub(crate) holder: Option<String>,
     pub(crate) skip_if_obtained: bool,
 }
 
@@ -84,12 +84,12 @@ impl Options {
             )));
         }
         if raw
-            .label
+            .holder
             .as_deref()
-            .is_some_and(|label| label.contains('\0'))
+            .is_some_and(|holder| holder.contains('\0'))
         {
             return Err(Error::InvalidOption(
-                "the holder label contains a NUL character, which PostgreSQL cannot store; \
+                "the holder name contains a NUL character, which PostgreSQL cannot store; \
                  remove it"
                     .into(),
             ));
@@ -100,7 +100,7 @@ impl Options {
             renew_interval: ttl / 3,
             acquire_timeout: raw.acquire_timeout,
             poll_interval: raw.poll_interval.unwrap_or(Self::DEFAULT_POLL_INTERVAL),
-            holder: holder_description(raw.label.as_deref()),
+            holder: recorded_holder(raw.holder.as_deref()),
             skip_if_obtained: raw.skip_if_obtained,
         };
         if let Some(interval) = raw.renew_interval {
@@ -117,7 +117,7 @@ impl Options {
         if options.poll_interval.is_zero() {
             return Err(Error::InvalidOption(
                 "the poll interval is zero; waiting would hammer the database. \
-                 Use at least a few milliseconds (default 1 s)"
+                 use at least a few milliseconds (default 1 s)"
                     .into(),
             ));
         }
@@ -125,9 +125,10 @@ impl Options {
     }
 }
 
-/// `label (host pid N)`, or `host pid N` without a label: enough for an operator to find
-/// the process that holds a lock.
-fn holder_description(label: Option<&str>) -> String {
+/// `name (host pid N)`, or `host pid N` without a name: enough for an operator to find
+/// the process that holds a lock. The host name is read where Linux keeps it, else from
+/// the environment.
+fn recorded_holder(name: Option<&str>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_owned())
@@ -136,8 +137,8 @@ fn holder_description(label: Option<&str>) -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown host".into());
     let process = format!("{host} pid {}", std::process::id());
-    match label {
-        Some(label) => format!("{label} ({process})"),
+    match name {
+        Some(name) => format!("{name} ({process})"),
         None => process,
     }
 }
@@ -204,9 +205,9 @@ mod tests {
     }
 
     #[test]
-    fn label_names_the_process_too() {
+    fn the_holder_name_comes_with_the_process() {
         let raw = RawOptions {
-            label: Some("nightly-report".into()),
+            holder: Some("nightly-report".into()),
             ..RawOptions::default()
         };
         let holder = Options::validate(raw).unwrap().holder;
