@@ -130,15 +130,15 @@ impl LockBuilder {
         let options = Options::validate(self.options)?;
         let sql = dialect.sql(&options.table);
         Ok(DistributedLock::from_inner(LockInner {
-                releases: ReleaseBroadcast::for_table(&self.queries, &options.table, &sql),
-                sql,
-                courtesy_until: Mutex::new(None),
-                telemetry: LockTelemetry::new(&self.name),
-                name: self.name,
-                queries: self.queries,
-                dialect,
-                options,
-            }))
+            releases: ReleaseBroadcast::for_table(&self.queries, &options.table, &sql),
+            sql,
+            courtesy_until: Mutex::new(None),
+            telemetry: LockTelemetry::new(&self.name),
+            name: self.name,
+            queries: self.queries,
+            dialect,
+            options,
+        }))
     }
 }
 

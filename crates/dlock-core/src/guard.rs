@@ -30,6 +30,24 @@ pub(crate) type ReleaseReply = oneshot::Sender<Result<()>>;
 ///   (`dlock.abandoned`) says so.
 ///
 /// Use [`LockGuard::release`] (or `lock(f)`) to wait for the release and see its errors.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(pool: std::sync::Arc<dyn dlock_core::adapter::QueryInterface>) -> dlock_core::Result<()> {
+/// use dlock_core::DistributedLock;
+///
+/// let lock = DistributedLock::new("reports/nightly", pool)?;
+/// let guard = lock.acquire().await?;
+/// let lease = guard.lease().clone();
+/// tokio::select! {
+///     () = async { /* the work, handed `lease` for its fencing token */ } => {}
+///     reason = lease.lost() => eprintln!("lock lost, work stopped: {reason}"),
+/// }
+/// guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     lease: Lease,
@@ -40,7 +58,11 @@ pub struct LockGuard {
 
 impl LockGuard {
     /// Starts the keep-alive task of an acquisition whose deadline has not passed.
-    pub(crate) fn start(lock: Arc<LockInner>, acquisition: Acquisition, token: FencingToken) -> Self {
+    pub(crate) fn start(
+        lock: Arc<LockInner>,
+        acquisition: Acquisition,
+        token: FencingToken,
+    ) -> Self {
         let (release_tx, release_rx) = oneshot::channel();
         let lease = KeepAlive::spawn(lock, acquisition, token, release_rx);
         Self {
@@ -84,11 +106,16 @@ impl LockGuard {
     /// the background, after this returns: a process that exits at once may not send it,
     /// and those waiters then find the lock free at their next probe.
     ///
-    /// Returns [`Error::Lost`] if the lock had been lost before the release, so the caller
-    /// learns that its work was not protected to the end, and the last database error if
-    /// no attempt succeeded. It never waits past the end of the lease: if the database has
-    /// not answered by then (it is unreachable, or a statement hangs on a dead connection),
-    /// it returns [`Error::Unreachable`], and the row frees itself as the lease expires.
+    /// It never waits past the end of the lease: if the database has not answered by then
+    /// (it is unreachable, or a statement hangs on a dead connection), it gives up, and the
+    /// row frees itself as the lease expires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lost`](crate::Error::Lost) if the lock had been lost before the release, so
+    /// the caller learns that its work was not protected to the end; the last database
+    /// error if no attempt succeeded; [`Error::Unreachable`](crate::Error::Unreachable) if
+    /// no attempt was answered before the lease ran out.
     ///
     /// # Cancel Safety
     ///

@@ -311,26 +311,9 @@ impl LockInner {
         acquisition: &Acquisition,
         safe_until: Instant,
     ) -> Result<Released> {
-        let options = &self.options;
-        let deadline = lease_end(safe_until, options).max(clock::now() + options.renew_retry_delay());
-        let mut may_have_committed = false;
-        let releasing = async {
-            loop {
-                match self.release_once(&acquisition.owner, acquisition.contended).await {
-                    Ok(true) => return Ok(Released::Now),
-                    Ok(false) if may_have_committed => return Ok(Released::Earlier),
-                    Ok(false) => return Ok(Released::NotOurs),
-                    Err(error) if error.is_transient() => {
-                        may_have_committed |= error.may_have_committed();
-                        if clock::now() + options.renew_retry_delay() >= deadline {
-                            return Err(error);
-                        }
-                        tokio::time::sleep(options.renew_retry_delay()).await;
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-        };
+        let retry_delay = self.options.renew_retry_delay();
+        let deadline = lease_end(safe_until, &self.options).max(clock::now() + retry_delay);
+        let releasing = self.release_until(acquisition, deadline);
         tokio::time::timeout_at(clock::to_timer(deadline), releasing)
             .await
             .unwrap_or_else(|_lease_over| {
@@ -346,5 +329,32 @@ impl LockInner {
                     ),
                 ))
             })
+    }
+
+    /// [`release`](Self::release)'s attempts: transient errors are retried after a pause
+    /// while one more attempt fits before `deadline`.
+    async fn release_until(
+        &self,
+        acquisition: &Acquisition,
+        deadline: Instant,
+    ) -> Result<Released> {
+        let retry_delay = self.options.renew_retry_delay();
+        let mut may_have_committed = false;
+        loop {
+            let error = match self
+                .release_once(&acquisition.owner, acquisition.contended)
+                .await
+            {
+                Ok(true) => return Ok(Released::Now),
+                Ok(false) if may_have_committed => return Ok(Released::Earlier),
+                Ok(false) => return Ok(Released::NotOurs),
+                Err(error) => error,
+            };
+            if !error.is_transient() || clock::now() + retry_delay >= deadline {
+                return Err(error);
+            }
+            may_have_committed |= error.may_have_committed();
+            tokio::time::sleep(retry_delay).await;
+        }
     }
 }

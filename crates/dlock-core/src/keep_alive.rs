@@ -246,7 +246,8 @@ impl Drop for KeepAlive {
     fn drop(&mut self) {
         if matches!(&*self.status.borrow(), Status::Held { .. }) {
             let lock = self.lock();
-            let left = lease_end(self.safe_until, &lock.options).saturating_duration_since(clock::now());
+            let left =
+                lease_end(self.safe_until, &lock.options).saturating_duration_since(clock::now());
             telemetry::abandoned(lock, self.lease.fencing_token(), left);
         }
     }
@@ -256,8 +257,8 @@ impl Drop for KeepAlive {
 mod tests {
     use std::time::Duration;
 
-    use crate::adapter::{QueryError, QueryInterface, Row, Statement, Value};
     use crate::adapter::Listen;
+    use crate::adapter::{QueryError, QueryInterface, Row, Statement, Value};
     use crate::{Dialect, DistributedLock, adapter::async_trait};
 
     /// A database on which every acquire succeeds with token 1 and every statement

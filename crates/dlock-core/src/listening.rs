@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::TableName;
-use crate::dialect::Sql;
 use crate::adapter::{QueryInterface, Statement};
+use crate::dialect::Sql;
 
 /// How long sending a release notice may take: past it, waiters have probed by themselves
 /// (their safety-net poll, ten poll intervals of the default 1 s).
@@ -457,6 +457,10 @@ impl ReleaseNotices {
     /// Completes when the notifications are not needed any more (no lock of this process
     /// uses them) or this listener was given up (it did not hear its heartbeat); the
     /// listening connection should then be closed.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: it only watches.
     pub async fn closed(&self) {
         let (mut alive, mut over) = (self.alive.clone(), self.over.clone());
         tokio::select! {
@@ -482,9 +486,9 @@ mod tests {
     use tokio::time::sleep;
 
     use super::*;
-    use crate::adapter::{QueryError, QueryErrorKind, Row};
     use crate::Dialect;
     use crate::adapter::{Listen, Value, async_trait};
+    use crate::adapter::{QueryError, QueryErrorKind, Row};
 
     /// A database that only carries notifications: what is sent with `pg_notify` comes
     /// back to its listener while it `echoes`.
@@ -702,10 +706,7 @@ mod tests {
         assert_eq!(db.heartbeats(), 1, "heartbeats while nobody waits");
 
         let _waiter = hub.subscribe();
-        assert!(
-            !hub.ensure_listening(),
-            "trusted after ten silent minutes"
-        );
+        assert!(!hub.ensure_listening(), "trusted after ten silent minutes");
         settle().await;
         assert!(hub.ensure_listening());
         assert_eq!((db.heartbeats(), db.listens()), (2, 1));

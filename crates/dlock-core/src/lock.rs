@@ -11,15 +11,37 @@ use tracing::Instrument;
 use crate::adapter::IntoQueryInterface;
 use crate::attempt::attempt;
 use crate::inner::LockInner;
-use crate::wait::wait_and_take;
 use crate::telemetry;
+use crate::wait::wait_and_take;
 use crate::{Attempt, Error, Holder, Lease, LockBuilder, LockGuard, LossReason, Outcome, Result};
 
 /// A named lock in a database, shared by every process that uses the same name and table.
 ///
 /// Creating one is cheap and does not touch the database; the lock table is created on
-/// first use if it does not exist. See [what it guarantees, and what that
+/// first use if it does not exist. Clones share the lock's state. See [what it
+/// guarantees, and what that
 /// assumes](https://github.com/dlock-rs/dlock#guarantees-and-what-they-assume).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(pool: std::sync::Arc<dyn dlock_core::adapter::QueryInterface>) -> dlock_core::Result<()> {
+/// use std::time::Duration;
+/// use dlock_core::{DistributedLock, Outcome};
+///
+/// let lock = DistributedLock::builder("migrations", pool)
+///     .ttl(Duration::from_secs(10))
+///     .build()?;
+/// let outcome = lock
+///     .lock(|lease| async move {
+///         println!("migrating under fencing token {}", lease.fencing_token());
+///         Ok::<_, dlock_core::Error>(())
+///     })
+///     .await?;
+/// assert!(matches!(outcome, Outcome::Ran(())));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct DistributedLock {
     inner: Arc<LockInner>,
@@ -35,8 +57,13 @@ impl DistributedLock {
     /// A lock named `name` on the database behind `pool`, with the default options.
     ///
     /// `pool` is any pool or connection type of an adapter crate (or a
-    /// [`QueryInterface`](crate::adapter::QueryInterface)). Fails if `name` is empty or too long
-    /// for the database's key.
+    /// [`QueryInterface`](crate::adapter::QueryInterface)).
+    ///
+    /// # Errors
+    ///
+    /// As [`LockBuilder::build`]: [`Error::EmptyName`], or [`Error::NameTooLong`] for a
+    /// name longer than the database's key holds, or [`Error::InvalidOption`] for a name
+    /// with a NUL character. Never touches the database.
     pub fn new<M>(name: impl Into<String>, pool: impl IntoQueryInterface<M>) -> Result<Self> {
         Self::builder(name, pool).build()
     }
@@ -55,6 +82,31 @@ impl DistributedLock {
     ///
     /// Returns [`Attempt::Acquired`] with a guard, or [`Attempt::Held`] naming the
     /// current holder.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, as [`Error::Unreachable`], [`Error::PoolExhausted`],
+    /// [`Error::Authentication`], [`Error::PermissionDenied`], [`Error::CreateTable`] or
+    /// [`Error::Database`]; [`Error::is_transient`] says whether trying again may help.
+    /// A lock held by someone else is not an error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(pool: std::sync::Arc<dyn dlock_core::adapter::QueryInterface>) -> dlock_core::Result<()> {
+    /// use dlock_core::{Attempt, DistributedLock};
+    ///
+    /// let lock = DistributedLock::new("cleanup", pool)?;
+    /// match lock.try_acquire().await? {
+    ///     Attempt::Acquired(guard) => {
+    ///         // … the work …
+    ///         guard.release().await?;
+    ///     }
+    ///     Attempt::Held(holder) => println!("{holder} is cleaning up"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Cancel Safety
     ///
@@ -92,6 +144,13 @@ impl DistributedLock {
     /// While waiting it only reads: it probes the lock row with a jittered exponential
     /// back-off (capped by the poll interval, and never sleeping much past the holder's
     /// lease), and attempts to take the lock only when a probe finds it free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the acquire timeout runs out, naming the holder seen last.
+    /// Errors that may pass (the database or pool busy or briefly away) are ridden out
+    /// while waiting; the others are returned at once, as for
+    /// [`try_acquire`](Self::try_acquire).
     ///
     /// # Cancel Safety
     ///
@@ -136,6 +195,13 @@ impl DistributedLock {
     /// polled once the lease's deadline has passed, even if no timer has fired yet (the
     /// thread was blocked); a job whose last poll ran past the deadline (it blocked its
     /// thread) also returns [`Error::Lost`], since its end was not protected.
+    ///
+    /// # Errors
+    ///
+    /// The job's own error, converted into `E`; [`acquire`](Self::acquire)'s (or
+    /// [`try_acquire`](Self::try_acquire)'s) errors, converted; [`Error::Lost`] as above. A
+    /// failed release after the job succeeded is not an error: the lease then expires by
+    /// its TTL, and the job's value is returned.
     ///
     /// # Cancel Safety
     ///
@@ -192,6 +258,15 @@ impl DistributedLock {
 
     /// Creates the lock table if it does not exist. Optional: the table is created on
     /// first use anyway; call this at start-up to surface a missing privilege early.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CreateTable`] when the table does not exist and cannot be created (the
+    /// message says what to grant or run instead); the database's error otherwise.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: `CREATE TABLE IF NOT EXISTS` either ran or did not.
     pub async fn create_table(&self) -> Result<()> {
         self.inner.create_table().await
     }
@@ -206,4 +281,3 @@ impl fmt::Debug for DistributedLock {
             .finish()
     }
 }
-

@@ -65,24 +65,7 @@ impl Options {
             Some(name) => TableName::parse(&name)?,
             None => TableName::default(),
         };
-        let given = raw.ttl.unwrap_or(Self::DEFAULT_TTL);
-        if given < MIN_TTL {
-            return Err(Error::InvalidOption(format!(
-                "the TTL is {given:?}, but a lease must last at least {MIN_TTL:?}, so that \
-                 the holder's safety margin (a tenth of it) outlasts timer and scheduling \
-                 delays; a few seconds to a minute suits most jobs (default {:?})",
-                Self::DEFAULT_TTL
-            )));
-        }
-        // The database is sent whole milliseconds; the local deadline is derived from the
-        // same value, so it can never fall after the database's expiry.
-        let ttl = Duration::from_millis(u64::try_from(given.as_millis()).unwrap_or(u64::MAX));
-        if given > MAX_TTL {
-            return Err(Error::InvalidOption(format!(
-                "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
-                 renewed while held, so it only needs to cover a crashed holder"
-            )));
-        }
+        let ttl = Self::validate_ttl(raw.ttl.unwrap_or(Self::DEFAULT_TTL))?;
         if raw
             .holder
             .as_deref()
@@ -116,12 +99,34 @@ impl Options {
         }
         if options.poll_interval.is_zero() {
             return Err(Error::InvalidOption(
-                "the poll interval is zero; waiting would hammer the database. \
+                "the poll interval is zero; waiting would hammer the database: \
                  use at least a few milliseconds (default 1 s)"
                     .into(),
             ));
         }
         Ok(options)
+    }
+
+    /// The TTL sent to the database: `given`, in whole milliseconds, within bounds. The
+    /// local deadline is derived from the same value, so it can never fall after the
+    /// database's expiry.
+    fn validate_ttl(given: Duration) -> Result<Duration> {
+        if given < MIN_TTL {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {given:?}, but a lease must last at least {MIN_TTL:?}, so that \
+                 the holder's safety margin (a tenth of it) outlasts timer and scheduling \
+                 delays; a few seconds to a minute suits most jobs (default {:?})",
+                Self::DEFAULT_TTL
+            )));
+        }
+        let ttl = Duration::from_millis(u64::try_from(given.as_millis()).unwrap_or(u64::MAX));
+        if given > MAX_TTL {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
+                 renewed while held, so it only needs to cover a crashed holder"
+            )));
+        }
+        Ok(ttl)
     }
 }
 

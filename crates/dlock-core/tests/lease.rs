@@ -117,7 +117,11 @@ async fn a_fence_after_the_loss_is_refused_whatever_the_row_says() {
     })
     .await;
 
-    assert_eq!(rows_found.get(), Some(1), "the database would let the fence pass");
+    assert_eq!(
+        rows_found.get(),
+        Some(1),
+        "the database would let the fence pass"
+    );
     assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
 }
 

@@ -175,7 +175,10 @@ async fn acquire_timeout_gives_up_naming_the_holder() {
         } => {
             assert_eq!(name, NAME);
             assert_eq!(*waited, ms(1000));
-            assert_eq!(holder.as_ref().map(Holder::as_str), Some("nightly-report (db-host pid 7)"));
+            assert_eq!(
+                holder.as_ref().map(Holder::as_str),
+                Some("nightly-report (db-host pid 7)")
+            );
         }
         other => panic!("expected Error::Timeout, got {other:?}"),
     }

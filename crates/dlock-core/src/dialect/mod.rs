@@ -297,7 +297,12 @@ pub(crate) const INFO: &[ColumnType] = &[
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
-        bind(StatementKind::CreateTable, &self.create_table, &Args::default(), &[])
+        bind(
+            StatementKind::CreateTable,
+            &self.create_table,
+            &Args::default(),
+            &[],
+        )
     }
 
     /// With `read_token` set, `acquire` returns no rows: it is executed, not queried.
@@ -330,7 +335,12 @@ impl Sql {
             owner,
             ..Args::default()
         };
-        Some(bind(StatementKind::ReadToken, self.read_token.as_ref()?, &args, FENCING))
+        Some(bind(
+            StatementKind::ReadToken,
+            self.read_token.as_ref()?,
+            &args,
+            FENCING,
+        ))
     }
 
     pub(crate) fn probe(&self, name: &str) -> Statement {
@@ -375,7 +385,12 @@ impl Sql {
             channel: self.channel.as_deref()?,
             ..Args::default()
         };
-        Some(bind(StatementKind::Notify, self.notify.as_ref()?, &args, &[]))
+        Some(bind(
+            StatementKind::Notify,
+            self.notify.as_ref()?,
+            &args,
+            &[],
+        ))
     }
 
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
