@@ -118,7 +118,7 @@ async fn worker_main(role: &str) -> Result<(), String> {
         .connect(dialect, &variable(URL)?, PoolOptions::new(2))
         .await?;
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries)
-        .holder_label(format!("dlock-bench worker {}", variable(WORKER)?));
+        .holder(format!("dlock-bench worker {}", variable(WORKER)?));
     let lock = match role {
         "contend" => builder.build(),
         "skip" => builder.skip_if_obtained(true).build(),

@@ -11,7 +11,8 @@ mod targets;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dlock_core::{ColumnType, Dialect, Statement};
+use dlock_core::Dialect;
+use dlock_core::adapter::ColumnType;
 use dlock_testkit::TestDatabase;
 
 use crate::args::Args;
@@ -135,11 +136,12 @@ fn machine_load() -> String {
 
 /// Fails early, with the URL and its variable in the message, when the server is not there.
 async fn check_connection(context: &Context) -> Result<(), String> {
-    let select1 = Statement {
-        sql: scenarios::floor_sql(context.dialect).select1.into(),
-        params: Vec::new(),
-        columns: &[ColumnType::Int],
-    };
+    let select1 = dlock_testkit::statement(
+        context.dialect,
+        scenarios::floor_sql(context.dialect).select1,
+        Vec::new(),
+        &[ColumnType::Int],
+    );
     // Connecting is inside the time limit: some adapters connect at once, others lazily
     // on the first statement.
     let connect_and_select = async {

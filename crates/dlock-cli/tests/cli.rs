@@ -316,7 +316,7 @@ async fn printed_sql_works(
         .table(table)
         .ttl(TTL)
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .expect("lock options");
     lock.acquire()
@@ -433,7 +433,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
         .ttl(TTL)
         // Frequent renewals: the holder learns of a force release within 100 ms.
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .expect("lock options");
     // An ended acquisition's token (1) is what a stale operator would pass.
@@ -538,7 +538,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     match taken {
         dlock_seaorm::Attempt::Held(holder) => assert!(
             holder
-                .description()
+                .as_str()
                 .starts_with("revoked by an operator (was: cli-test ("),
             "{holder:?}"
         ),
@@ -586,7 +586,7 @@ async fn hostile_names(url: &str, table: &str, db: &DatabaseConnection) {
         DistributedLock::builder(name, db)
             .table(table)
             .ttl(TTL)
-            .holder_label("evil\u{1b}]0;pwned\u{7}")
+            .holder("evil\u{1b}]0;pwned\u{7}")
             .build()
             .expect("lock options")
     };

@@ -88,7 +88,7 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
     let queries = Env::new(backend, dialect, var(URL)?).connect().await?;
     let builder = DistributedLock::builder(var(NAME)?, queries)
         .ttl(ttl)
-        .holder_label(format!("conformance child {mode}"));
+        .holder(format!("conformance child {mode}"));
     // Contenders poll fast to keep the suite quick; a waiter keeps the default, so that
     // only a wake-up on release makes it fast.
     let builder = match mode {

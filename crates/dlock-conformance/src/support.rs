@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{
-    BoxError, Dialect, DistributedLock, Lease, LockBuilder, QueryInterface, Statement, TableName,
-    Value,
-};
+use dlock_core::adapter::{BoxError, QueryInterface, Statement, Value};
+use dlock_core::{Dialect, DistributedLock, Lease, LockBuilder, TableName};
 use dlock_testkit::{Backend, Partition, PoolOptions};
 use tokio::time::Instant;
 
@@ -187,27 +185,7 @@ pub(crate) async fn is_free_in(
 
 /// A statement in `dialect` with `?`-style placeholders rewritten to the dialect's.
 pub(crate) fn sql(dialect: Dialect, sql: &str, params: Vec<Value>) -> Statement {
-    let sql = match dialect {
-        Dialect::Postgres => {
-            let mut numbered = String::with_capacity(sql.len());
-            let mut index = 0;
-            for c in sql.chars() {
-                if c == '?' {
-                    index += 1;
-                    numbered.push_str(&format!("${index}"));
-                } else {
-                    numbered.push(c);
-                }
-            }
-            numbered
-        }
-        _ => sql.to_owned(),
-    };
-    Statement {
-        sql: sql.into(),
-        params,
-        columns: &[],
-    }
+    dlock_testkit::statement(dialect, sql, params, &[])
 }
 
 /// Connects and creates the default lock table: proves the database answers.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use dlock_core::{Dialect, QueryInterface};
+use dlock_core::Dialect;
+use dlock_core::adapter::{IntoQueryInterface, QueryInterface};
+use dlock_diesel::DieselConnection;
 use dlock_diesel::diesel::SqliteConnection;
 use dlock_diesel::diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, bb8,
@@ -17,7 +19,6 @@ use dlock_diesel::diesel_async::pooled_connection::{
 };
 use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
-use dlock_diesel::{DieselConnection, IntoQueryInterface};
 use dlock_seaorm::sea_orm::{Database, DatabaseConnection, TransactionTrait};
 use dlock_tokio_postgres::PostgresQueries;
 use dlock_tokio_postgres::deadpool_postgres::{self, Manager, Runtime, Timeouts};

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use dlock_core::{BoxError, Lease, Statement, Value};
+use dlock_core::Lease;
+use dlock_core::adapter::{BoxError, Statement, Value};
 use dlock_diesel::DieselConnection;
 use dlock_diesel::diesel_async::AsyncConnection;
 use dlock_seaorm::sea_orm::{self, ConnectionTrait};

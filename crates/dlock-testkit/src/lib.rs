@@ -25,11 +25,14 @@ mod tap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dlock_core::Dialect;
+use dlock_core::adapter::{ColumnType, Statement, StatementKind, Value};
+
 pub use backend::{Backend, Pool, PoolOptions, dialect_key, dialect_named, dialect_parser};
 pub use database::{TestDatabase, unreachable};
 pub use partition::Partition;
 pub use process::{ChildLines, ChildProcess};
-pub use tap::{Flow, Tap};
+pub use tap::{Flow, Tap, only_reads};
 
 /// An error and its sources, on one line: dlock's messages say what to do, the driver's
 /// source says what happened.
@@ -63,4 +66,38 @@ pub fn unique_name(prefix: &str) -> String {
         wall_ns(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A statement of a test's or a tool's own (a floor, a ledger write, administration SQL),
+/// for an adapter to run: `sql` with `?` placeholders, numbered (`$1`, `$2`, …) for
+/// PostgreSQL; `params` to bind; the types of the `columns` it returns.
+///
+/// No kind of the core's fits SQL of the caller's own, and nothing reads the kind of
+/// these (adapters run every statement alike; no [`Tap`] sees them), so they are marked
+/// [`StatementKind::Inspect`], the administration read.
+pub fn statement(
+    dialect: Dialect,
+    sql: &str,
+    params: Vec<Value>,
+    columns: &'static [ColumnType],
+) -> Statement {
+    let sql = match dialect {
+        Dialect::Postgres => {
+            let mut numbered = String::with_capacity(sql.len() + 8);
+            for (index, part) in sql.split('?').enumerate() {
+                if index > 0 {
+                    numbered.push_str(&format!("${index}"));
+                }
+                numbered.push_str(part);
+            }
+            numbered
+        }
+        _ => sql.to_owned(),
+    };
+    Statement {
+        kind: StatementKind::Inspect,
+        sql: sql.into(),
+        params,
+        columns,
+    }
 }

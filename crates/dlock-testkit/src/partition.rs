@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dlock_core::{Dialect, QueryInterface};
+use dlock_core::Dialect;
+use dlock_core::adapter::QueryInterface;
 
 use crate::proxy::Proxy;
 use crate::tap::{Flow, Tap};

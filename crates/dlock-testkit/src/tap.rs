@@ -4,7 +4,24 @@
 use std::fmt;
 use std::sync::Arc;
 
-use dlock_core::{Dialect, QueryError, QueryInterface, Row, Statement, Wake, async_trait};
+use dlock_core::Dialect;
+use dlock_core::adapter::{
+    Listen, QueryError, QueryInterface, Row, Statement, StatementKind, async_trait,
+};
+
+/// Whether a statement of the core only reads: it probes, reads a token or lists, or
+/// notifies (which writes no row). Everything else takes, renews or frees a lock, or
+/// creates its table.
+pub fn only_reads(kind: StatementKind) -> bool {
+    matches!(
+        kind,
+        StatementKind::Probe
+            | StatementKind::ReadToken
+            | StatementKind::List
+            | StatementKind::Inspect
+            | StatementKind::Notify
+    )
+}
 
 /// What a [`Tap`] does with a statement after its observer has seen it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +75,10 @@ where
         self.inner.query(statement).await
     }
 
-    fn notification_source(&self) -> Option<String> {
-        self.inner.notification_source()
-    }
-
     /// Listening runs on a connection of its own, outside the pool: no statement of the
     /// lock's, so not observed.
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        self.inner.listen(channel, wake).await
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.inner.listener()
     }
 }
 

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_testkit::{Backend, PoolOptions, TestDatabase};
+use dlock_tokio_postgres::adapter::QueryInterface;
 use dlock_tokio_postgres::{
-    Attempt, Dialect, DistributedLock, Error, ForceRelease, LockAdmin, QueryInterface, TableName,
+    Attempt, Dialect, DistributedLock, Error, ForceRelease, LockAdmin, TableName,
 };
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tracing_subscriber::filter::LevelFilter;
@@ -62,7 +63,7 @@ async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completio
     let lock = |label: &str| {
         DistributedLock::builder(name.as_str(), pool.clone())
             .table(TABLE)
-            .holder_label(label)
+            .holder(label)
             .build()
     };
     let guard = lock("first")?.acquire().await?;

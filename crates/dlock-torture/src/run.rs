@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dlock_core::{Dialect, LockAdmin, LockInfo, QueryInterface, Statement, TableName, Value};
+use dlock_core::adapter::{QueryInterface, Statement, Value};
+use dlock_core::{Dialect, LockAdmin, LockInfo, TableName};
 use dlock_testkit::proxy::{ConnectionFault, Proxy};
-use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, wall_ns};
+use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, statement, wall_ns};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -189,11 +190,8 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
         }
         Dialect::Mysql => {
             let server = admin_pool(args, &url).await?;
-            let create = Statement {
-                sql: format!("CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE}").into(),
-                params: Vec::new(),
-                columns: &[],
-            };
+            let create = format!("CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE}");
+            let create = statement(args.dialect, &create, Vec::new(), &[]);
             admin_execute(&server, &create).await?;
             let own = with_database(&url, MYSQL_DATABASE)?;
             (own.clone(), own, MYSQL_DATABASE.to_owned())
@@ -771,11 +769,8 @@ impl Coordinator {
         let ids: Vec<i64> = values.collect();
         let chosen = &ids[..ids.len().div_ceil(2)];
         for id in chosen {
-            let kill = Statement {
-                sql: format!("KILL CONNECTION {id}").into(),
-                params: Vec::new(),
-                columns: &[],
-            };
+            let kill = format!("KILL CONNECTION {id}");
+            let kill = dlock_testkit::statement(Dialect::Mysql, &kill, Vec::new(), &[]);
             // A connection may have closed meanwhile ("unknown thread id").
             let _ = admin.execute(&kill).await;
         }

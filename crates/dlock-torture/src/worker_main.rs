@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Error, Lease, QueryInterface, Statement};
+use dlock_core::adapter::{QueryInterface, Statement};
+use dlock_core::{DistributedLock, Error, Lease};
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
@@ -154,7 +155,7 @@ async fn worker_main() -> Result<(), String> {
                 .ttl(ttl)
                 .poll_interval(POLL)
                 .acquire_timeout(ttl * 3)
-                .holder_label(holder_label(index))
+                .holder(holder_label(index))
                 .build()
                 .map_err(|error| error.to_string())
         })

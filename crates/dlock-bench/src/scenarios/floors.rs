@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{ColumnType, Dialect, QueryInterface, Statement, Value};
+use dlock_core::Dialect;
+use dlock_core::adapter::{ColumnType, QueryInterface, Statement, Value};
+use dlock_testkit::statement;
 
 use super::{Context, Scenario, timed_loop};
 use crate::report::{Latencies, ResultLine};
@@ -25,22 +27,16 @@ pub(crate) fn floor_sql(dialect: Dialect) -> &'static FloorSql {
 /// statement in flight, as a small service pool would have.
 pub(crate) const POOL_SIZE: usize = 4;
 
-fn statement(sql: &str, params: Vec<Value>) -> Statement {
-    Statement {
-        sql: sql.into(),
-        params,
-        columns: &[],
-    }
-}
-
 /// `SELECT 1` round trips.
 pub(super) async fn select1(context: &Context) -> Result<Vec<ResultLine>, String> {
     let queries = context.pool(POOL_SIZE).await?;
     // One result column, as adapters that decode strictly (Diesel) are told.
-    let select1 = Statement {
-        columns: &[ColumnType::Int],
-        ..statement(floor_sql(context.dialect).select1, Vec::new())
-    };
+    let select1 = statement(
+        context.dialect,
+        floor_sql(context.dialect).select1,
+        Vec::new(),
+        &[ColumnType::Int],
+    );
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_select1: SELECT 1 round trips for {duration:?}");
     let (latencies, elapsed) = timed_loop(duration, || {
@@ -67,8 +63,9 @@ pub(super) async fn select1(context: &Context) -> Result<Vec<ResultLine>, String
 pub(super) struct Commit2 {
     queries: Arc<dyn QueryInterface>,
     name: String,
-    upsert: Arc<str>,
-    update: Arc<str>,
+    /// The statements without their parameters.
+    upsert: Statement,
+    update: Statement,
     /// A different owner per operation, as each acquisition has its own owner id.
     sequence: Arc<AtomicU64>,
 }
@@ -78,14 +75,19 @@ impl Commit2 {
         let queries = context.pool(POOL_SIZE).await?;
         let sql = floor_sql(context.dialect);
         queries
-            .execute(&statement(sql.create_table, Vec::new()))
+            .execute(&statement(
+                context.dialect,
+                sql.create_table,
+                Vec::new(),
+                &[],
+            ))
             .await
             .map_err(|error| format!("cannot create the floor table: {error}"))?;
         Ok(Self {
             queries,
             name,
-            upsert: sql.upsert.into(),
-            update: sql.update.into(),
+            upsert: statement(context.dialect, sql.upsert, Vec::new(), &[]),
+            update: statement(context.dialect, sql.update, Vec::new(), &[]),
             sequence: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -93,10 +95,9 @@ impl Commit2 {
     pub(super) async fn once(&self) -> Result<(), String> {
         let owner = format!("owner-{}", self.sequence.fetch_add(1, Ordering::Relaxed));
         let params = vec![Value::Text(self.name.clone()), Value::Text(owner)];
-        let run = |sql: &Arc<str>| Statement {
-            sql: Arc::clone(sql),
+        let run = |template: &Statement| Statement {
             params: params.clone(),
-            columns: &[],
+            ..template.clone()
         };
         self.queries
             .execute(&run(&self.upsert))
@@ -136,8 +137,8 @@ pub(super) async fn advisory(context: &Context) -> Result<Vec<ResultLine>, Strin
     let queries = context.pool(1).await?;
     // A key of this process's own, so concurrent runs do not wait for each other.
     let key = Value::Int(0x646c_6f63_6b00_0000 + i64::from(std::process::id()));
-    let lock = statement(lock_sql, vec![key.clone()]);
-    let unlock = statement(unlock_sql, vec![key]);
+    let lock = statement(context.dialect, lock_sql, vec![key.clone()], &[]);
+    let unlock = statement(context.dialect, unlock_sql, vec![key], &[]);
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_advisory: advisory lock + unlock for {duration:?}");
     let (latencies, elapsed) = timed_loop(duration, || {

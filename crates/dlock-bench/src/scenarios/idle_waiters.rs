@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dlock_core::{DistributedLock, QueryInterface, Statement};
-use dlock_testkit::{Flow, Tap, error_chain};
+use dlock_core::DistributedLock;
+use dlock_core::adapter::{QueryInterface, Statement};
+use dlock_testkit::{Flow, Tap, error_chain, only_reads};
 
 use super::floors::POOL_SIZE;
 use super::{Context, Scenario, run_parallel};
@@ -103,7 +104,9 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
             .int("reads", whole_wait.reads)
             .int("writes", while_waiting.writes)
             .int("first_statement_writes", sum(&first_statements).writes)
-            .int("other_statements", whole_wait.others)
+            // Kept for the results' shape: statements that neither read nor write, which
+            // since every statement says its kind cannot occur.
+            .int("other_statements", 0)
             .float("first_wake_ms", first_wake_ms)
             .float("hold_s", hold.as_secs_f64())
             .text("poll_interval", "default (1 s)"),
@@ -140,24 +143,21 @@ fn sum(counts: &[Counts]) -> Counts {
     counts.iter().fold(Counts::default(), |sum, counts| Counts {
         reads: sum.reads + counts.reads,
         writes: sum.writes + counts.writes,
-        others: sum.others + counts.others,
     })
 }
 
 /// Statement counts at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts {
-    /// Statements that only read.
+    /// Statements that only read (see `only_reads`).
     reads: u64,
-    /// Statements that modify data or schema, or lock a row for update.
+    /// Statements that write a row or the table (see `only_reads`).
     writes: u64,
-    /// Neither, e.g. `LISTEN`.
-    others: u64,
 }
 
 impl Counts {
     fn total(self) -> u64 {
-        self.reads + self.writes + self.others
+        self.reads + self.writes
     }
 
     /// What happened between `earlier` and `self`.
@@ -165,7 +165,6 @@ impl Counts {
         Self {
             reads: self.reads.saturating_sub(earlier.reads),
             writes: self.writes.saturating_sub(earlier.writes),
-            others: self.others.saturating_sub(earlier.others),
         }
     }
 }
@@ -176,15 +175,14 @@ impl Counts {
 struct Counter {
     reads: AtomicU64,
     writes: AtomicU64,
-    others: AtomicU64,
 }
 
 impl Counter {
     fn count(&self, statement: &Statement) {
-        let counter = match classify(&statement.sql) {
-            Kind::Read => &self.reads,
-            Kind::Write => &self.writes,
-            Kind::Other => &self.others,
+        let counter = if only_reads(statement.kind) {
+            &self.reads
+        } else {
+            &self.writes
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
@@ -193,27 +191,6 @@ impl Counter {
         Counts {
             reads: self.reads.load(Ordering::SeqCst),
             writes: self.writes.load(Ordering::SeqCst),
-            others: self.others.load(Ordering::SeqCst),
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Read,
-    Write,
-    Other,
-}
-
-fn classify(sql: &str) -> Kind {
-    let upper = sql.trim_start().to_ascii_uppercase();
-    let mut words = upper.split(|c: char| !c.is_ascii_alphabetic());
-    let first_word = words.next().unwrap_or_default();
-    let modifies = words.any(|word| matches!(word, "INSERT" | "UPDATE" | "DELETE"));
-    match first_word {
-        // `SELECT … FOR UPDATE` locks rows for writing: it counts as a write.
-        "SELECT" | "WITH" | "SHOW" if !modifies => Kind::Read,
-        "SELECT" | "WITH" | "INSERT" | "UPDATE" | "DELETE" | "CREATE" | "ALTER" => Kind::Write,
-        _ => Kind::Other,
     }
 }

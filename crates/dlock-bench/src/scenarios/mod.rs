@@ -9,7 +9,8 @@ mod skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dlock_core::{Dialect, QueryInterface};
+use dlock_core::Dialect;
+use dlock_core::adapter::QueryInterface;
 use dlock_testkit::{Backend, PoolOptions};
 
 pub(crate) use floors::floor_sql;

@@ -27,7 +27,7 @@ pub(crate) async fn admin_lists_inspects_and_force_releases(env: Env) -> Verdict
         .ttl(TTL)
         // Frequent renewals, so the holder learns of the force release quickly.
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .map_err(|e| e.to_string())?;
     let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
@@ -153,7 +153,7 @@ async fn force_release_against_a_competitor(env: &Env, freeing: Freeing) -> Verd
         .table(TABLE)
         .ttl(Duration::from_secs(3))
         .renew_interval(Duration::from_secs(1))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .map_err(|e| e.to_string())?;
     let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;

@@ -156,7 +156,7 @@ async fn warm_takeover(env: Env, other_process: bool) -> Verdict {
     match gave_up {
         Err(Error::Timeout {
             holder: Some(seen), ..
-        }) if seen.contains("conformance child hold") => {}
+        }) if seen.as_str().contains("conformance child hold") => {}
         other => {
             return Err(format!(
                 "a waiter that gave up should name the holder it saw; it returned {other:?}"

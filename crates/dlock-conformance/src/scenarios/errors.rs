@@ -38,7 +38,7 @@ pub(crate) async fn bad_inputs_are_errors(env: Env) -> Verdict {
         ),
         (
             "NUL in the holder label",
-            builder().holder_label("worker\0").build(),
+            builder().holder("worker\0").build(),
             "NUL character",
         ),
         (
@@ -146,7 +146,7 @@ pub(crate) async fn acquire_timeout_names_the_holder(env: Env) -> Verdict {
     let holder = env
         .lock(&name)
         .await?
-        .holder_label("the slow job")
+        .holder("the slow job")
         .build()
         .map_err(|e| e.to_string())?;
     let waiter = env
@@ -163,7 +163,11 @@ pub(crate) async fn acquire_timeout_names_the_holder(env: Env) -> Verdict {
             holder: Some(holder),
             waited,
             ..
-        }) if holder.starts_with("the slow job") && waited >= Duration::from_millis(300) => Ok(()),
+        }) if holder.as_str().starts_with("the slow job")
+            && waited >= Duration::from_millis(300) =>
+        {
+            Ok(())
+        }
         other => Err(format!(
             "expected a timeout naming the holder, got {other:?}"
         )),

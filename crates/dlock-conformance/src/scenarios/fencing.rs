@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{ColumnType, Dialect, DistributedLock, Error, Lease, QueryInterface, Value};
+use dlock_core::adapter::{ColumnType, QueryInterface, Statement, Value};
+use dlock_core::{Dialect, DistributedLock, Error, Lease};
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
@@ -62,7 +63,7 @@ pub(crate) async fn holder_through(
     DistributedLock::builder(name, env.connect_through(partition).await?)
         .ttl(Duration::from_secs(1))
         .renew_interval(Duration::from_millis(200))
-        .holder_label("holder behind a partition")
+        .holder("holder behind a partition")
         .build()
         .map_err(|e| e.to_string())
 }
@@ -83,11 +84,7 @@ async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Verdict {
     }
 }
 
-fn ledger_write(
-    queries: &Arc<dyn QueryInterface>,
-    lease: &Lease,
-    writer: &str,
-) -> dlock_core::Statement {
+fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) -> Statement {
     sql(
         queries.dialect(),
         &format!("INSERT INTO {LEDGER} (name, token, writer) VALUES (?, ?, ?)"),

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Error, LossReason, Value};
+use dlock_core::adapter::Value;
+use dlock_core::{DistributedLock, Error, LossReason};
 use tokio::time::Instant;
 
 use super::fencing::holder_through;

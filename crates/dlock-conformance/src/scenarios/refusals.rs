@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{ColumnType, Dialect, DistributedLock, Error, QueryInterface, Statement, Value};
+use dlock_core::adapter::{ColumnType, QueryInterface, Value};
+use dlock_core::{Dialect, DistributedLock, Error};
 
 use crate::support::Env;
 use crate::support::{Verdict, quick, sql, unique_name};
@@ -167,13 +168,12 @@ pub(crate) async fn wrong_password_is_permanent(env: Env) -> Verdict {
         )
         .await?;
         let connections = admin
-            .query(&Statement {
-                sql: "SELECT CAST(id AS SIGNED) FROM information_schema.processlist \
-                      WHERE user = ?"
-                    .into(),
-                params: vec![Value::Text(user.clone())],
-                columns: &[ColumnType::Int],
-            })
+            .query(&dlock_testkit::statement(
+                Dialect::Mysql,
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE user = ?",
+                vec![Value::Text(user.clone())],
+                &[ColumnType::Int],
+            ))
             .await
             .map_err(|e| format!("cannot list {user}'s connections: {e}"))?;
         for connection in connections {

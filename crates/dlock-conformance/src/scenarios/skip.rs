@@ -27,7 +27,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one(env: Env) -> Verdict {
         for caller in 0..CALLERS {
             let lock = quick(DistributedLock::builder(&name, env.connect().await?))
                 .skip_if_obtained(true)
-                .holder_label(format!("skip caller {caller}"))
+                .holder(format!("skip caller {caller}"))
                 .build()
                 .map_err(|e| e.to_string())?;
             let (barrier, running) = (Arc::clone(&barrier), Arc::clone(&running));
@@ -58,7 +58,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one(env: Env) -> Verdict {
             match caller.await.map_err(|e| e.to_string())? {
                 Ok(Outcome::Ran(())) => ran += 1,
                 Ok(Outcome::Skipped(holder)) => {
-                    if !holder.description().starts_with("skip caller ") {
+                    if !holder.as_str().starts_with("skip caller ") {
                         return Err(format!("skipped without naming the holder: {holder}"));
                     }
                     skipped += 1;
@@ -81,7 +81,7 @@ pub(crate) async fn try_acquire_names_the_holder(env: Env) -> Verdict {
     let holder = env
         .lock(&name)
         .await?
-        .holder_label("the first holder")
+        .holder("the first holder")
         .build()
         .map_err(|e| e.to_string())?;
     let other = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
@@ -94,7 +94,7 @@ pub(crate) async fn try_acquire_names_the_holder(env: Env) -> Verdict {
     match other.try_acquire().await.map_err(|e| e.to_string())? {
         Attempt::Acquired(_) => return Err("a held lock was acquired twice".into()),
         Attempt::Held(seen) => {
-            if !seen.description().starts_with("the first holder (") {
+            if !seen.as_str().starts_with("the first holder (") {
                 return Err(format!("holder not named: {seen}"));
             }
             if seen.expires_in() > Duration::from_secs(5) || seen.expires_in().is_zero() {

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use dlock_core::{
-    ColumnType, DistributedLock, FencingToken, LockAdmin, LockState, QueryInterface, Value,
-};
+use dlock_core::adapter::{ColumnType, QueryInterface, Value};
+use dlock_core::{DistributedLock, FencingToken, LockAdmin, LockState};
 
 use crate::scenarios::fencing::holder_through;
 use crate::support::Env;

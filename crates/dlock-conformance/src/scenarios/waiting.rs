@@ -4,11 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlock_core::{
-    ColumnType, Dialect, DistributedLock, ForceRelease, LockAdmin, QueryError, QueryInterface, Row,
-    Statement, Value, Wake, async_trait,
+use dlock_core::adapter::{
+    ColumnType, Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, Value,
+    async_trait,
 };
-use dlock_testkit::{Flow, Tap, wall_ns};
+use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
+use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
 use crate::child::{self, Mode};
 use crate::support::{Env, Verdict, eventually, quick, unique_name};
@@ -37,7 +38,7 @@ enum Freeing {
 async fn wakes_waiter(env: Env, freeing: Freeing) -> Verdict {
     let name = unique_name(&format!("wake_{freeing:?}"));
     let queries = env.connect().await?;
-    let listens = queries.notification_source().is_some();
+    let listens = queries.listener().is_some();
     let holder = quick(DistributedLock::builder(&name, queries))
         .build()
         .map_err(|e| e.to_string())?;
@@ -117,7 +118,7 @@ pub(crate) async fn waiting_only_reads(env: Env) -> Verdict {
     let waiting = statements.get(1..).unwrap_or_default();
     let writes: Vec<&str> = waiting
         .iter()
-        .filter(|statement| !is_read(statement))
+        .filter(|statement| !only_reads(statement.kind))
         .map(|statement| &*statement.sql)
         .collect();
     eprintln!(
@@ -140,15 +141,6 @@ pub(crate) async fn waiting_only_reads(env: Env) -> Verdict {
     Ok(())
 }
 
-/// Whether a statement only reads. The lock's reads all begin with `SELECT`.
-fn is_read(statement: &Statement) -> bool {
-    statement
-        .sql
-        .trim_start()
-        .to_ascii_uppercase()
-        .starts_with("SELECT")
-}
-
 /// A waiter whose listening connection dies (here: its backend is terminated; in the
 /// field also a half-open connection or a listener that reconnected) learns of a release
 /// by another process within about one poll interval, not the ten it naps while it
@@ -166,7 +158,7 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
         std::process::id()
     );
     let queries = env.connect().await?;
-    let listens = queries.notification_source().is_some();
+    let listens = queries.listener().is_some();
     let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?))
         .table(&table)
         .ttl(Duration::from_secs(30))
@@ -244,15 +236,15 @@ async fn listeners(
     } else {
         "pid"
     };
-    let statement = Statement {
-        sql: format!(
+    let statement = dlock_testkit::statement(
+        Dialect::Postgres,
+        &format!(
             "SELECT count(*) FROM (SELECT {select} FROM pg_stat_activity \
-             WHERE query LIKE $1 AND pid <> pg_backend_pid()) AS listeners"
-        )
-        .into(),
-        params: vec![Value::Text(listen.to_owned())],
-        columns: &[ColumnType::Int],
-    };
+             WHERE query LIKE ? AND pid <> pg_backend_pid()) AS listeners"
+        ),
+        vec![Value::Text(listen.to_owned())],
+        &[ColumnType::Int],
+    );
     let rows = queries
         .query(&statement)
         .await
@@ -264,9 +256,9 @@ async fn listeners(
     Ok(found)
 }
 
-/// Another process's view of the database: the same connections, but a notification
-/// source of its own, so that its releases reach this process's waiters only through the
-/// database (as another process's would), not through the in-process hub.
+/// Another process's view of the database: the same connections and listener, but a
+/// notification source of its own, so that its releases reach this process's waiters only
+/// through the database (as another process's would), not through the in-process hub.
 #[derive(Debug)]
 struct Elsewhere(Arc<dyn QueryInterface>);
 
@@ -284,11 +276,22 @@ impl QueryInterface for Elsewhere {
         self.0.query(statement).await
     }
 
-    fn notification_source(&self) -> Option<String> {
-        Some(format!("elsewhere: {:?}", self.0.notification_source()))
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.0.listener().map(|_| self as &dyn Listen)
+    }
+}
+
+#[async_trait]
+impl Listen for Elsewhere {
+    fn source(&self) -> String {
+        let inner = self.0.listener().map(Listen::source);
+        format!("elsewhere: {inner:?}")
     }
 
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        self.0.listen(channel, wake).await
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
+        match self.0.listener() {
+            Some(listener) => listener.listen(channel, notices).await,
+            None => Ok(()),
+        }
     }
 }
