@@ -15,7 +15,7 @@ use crate::scenarios::Scenario;
 #[derive(Debug, Parser)]
 #[command(name = "dlock-bench")]
 pub(crate) struct Args {
-    /// The adapter to measure (diesel: its deadpool pool).
+    /// The adapter to measure.
     #[arg(long, value_enum, default_value_t = Backend::TokioPostgres)]
     pub(crate) adapter: Backend,
     /// The database [default: the adapter's first, postgres]

@@ -27,15 +27,15 @@ use dlock_tokio_postgres::tokio_postgres::{self, NoTls};
 /// A client library whose pools dlock accepts, with its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// `dlock-tokio-postgres`: a `deadpool_postgres::Pool`, listening for releases.
+    /// dlock-tokio-postgres on a deadpool-postgres pool, listening for releases.
     TokioPostgres,
-    /// `dlock-seaorm`: a `sea_orm::DatabaseConnection` (an sqlx pool).
+    /// dlock-seaorm on a SeaORM connection (an sqlx pool).
     #[value(name = "seaorm")]
     SeaOrm,
-    /// `dlock-diesel`: a diesel-async deadpool `Pool`.
+    /// dlock-diesel on a diesel-async deadpool pool (alias: diesel).
     #[value(alias = "diesel")]
     DieselDeadpool,
-    /// `dlock-diesel`: a diesel-async bb8 `Pool`.
+    /// dlock-diesel on a diesel-async bb8 pool.
     DieselBb8,
 }
 
