@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dlock_core::{DistributedLock, Error, Outcome};
 use dlock_testkit::{
-    Backend, ChildProcess, PoolOptions, dialect_key, dialect_named, error_chain, wall_ns,
+    Backend, ChildProcess, PoolOptions, dialect_key, dialect_named, error_chain, run_child, wall_ns,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -88,25 +88,8 @@ pub(crate) async fn start_workers(
 /// When this process is a worker, does the worker's part and returns its exit code.
 pub(crate) fn run_if_child() -> Option<ExitCode> {
     let role = std::env::var(ROLE).ok()?;
-    // One thread: a worker stands for one node, and the machine has few cores to share
-    // among all of them and the database.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("dlock-bench worker: cannot start a tokio runtime: {error}");
-            return Some(ExitCode::FAILURE);
-        }
-    };
-    Some(match runtime.block_on(worker_main(&role)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("dlock-bench worker ({role}): {error}");
-            ExitCode::FAILURE
-        }
-    })
+    let who = format!("dlock-bench worker ({role})");
+    Some(run_child(&who, worker_main(&role)))
 }
 
 async fn worker_main(role: &str) -> Result<(), String> {

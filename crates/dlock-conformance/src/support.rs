@@ -188,6 +188,20 @@ pub(crate) fn sql(dialect: Dialect, sql: &str, params: Vec<Value>) -> Statement 
     dlock_testkit::statement(dialect, sql, params, &[])
 }
 
+/// Drops `table` if it exists.
+pub(crate) async fn drop_table(queries: &Arc<dyn QueryInterface>, table: &str) -> Verdict {
+    let drop = sql(
+        queries.dialect(),
+        &format!("DROP TABLE IF EXISTS {table}"),
+        vec![],
+    );
+    queries
+        .execute(&drop)
+        .await
+        .map(|_rows| ())
+        .map_err(|e| format!("cannot drop {table}: {e}"))
+}
+
 /// Connects and creates the default lock table: proves the database answers.
 pub(crate) async fn check_reachable(env: &Env) -> Result<(), String> {
     let queries = tokio::time::timeout(Duration::from_secs(10), env.connect())

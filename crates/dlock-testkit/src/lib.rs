@@ -31,7 +31,7 @@ use dlock_core::adapter::{ColumnType, Statement, StatementKind, Value};
 pub use backend::{Backend, Pool, PoolOptions, dialect_key, dialect_named, dialect_parser};
 pub use database::{TestDatabase, unreachable};
 pub use partition::Partition;
-pub use process::{ChildLines, ChildProcess};
+pub use process::{ChildLines, ChildProcess, run_child};
 pub use tap::{Flow, Tap, only_reads};
 
 /// An error and its sources, on one line: dlock's messages say what to do, the driver's

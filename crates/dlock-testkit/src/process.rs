@@ -3,7 +3,7 @@
 //! child its part, the child answers on stdout, the parent may send lines on stdin, and
 //! closing stdin asks the child to finish. What the lines say is each suite's own.
 
-use std::process::Stdio;
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -114,6 +114,17 @@ impl ChildProcess {
         }
     }
 
+    /// Reads a line `word <value>` and returns the value, parsed.
+    pub async fn expect_parsed<T: std::str::FromStr>(
+        &mut self,
+        word: &str,
+        limit: Duration,
+    ) -> Result<T, String> {
+        let rest = self.expect(word, limit).await?;
+        rest.parse()
+            .map_err(|_| format!("{}: {word} {rest:?} does not parse", self.name))
+    }
+
     /// Its output, to follow from a task of the caller's own; [`ChildProcess::next_line`]
     /// fails from then on.
     pub fn take_lines(&mut self) -> Option<ChildLines> {
@@ -158,6 +169,26 @@ impl ChildProcess {
                     "{name} still ran {limit:?} after it was asked to finish"
                 ))
             }
+        }
+    }
+}
+
+/// Runs a child's part, `main`, on a runtime of one thread (a child stands for one node of
+/// a fleet, and the machine has few cores to share among all of them and the database),
+/// and returns its exit code; an error is printed as `who: error`.
+pub fn run_child(who: &str, main: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(main),
+        Err(error) => Err(format!("cannot start a tokio runtime: {error}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{who}: {error}");
+            ExitCode::FAILURE
         }
     }
 }

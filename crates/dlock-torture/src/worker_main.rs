@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
 use dlock_core::{DistributedLock, Error, Lease};
-use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain};
+use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -59,24 +59,7 @@ pub(crate) fn holder_label(index: i64) -> String {
 /// When this process is a worker, runs it and returns its exit code.
 pub(crate) fn run_if_worker() -> Option<ExitCode> {
     let index = std::env::var(INDEX).ok()?;
-    // One thread: a worker stands for one node of a fleet.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("torture worker {index}: cannot start a tokio runtime: {error}");
-            return Some(ExitCode::FAILURE);
-        }
-    };
-    Some(match runtime.block_on(worker_main()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("torture worker {index}: {error}");
-            ExitCode::FAILURE
-        }
-    })
+    Some(run_child(&format!("torture worker {index}"), worker_main()))
 }
 
 /// What became of a fenced write.

@@ -12,8 +12,7 @@ use dlock_core::{
 
 use tokio::time::Instant;
 
-use crate::support::Env;
-use crate::support::{Verdict, is_free_in, unique_name};
+use crate::support::{Env, Verdict, is_free_in, unique_name};
 
 /// A table of its own, so that listing reads a few rows, not every test's.
 const TABLE: &str = "dlock_admin_conformance";

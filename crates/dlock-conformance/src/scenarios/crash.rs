@@ -9,19 +9,16 @@ use tokio::time::Instant;
 use dlock_testkit::wall_ns;
 
 use crate::child::{self, Mode};
-use crate::support::Env;
-use crate::support::{Verdict, unique_name};
+use crate::support::{Env, Verdict, unique_name};
 
 const TTL: Duration = Duration::from_secs(2);
 
 pub(crate) async fn killed_holder_is_taken_over_within_ttl(env: Env) -> Verdict {
     let name = unique_name("crash");
     let mut holder = child::spawn(&env, &name, Mode::Hold, TTL)?;
-    let line = holder.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let token: i64 = holder
+        .expect_parsed("ACQUIRED", Duration::from_secs(30))
+        .await?;
     // Let it renew at least once, so the takeover is measured from a renewed lease.
     tokio::time::sleep(TTL / 2).await;
     let killed_at = Instant::now();
@@ -81,11 +78,9 @@ async fn warm_takeover(env: Env, other_process: bool) -> Verdict {
     let busy_waiting = tokio::spawn(async move { busy_waiter.acquire().await.map(drop) });
 
     let mut holder = child::spawn(&env, &name, Mode::Hold, TTL)?;
-    let line = holder.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let token: i64 = holder
+        .expect_parsed("ACQUIRED", Duration::from_secs(30))
+        .await?;
 
     // Waiters with the default poll interval, as a user would have them.
     let mut there = match other_process {
@@ -126,11 +121,9 @@ async fn warm_takeover(env: Env, other_process: bool) -> Verdict {
         .map_err(|e| e.to_string())??;
     let there_at = match there {
         Some(mut there) => {
-            let line = there.next_line(limit).await?;
+            let acquired_at = there.expect_parsed("ACQUIRED", limit).await?;
             there.finish(Duration::from_secs(10)).await?;
-            line.strip_prefix("ACQUIRED ")
-                .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| format!("unexpected child output {line:?}"))?
+            acquired_at
         }
         None => u64::MAX,
     };

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use dlock_core::{DistributedLock, Error};
 
-use crate::support::Env;
-use crate::support::{Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, drop_table, quick, unique_name};
 
 pub(crate) async fn bad_inputs_are_errors(env: Env) -> Verdict {
     let queries = env.connect().await?;
@@ -185,15 +184,7 @@ pub(crate) async fn custom_table_is_created_on_first_use(env: Env) -> Verdict {
             .name()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     );
-    let drop = sql(
-        queries.dialect(),
-        &format!("DROP TABLE IF EXISTS {table}"),
-        vec![],
-    );
-    queries
-        .execute(&drop)
-        .await
-        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    drop_table(&queries, &table).await?;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(USERS));
     let mut users = Vec::new();
     for _ in 0..USERS {

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::child::{self, Mode};
-use crate::support::Env;
-use crate::support::{Verdict, unique_name};
+use crate::support::{Env, Verdict, unique_name};
 
 const CONTENDERS: usize = 8;
 const SECTIONS_EACH: usize = 250;

@@ -8,8 +8,7 @@ use dlock_core::{Dialect, DistributedLock, Error, Lease};
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
-use crate::support::Env;
-use crate::support::{Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 use dlock_testkit::Partition;
 
 /// Tokens grow across acquisitions, releases, an expiry and another process.
@@ -24,12 +23,10 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes(env: 
     }
 
     let mut child = child::spawn(&env, &name, Mode::Once, Duration::from_secs(5))?;
-    let line = child.next_line(Duration::from_secs(30)).await?;
+    let token = child
+        .expect_parsed("TOKEN", Duration::from_secs(30))
+        .await?;
     child.finish(Duration::from_secs(30)).await?;
-    let token = line
-        .strip_prefix("TOKEN ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
     tokens.push(("acquired by another process", token));
 
     // A holder cut off from the database: its lease expires without a release.

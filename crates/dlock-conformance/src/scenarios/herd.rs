@@ -8,8 +8,7 @@ use std::time::Duration;
 use dlock_core::DistributedLock;
 use tokio::time::Instant;
 
-use crate::support::Env;
-use crate::support::{Verdict, unique_name};
+use crate::support::{Env, Verdict, unique_name};
 
 pub(crate) async fn a_herd_of_waiters_on_a_small_pool_all_get_their_turn(env: Env) -> Verdict {
     const WAITERS: usize = 20;

@@ -8,8 +8,7 @@ use dlock_core::{DistributedLock, Error, LossReason};
 use tokio::time::Instant;
 
 use super::fencing::holder_through;
-use crate::support::Env;
-use crate::support::{Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 use dlock_testkit::proxy::Proxy;
 
 pub(crate) async fn loss_fires_when_row_is_tampered_with(env: Env) -> Verdict {

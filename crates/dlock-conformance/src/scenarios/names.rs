@@ -3,8 +3,7 @@
 
 use dlock_core::{DistributedLock, Error};
 
-use crate::support::Env;
-use crate::support::{Verdict, quick, unique_name};
+use crate::support::{Env, Verdict, quick, unique_name};
 
 pub(crate) async fn long_and_non_ascii_names(env: Env) -> Verdict {
     let queries = env.connect().await?;

@@ -15,8 +15,7 @@ use std::time::Duration;
 use dlock_core::adapter::{ColumnType, QueryInterface, Value};
 use dlock_core::{Dialect, DistributedLock, Error};
 
-use crate::support::Env;
-use crate::support::{Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 
 /// How long a refused `acquire` may take to say so. Far below its acquire timeout: it
 /// must end on the refusal, not wait it out.

@@ -8,8 +8,7 @@ use dlock_core::{Attempt, DistributedLock, Error};
 use tokio::sync::oneshot;
 
 use crate::child::{self, Mode};
-use crate::support::Env;
-use crate::support::{Verdict, eventually, is_free, quick, unique_name};
+use crate::support::{Env, Verdict, eventually, is_free, quick, unique_name};
 
 const TTL: Duration = Duration::from_secs(30);
 const FREED_WITHIN: Duration = Duration::from_secs(3);
@@ -133,11 +132,9 @@ pub(crate) async fn guard_dropped_at_the_end_of_main_is_released(env: Env) -> Ve
     let name = unique_name("drop-at-exit");
     let ttl = Duration::from_secs(30);
     let mut child = child::spawn(&env, &name, Mode::DropAtExit, ttl)?;
-    let line = child.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("TOKEN ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let token: i64 = child
+        .expect_parsed("TOKEN", Duration::from_secs(30))
+        .await?;
     child.finish(Duration::from_secs(30)).await?;
 
     let lock = quick(DistributedLock::builder(&name, env.connect().await?))

@@ -7,8 +7,7 @@ use std::time::Duration;
 use dlock_core::{Attempt, DistributedLock, Outcome};
 use tokio::sync::{Barrier, watch};
 
-use crate::support::Env;
-use crate::support::{Verdict, quick, unique_name};
+use crate::support::{Env, Verdict, quick, unique_name};
 
 const CALLERS: usize = 8;
 const TRIALS: usize = 5;

@@ -8,8 +8,7 @@ use dlock_core::adapter::{ColumnType, QueryInterface, Value};
 use dlock_core::{DistributedLock, FencingToken, LockAdmin, LockState};
 
 use crate::scenarios::fencing::holder_through;
-use crate::support::Env;
-use crate::support::{Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 
 /// A pool whose one connection runs with `SIMULTANEOUS_ASSIGNMENT` added to its session's
 /// `sql_mode` (never the server's global mode: other tests run beside this one), or

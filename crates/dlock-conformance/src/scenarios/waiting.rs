@@ -63,12 +63,10 @@ async fn wakes_waiter(env: Env, freeing: Freeing) -> Verdict {
         }
     }
     let released_at = wall_ns();
-    let line = waiter.next_line(Duration::from_secs(10)).await?;
+    let acquired_at: u64 = waiter
+        .expect_parsed("ACQUIRED", Duration::from_secs(10))
+        .await?;
     waiter.finish(Duration::from_secs(10)).await?;
-    let acquired_at: u64 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
     let gap = Duration::from_nanos(acquired_at.saturating_sub(released_at));
     let limit = if listens {
         WAKE_SLACK
@@ -206,15 +204,7 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
             "polling"
         }
     );
-    let drop = crate::support::sql(
-        queries.dialect(),
-        &format!("DROP TABLE IF EXISTS {table}"),
-        vec![],
-    );
-    queries
-        .execute(&drop)
-        .await
-        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    crate::support::drop_table(&queries, &table).await?;
     if gap > POLL + WAKE_SLACK {
         return Err(format!(
             "the waiter took {gap:?} after the release; the limit is one poll interval \
