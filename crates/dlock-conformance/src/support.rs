@@ -76,7 +76,7 @@ impl Env {
     pub(crate) async fn connect_exhausted(
         &self,
     ) -> Result<(Arc<dyn QueryInterface>, Box<dyn std::any::Any + Send>), String> {
-        let options = self.options(1).checkout(Duration::from_millis(500));
+        let options = self.options(1).with_checkout(Duration::from_millis(500));
         let (pool, queries) = self.backend.pool(self.dialect, &self.url, options).await?;
         Ok((queries, pool.check_out().await?))
     }

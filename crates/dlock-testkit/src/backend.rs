@@ -91,7 +91,7 @@ impl PoolOptions {
 
     /// The same, with checkouts giving up after `checkout`.
     #[must_use]
-    pub fn checkout(self, checkout: Duration) -> Self {
+    pub fn with_checkout(self, checkout: Duration) -> Self {
         Self { checkout, ..self }
     }
 }

@@ -1,11 +1,11 @@
 //! What dlock's test suites and tools share, written once: the conformance suite, the
 //! benchmark, the torture suite, the CLI's and the adapters' own tests.
 //!
-//! - [`Backend`] × [`Dialect`](dlock_core::Dialect): a pool of each adapter on each
+//! - [`Backend`] × [`Dialect`]: a pool of each adapter on each
 //!   database, as the adapter's query interface and as the pool itself ([`Pool`]), and a
 //!   fenced write through the adapter's own `fence` helper ([`Pool::fenced_write`]);
 //! - [`TestDatabase`]: the databases the tests run against (`DLOCK_TEST_*_URL`), and the
-//!   rule for one that cannot be reached ([`unreachable`]: fail under `CI`, else skip
+//!   rule for one that cannot be reached ([`unreachable()`]: fail under `CI`, else skip
 //!   loudly);
 //! - [`ChildProcess`]: our own binary, started again as a child that speaks in lines;
 //! - [`proxy::Proxy`] and [`Partition`]: cutting a holder off from its database;
