@@ -77,6 +77,7 @@ fn pool_source(pool: &str, address: String) -> String {
 /// (see the crate's documentation); [`without_listening`](Self::without_listening)
 /// makes them poll instead.
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub struct DeadpoolQueries<C: DieselConnection + 'static>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
@@ -207,6 +208,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for diesel_async::pooled_connection::deadpool::Pool<C>
 where
@@ -219,6 +221,7 @@ where
 
 /// Clones the pool: a deadpool `Pool` is a handle to a shared pool.
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for &diesel_async::pooled_connection::deadpool::Pool<C>
 where
@@ -243,6 +246,7 @@ where
 /// the pool; see the crate's documentation);
 /// [`without_listening`](Self::without_listening) makes them poll instead.
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub struct Bb8Queries<C: DieselConnection + 'static>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
@@ -406,6 +410,7 @@ where
 }
 
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for diesel_async::pooled_connection::bb8::Pool<C>
 where
@@ -418,6 +423,7 @@ where
 
 /// Clones the pool: a bb8 `Pool` is a handle to a shared pool.
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
     for &diesel_async::pooled_connection::bb8::Pool<C>
 where

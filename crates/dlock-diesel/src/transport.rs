@@ -127,6 +127,7 @@ macro_rules! diesel_connection {
 
 diesel_connection!(
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     diesel_async::AsyncPgConnection,
     Dialect::Postgres,
     {
@@ -173,11 +174,13 @@ diesel_connection!(
 );
 diesel_connection!(
     #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
     diesel_async::AsyncMysqlConnection,
     Dialect::Mysql
 );
 diesel_connection!(
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
     Dialect::Sqlite
 );
@@ -255,6 +258,7 @@ pooled_connection!(
 /// # }
 /// ```
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub async fn establish_sqlite(
     url: &str,
 ) -> diesel::ConnectionResult<
