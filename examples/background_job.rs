@@ -58,7 +58,7 @@ async fn worker(process: &str, url: &str) -> Result<(), Box<dyn std::error::Erro
     let db = connect(url).await?;
     let lock = DistributedLock::builder("background/report", db)
         .skip_if_obtained(true)
-        .holder_label(format!("process {process}"))
+        .holder(format!("process {process}"))
         .build()?;
     let first_tick = tick_number(SystemTime::now()) + 1;
     for tick in first_tick..first_tick + TICKS {
@@ -80,7 +80,7 @@ async fn worker(process: &str, url: &str) -> Result<(), Box<dyn std::error::Erro
             println!(
                 "  tick {}: process {process} skips it: {} has it",
                 tick - first_tick + 1,
-                holder.description()
+                holder.as_str()
             );
         }
     }

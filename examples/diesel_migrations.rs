@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use dlock_diesel::DistributedLock;
+use dlock_diesel::adapter::{IntoQueryInterface, QueryInterface};
 use dlock_diesel::diesel::{Connection, RunQueryDsl, SqliteConnection};
 use dlock_diesel::diesel_async::pooled_connection::deadpool::Pool;
 use dlock_diesel::diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
-use dlock_diesel::{DistributedLock, IntoQueryInterface, QueryInterface};
 
 /// The migrations, compiled into the binary.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("diesel-migrations");
@@ -97,7 +98,7 @@ async fn migrate(process: &str) -> Result<(), BoxError> {
     let lock = DistributedLock::builder("diesel-migrations", lock_pool(&url)?)
         .ttl(Duration::from_secs(30))
         .poll_interval(Duration::from_millis(100))
-        .holder_label(format!("migrating process {process}"))
+        .holder(format!("migrating process {process}"))
         .build()?;
     let applied = lock
         .lock(|lease| async move {

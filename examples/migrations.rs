@@ -85,7 +85,7 @@ async fn migrate(process: &str) -> Result<(), BoxError> {
     let lock = DistributedLock::builder(LOCK_NAME, &db)
         .ttl(Duration::from_secs(30))
         .poll_interval(Duration::from_millis(100))
-        .holder_label(format!("migrating process {process}"))
+        .holder(format!("migrating process {process}"))
         .build()?;
     let applied = lock
         .lock(|lease| {

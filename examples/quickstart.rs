@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let lock = DistributedLock::builder("quickstart/report", db)
                     .ttl(Duration::from_secs(10))
                     .poll_interval(Duration::from_millis(50))
-                    .holder_label(format!("worker {worker}"))
+                    .holder(format!("worker {worker}"))
                     .build()?;
                 // Without skip_if_obtained, lock() waits its turn: the job always runs.
                 let ran = lock.lock(|lease| async move {
@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 let lock = DistributedLock::builder("quickstart/nightly", db)
                     .skip_if_obtained(true)
-                    .holder_label(format!("worker {worker}"))
+                    .holder(format!("worker {worker}"))
                     .build()?;
                 let outcome = lock
                     .lock(|_lease| async move {
@@ -75,10 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 match outcome {
                     Outcome::Ran(()) => println!("  worker {worker} ran the job"),
                     Outcome::Skipped(holder) => {
-                        println!(
-                            "  worker {worker} skipped it: held by {}",
-                            holder.description()
-                        );
+                        println!("  worker {worker} skipped it: held by {}", holder.as_str());
                     }
                 }
                 Ok::<_, Error>(())

@@ -213,6 +213,33 @@ fn sql_dialect(url: Option<&str>, flag: Option<DialectArg>) -> Result<Dialect, F
     }
 }
 
+/// Creates the lock table unless it exists. `CREATE TABLE IF NOT EXISTS` needs the right
+/// to create tables even when the table exists (PostgreSQL, MySQL/MariaDB), which a role
+/// that only uses the table lacks: look for the table first. Any name will do.
+async fn init(admin: &LockAdmin) -> Result<(), Failure> {
+    match admin.inspect("").await {
+        Ok(_) | Err(Error::NoSuchLock { .. }) => Ok(()),
+        Err(Error::NoSuchTable { .. }) => admin.create_table().await.map_err(Failure::from_dlock),
+        Err(other) => Err(Failure::from_dlock(other)),
+    }
+}
+
+/// The locks `list` shows.
+fn selection(
+    prefix: Option<String>,
+    pattern: Option<&str>,
+    states: Vec<StateArg>,
+) -> Result<Selection, Failure> {
+    Ok(Selection {
+        prefix,
+        pattern: pattern
+            .map(Glob::parse)
+            .transpose()
+            .map_err(|reason| Failure::Usage(format!("--match: {reason}")))?,
+        states: states.into_iter().map(LockState::from).collect(),
+    })
+}
+
 /// Runs the command and returns what to print.
 async fn run(cli: Cli) -> Result<String, Failure> {
     let table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
@@ -243,15 +270,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             state,
             wide,
         } => {
-            let selection = Selection {
-                prefix,
-                pattern: pattern
-                    .as_deref()
-                    .map(Glob::parse)
-                    .transpose()
-                    .map_err(|reason| Failure::Usage(format!("--match: {reason}")))?,
-                states: state.into_iter().map(LockState::from).collect(),
-            };
+            let selection = selection(prefix, pattern.as_deref(), state)?;
             let locks = admin.list().await.map_err(fail)?;
             render::list(
                 &locks,
@@ -273,14 +292,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             render::released(&outcome, json)
         }
         Command::Init { .. } => {
-            // `CREATE TABLE IF NOT EXISTS` needs the right to create tables even when the
-            // table exists (PostgreSQL, MySQL/MariaDB), which a role that only uses the
-            // table lacks: look for the table first. Any name will do.
-            match admin.inspect("").await {
-                Ok(_) | Err(Error::NoSuchLock { .. }) => {}
-                Err(Error::NoSuchTable { .. }) => admin.create_table().await.map_err(fail)?,
-                Err(other) => return Err(fail(other)),
-            }
+            init(&admin).await?;
             render::initialised(admin.table(), json)
         }
     })

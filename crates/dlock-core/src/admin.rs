@@ -7,12 +7,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dialect::Sql;
-use crate::query::{
+use crate::adapter::{
     IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value,
 };
+use crate::dialect::Sql;
+use crate::listening::ReleaseBroadcast;
 use crate::telemetry;
-use crate::wake::Hub;
 use crate::{Dialect, Error, FencingToken, Result, TableName};
 
 /// Looks at and frees the locks of one lock table, through any adapter's pool.
@@ -22,7 +22,7 @@ use crate::{Dialect, Error, FencingToken, Result, TableName};
 /// wrong database or table name. Every time it reports comes from the database's clock.
 ///
 /// ```no_run
-/// # async fn example(pool: impl dlock_core::IntoQueryInterface<dlock_core::Direct>) -> dlock_core::Result<()> {
+/// # async fn example(pool: impl dlock_core::adapter::IntoQueryInterface<dlock_core::adapter::Direct>) -> dlock_core::Result<()> {
 /// use dlock_core::{ForceRelease, LockAdmin};
 ///
 /// let admin = LockAdmin::new(pool);
@@ -43,7 +43,7 @@ pub struct LockAdmin {
     queries: Arc<dyn QueryInterface>,
     table: TableName,
     sql: Sql,
-    hub: Arc<Hub>,
+    releases: Arc<ReleaseBroadcast>,
 }
 
 impl LockAdmin {
@@ -57,14 +57,14 @@ impl LockAdmin {
     pub fn with_table<M>(pool: impl IntoQueryInterface<M>, table: TableName) -> Self {
         let queries = pool.into_query_interface();
         let sql = queries.dialect().sql(&table);
-        // The hub of the locks on this table in this process, so that a force release
-        // wakes their waiters as a release does.
-        let hub = Hub::for_table(&queries, &table, &sql);
+        // The release notices of the locks on this table in this process, so that a
+        // force release wakes their waiters as a release does.
+        let releases = ReleaseBroadcast::for_table(&queries, &table, &sql);
         Self {
             queries,
             table,
             sql,
-            hub,
+            releases,
         }
     }
 
@@ -79,17 +79,43 @@ impl LockAdmin {
     }
 
     /// Creates the lock table if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CreateTable`] when the table does not exist and cannot be created; the
+    /// database's error otherwise.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: `CREATE TABLE IF NOT EXISTS` either ran or did not.
     pub async fn create_table(&self) -> Result<()> {
-        crate::context::create_table(&*self.queries, &self.sql, &self.table).await
+        crate::inner::create_table(&*self.queries, &self.sql, &self.table).await
     }
 
     /// Every lock in the table, by name: held, free and expired alike.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchTable`] if the table does not exist; the database's error otherwise.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn list(&self) -> Result<Vec<LockInfo>> {
         let rows = self.query("list the locks", self.sql.list()).await?;
         rows.into_iter().map(LockInfo::from_row).collect()
     }
 
-    /// The lock named `name`; [`Error::NoSuchLock`] if it was never acquired.
+    /// The lock named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchLock`] if it was never acquired; [`Error::NoSuchTable`] if the table
+    /// does not exist; the database's error otherwise.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
         let rows = self.query("read the lock", self.sql.inspect(name)).await?;
         match rows.into_iter().next() {
@@ -123,6 +149,18 @@ impl LockAdmin {
     /// nothing, a read after it says why. A lock already revoked is
     /// [`ForceRelease::AlreadyRevoked`]. It waits for the holder's fenced transactions to
     /// end (on SQLite, for any write transaction).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenChanged`] if the lock's token is no longer `token` (nothing was
+    /// changed); [`Error::NoSuchLock`], [`Error::NoSuchTable`]; the database's error.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping it between its statements leaves the lock either untouched or revoked,
+    /// never half done: the revocation is one statement. Whether it ran is then unknown;
+    /// [`inspect`](Self::inspect) tells (a revoked lock shows as
+    /// [`LockState::Revoked`]), and calling this again is safe.
     pub async fn force_release(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
         self.take(name, token, Freeing::Revoke).await
     }
@@ -135,6 +173,16 @@ impl LockAdmin {
     /// the lock: two processes then run the job at once, and only writes fenced with the
     /// holder's lease are refused. Waiters are woken as by a normal release (on
     /// PostgreSQL, the notice to other processes is sent before this returns).
+    ///
+    /// # Errors
+    ///
+    /// As [`force_release`](Self::force_release).
+    ///
+    /// # Cancel Safety
+    ///
+    /// As [`force_release`](Self::force_release): the release is one statement; if
+    /// dropped after it, waiters in other processes may miss the notice and find the lock
+    /// free at their next probe.
     pub async fn force_release_now(&self, name: &str, token: FencingToken) -> Result<ForceRelease> {
         self.take(name, token, Freeing::Now).await
     }
@@ -180,7 +228,7 @@ impl LockAdmin {
             }
             let notice = self.sql.notify(name);
             // Awaited: an operator's tool may exit right after this returns.
-            if let Some(sending) = self.hub.announce_release(name, &self.queries, notice) {
+            if let Some(sending) = self.releases.announce(name, &self.queries, notice) {
                 let _ = sending.await;
             }
             return Ok(ForceRelease::Freed(before));

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::adapter::{QueryError, QueryErrorKind};
 use crate::dialect::{self, Refusal};
-use crate::query::{QueryError, QueryErrorKind};
-use crate::{FencingToken, LossReason};
+use crate::{FencingToken, Holder, LossReason};
 
 /// A `Result` whose error defaults to dlock's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,7 +102,7 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
         /// The holder seen last, if one was seen.
-        holder: Option<String>,
+        holder: Option<Holder>,
     },
 
     /// The lock was lost while held: its lease could not be renewed in time, or someone
@@ -223,42 +223,79 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::EmptyName
+            | Self::NameTooLong { .. }
+            | Self::InvalidTableName { .. }
+            | Self::InvalidOption(_)
+            | Self::InvalidToken { .. } => self.fmt_input(f),
+            Self::Unreachable { .. }
+            | Self::Authentication { .. }
+            | Self::PermissionDenied { .. }
+            | Self::PoolExhausted { .. }
+            | Self::Database { .. }
+            | Self::CreateTable { .. } => self.fmt_database(f),
+            Self::Timeout { .. }
+            | Self::Lost { .. }
+            | Self::NoSuchTable { .. }
+            | Self::NoSuchLock { .. }
+            | Self::TokenChanged { .. }
+            | Self::Fenced { .. } => self.fmt_lock(f),
+        }
+    }
+}
+
+impl Error {
+    /// A bad name, option or token given by the user.
+    fn fmt_input(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Self::EmptyName => {
                 f.write_str("the lock name is empty; give every lock a non-empty name")
             }
             Self::NameTooLong { len, max, dialect } => write!(
                 f,
                 "the lock name is {len} bytes long, but {dialect} keys hold at most {max} \
-                 bytes; use a shorter name (a hash of a long one works)"
+                     bytes; use a shorter name (a hash of a long one works)"
             ),
             Self::InvalidTableName { name, reason } => write!(
                 f,
                 "invalid lock table name {name:?}: {reason} (expected `table` or \
-                 `schema.table`, e.g. the default `distributed_lock`)"
+                     `schema.table`, e.g. the default `distributed_lock`)"
             ),
             Self::InvalidOption(reason) => write!(f, "invalid lock option: {reason}"),
+            Self::InvalidToken { input } => write!(
+                f,
+                "{input:?} is not a fencing token; tokens are positive whole numbers, as \
+                     listed with each lock"
+            ),
+            _ => unreachable!("BUG: {self:?} is not an error of this kind"),
+        }
+    }
+
+    /// A statement that failed in the database, or never reached it.
+    fn fmt_database(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Self::Unreachable { action, source } => write!(
                 f,
                 "cannot reach the database to {action}: {source}; check that the server is \
-                 running and that the URL, host, port and credentials of your pool are right"
+                     running and that the URL, host, port and credentials of your pool are right"
             ),
             Self::Authentication { action, source } => write!(
                 f,
                 "the database refused the credentials of your pool to {action}: {source}; \
-                 check the user name and password in the pool's URL or configuration \
-                 (retrying will not help)"
+                     check the user name and password in the pool's URL or configuration \
+                     (retrying will not help)"
             ),
             Self::PermissionDenied { action, source } => write!(
                 f,
                 "the database user of your pool lacks a privilege to {action}: {source}; an \
-                 administrator must grant it SELECT, INSERT and UPDATE on the lock table \
-                 (and, on PostgreSQL, USAGE on its schema), e.g. `GRANT SELECT, INSERT, \
-                 UPDATE ON distributed_lock TO <user>` for the default table"
+                     administrator must grant it SELECT, INSERT and UPDATE on the lock table \
+                     (and, on PostgreSQL, USAGE on its schema), e.g. `GRANT SELECT, INSERT, \
+                     UPDATE ON distributed_lock TO <user>` for the default table"
             ),
             Self::PoolExhausted { action, source } => write!(
                 f,
                 "the connection pool had no free connection to {action}: {source}; raise the \
-                 pool's size or its wait timeout, or hold fewer connections across long jobs"
+                     pool's size or its wait timeout, or hold fewer connections across long jobs"
             ),
             Self::Database { action, source } => {
                 let advice = if Self::database_is_transient(source) {
@@ -271,10 +308,17 @@ impl fmt::Display for Error {
             Self::CreateTable { table, source } => write!(
                 f,
                 "the lock table {table} does not exist and could not be created: {source}; \
-                 have an administrator create it (`dlock init --print-sql` prints the \
-                 statement, `Dialect::create_table_sql` returns it) or let the database \
-                 user create tables in that schema"
+                     have an administrator create it (`dlock init --print-sql` prints the \
+                     statement, `Dialect::create_table_sql` returns it) or let the database \
+                     user create tables in that schema"
             ),
+            _ => unreachable!("BUG: {self:?} is not an error of this kind"),
+        }
+    }
+
+    /// The lock, or the row an administrator named, was not as expected.
+    fn fmt_lock(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Self::Timeout {
                 name,
                 waited,
@@ -295,60 +339,64 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "lock {name:?} (fencing token {token}) was lost: {reason}; the work done under \
-                 it may overlap with the next holder's, so make it idempotent or fence its \
-                 writes"
+                     it may overlap with the next holder's, so make it idempotent or fence its \
+                     writes"
             ),
             Self::NoSuchTable { table } => write!(
                 f,
                 "the lock table {table} does not exist in this database; check the database \
-                 and the table name, or create the table (`LockAdmin::create_table`, `dlock \
-                 init`)"
+                     and the table name, or create the table (`LockAdmin::create_table`, `dlock \
+                     init`)"
             ),
             Self::NoSuchLock { name, table } => write!(
                 f,
                 "there is no lock named {name:?} in table {table}; list the locks to see their \
-                 names"
+                     names"
             ),
             Self::TokenChanged {
                 name,
                 expected,
                 current,
                 holder,
-            } => {
-                write!(
-                    f,
-                    "lock {name:?} was not released: its fencing token is now {current}"
-                )?;
-                if let Some(holder) = holder {
-                    write!(f, " (holder {holder})")?;
-                }
-                if expected > current {
-                    // A token the lock has never had: mistyped, or from another lock.
-                    write!(
-                        f,
-                        ", older than the {expected} given, which this lock has never had; \
-                         check the token (and the lock's name and table) with `inspect`"
-                    )
-                } else {
-                    write!(
-                        f,
-                        ", not {expected}, so it changed hands since that token was read; \
-                         inspect it again and, if it still needs freeing, release it with the \
-                         current token"
-                    )
-                }
-            }
-            Self::InvalidToken { input } => write!(
-                f,
-                "{input:?} is not a fencing token; tokens are positive whole numbers, as \
-                 listed with each lock"
-            ),
+            } => token_changed(f, name, *expected, *current, holder.as_deref()),
             Self::Fenced { name, token } => write!(
                 f,
                 "fenced write refused: lock {name:?} is no longer held with fencing token \
-                 {token}; roll back this transaction and do not retry it under the lost lock"
+                     {token}; roll back this transaction and do not retry it under the lost lock"
             ),
+            _ => unreachable!("BUG: {self:?} is not an error of this kind"),
         }
+    }
+}
+
+/// The message of [`Error::TokenChanged`].
+fn token_changed(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    expected: FencingToken,
+    current: FencingToken,
+    holder: Option<&str>,
+) -> fmt::Result {
+    write!(
+        f,
+        "lock {name:?} was not released: its fencing token is now {current}"
+    )?;
+    if let Some(holder) = holder {
+        write!(f, " (holder {holder})")?;
+    }
+    if expected > current {
+        // A token the lock has never had: mistyped, or from another lock.
+        write!(
+            f,
+            ", older than the {expected} given, which this lock has never had; check the \
+             token (and the lock's name and table) with `inspect`"
+        )
+    } else {
+        write!(
+            f,
+            ", not {expected}, so it changed hands since that token was read; inspect it \
+             again and, if it still needs freeing, release it with the current token"
+        )
     }
 }
 

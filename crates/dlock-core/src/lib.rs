@@ -1,31 +1,33 @@
 #![doc = include_str!("../README.md")]
 #![doc = include_str!("../TELEMETRY.md")]
 
+pub mod adapter;
 mod admin;
+mod attempt;
+mod backoff;
+mod builder;
 mod clock;
-mod context;
 mod dialect;
 mod error;
 mod guard;
+mod inner;
+mod keep_alive;
+mod lease;
+mod listening;
 mod lock;
 mod options;
-mod query;
+mod outcome;
 mod random;
 mod table;
 mod telemetry;
-mod wake;
+mod wait;
 
 pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};
+pub use builder::LockBuilder;
 pub use dialect::Dialect;
 pub use error::{Error, Result};
-pub use guard::{FencingToken, Lease, LockGuard, LossReason};
-pub use lock::{Attempt, DistributedLock, Holder, LockBuilder, Outcome};
-pub use query::{
-    BoxError, ColumnType, Direct, IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface,
-    Row, Statement, Value,
-};
+pub use guard::LockGuard;
+pub use lease::{FencingToken, Lease, LossReason};
+pub use lock::DistributedLock;
+pub use outcome::{Attempt, Holder, Outcome};
 pub use table::TableName;
-pub use wake::Wake;
-
-/// Re-exported so adapters implement [`QueryInterface`] with the same macro version.
-pub use async_trait::async_trait;

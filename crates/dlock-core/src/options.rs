@@ -33,7 +33,7 @@ pub(crate) struct RawOptions {
     pub(crate) renew_interval: Option<Duration>,
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) poll_interval: Option<Duration>,
-    pub(crate) label: Option<String>,
+    pub(crate) holder: Option<String>,
     pub(crate) skip_if_obtained: bool,
 }
 
@@ -65,31 +65,14 @@ impl Options {
             Some(name) => TableName::parse(&name)?,
             None => TableName::default(),
         };
-        let given = raw.ttl.unwrap_or(Self::DEFAULT_TTL);
-        if given < MIN_TTL {
-            return Err(Error::InvalidOption(format!(
-                "the TTL is {given:?}, but a lease must last at least {MIN_TTL:?}, so that \
-                 the holder's safety margin (a tenth of it) outlasts timer and scheduling \
-                 delays; a few seconds to a minute suits most jobs (default {:?})",
-                Self::DEFAULT_TTL
-            )));
-        }
-        // The database is sent whole milliseconds; the local deadline is derived from the
-        // same value, so it can never fall after the database's expiry.
-        let ttl = Duration::from_millis(u64::try_from(given.as_millis()).unwrap_or(u64::MAX));
-        if given > MAX_TTL {
-            return Err(Error::InvalidOption(format!(
-                "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
-                 renewed while held, so it only needs to cover a crashed holder"
-            )));
-        }
+        let ttl = Self::validate_ttl(raw.ttl.unwrap_or(Self::DEFAULT_TTL))?;
         if raw
-            .label
+            .holder
             .as_deref()
-            .is_some_and(|label| label.contains('\0'))
+            .is_some_and(|holder| holder.contains('\0'))
         {
             return Err(Error::InvalidOption(
-                "the holder label contains a NUL character, which PostgreSQL cannot store; \
+                "the holder name contains a NUL character, which PostgreSQL cannot store; \
                  remove it"
                     .into(),
             ));
@@ -100,7 +83,7 @@ impl Options {
             renew_interval: ttl / 3,
             acquire_timeout: raw.acquire_timeout,
             poll_interval: raw.poll_interval.unwrap_or(Self::DEFAULT_POLL_INTERVAL),
-            holder: holder_description(raw.label.as_deref()),
+            holder: recorded_holder(raw.holder.as_deref()),
             skip_if_obtained: raw.skip_if_obtained,
         };
         if let Some(interval) = raw.renew_interval {
@@ -116,18 +99,41 @@ impl Options {
         }
         if options.poll_interval.is_zero() {
             return Err(Error::InvalidOption(
-                "the poll interval is zero; waiting would hammer the database. \
-                 Use at least a few milliseconds (default 1 s)"
+                "the poll interval is zero; waiting would hammer the database: \
+                 use at least a few milliseconds (default 1 s)"
                     .into(),
             ));
         }
         Ok(options)
     }
+
+    /// The TTL sent to the database: `given`, in whole milliseconds, within bounds. The
+    /// local deadline is derived from the same value, so it can never fall after the
+    /// database's expiry.
+    fn validate_ttl(given: Duration) -> Result<Duration> {
+        if given < MIN_TTL {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {given:?}, but a lease must last at least {MIN_TTL:?}, so that \
+                 the holder's safety margin (a tenth of it) outlasts timer and scheduling \
+                 delays; a few seconds to a minute suits most jobs (default {:?})",
+                Self::DEFAULT_TTL
+            )));
+        }
+        let ttl = Duration::from_millis(u64::try_from(given.as_millis()).unwrap_or(u64::MAX));
+        if given > MAX_TTL {
+            return Err(Error::InvalidOption(format!(
+                "the TTL is {ttl:?}, longer than the limit of {MAX_TTL:?}; the lease is \
+                 renewed while held, so it only needs to cover a crashed holder"
+            )));
+        }
+        Ok(ttl)
+    }
 }
 
-/// `label (host pid N)`, or `host pid N` without a label: enough for an operator to find
-/// the process that holds a lock.
-fn holder_description(label: Option<&str>) -> String {
+/// `name (host pid N)`, or `host pid N` without a name: enough for an operator to find
+/// the process that holds a lock. The host name is read where Linux keeps it, else from
+/// the environment.
+fn recorded_holder(name: Option<&str>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_owned())
@@ -136,8 +142,8 @@ fn holder_description(label: Option<&str>) -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown host".into());
     let process = format!("{host} pid {}", std::process::id());
-    match label {
-        Some(label) => format!("{label} ({process})"),
+    match name {
+        Some(name) => format!("{name} ({process})"),
         None => process,
     }
 }
@@ -204,9 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn label_names_the_process_too() {
+    fn the_holder_name_comes_with_the_process() {
         let raw = RawOptions {
-            label: Some("nightly-report".into()),
+            holder: Some("nightly-report".into()),
             ..RawOptions::default()
         };
         let holder = Options::validate(raw).unwrap().holder;

@@ -28,10 +28,17 @@ pub struct TableName {
 }
 
 impl TableName {
-    /// The default table name, `distributed_lock` (the Node package's default).
+    /// The default table name, `distributed_lock`.
     pub const DEFAULT: &'static str = "distributed_lock";
 
     /// Validates `name` as a table name, `table` or `schema.table`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTableName`] saying what is wrong: an empty part, more than one
+    /// dot, a character other than lower-case ASCII letters, digits and `_` (upper case is
+    /// refused with the lower-case spelling suggested), a leading digit, or a name longer
+    /// than the databases' identifiers allow.
     pub fn parse(name: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidTableName {
             name: name.to_owned(),

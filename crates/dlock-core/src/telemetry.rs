@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{Level, Span, debug, info, info_span};
 
-use crate::context::LockContext;
+use crate::inner::LockInner;
 use crate::{FencingToken, Holder, LossReason};
 
 /// The `target` of every span and event, so that `RUST_LOG=dlock=debug` selects them.
@@ -31,13 +31,13 @@ pub(crate) use meter::LockTelemetry;
 /// An event of a held lock. It happens in the keep-alive task, outside the acquire span,
 /// so it names the lock, the holder and the fencing token itself.
 macro_rules! held_lock_event {
-    ($level:expr, $name:literal, $context:expr, $token:expr, $($fields_and_message:tt)+) => {
+    ($level:expr, $name:literal, $lock:expr, $token:expr, $($fields_and_message:tt)+) => {
         tracing::event!(
             name: $name,
             target: TARGET,
             $level,
-            lock = %$context.name,
-            holder = %$context.options.holder,
+            lock = %$lock.name,
+            holder = %$lock.options.holder,
             fencing_token = $token.get(),
             $($fields_and_message)+
         )
@@ -46,24 +46,24 @@ macro_rules! held_lock_event {
 
 /// The span of one `try_acquire` (`wait = false`) or `acquire` (`wait = true`), the
 /// acquisitions of `lock` included.
-pub(crate) fn acquire_span(context: &LockContext, wait: bool) -> Span {
+pub(crate) fn acquire_span(lock: &LockInner, wait: bool) -> Span {
     info_span!(
         target: TARGET,
         "dlock.acquire",
-        lock = %context.name,
-        table = %context.options.table,
-        holder = %context.options.holder,
+        lock = %lock.name,
+        table = %lock.options.table,
+        holder = %lock.options.holder,
         wait,
     )
 }
 
 /// An acquire statement is about to be sent.
-pub(crate) fn attempting(context: &LockContext) {
-    meter::count(&context.telemetry, "dlock_attempts_total");
+pub(crate) fn attempting(lock: &LockInner) {
+    meter::count(&lock.telemetry, "dlock_attempts_total");
 }
 
 /// The lock was acquired; `try_acquire` or `acquire` was called at `started`.
-pub(crate) fn acquired(context: &LockContext, token: FencingToken, started: Instant) {
+pub(crate) fn acquired(lock: &LockInner, token: FencingToken, started: Instant) {
     debug!(
         name: "dlock.acquired",
         target: TARGET,
@@ -71,20 +71,20 @@ pub(crate) fn acquired(context: &LockContext, token: FencingToken, started: Inst
         wait_ms = millis(started.elapsed()),
         "acquired the lock"
     );
-    meter::count(&context.telemetry, "dlock_acquired_total");
-    meter::record_since(&context.telemetry, "dlock_wait_seconds", started);
+    meter::count(&lock.telemetry, "dlock_acquired_total");
+    meter::record_since(&lock.telemetry, "dlock_wait_seconds", started);
 }
 
 /// `try_acquire` (or `lock` with `skip_if_obtained`) found the lock held.
-pub(crate) fn skipped(context: &LockContext, holder: &Holder) {
+pub(crate) fn skipped(lock: &LockInner, holder: &Holder) {
     debug!(
         name: "dlock.skipped",
         target: TARGET,
-        current_holder = %holder.description,
+        current_holder = %holder.holder,
         lease_ends_in_ms = millis(holder.expires_in),
         "the lock is held by another holder; not waiting"
     );
-    meter::count(&context.telemetry, "dlock_skipped_total");
+    meter::count(&lock.telemetry, "dlock_skipped_total");
 }
 
 /// Rate-limits the report of a waiting `acquire`: one at the first probe that finds a
@@ -105,7 +105,7 @@ impl WaitingReports {
         info!(
             name: "dlock.waiting",
             target: TARGET,
-            current_holder = %holder.description,
+            current_holder = %holder.holder,
             lease_ends_in_ms = millis(holder.expires_in),
             waited_ms = millis(now - started),
             "waiting for the lock"
@@ -114,15 +114,15 @@ impl WaitingReports {
 }
 
 /// `acquire` gave up after `waited`; `holder` is the last holder a probe saw.
-pub(crate) fn timed_out(context: &LockContext, waited: Duration, holder: Option<&Holder>) {
+pub(crate) fn timed_out(lock: &LockInner, waited: Duration, holder: Option<&Holder>) {
     info!(
         name: "dlock.timed_out",
         target: TARGET,
         waited_ms = millis(waited),
-        current_holder = holder.map_or("unknown", |holder| holder.description.as_str()),
+        current_holder = holder.map_or("unknown", |holder| holder.holder.as_str()),
         "timed out waiting for the lock"
     );
-    meter::count(&context.telemetry, "dlock_timeouts_total");
+    meter::count(&lock.telemetry, "dlock_timeouts_total");
 }
 
 /// An acquisition nobody claimed (its caller was cancelled, or the answer was lost on
@@ -137,22 +137,22 @@ pub(crate) fn unclaimed_released() {
 
 /// An acquire statement took the lock, but its answer arrived after the acquisition's
 /// own deadline: it is released, and the attempt counts as not acquired.
-pub(crate) fn answered_too_late(context: &LockContext, token: FencingToken) {
+pub(crate) fn answered_too_late(lock: &LockInner, token: FencingToken) {
     held_lock_event!(
         Level::WARN,
         "dlock.answered_too_late",
-        context,
+        lock,
         token,
         "the acquire statement answered after its lease's deadline; releasing it unused"
     );
 }
 
 /// A waiting `acquire` hit an error that may pass, and looks again after `retry_in`.
-pub(crate) fn waiting_error(context: &LockContext, error: &crate::Error, retry_in: Duration) {
+pub(crate) fn waiting_error(lock: &LockInner, error: &crate::Error, retry_in: Duration) {
     tracing::warn!(
         name: "dlock.waiting_error",
         target: TARGET,
-        lock = %context.name,
+        lock = %lock.name,
         error = error as &dyn std::error::Error,
         retry_in_ms = millis(retry_in),
         "waiting for the lock failed for now; trying again"
@@ -161,11 +161,11 @@ pub(crate) fn waiting_error(context: &LockContext, error: &crate::Error, retry_i
 
 /// The database's clock ran `ahead` of the local one between two renewals; the lease's
 /// deadline was pulled in by as much.
-pub(crate) fn database_clock_ahead(context: &LockContext, token: FencingToken, ahead: Duration) {
+pub(crate) fn database_clock_ahead(lock: &LockInner, token: FencingToken, ahead: Duration) {
     held_lock_event!(
         Level::WARN,
         "dlock.database_clock_ahead",
-        context,
+        lock,
         token,
         ahead_ms = millis(ahead),
         "the database's clock ran ahead of this host's; the lease's deadline moves in"
@@ -174,11 +174,11 @@ pub(crate) fn database_clock_ahead(context: &LockContext, token: FencingToken, a
 
 /// A held lock's keep-alive task was dropped before anything released it (its runtime
 /// shut down, typically at the end of `main`): the lock stays held for up to `left`.
-pub(crate) fn abandoned(context: &LockContext, token: FencingToken, left: Duration) {
+pub(crate) fn abandoned(lock: &LockInner, token: FencingToken, left: Duration) {
     held_lock_event!(
         Level::WARN,
         "dlock.abandoned",
-        context,
+        lock,
         token,
         held_for_ms = millis(left),
         "the runtime ended while the lock was held; it stays held until its lease expires. \
@@ -187,11 +187,11 @@ pub(crate) fn abandoned(context: &LockContext, token: FencingToken, left: Durati
 }
 
 /// The lease was renewed.
-pub(crate) fn renewed(context: &LockContext, token: FencingToken) {
+pub(crate) fn renewed(lock: &LockInner, token: FencingToken) {
     held_lock_event!(
         Level::DEBUG,
         "dlock.renewed",
-        context,
+        lock,
         token,
         "renewed the lease"
     );
@@ -200,7 +200,7 @@ pub(crate) fn renewed(context: &LockContext, token: FencingToken) {
 /// A renewal failed; it is retried after `retry_in`, and the lock is lost if none has
 /// succeeded by `safe_until`.
 pub(crate) fn renewal_failed(
-    context: &LockContext,
+    lock: &LockInner,
     token: FencingToken,
     error: &crate::Error,
     retry_in: Duration,
@@ -209,7 +209,7 @@ pub(crate) fn renewal_failed(
     held_lock_event!(
         Level::WARN,
         "dlock.renewal_failed",
-        context,
+        lock,
         token,
         error = error as &dyn std::error::Error,
         retry_in_ms = millis(retry_in),
@@ -221,7 +221,7 @@ pub(crate) fn renewal_failed(
 /// The lock was lost; it was held from `lease_start` (when the acquire statement that
 /// took it was sent).
 pub(crate) fn lost(
-    context: &LockContext,
+    lock: &LockInner,
     token: FencingToken,
     reason: &LossReason,
     lease_start: Instant,
@@ -229,7 +229,7 @@ pub(crate) fn lost(
     held_lock_event!(
         Level::ERROR,
         "dlock.lost",
-        context,
+        lock,
         token,
         %reason,
         held_ms = millis(lease_start.elapsed()),
@@ -242,41 +242,41 @@ pub(crate) fn lost(
         // Not reported as a loss; listed so that a new reason is a compile error here.
         LossReason::Released => "released",
     };
-    meter::lost(&context.telemetry, reason);
-    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
+    meter::lost(&lock.telemetry, reason);
+    meter::record_since(&lock.telemetry, "dlock_hold_seconds", lease_start);
 }
 
 /// The lock was released; it was held from `lease_start`.
-pub(crate) fn released(context: &LockContext, token: FencingToken, lease_start: Instant) {
+pub(crate) fn released(lock: &LockInner, token: FencingToken, lease_start: Instant) {
     held_lock_event!(
         Level::DEBUG,
         "dlock.released",
-        context,
+        lock,
         token,
         held_ms = millis(lease_start.elapsed()),
         "released the lock"
     );
-    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
+    meter::record_since(&lock.telemetry, "dlock_hold_seconds", lease_start);
 }
 
 /// A retried release found the row no longer ours: the earlier attempt, whose answer was
 /// lost, most likely freed it. WARN, not a loss: a takeover cannot be told apart now.
-pub(crate) fn released_earlier(context: &LockContext, token: FencingToken, lease_start: Instant) {
+pub(crate) fn released_earlier(lock: &LockInner, token: FencingToken, lease_start: Instant) {
     held_lock_event!(
         Level::WARN,
         "dlock.released_earlier",
-        context,
+        lock,
         token,
         held_ms = millis(lease_start.elapsed()),
         "released the lock (an earlier attempt whose answer was lost had freed it)"
     );
-    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
+    meter::record_since(&lock.telemetry, "dlock_hold_seconds", lease_start);
 }
 
 /// The release statement failed (the lock stays taken until its lease expires); it was
 /// held from `lease_start`.
 pub(crate) fn release_failed(
-    context: &LockContext,
+    lock: &LockInner,
     token: FencingToken,
     error: &crate::Error,
     lease_start: Instant,
@@ -284,13 +284,13 @@ pub(crate) fn release_failed(
     held_lock_event!(
         Level::WARN,
         "dlock.release_failed",
-        context,
+        lock,
         token,
         error = error as &dyn std::error::Error,
         held_ms = millis(lease_start.elapsed()),
         "releasing the lock failed; it frees itself when the lease expires"
     );
-    meter::record_since(&context.telemetry, "dlock_hold_seconds", lease_start);
+    meter::record_since(&lock.telemetry, "dlock_hold_seconds", lease_start);
 }
 
 /// An operator force-released the lock `name` of `table` (see

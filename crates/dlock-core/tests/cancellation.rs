@@ -13,7 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{Attempt, DistributedLock, Error, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Attempt, DistributedLock, Error};
 use fake::{FakeDb, Gate, Kind, NAME, TTL, lock, ms, settle};
 use tokio::time::{Instant, sleep, timeout};
 

@@ -8,9 +8,10 @@ mod fake;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{
-    Dialect, DistributedLock, QueryError, QueryInterface, Row, Statement, Wake, async_trait,
+use dlock_core::adapter::{
+    Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, async_trait,
 };
+use dlock_core::{Dialect, DistributedLock};
 use fake::{FakeDb, NAME, ms};
 use tokio::time::{Instant, sleep};
 
@@ -33,11 +34,18 @@ impl QueryInterface for Listening {
         self.0.query(statement).await
     }
 
-    fn notification_source(&self) -> Option<String> {
-        Some(format!("fake {}", self.0.table()))
+    fn listener(&self) -> Option<&dyn Listen> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Listen for Listening {
+    fn source(&self) -> String {
+        format!("fake {}", self.0.table())
     }
 
-    async fn listen(&self, _channel: &str, wake: Wake) -> Result<(), QueryError> {
+    async fn listen(&self, _channel: &str, wake: ReleaseNotices) -> Result<(), QueryError> {
         wake.listening();
         wake.closed().await;
         Ok(())

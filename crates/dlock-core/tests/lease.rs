@@ -101,22 +101,28 @@ async fn a_fence_after_the_loss_is_refused_whatever_the_row_says() {
     let fake = FakeDb::new();
     fake.set_default(
         Kind::Renew,
-        Gate::Err(dlock_core::QueryErrorKind::Unreachable),
+        Gate::Err(dlock_core::adapter::QueryErrorKind::Unreachable),
     );
     let guard = lock(&fake).acquire().await.unwrap();
     let lease = guard.lease().clone();
     guard.lost().await;
     assert!(fake.is_held(NAME), "the row is still ours in the database");
 
-    let rows = dlock_core::QueryInterface::query(&*fake, &lease.fence_statement())
-        .await
-        .unwrap();
+    let rows_found = std::cell::Cell::new(None);
+    let (db, found) = (&fake, &rows_found);
+    let fenced = dlock_core::adapter::fence(&lease, |statement| async move {
+        let rows = dlock_core::adapter::QueryInterface::query(&**db, &statement).await?;
+        found.set(Some(rows.len()));
+        Ok(rows.len())
+    })
+    .await;
 
-    assert_eq!(rows.len(), 1, "the database would let the fence pass");
-    assert!(matches!(
-        lease.check_fence(rows.len()),
-        Err(Error::Fenced { .. })
-    ));
+    assert_eq!(
+        rows_found.get(),
+        Some(1),
+        "the database would let the fence pass"
+    );
+    assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
 }
 
 /// S6: the database's clock ran ahead between two renewals (a step, or a faster rate):

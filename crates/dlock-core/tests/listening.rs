@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dlock_core::{
-    Dialect, DistributedLock, QueryError, QueryInterface, Row, Statement, Value, Wake, async_trait,
+use dlock_core::adapter::{
+    Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, StatementKind, Value,
+    async_trait,
 };
+use dlock_core::{Dialect, DistributedLock};
 use fake::{FakeDb, Kind, NAME, ms};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep};
@@ -82,7 +84,7 @@ impl QueryInterface for Process {
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        if statement.sql.starts_with("SELECT pg_notify") {
+        if statement.kind == StatementKind::Notify {
             if let Some(Value::Text(payload)) = statement.params.get(1) {
                 if payload.is_empty() {
                     self.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -97,11 +99,18 @@ impl QueryInterface for Process {
         self.db.query(statement).await
     }
 
-    fn notification_source(&self) -> Option<String> {
-        Some(format!("{} {}", self.name, self.db.table()))
+    fn listener(&self) -> Option<&dyn Listen> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Listen for Process {
+    fn source(&self) -> String {
+        format!("{} {}", self.name, self.db.table())
     }
 
-    async fn listen(&self, _channel: &str, wake: Wake) -> Result<(), QueryError> {
+    async fn listen(&self, _channel: &str, wake: ReleaseNotices) -> Result<(), QueryError> {
         self.listens.fetch_add(1, Ordering::Relaxed);
         let _closing = Closing(Arc::clone(&self.closed));
         let mut notifications = self.notifications.subscribe();

@@ -7,7 +7,8 @@ mod fake;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dlock_core::{Attempt, Error, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Attempt, Error};
 use fake::{FakeDb, Gate, Kind, NAME, RENEW, SAFE_FOR, builder, lock, ms, settle};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::time::sleep;

@@ -3,7 +3,8 @@
 
 mod fake;
 
-use dlock_core::{Error, LossReason, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Error, LossReason};
 use fake::{FakeDb, Gate, Kind, lock, settle};
 
 fn kinds(fake: &FakeDb) -> Vec<Kind> {

@@ -7,7 +7,8 @@ mod fake;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dlock_core::{Error, Lease, LossReason, Outcome, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Error, Lease, LossReason, Outcome};
 use fake::{FakeDb, Gate, Kind, NAME, RETRY, SAFE_FOR, TTL, builder, lock, ms, settle};
 use tokio::time::{Instant, sleep};
 
@@ -478,7 +479,7 @@ async fn skip_if_obtained_skips_the_job_and_names_the_holder() {
     let Outcome::Skipped(holder) = outcome else {
         panic!("expected Outcome::Skipped, got {outcome:?}");
     };
-    assert_eq!(holder.description(), "nightly-report (db-host pid 7)");
+    assert_eq!(holder.as_str(), "nightly-report (db-host pid 7)");
     assert_eq!(holder.expires_in(), ms(10_000));
     assert!(!ran.load(Ordering::SeqCst));
     assert_eq!(t0.elapsed(), ms(0), "did not wait");

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dlock_core::{Error, Lease, LockGuard, LossReason, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Error, Lease, LockGuard, LossReason};
 use fake::{FakeDb, Gate, Kind, NAME, RENEW, RETRY, SAFE_FOR, TTL, builder, lock, ms, settle};
 use tokio::time::{Instant, sleep};
 

@@ -8,7 +8,8 @@ mod fake;
 use std::time::Duration;
 
 use capture::{Captured, Events};
-use dlock_core::{Error, QueryErrorKind};
+use dlock_core::Error;
+use dlock_core::adapter::QueryErrorKind;
 use fake::{FakeDb, Gate, Kind, NAME, RENEW, RETRY, SAFE_FOR, builder, lock, ms, settle};
 use tokio::time::{Instant, sleep, timeout};
 use tracing::Level;

@@ -7,7 +7,7 @@ mod fake;
 
 use std::time::Duration;
 
-use dlock_core::QueryErrorKind;
+use dlock_core::adapter::QueryErrorKind;
 use fake::{FakeDb, Gate, Kind, NAME, builder, lock, ms};
 use tokio::time::sleep;
 

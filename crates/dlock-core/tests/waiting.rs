@@ -7,7 +7,8 @@ mod fake;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{Attempt, Error, QueryErrorKind};
+use dlock_core::adapter::QueryErrorKind;
+use dlock_core::{Attempt, Error, Holder};
 use fake::{Effect, Entry, FakeDb, Gate, Kind, NAME, builder, lock, ms};
 use tokio::time::{Instant, sleep};
 
@@ -174,7 +175,10 @@ async fn acquire_timeout_gives_up_naming_the_holder() {
         } => {
             assert_eq!(name, NAME);
             assert_eq!(*waited, ms(1000));
-            assert_eq!(holder.as_deref(), Some("nightly-report (db-host pid 7)"));
+            assert_eq!(
+                holder.as_ref().map(Holder::as_str),
+                Some("nightly-report (db-host pid 7)")
+            );
         }
         other => panic!("expected Error::Timeout, got {other:?}"),
     }
@@ -354,7 +358,7 @@ async fn try_acquire_makes_one_attempt_and_names_the_holder() {
     let Attempt::Held(holder) = attempt else {
         panic!("expected Attempt::Held, got {attempt:?}");
     };
-    assert_eq!(holder.description(), "other (host pid 1)");
+    assert_eq!(holder.as_str(), "other (host pid 1)");
     assert_eq!(holder.expires_in(), ms(9000));
     assert_eq!(t0.elapsed(), ms(0));
     assert_eq!((fake.count(Kind::Acquire), fake.count(Kind::Probe)), (1, 1));

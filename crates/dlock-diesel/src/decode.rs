@@ -15,7 +15,7 @@ use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::row::{Field, Row as DieselRow};
 use diesel::sql_types::{BigInt, Text};
-use dlock_core::{ColumnType, QueryError, QueryErrorKind, Row, Value};
+use dlock_core::adapter::{ColumnType, QueryError, QueryErrorKind, Row, Value};
 
 /// The SQL type of a row decoded by [`DynamicRow`]: any number of columns, each `BIGINT`
 /// or `TEXT` (or a narrower integer or character type), all nullable.

@@ -1,7 +1,8 @@
 //! Diesel's errors in the core's terms.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use dlock_core::{Dialect, QueryError, QueryErrorKind};
+use dlock_core::Dialect;
+use dlock_core::adapter::{QueryError, QueryErrorKind};
 
 /// A statement that reached the server (or whose connection broke while it ran).
 pub(crate) fn statement_error(dialect: Dialect, error: DieselError) -> QueryError {

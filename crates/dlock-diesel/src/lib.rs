@@ -18,8 +18,15 @@ mod pool;
 pub use diesel;
 #[doc(no_inline)]
 pub use diesel_async;
+/// What adapters implement, for code that picks a pool type at run time
+/// (`Arc<dyn QueryInterface>`) or wraps one.
 #[doc(no_inline)]
-pub use dlock_core::*;
+pub use dlock_core::adapter;
+#[doc(no_inline)]
+pub use dlock_core::{
+    Attempt, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease, LockAdmin,
+    LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+};
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;
@@ -29,7 +36,8 @@ pub use transport::DieselConnection;
 #[cfg(feature = "sqlite")]
 pub use transport::establish_sqlite;
 
-/// Marker that selects this adapter in [`IntoQueryInterface`].
+/// Marker that selects this adapter in
+/// [`IntoQueryInterface`](dlock_core::adapter::IntoQueryInterface).
 #[derive(Debug)]
 pub enum Diesel {}
 
@@ -72,7 +80,7 @@ pub enum Diesel {}
 /// # async fn example(
 /// #     conn: &mut dlock_diesel::diesel_async::AsyncPgConnection,
 /// #     lease: dlock_diesel::Lease,
-/// # ) -> Result<(), dlock_diesel::BoxError> {
+/// # ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// use dlock_diesel::diesel_async::{AsyncConnection, RunQueryDsl};
 ///
 /// conn.transaction(async |conn| {
@@ -80,20 +88,24 @@ pub enum Diesel {}
 ///     dlock_diesel::diesel::sql_query("UPDATE report SET done = TRUE")
 ///         .execute(conn)
 ///         .await?;
-///     Ok::<_, dlock_diesel::BoxError>(())
+///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 /// })
 /// .await
 /// # }
 /// ```
 ///
+/// # Errors
+///
+/// [`Error::Fenced`] when the lock has changed hands or the lease has expired; the
+/// database's error if the statement fails.
+///
 /// # Cancel Safety
 ///
 /// Dropping the future drops the statement; the transaction is as diesel-async leaves a
 /// cancelled one.
-pub async fn fence<C: DieselConnection>(conn: &mut C, lease: &Lease) -> dlock_core::Result<()> {
-    let rows = conn
-        .query_statement(&lease.fence_statement())
-        .await
-        .map_err(|source| dlock_core::Error::query("fence the transaction", source))?;
-    lease.check_fence(rows.len())
+pub async fn fence<C: DieselConnection>(conn: &mut C, lease: &Lease) -> Result<()> {
+    dlock_core::adapter::fence(lease, async |statement| {
+        Ok(conn.query_statement(&statement).await?.len())
+    })
+    .await
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::PoolError as ManagerError;
-use dlock_core::{
-    Dialect, IntoQueryInterface, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Wake,
-    async_trait,
+use dlock_core::Dialect;
+use dlock_core::adapter::{
+    IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, ReleaseNotices, Row,
+    Statement, async_trait,
 };
 
 use crate::{Diesel, DieselConnection};
@@ -51,8 +52,8 @@ fn manager_error(dialect: Dialect, error: ManagerError) -> QueryError {
     }
 }
 
-/// The key of the hub that a pool's locks share in this process (see
-/// [`QueryInterface::notification_source`]), from the address of the pool's shared
+/// The key of the release notices that a pool's locks share in this process (see
+/// [`Listen::source`]), from the address of the pool's shared
 /// state, the same for every clone of the pool. The pool's URL would be the better key
 /// (one listening connection per database, whatever the pool), but diesel-async's
 /// manager does not hand it out; per pool, two pools on one database each listen, which
@@ -169,15 +170,27 @@ where
         .await
     }
 
-    /// PostgreSQL: this pool, unless [`without_listening`](Self::without_listening).
-    fn notification_source(&self) -> Option<String> {
-        self.source.clone()
+    /// PostgreSQL, unless [`without_listening`](DeadpoolQueries::without_listening).
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.source.is_some().then_some(self as &dyn Listen)
+    }
+}
+
+#[cfg(feature = "deadpool")]
+#[async_trait]
+impl<C: DieselConnection + 'static> Listen for DeadpoolQueries<C>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
+{
+    /// This pool.
+    fn source(&self) -> String {
+        self.source.clone().unwrap_or_default()
     }
 
     /// PostgreSQL: `LISTEN` on a connection the pool's manager opens (its URL and
     /// `custom_setup`, so TLS and settings are the pool's) but that never enters the
     /// pool, so that it takes none of the job's connections.
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
         use deadpool::managed::Manager;
 
         if self.source.is_none() {
@@ -189,7 +202,7 @@ where
             .create()
             .await
             .map_err(|error| manager_error(C::DIALECT, error))?;
-        conn.listen(channel, wake).await
+        conn.listen(channel, notices).await
     }
 }
 
@@ -374,15 +387,27 @@ where
         .await
     }
 
-    /// PostgreSQL: this pool, unless [`without_listening`](Self::without_listening).
-    fn notification_source(&self) -> Option<String> {
-        self.source.clone()
+    /// PostgreSQL, unless [`without_listening`](Bb8Queries::without_listening).
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.source.is_some().then_some(self as &dyn Listen)
+    }
+}
+
+#[cfg(feature = "bb8")]
+#[async_trait]
+impl<C: DieselConnection + 'static> Listen for Bb8Queries<C>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
+{
+    /// This pool.
+    fn source(&self) -> String {
+        self.source.clone().unwrap_or_default()
     }
 
     /// PostgreSQL: `LISTEN` on the pool's `dedicated_connection`, opened with the pool's
     /// URL and connection setup but never part of the pool, so that it takes none of the
     /// job's connections.
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
         if self.source.is_none() {
             return Ok(());
         }
@@ -391,7 +416,7 @@ where
             .dedicated_connection()
             .await
             .map_err(|error| manager_error(C::DIALECT, error))?;
-        conn.listen(channel, wake).await
+        conn.listen(channel, notices).await
     }
 }
 
@@ -448,7 +473,7 @@ mod tests {
 
     use diesel_async::pooled_connection::AsyncDieselConnectionManager;
     use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
-    use dlock_core::QueryInterface;
+    use dlock_core::adapter::QueryInterface;
 
     use super::{Bb8Queries, DeadpoolQueries};
 
@@ -479,9 +504,15 @@ mod tests {
             DeadpoolQueries::new(pool),
         );
         let other = DeadpoolQueries::new(deadpool::<AsyncPgConnection>(PG));
-        assert!(first.notification_source().is_some());
-        assert_eq!(first.notification_source(), clone.notification_source());
-        assert_ne!(first.notification_source(), other.notification_source());
+        assert!(first.listener().map(|listener| listener.source()).is_some());
+        assert_eq!(
+            first.listener().map(|listener| listener.source()),
+            clone.listener().map(|listener| listener.source())
+        );
+        assert_ne!(
+            first.listener().map(|listener| listener.source()),
+            other.listener().map(|listener| listener.source())
+        );
     }
 
     #[tokio::test]
@@ -491,31 +522,38 @@ mod tests {
         let (first, clone) = (Bb8Queries::new(pool.clone()), Bb8Queries::new(pool));
         let other = Bb8Queries::new(bb8(PG));
         // The pool's own address, not the per-interface fallback.
-        let source = first.notification_source();
+        let source = first.listener().map(|listener| listener.source());
         assert!(
             source
                 .as_deref()
                 .is_some_and(|source| source.contains("0x"))
         );
-        assert_eq!(source, clone.notification_source());
-        assert_ne!(source, other.notification_source());
+        assert_eq!(source, clone.listener().map(|listener| listener.source()));
+        assert_ne!(source, other.listener().map(|listener| listener.source()));
     }
 
     #[tokio::test]
     async fn only_postgresql_listens_and_listening_can_be_turned_off() {
         let mysql = deadpool::<AsyncMysqlConnection>("mysql://root@127.0.0.1:3306/test");
-        assert_eq!(DeadpoolQueries::new(mysql).notification_source(), None);
+        assert_eq!(
+            DeadpoolQueries::new(mysql)
+                .listener()
+                .map(|listener| listener.source()),
+            None
+        );
         let pg = deadpool::<AsyncPgConnection>(PG);
         assert_eq!(
             DeadpoolQueries::new(pg)
                 .without_listening()
-                .notification_source(),
+                .listener()
+                .map(|listener| listener.source()),
             None
         );
         assert_eq!(
             Bb8Queries::new(bb8(PG))
                 .without_listening()
-                .notification_source(),
+                .listener()
+                .map(|listener| listener.source()),
             None
         );
     }

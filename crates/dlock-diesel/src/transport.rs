@@ -4,7 +4,8 @@ use std::future::Future;
 
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Nullable, Text};
-use dlock_core::{Dialect, QueryError, Row, Statement, Value, Wake};
+use dlock_core::Dialect;
+use dlock_core::adapter::{QueryError, ReleaseNotices, Row, Statement, Value};
 
 use crate::decode::DynamicRows;
 use crate::error::statement_error;
@@ -45,18 +46,18 @@ pub trait DieselConnection: diesel_async::AsyncConnectionCore + sealed::Sealed +
     const LISTENS: bool = false;
 
     /// Makes this connection, opened for the purpose outside the pool, `LISTEN` on
-    /// `channel` and report what it hears to `wake`, until `wake` is closed or the
+    /// `channel` and report what it hears to `notices`, until `notices` is closed or the
     /// connection fails. Dropping the future drops the connection, which closes it.
     #[doc(hidden)]
     fn listen(
         self,
         channel: &str,
-        wake: Wake,
+        notices: ReleaseNotices,
     ) -> impl Future<Output = Result<(), QueryError>> + Send
     where
         Self: Sized,
     {
-        let _ = (channel, wake);
+        let _ = (channel, notices);
         async { Ok(()) }
     }
 }
@@ -136,42 +137,47 @@ diesel_connection!(
         fn listen(
             mut self,
             channel: &str,
-            wake: Wake,
+            notices: ReleaseNotices,
         ) -> impl Future<Output = Result<(), QueryError>> + Send {
             // The channel is the core's: `dlock:` and a validated table name or a hash.
             let listen = format!("LISTEN \"{channel}\"");
             async move {
                 use diesel_async::SimpleAsyncConnection;
-                use futures_core::Stream;
 
                 self.batch_execute(&listen)
                     .await
                     .map_err(|error| statement_error(Dialect::Postgres, error))?;
-                wake.listening();
+                notices.listening();
                 // diesel-async's connection task queues every notification from the
                 // `LISTEN` on, so none is lost before the stream is polled.
-                let mut notices = std::pin::pin!(self.notifications_stream());
-                loop {
-                    tokio::select! {
-                        notice = std::future::poll_fn(|cx| notices.as_mut().poll_next(cx)) => {
-                            match notice {
-                                Some(Ok(notice)) => wake.notify(&notice.payload),
-                                // The connection failed: notices may have been missed. End,
-                                // so that the next waiter listens anew (and probes meanwhile).
-                                Some(Err(error)) => {
-                                    return Err(statement_error(Dialect::Postgres, error));
-                                }
-                                // The connection's task ended: the connection is closed.
-                                None => return Ok(()),
-                            }
-                        }
-                        () = wake.closed() => return Ok(()),
-                    }
+                let stream = std::pin::pin!(self.notifications_stream());
+                tokio::select! {
+                    ended = relay(stream, &notices) => ended,
+                    () = notices.closed() => Ok(()),
                 }
             }
         }
     }
 );
+/// Passes each notification's payload on until the connection fails (notices may have
+/// been missed: the next waiter listens anew, and probes meanwhile) or closes.
+#[cfg(feature = "postgres")]
+async fn relay(
+    mut stream: std::pin::Pin<
+        &mut impl futures_core::Stream<Item = diesel::QueryResult<diesel::pg::PgNotification>>,
+    >,
+    notices: &ReleaseNotices,
+) -> Result<(), QueryError> {
+    loop {
+        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            Some(Ok(notice)) => notices.notify(&notice.payload),
+            Some(Err(error)) => return Err(statement_error(Dialect::Postgres, error)),
+            // The connection's task ended: the connection is closed.
+            None => return Ok(()),
+        }
+    }
+}
+
 diesel_connection!(
     #[cfg(feature = "mysql")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]

@@ -9,8 +9,19 @@ use sea_orm::{
     QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+/// What adapters implement, for code that picks a pool type at run time
+/// (`Arc<dyn QueryInterface>`) or wraps one.
 #[doc(no_inline)]
-pub use dlock_core::*;
+pub use dlock_core::adapter;
+use dlock_core::adapter::{
+    ColumnType, IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface,
+    ReleaseNotices, Row, Statement, Value, async_trait,
+};
+#[doc(no_inline)]
+pub use dlock_core::{
+    Attempt, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease, LockAdmin,
+    LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+};
 #[doc(no_inline)]
 pub use sea_orm;
 
@@ -91,25 +102,34 @@ impl QueryInterface for SeaOrmQueries {
             .map_err(|error| query_error(None, error))
     }
 
-    /// PostgreSQL: the pool's host, port, database and user.
-    fn notification_source(&self) -> Option<String> {
+    /// PostgreSQL only.
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.listens.then_some(self as &dyn Listen)
+    }
+}
+
+/// Only handed out on a connected PostgreSQL pool (`listens`).
+#[async_trait]
+impl Listen for SeaOrmQueries {
+    /// The pool's host, port, database and user.
+    fn source(&self) -> String {
         #[cfg(feature = "postgres")]
         if self.listens {
             let options = self.db.get_postgres_connection_pool().connect_options();
-            return Some(format!(
+            return format!(
                 "postgres {} {} {:?} {}",
                 options.get_host(),
                 options.get_port(),
                 options.get_database(),
                 options.get_username()
-            ));
+            );
         }
-        None
+        String::new()
     }
 
     /// PostgreSQL: `LISTEN` on a connection of its own, opened with the pool's options
     /// but outside the pool, so that it never takes one of the job's connections.
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
         #[cfg(feature = "postgres")]
         if self.listens {
             use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
@@ -129,20 +149,20 @@ impl QueryInterface for SeaOrmQueries {
                 .await
                 .map_err(unreachable)?;
             listener.listen(channel).await.map_err(unreachable)?;
-            wake.listening();
+            notices.listening();
             loop {
                 tokio::select! {
                     notice = listener.try_recv() => match notice {
-                        Ok(Some(notice)) => wake.notify(notice.payload()),
+                        Ok(Some(notice)) => notices.notify(notice.payload()),
                         // The connection was lost: notices may have been missed. End, so
                         // that the next waiter listens anew (and probes meanwhile).
                         Ok(None) | Err(_) => return Ok(()),
                     },
-                    () = wake.closed() => return Ok(()),
+                    () = notices.closed() => return Ok(()),
                 }
             }
         }
-        let _ = (channel, wake);
+        let _ = (channel, notices);
         Ok(())
     }
 }
@@ -212,6 +232,16 @@ impl IntoQueryInterface<SeaOrm> for &DatabaseConnection {
 /// it), 17 s of a 30 s TTL — or the guard reports loss (and `lock(f)` drops the job,
 /// rolling the transaction back).
 ///
+/// # Errors
+///
+/// [`Error::Fenced`] when the lock has changed hands or the lease has expired (roll
+/// back then); the database's error if the statement fails.
+///
+/// # Cancel Safety
+///
+/// Cancel safe as far as dlock goes: it only reads. A dropped call leaves the
+/// transaction with or without the row lock; roll it back.
+///
 /// ```no_run
 /// # async fn example(db: sea_orm::DatabaseConnection, lease: dlock_seaorm::Lease) -> Result<(), Box<dyn std::error::Error>> {
 /// use dlock_seaorm::sea_orm::{ConnectionTrait, Statement, TransactionTrait};
@@ -229,22 +259,29 @@ impl IntoQueryInterface<SeaOrm> for &DatabaseConnection {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn fence(transaction: &DatabaseTransaction, lease: &Lease) -> dlock_core::Result<()> {
-    let statement = sea_statement(transaction.get_database_backend(), &lease.fence_statement());
-    let rows = transaction
-        .query_all_raw(statement)
-        .await
-        .map_err(|error| {
-            dlock_core::Error::query("fence the transaction", query_error(None, error))
-        })?;
-    lease.check_fence(rows.len())
+pub async fn fence(transaction: &DatabaseTransaction, lease: &Lease) -> Result<()> {
+    let backend = transaction.get_database_backend();
+    dlock_core::adapter::fence(lease, async |statement| {
+        let rows = transaction
+            .query_all_raw(sea_statement(backend, &statement))
+            .await;
+        Ok(rows.map_err(|error| query_error(None, error))?.len())
+    })
+    .await
 }
 
 /// Begins a transaction on `db` and [`fence`]s it with `lease`: the transaction to make
 /// the job's writes in. On SQLite it is begun `IMMEDIATE`, so it holds the database's
 /// write lock from the start and no takeover can commit before it ends (see [`fence`]).
 ///
-/// If the fence fails, the transaction is rolled back (dropped) and the error returned.
+/// # Errors
+///
+/// The database's error if the transaction cannot begin; [`fence`]'s errors, after which
+/// the transaction has been rolled back (dropped).
+///
+/// # Cancel Safety
+///
+/// Cancel safe: a dropped call drops the transaction, which rolls it back.
 ///
 /// ```no_run
 /// # async fn example(db: sea_orm::DatabaseConnection, lease: dlock_seaorm::Lease) -> Result<(), Box<dyn std::error::Error>> {
@@ -254,10 +291,7 @@ pub async fn fence(transaction: &DatabaseTransaction, lease: &Lease) -> dlock_co
 /// # Ok(())
 /// # }
 /// ```
-pub async fn begin_fenced(
-    db: &DatabaseConnection,
-    lease: &Lease,
-) -> dlock_core::Result<DatabaseTransaction> {
+pub async fn begin_fenced(db: &DatabaseConnection, lease: &Lease) -> Result<DatabaseTransaction> {
     let options = TransactionOptions {
         sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
             .then_some(SqliteTransactionMode::Immediate),

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
@@ -11,8 +10,19 @@ use tokio_postgres::{AsyncMessage, Socket};
 
 #[doc(no_inline)]
 pub use deadpool_postgres;
+/// What adapters implement, for code that picks a pool type at run time
+/// (`Arc<dyn QueryInterface>`) or wraps one.
 #[doc(no_inline)]
-pub use dlock_core::*;
+pub use dlock_core::adapter;
+use dlock_core::adapter::{
+    ColumnType, IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface,
+    ReleaseNotices, Row, Statement, Value, async_trait,
+};
+#[doc(no_inline)]
+pub use dlock_core::{
+    Attempt, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease, LockAdmin,
+    LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+};
 #[doc(no_inline)]
 pub use tokio_postgres;
 
@@ -142,36 +152,20 @@ impl QueryInterface for PostgresQueries {
             .map_err(statement_error)
     }
 
-    fn notification_source(&self) -> Option<String> {
-        self.listener
-            .as_ref()
-            .map(|listener| listener.source().to_owned())
-    }
-
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        match &self.listener {
-            Some(listener) => listener.listen(channel, wake).await,
-            None => Ok(()),
-        }
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.listener.as_deref()
     }
 }
 
-/// A way to open a listening connection, with the TLS type erased.
-trait Listen: Send + Sync {
-    fn source(&self) -> &str;
-    fn listen<'a>(
-        &'a self,
-        channel: &'a str,
-        wake: Wake,
-    ) -> Pin<Box<dyn Future<Output = Result<(), QueryError>> + Send + 'a>>;
-}
-
+/// Opens a listening connection of its own with the configuration given to
+/// [`PostgresQueries::listen_with`].
 struct Listener<T> {
     config: tokio_postgres::Config,
     tls: T,
     source: String,
 }
 
+#[async_trait]
 impl<T> Listen for Listener<T>
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -179,50 +173,51 @@ where
     T::TlsConnect: Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    fn source(&self) -> &str {
-        &self.source
+    fn source(&self) -> String {
+        self.source.clone()
     }
 
-    fn listen<'a>(
-        &'a self,
-        channel: &'a str,
-        wake: Wake,
-    ) -> Pin<Box<dyn Future<Output = Result<(), QueryError>> + Send + 'a>> {
-        Box::pin(async move {
-            let (client, mut connection) = self
-                .config
-                .connect(self.tls.clone())
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(connect_error)?;
+        let listen = async {
+            // The channel is the core's: `dlock:` and a validated table name or a hash.
+            client
+                .batch_execute(&format!("LISTEN \"{channel}\""))
                 .await
-                .map_err(connect_error)?;
-            // The connection delivers notifications only while it is polled, which also
-            // sends the LISTEN; so poll it alongside.
-            let messages = async {
-                loop {
-                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                        Some(Ok(AsyncMessage::Notification(notice))) => {
-                            wake.notify(notice.payload());
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(error)) => return Err(statement_error(error)),
-                        None => return Ok(()),
-                    }
-                }
-            };
-            let listen = async {
-                // The channel is the core's: `dlock:` and a validated table name or a hash.
-                client
-                    .batch_execute(&format!("LISTEN \"{channel}\""))
-                    .await
-                    .map_err(statement_error)?;
-                wake.listening();
-                wake.closed().await;
-                Ok(())
-            };
-            tokio::select! {
-                ended = messages => ended,
-                ended = listen => ended,
-            }
-        })
+                .map_err(statement_error)?;
+            notices.listening();
+            notices.closed().await;
+            Ok(())
+        };
+        // The connection delivers notifications only while it is polled, which also
+        // sends the LISTEN; so poll it alongside.
+        tokio::select! {
+            ended = relay(connection, &notices) => ended,
+            ended = listen => ended,
+        }
+    }
+}
+
+/// Polls a listening connection, passing each notification's payload on, until it closes.
+async fn relay<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notices: &ReleaseNotices,
+) -> Result<(), QueryError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(notice))) => notices.notify(notice.payload()),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(statement_error(error)),
+            None => return Ok(()),
+        }
     }
 }
 
@@ -286,6 +281,16 @@ impl IntoQueryInterface<TokioPostgres> for tokio_postgres::Client {
 /// [`Error::Fenced`] when the lock has changed hands or the
 /// lease has expired; roll back then.
 ///
+/// # Errors
+///
+/// [`Error::Fenced`] as above; the database's error if the statement fails (the
+/// transaction is then aborted).
+///
+/// # Cancel Safety
+///
+/// Cancel safe as far as dlock goes: it only reads. A dropped call leaves the
+/// transaction with or without the row lock; roll it back.
+///
 /// The transaction may run as long as the job needs: `FOR KEY SHARE` does not conflict
 /// with the renewal (an `UPDATE` of the lease's end alone), so the lease goes on being
 /// renewed meanwhile, while a takeover (which locks the row `FOR UPDATE`) waits for the
@@ -303,19 +308,13 @@ impl IntoQueryInterface<TokioPostgres> for tokio_postgres::Client {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn fence(
-    transaction: &tokio_postgres::Transaction<'_>,
-    lease: &dlock_core::Lease,
-) -> dlock_core::Result<()> {
-    let statement = lease.fence_statement();
-    let params = bind(&statement.params);
-    let rows = transaction
-        .query_typed(&statement.sql, &params)
-        .await
-        .map_err(|error| {
-            dlock_core::Error::query("fence the transaction", statement_error(error))
-        })?;
-    lease.check_fence(rows.len())
+pub async fn fence(transaction: &tokio_postgres::Transaction<'_>, lease: &Lease) -> Result<()> {
+    dlock_core::adapter::fence(lease, async |statement| {
+        let params = bind(&statement.params);
+        let rows = transaction.query_typed(&statement.sql, &params).await;
+        Ok(rows.map_err(statement_error)?.len())
+    })
+    .await
 }
 
 fn bind(values: &[Value]) -> Vec<(&(dyn ToSql + Sync), Type)> {

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::query::{ColumnType, QueryError, Statement, Value};
+use crate::adapter::{ColumnType, QueryError, Statement, StatementKind, Value};
 use crate::{FencingToken, TableName};
 
 /// The SQL dialect a connection speaks.
@@ -189,7 +189,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// |-----------------|-----------------------------|-----------------------------------------|
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
-/// | `acquired`      | name, owner                 | `(fencing)` iff `owner` holds it        |
+/// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
 /// | `probe`         | name                        | `(holder, remaining_ms)` iff held       |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | 1 affected row iff still ours           |
@@ -203,8 +203,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
 /// MySQL's `?` placeholders are positional and cannot be referred to twice.
 ///
-/// (\*) Where the dialect has no `RETURNING` on an upsert (MySQL), `acquired` is set:
-/// `acquire` is executed for its affected-row count and, unless that is 0, `acquired`
+/// (\*) Where the dialect has no `RETURNING` on an upsert (MySQL), `read_token` is set:
+/// `acquire` is executed for its affected-row count and, unless that is 0, `read_token`
 /// reads the token. Owner ids are unique per acquisition, so that read needs no
 /// transaction or connection in common with the upsert.
 ///
@@ -222,7 +222,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 pub(crate) struct Sql {
     pub(crate) create_table: Template,
     pub(crate) acquire: Template,
-    pub(crate) acquired: Option<Template>,
+    pub(crate) read_token: Option<Template>,
     pub(crate) probe: Template,
     pub(crate) renew: Template,
     /// Whether `renew` returns the database's clock (`RETURNING`): not on MySQL.
@@ -297,10 +297,15 @@ pub(crate) const INFO: &[ColumnType] = &[
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
-        bind(&self.create_table, &Args::default(), &[])
+        bind(
+            StatementKind::CreateTable,
+            &self.create_table,
+            &Args::default(),
+            &[],
+        )
     }
 
-    /// With `acquired` set, `acquire` returns no rows: it is executed, not queried.
+    /// With `read_token` set, `acquire` returns no rows: it is executed, not queried.
     pub(crate) fn acquire(
         &self,
         name: &str,
@@ -315,22 +320,27 @@ impl Sql {
             ttl,
             ..Args::default()
         };
-        let columns = if self.acquired.is_some() {
+        let columns = if self.read_token.is_some() {
             &[]
         } else {
             FENCING
         };
-        bind(&self.acquire, &args, columns)
+        bind(StatementKind::Acquire, &self.acquire, &args, columns)
     }
 
     /// The token read that follows an executed `acquire`, for dialects that need one.
-    pub(crate) fn acquired(&self, name: &str, owner: &str) -> Option<Statement> {
+    pub(crate) fn read_token(&self, name: &str, owner: &str) -> Option<Statement> {
         let args = Args {
             name,
             owner,
             ..Args::default()
         };
-        Some(bind(self.acquired.as_ref()?, &args, FENCING))
+        Some(bind(
+            StatementKind::ReadToken,
+            self.read_token.as_ref()?,
+            &args,
+            FENCING,
+        ))
     }
 
     pub(crate) fn probe(&self, name: &str) -> Statement {
@@ -338,7 +348,7 @@ impl Sql {
             name,
             ..Args::default()
         };
-        bind(&self.probe, &args, HOLDER)
+        bind(StatementKind::Probe, &self.probe, &args, HOLDER)
     }
 
     /// Where the dialect can (`renew_returns_clock`), the renewal returns one row with the
@@ -356,7 +366,7 @@ impl Sql {
         } else {
             &[]
         };
-        bind(&self.renew, &args, columns)
+        bind(StatementKind::Renew, &self.renew, &args, columns)
     }
 
     pub(crate) fn release(&self, name: &str, owner: &str) -> Statement {
@@ -365,7 +375,7 @@ impl Sql {
             owner,
             ..Args::default()
         };
-        bind(&self.release, &args, &[])
+        bind(StatementKind::Release, &self.release, &args, &[])
     }
 
     /// The notice that `name` was released, for dialects that can send one.
@@ -375,7 +385,12 @@ impl Sql {
             channel: self.channel.as_deref()?,
             ..Args::default()
         };
-        Some(bind(self.notify.as_ref()?, &args, &[]))
+        Some(bind(
+            StatementKind::Notify,
+            self.notify.as_ref()?,
+            &args,
+            &[],
+        ))
     }
 
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
@@ -385,11 +400,11 @@ impl Sql {
             token: token.get(),
             ..Args::default()
         };
-        bind(&self.fence, &args, FENCING)
+        bind(StatementKind::Fence, &self.fence, &args, FENCING)
     }
 
     pub(crate) fn list(&self) -> Statement {
-        bind(&self.list, &Args::default(), INFO)
+        bind(StatementKind::List, &self.list, &Args::default(), INFO)
     }
 
     pub(crate) fn inspect(&self, name: &str) -> Statement {
@@ -397,7 +412,7 @@ impl Sql {
             name,
             ..Args::default()
         };
-        bind(&self.inspect, &args, INFO)
+        bind(StatementKind::Inspect, &self.inspect, &args, INFO)
     }
 
     /// Takes the lock from whoever holds it, but only while its fencing token is
@@ -408,7 +423,7 @@ impl Sql {
             token: token.get(),
             ..Args::default()
         };
-        bind(&self.revoke, &args, &[])
+        bind(StatementKind::Revoke, &self.revoke, &args, &[])
     }
 
     /// Frees the lock at once, held or revoked, but only while its fencing token is
@@ -419,11 +434,16 @@ impl Sql {
             token: token.get(),
             ..Args::default()
         };
-        bind(&self.force_release, &args, &[])
+        bind(StatementKind::ForceRelease, &self.force_release, &args, &[])
     }
 }
 
-fn bind(template: &Template, args: &Args<'_>, columns: &'static [ColumnType]) -> Statement {
+fn bind(
+    kind: StatementKind,
+    template: &Template,
+    args: &Args<'_>,
+    columns: &'static [ColumnType],
+) -> Statement {
     let params = template
         .params
         .iter()
@@ -437,6 +457,7 @@ fn bind(template: &Template, args: &Args<'_>, columns: &'static [ColumnType]) ->
         })
         .collect();
     Statement {
+        kind,
         sql: Arc::clone(&template.sql),
         params,
         columns,
@@ -506,7 +527,7 @@ mod tests {
                 ("revoke", sql.revoke("n", FencingToken(1))),
                 ("force_release", sql.force_release("n", FencingToken(1))),
             ];
-            statements.extend(sql.acquired("n", "o").map(|s| ("acquired", s)));
+            statements.extend(sql.read_token("n", "o").map(|s| ("read_token", s)));
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
             for (what, statement) in statements {
                 assert_eq!(
@@ -535,8 +556,8 @@ mod tests {
     #[test]
     fn only_mysql_reads_the_token_after_the_upsert() {
         let table = TableName::default();
-        assert!(Dialect::Mysql.sql(&table).acquired.is_some());
-        assert!(Dialect::Postgres.sql(&table).acquired.is_none());
-        assert!(Dialect::Sqlite.sql(&table).acquired.is_none());
+        assert!(Dialect::Mysql.sql(&table).read_token.is_some());
+        assert!(Dialect::Postgres.sql(&table).read_token.is_none());
+        assert!(Dialect::Sqlite.sql(&table).read_token.is_none());
     }
 }

@@ -44,7 +44,7 @@
 use super::Param::{Holder, Name, Owner, Token, TtlMs};
 use super::{Sql, Template};
 use crate::TableName;
-use crate::query::QueryError;
+use crate::adapter::QueryError;
 
 /// `ER_NO_SUCH_TABLE` as SQLSTATE (what sqlx reports) and as MySQL's error number.
 const MISSING_TABLE_CODES: [&str; 2] = ["42S02", "1146"];
@@ -122,7 +122,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Name, Owner, Holder, TtlMs],
         ),
-        acquired: Some(Template::new(
+        read_token: Some(Template::new(
             format!("SELECT fencing FROM {t} WHERE name_hash = {KEY} AND owner = ?"),
             &[Name, Owner],
         )),

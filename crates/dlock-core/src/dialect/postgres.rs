@@ -4,7 +4,7 @@
 use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs};
 use super::{Sql, Template};
 use crate::TableName;
-use crate::query::QueryError;
+use crate::adapter::QueryError;
 
 /// `undefined_table` and `invalid_schema_name`.
 const MISSING_TABLE_CODES: [&str; 2] = ["42P01", "3F000"];
@@ -99,7 +99,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Holder, TtlMs],
         ),
-        acquired: None,
+        read_token: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
         // lease is held until it ends, by the operator.
         probe: Template::new(

@@ -28,7 +28,7 @@
 use super::Param::{Holder, Name, Owner, Token, TtlMs};
 use super::{Sql, Template};
 use crate::TableName;
-use crate::query::QueryError;
+use crate::adapter::QueryError;
 
 /// SQLite reports a missing table only in its message (result code `SQLITE_ERROR`).
 pub(super) fn is_missing_table(error: &QueryError) -> bool {
@@ -75,7 +75,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Holder, TtlMs],
         ),
-        acquired: None,
+        read_token: None,
         // A plain read: waiters never take the write lock. A revoked lease is held
         // until it ends, by the operator.
         probe: Template::new(

@@ -1,6 +1,6 @@
 //! Waking waiters when a lock is released, instead of making them poll.
 //!
-//! One [`Hub`] per process, database and lock table, shared by every waiter: a broadcast
+//! One [`ReleaseBroadcast`] per process, database and lock table, shared by every waiter: a broadcast
 //! channel of released lock names. Releases in this process feed it directly; on
 //! databases that can notify (PostgreSQL's `LISTEN`/`NOTIFY`), one listening connection
 //! per hub feeds it the releases of every other process. Waiters still poll, slowly, as a
@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::TableName;
+use crate::adapter::{QueryInterface, Statement};
 use crate::dialect::Sql;
-use crate::query::{QueryInterface, Statement};
 
 /// How long sending a release notice may take: past it, waiters have probed by themselves
 /// (their safety-net poll, ten poll intervals of the default 1 s).
@@ -69,17 +69,17 @@ const RELISTEN_PAUSE: Duration = Duration::from_secs(1);
 const RELISTEN_PAUSE_MAX: Duration = Duration::from_secs(60);
 
 /// The release notices of one database and lock table, in this process.
-pub(crate) struct Hub {
+pub(crate) struct ReleaseBroadcast {
     shared: Arc<Shared>,
     /// Dropped with the hub, which stops the listening task.
     alive: watch::Sender<()>,
     queries: Arc<dyn QueryInterface>,
     /// Set where the database can notify and the adapter can listen.
-    notices: Option<Notices>,
+    notices: Option<NoticeChannel>,
 }
 
 /// The channel to listen on and the heartbeat to send on it.
-struct Notices {
+struct NoticeChannel {
     channel: Arc<str>,
     heartbeat: Statement,
 }
@@ -93,7 +93,7 @@ struct Shared {
 }
 
 /// The listener's state. One listening session at a time, numbered so that a stale
-/// session's [`Wake`] cannot speak for the current one.
+/// session's [`ReleaseNotices`] cannot speak for the current one.
 #[derive(Debug, Default)]
 struct Listener {
     state: State,
@@ -128,22 +128,25 @@ impl Listener {
     }
 }
 
-type Registry = Mutex<HashMap<(String, String), Weak<Hub>>>;
+type Registry = Mutex<HashMap<(String, String), Weak<ReleaseBroadcast>>>;
 
-impl Hub {
+impl ReleaseBroadcast {
     /// The hub for `table` (whose statements are `sql`) on the database behind `queries`,
     /// shared with every lock of this process on the same database and table.
     pub(crate) fn for_table(
         queries: &Arc<dyn QueryInterface>,
         table: &TableName,
         sql: &Sql,
-    ) -> Arc<Hub> {
+    ) -> Arc<ReleaseBroadcast> {
         static HUBS: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
         // Interfaces without a notification source share a hub per table: at worst a
         // release on one database wakes a waiter for the same name on another, which
         // then makes one needless acquire attempt.
         let key = (
-            queries.notification_source().unwrap_or_default(),
+            queries
+                .listener()
+                .map(|listener| listener.source())
+                .unwrap_or_default(),
             table.to_string(),
         );
         let mut hubs = HUBS
@@ -154,7 +157,7 @@ impl Hub {
             return hub;
         }
         hubs.retain(|_, hub| hub.strong_count() > 0);
-        let hub = Arc::new(Hub {
+        let hub = Arc::new(ReleaseBroadcast {
             shared: Arc::new(Shared {
                 released: broadcast::channel(BACKLOG).0,
                 listener: Mutex::default(),
@@ -167,9 +170,9 @@ impl Hub {
             notices: sql
                 .channel
                 .clone()
-                .filter(|_| queries.notification_source().is_some())
+                .filter(|_| queries.listener().is_some())
                 .and_then(|channel| {
-                    Some(Notices {
+                    Some(NoticeChannel {
                         heartbeat: sql.notify(RESYNC)?,
                         channel,
                     })
@@ -183,7 +186,7 @@ impl Hub {
     /// processes' by sending `notice` through `queries` (where the dialect has one), in
     /// the background: not on the release path (see `notify` in the dialect). Returns the
     /// task sending the notice, for a caller that may exit before it would run.
-    pub(crate) fn announce_release(
+    pub(crate) fn announce(
         &self,
         name: &str,
         queries: &Arc<dyn QueryInterface>,
@@ -211,7 +214,7 @@ impl Hub {
     /// Whether releases by other processes reach this hub: true only while a listener is
     /// known to be live (heard within the last few seconds). If the database can notify
     /// and nobody listens, starts listening in the background.
-    pub(crate) fn hears_other_processes(&self) -> bool {
+    pub(crate) fn ensure_listening(&self) -> bool {
         let Some(notices) = &self.notices else {
             return false;
         };
@@ -243,14 +246,14 @@ impl Hub {
     /// watchdog that ends the session (dropping the adapter's future, which closes its
     /// connection) when the listener turns out deaf. Either way, when the session ends
     /// the hub is idle again and waiters are told to resync.
-    fn start_listening(&self, notices: &Notices, session: u64) {
+    fn start_listening(&self, notices: &NoticeChannel, session: u64) {
         let shared = Arc::clone(&self.shared);
         let mut alive = self.alive.subscribe();
         let queries = Arc::clone(&self.queries);
         let channel = Arc::clone(&notices.channel);
         let heartbeat = notices.heartbeat.clone();
         let (over, over_seen) = watch::channel(());
-        let wake = Wake {
+        let notices = ReleaseNotices {
             shared: Arc::clone(&shared),
             session,
             alive: alive.clone(),
@@ -266,7 +269,7 @@ impl Hub {
         tokio::spawn(async move {
             let _end = end;
             tokio::select! {
-                _ = queries.listen(&channel, wake) => {}
+                _ = listen(&*queries, &channel, notices) => {}
                 () = watch_over(&shared, &*queries, &heartbeat, session) => {}
                 () = until_closed(&mut alive) => {}
             }
@@ -353,6 +356,13 @@ async fn watch_over(
     }
 }
 
+/// The adapter's listening session; only started where the adapter has a listener.
+async fn listen(queries: &dyn QueryInterface, channel: &str, notices: ReleaseNotices) {
+    if let Some(listener) = queries.listener() {
+        let _ = listener.listen(channel, notices).await;
+    }
+}
+
 /// Completes when the sender of `receiver` is dropped.
 async fn until_closed(receiver: &mut watch::Receiver<()>) {
     while receiver.changed().await.is_ok() {}
@@ -363,7 +373,7 @@ async fn until_closed(receiver: &mut watch::Receiver<()>) {
 struct SessionEnd {
     shared: Arc<Shared>,
     session: u64,
-    /// Dropped with this, which completes the session's [`Wake::closed`].
+    /// Dropped with this, which completes the session's [`ReleaseNotices::closed`].
     _over: watch::Sender<()>,
 }
 
@@ -389,33 +399,34 @@ impl Drop for SessionEnd {
         listener.last_heard = None;
         drop(listener);
         if was_listening {
-            // Notices may have been missed; waiters napping on the listener's word look.
+            // NoticeChannel may have been missed; waiters napping on the listener's word look.
             let _ = self.shared.released.send(RESYNC.into());
         }
     }
 }
 
-impl fmt::Debug for Hub {
+impl fmt::Debug for ReleaseBroadcast {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub")
+        f.debug_struct("ReleaseBroadcast")
             .field("channel", &self.notices.as_ref().map(|n| &n.channel))
             .field("listener", &*self.shared.listener())
             .finish_non_exhaustive()
     }
 }
 
-/// Handed to [`QueryInterface::listen`]: the adapter calls [`Wake::listening`] once its
-/// `LISTEN` is in place, reports each notification's payload with [`Wake::notify`], and
-/// stops when [`Wake::closed`] completes (the core may also simply drop the `listen`
+/// Handed to [`Listen::listen`](crate::adapter::Listen::listen): the adapter calls
+/// [`listening`](Self::listening) once its `LISTEN` is in place, reports each
+/// notification's payload with [`notify`](Self::notify), and stops when
+/// [`closed`](Self::closed) completes (the core may also simply drop the `listen`
 /// future, which must close the connection).
-pub struct Wake {
+pub struct ReleaseNotices {
     shared: Arc<Shared>,
     session: u64,
     alive: watch::Receiver<()>,
     over: watch::Receiver<()>,
 }
 
-impl Wake {
+impl ReleaseNotices {
     /// Reports that `LISTEN` is in place. Waiters are told to look once (releases before
     /// this went unheard), and rely on notifications once one has been heard.
     pub fn listening(&self) {
@@ -446,6 +457,10 @@ impl Wake {
     /// Completes when the notifications are not needed any more (no lock of this process
     /// uses them) or this listener was given up (it did not hear its heartbeat); the
     /// listening connection should then be closed.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: it only watches.
     pub async fn closed(&self) {
         let (mut alive, mut over) = (self.alive.clone(), self.over.clone());
         tokio::select! {
@@ -455,9 +470,9 @@ impl Wake {
     }
 }
 
-impl fmt::Debug for Wake {
+impl fmt::Debug for ReleaseNotices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wake")
+        f.debug_struct("ReleaseNotices")
             .field("session", &self.session)
             .field("current", &(self.shared.listener().session == self.session))
             .finish()
@@ -471,8 +486,9 @@ mod tests {
     use tokio::time::sleep;
 
     use super::*;
-    use crate::query::{QueryError, QueryErrorKind, Row};
-    use crate::{Dialect, async_trait};
+    use crate::Dialect;
+    use crate::adapter::{Listen, Value, async_trait};
+    use crate::adapter::{QueryError, QueryErrorKind, Row};
 
     /// A database that only carries notifications: what is sent with `pg_notify` comes
     /// back to its listener while it `echoes`.
@@ -506,11 +522,11 @@ mod tests {
 
         async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
             assert!(statement.sql.contains("pg_notify"), "{statement:?}");
-            if statement.params.get(1) == Some(&crate::Value::Text(String::new())) {
+            if statement.params.get(1) == Some(&Value::Text(String::new())) {
                 self.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
             if self.echoes.load(Ordering::Relaxed) {
-                if let Some(crate::Value::Text(payload)) = statement.params.get(1) {
+                if let Some(Value::Text(payload)) = statement.params.get(1) {
                     let _ = self.notifications.send(payload.clone());
                 }
             }
@@ -521,11 +537,18 @@ mod tests {
             panic!("a hub only notifies: {statement:?}")
         }
 
-        fn notification_source(&self) -> Option<String> {
-            Some(self.source.clone())
+        fn listener(&self) -> Option<&dyn Listen> {
+            Some(self)
+        }
+    }
+
+    #[async_trait]
+    impl Listen for Channel {
+        fn source(&self) -> String {
+            self.source.clone()
         }
 
-        async fn listen(&self, _channel: &str, wake: Wake) -> Result<(), QueryError> {
+        async fn listen(&self, _channel: &str, wake: ReleaseNotices) -> Result<(), QueryError> {
             self.listens.fetch_add(1, Ordering::Relaxed);
             self.open.fetch_add(1, Ordering::Relaxed);
             let _open = Open(Arc::clone(&self.open));
@@ -557,7 +580,7 @@ mod tests {
         }
     }
 
-    fn hub(echoes: bool) -> (Arc<Channel>, Arc<Hub>) {
+    fn hub(echoes: bool) -> (Arc<Channel>, Arc<ReleaseBroadcast>) {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let channel = Arc::new(Channel {
             source: format!("channel {}", NEXT.fetch_add(1, Ordering::Relaxed)),
@@ -571,7 +594,7 @@ mod tests {
         let queries: Arc<dyn QueryInterface> = channel.clone();
         let table = TableName::parse("locks").unwrap();
         let sql = Dialect::Postgres.sql(&table);
-        let hub = Hub::for_table(&queries, &table, &sql);
+        let hub = ReleaseBroadcast::for_table(&queries, &table, &sql);
         (channel, hub)
     }
 
@@ -594,10 +617,10 @@ mod tests {
         let (db, hub) = hub(true);
         let mut waiter = hub.subscribe();
 
-        assert!(!hub.hears_other_processes(), "trusted before it listens");
+        assert!(!hub.ensure_listening(), "trusted before it listens");
         settle().await;
 
-        assert!(hub.hears_other_processes(), "not trusted once heard");
+        assert!(hub.ensure_listening(), "not trusted once heard");
         assert_eq!(db.heartbeats(), 1);
         // The LISTEN makes waiters look once; the heartbeat's echo is no release.
         assert_eq!(received(&mut waiter), [RESYNC]);
@@ -608,25 +631,25 @@ mod tests {
         let (db, hub) = hub(false);
         let mut waiter = hub.subscribe();
 
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
-        assert!(!hub.hears_other_processes(), "trusted unheard");
+        assert!(!hub.ensure_listening(), "trusted unheard");
         assert_eq!(db.open(), 1);
         sleep(ECHO_WITHIN + ms(1)).await;
 
         assert_eq!(db.open(), 0, "the deaf listener was not closed");
         // Once when it listened, once when it was given up.
         assert_eq!(received(&mut waiter), [RESYNC, RESYNC]);
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
         assert_eq!(db.listens(), 1, "listened again without a pause");
         sleep(RELISTEN_PAUSE).await;
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
         assert_eq!(db.listens(), 2, "did not listen again after the pause");
         // Given up again, and then left alone twice as long.
         sleep(ECHO_WITHIN + RELISTEN_PAUSE * 2 - ms(1)).await;
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
         assert_eq!(db.listens(), 2, "the pause did not double");
     }
@@ -635,11 +658,11 @@ mod tests {
     async fn a_heard_listener_stays_trusted_and_is_given_up_within_the_bound_once_deaf() {
         let (db, hub) = hub(true);
         let mut waiter = hub.subscribe();
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
 
         for second in 0..60 {
-            assert!(hub.hears_other_processes(), "doubted after {second} s");
+            assert!(hub.ensure_listening(), "doubted after {second} s");
             sleep(Duration::from_secs(1)).await;
         }
         assert_eq!(db.listens(), 1);
@@ -660,7 +683,7 @@ mod tests {
             "found deaf after {:?}",
             deaf_since.elapsed()
         );
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         assert_eq!(db.open(), 0);
         settle().await;
         assert_eq!(
@@ -674,21 +697,18 @@ mod tests {
     async fn nothing_is_sent_while_nobody_waits_and_silence_is_not_trusted() {
         let (db, hub) = hub(true);
         let waiter = hub.subscribe();
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
-        assert!(hub.hears_other_processes());
+        assert!(hub.ensure_listening());
         drop(waiter);
 
         sleep(Duration::from_secs(600)).await;
         assert_eq!(db.heartbeats(), 1, "heartbeats while nobody waits");
 
         let _waiter = hub.subscribe();
-        assert!(
-            !hub.hears_other_processes(),
-            "trusted after ten silent minutes"
-        );
+        assert!(!hub.ensure_listening(), "trusted after ten silent minutes");
         settle().await;
-        assert!(hub.hears_other_processes());
+        assert!(hub.ensure_listening());
         assert_eq!((db.heartbeats(), db.listens()), (2, 1));
     }
 
@@ -696,17 +716,17 @@ mod tests {
     async fn a_lost_listener_is_replaced_at_once_and_waiters_look() {
         let (db, hub) = hub(true);
         let mut waiter = hub.subscribe();
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
-        assert!(hub.hears_other_processes());
+        assert!(hub.ensure_listening());
 
         db.cut.notify_one();
         settle().await;
 
         assert_eq!(received(&mut waiter), [RESYNC, RESYNC]);
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
-        assert!(hub.hears_other_processes());
+        assert!(hub.ensure_listening());
         assert_eq!(db.listens(), 2);
     }
 
@@ -714,7 +734,7 @@ mod tests {
     async fn the_listener_is_closed_with_the_hub() {
         let (db, hub) = hub(true);
         let _waiter = hub.subscribe();
-        assert!(!hub.hears_other_processes());
+        assert!(!hub.ensure_listening());
         settle().await;
         assert_eq!(db.open(), 1);
 
@@ -736,14 +756,14 @@ mod tests {
         let (db, hub) = hub(true);
         let _waiter = hub.subscribe();
         // The listening task is spawned, and dropped with the runtime before it runs.
-        runtime().block_on(async { assert!(!hub.hears_other_processes()) });
+        runtime().block_on(async { assert!(!hub.ensure_listening()) });
         assert_eq!(db.listens(), 0);
 
         runtime().block_on(async {
             sleep(RELISTEN_PAUSE).await;
-            assert!(!hub.hears_other_processes());
+            assert!(!hub.ensure_listening());
             settle().await;
-            assert!(hub.hears_other_processes(), "never listened again");
+            assert!(hub.ensure_listening(), "never listened again");
         });
     }
 

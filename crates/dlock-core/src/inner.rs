@@ -1,32 +1,35 @@
-//! One named lock on one database: each statement of the algorithm, run through the
-//! query interface, with its result decoded and its errors classified.
+//! One named lock on one database, shared by its clones, guards and leases: each
+//! statement of the algorithm, run through the query interface, with its result decoded
+//! and its errors classified.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::adapter::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
+use crate::clock;
 use crate::dialect::Sql;
+use crate::lease::{Acquisition, lease_end};
+use crate::listening::ReleaseBroadcast;
 use crate::options::Options;
 use crate::telemetry::LockTelemetry;
-use crate::wake::Hub;
+use crate::{Dialect, Error, FencingToken, Holder, Result};
 
 /// How long a process that released a contended lock waits before it tries to take the
 /// same lock again: long enough for waiters woken by the release (a notification and one
 /// statement away) to get there first, so a node looping back into `acquire` cannot win
 /// every race. Short enough to cost nothing noticeable when nobody else was waiting.
 const COURTESY: Duration = Duration::from_millis(3);
-use crate::query::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
-use crate::{Dialect, Error, FencingToken, Holder, Result};
 
 #[derive(Debug)]
-pub(crate) struct LockContext {
+pub(crate) struct LockInner {
     pub(crate) name: String,
     pub(crate) queries: Arc<dyn QueryInterface>,
     pub(crate) dialect: Dialect,
     pub(crate) sql: Sql,
     pub(crate) options: Options,
-    pub(crate) hub: Arc<Hub>,
+    pub(crate) releases: Arc<ReleaseBroadcast>,
     /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
     pub(crate) telemetry: LockTelemetry,
@@ -88,7 +91,7 @@ fn token(rows: &[Row]) -> Option<FencingToken> {
     }
 }
 
-impl LockContext {
+impl LockInner {
     /// One acquisition attempt: takes the lock for `owner` if it is free or expired.
     ///
     /// A statement that lost a race with a concurrent one (a deadlock or serialization
@@ -118,7 +121,7 @@ impl LockContext {
             .sql
             .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
         let action = "acquire the lock";
-        let Some(read_token) = self.sql.acquired(&self.name, owner) else {
+        let Some(read_token) = self.sql.read_token(&self.name, owner) else {
             let first = self.queries.query(&statement).await;
             let rows = self
                 .or_create_table(action, first, || self.queries.query(&statement))
@@ -140,7 +143,7 @@ impl LockContext {
                 // The upsert may have taken the lock; nobody will hear of it, so free it
                 // now rather than leave it blocked for a TTL. Owner-checked, so harmless
                 // if it did not.
-                let _ = self.release(owner, false).await;
+                let _ = self.release_once(owner, false).await;
                 Err(error)
             }
         }
@@ -159,7 +162,7 @@ impl LockContext {
         let rows = within(action, self.options.ttl, reading).await?;
         Ok(rows.into_iter().next().map(|row| {
             let mut columns = row.into_iter();
-            let description = match columns.next() {
+            let holder = match columns.next() {
                 Some(Value::Text(holder)) => holder,
                 _ => "an unnamed holder".to_owned(),
             };
@@ -167,10 +170,7 @@ impl LockContext {
                 Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
                 _ => Duration::ZERO,
             };
-            Holder {
-                description,
-                expires_in,
-            }
+            Holder { holder, expires_in }
         }))
     }
 
@@ -205,15 +205,15 @@ impl LockContext {
     /// notice in the background (not on the release path: see `notify` in the dialect).
     /// `contended` says whether the acquisition had to wait: then this lock's next
     /// `acquire` lets the other waiters go first.
-    pub(crate) async fn release(&self, owner: &str, contended: bool) -> Result<bool> {
+    async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
         if self.execute("release the lock", &statement).await? != 1 {
             return Ok(false);
         }
         // Not awaited: waiting for it would add a round trip to every release.
         let _sending =
-            self.hub
-                .announce_release(&self.name, &self.queries, self.sql.notify(&self.name));
+            self.releases
+                .announce(&self.name, &self.queries, self.sql.notify(&self.name));
         if contended {
             *self.courtesy() = Some(Instant::now() + COURTESY);
         }
@@ -280,6 +280,81 @@ impl LockContext {
                 }
             }
             other => other.map_err(|error| Error::query(action, error)),
+        }
+    }
+}
+
+/// What a release found.
+#[derive(Debug)]
+pub(crate) enum Released {
+    /// It freed the row.
+    Now,
+    /// A retry found the row no longer ours after an earlier attempt that may have
+    /// committed before its answer was lost.
+    Earlier,
+    /// The row was not ours.
+    NotOurs,
+}
+
+impl LockInner {
+    /// Releases the row of `acquisition`, retrying transient errors while the lease lasts: the
+    /// statement is owner-checked, so repeating it is safe, and without it the name would stay
+    /// blocked for the rest of the lease with nobody renewing.
+    ///
+    /// It never waits past the end of the lease (the TTL after the last successful acquire or
+    /// renewal was sent, `safe_until` being 90 % of the way), when the row frees itself anyway:
+    /// a statement stuck on an unreachable database must not hang the caller for as long as
+    /// the partition lasts. It waits at least a retry delay, so that a release asked for late
+    /// still gets its chance.
+    pub(crate) async fn release(
+        &self,
+        acquisition: &Acquisition,
+        safe_until: Instant,
+    ) -> Result<Released> {
+        let retry_delay = self.options.renew_retry_delay();
+        let deadline = lease_end(safe_until, &self.options).max(clock::now() + retry_delay);
+        let releasing = self.release_until(acquisition, deadline);
+        tokio::time::timeout_at(clock::to_timer(deadline), releasing)
+            .await
+            .unwrap_or_else(|_lease_over| {
+                // Not a loss: the work was done while the lease held, and the row frees
+                // itself now, as after any failed release.
+                Err(Error::query(
+                    "release the lock",
+                    QueryError::new(
+                        QueryErrorKind::Unreachable,
+                        None,
+                        "no answer before the lease ran out; the lock frees itself as its \
+                         lease has expired",
+                    ),
+                ))
+            })
+    }
+
+    /// [`release`](Self::release)'s attempts: transient errors are retried after a pause
+    /// while one more attempt fits before `deadline`.
+    async fn release_until(
+        &self,
+        acquisition: &Acquisition,
+        deadline: Instant,
+    ) -> Result<Released> {
+        let retry_delay = self.options.renew_retry_delay();
+        let mut may_have_committed = false;
+        loop {
+            let error = match self
+                .release_once(&acquisition.owner, acquisition.contended)
+                .await
+            {
+                Ok(true) => return Ok(Released::Now),
+                Ok(false) if may_have_committed => return Ok(Released::Earlier),
+                Ok(false) => return Ok(Released::NotOurs),
+                Err(error) => error,
+            };
+            if !error.is_transient() || clock::now() + retry_delay >= deadline {
+                return Err(error);
+            }
+            may_have_committed |= error.may_have_committed();
+            tokio::time::sleep(retry_delay).await;
         }
     }
 }

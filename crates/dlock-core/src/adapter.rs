@@ -1,18 +1,24 @@
-//! The query interface: the one trait an adapter implements.
+//! What adapter crates implement and use; applications need none of it.
 //!
-//! The core owns every SQL statement; an adapter only transports them. It runs a
-//! statement with bound parameters on a connection of its own choosing (typically a fresh
-//! checkout from the user's pool, returned right after) and hands back the rows or the
-//! affected-row count.
+//! The core owns every SQL statement; an adapter only transports them. It implements
+//! [`QueryInterface`]: run a [`Statement`] with bound parameters on a connection of its
+//! own choosing (typically a fresh checkout from the user's pool, returned right after)
+//! and hand back the rows or the affected-row count. An adapter whose database can notify
+//! (PostgreSQL's `LISTEN`) also implements [`Listen`], so that waiters in this process
+//! hear releases by other processes. [`IntoQueryInterface`] lets
+//! [`DistributedLock::new`](crate::DistributedLock::new) accept the driver's pool types,
+//! and [`fence`] runs the fencing statement in the user's transaction.
+//!
+//! The items here may change in minor releases more readily than the crate root's.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+pub use async_trait::async_trait;
 
-use crate::Dialect;
-use crate::wake::Wake;
+pub use crate::listening::ReleaseNotices;
+use crate::{Dialect, Error, Lease};
 
 /// A boxed error from a database driver or pool.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -41,11 +47,45 @@ pub enum ColumnType {
     Text,
 }
 
-/// A statement of the core: SQL with positional parameters in the dialect's placeholder
-/// syntax, the values to bind, and the types of the columns it returns (empty for
-/// statements run with [`QueryInterface::execute`]).
+/// Which statement of the core a [`Statement`] is, so that wrappers and test doubles can
+/// tell them apart without reading the SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StatementKind {
+    /// `CREATE TABLE IF NOT EXISTS` of the lock table.
+    CreateTable,
+    /// Takes the lock if it is free or expired (the only statement that acquires).
+    Acquire,
+    /// Reads the fencing token after an `Acquire` that cannot return it (MySQL).
+    ReadToken,
+    /// Reads who holds the lock and until when; never writes.
+    Probe,
+    /// Extends a held lease.
+    Renew,
+    /// Frees a held lock (owner-checked).
+    Release,
+    /// Tells other processes that a lock was released (PostgreSQL `pg_notify`), or, with
+    /// an empty payload, checks that the listening connection still hears.
+    Notify,
+    /// Locks the row of a held lock inside the user's transaction; see [`fence`].
+    Fence,
+    /// Reads every lock of the table (administration).
+    List,
+    /// Reads one lock (administration).
+    Inspect,
+    /// Ends the holder's ownership without freeing the lock (administration).
+    Revoke,
+    /// Frees the lock at once (administration).
+    ForceRelease,
+}
+
+/// A statement of the core: what it is, SQL with positional parameters in the dialect's
+/// placeholder syntax, the values to bind, and the types of the columns it returns (empty
+/// for statements run with [`QueryInterface::execute`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
+    /// Which statement this is.
+    pub kind: StatementKind,
     /// The SQL text.
     pub sql: Arc<str>,
     /// The values bound to the placeholders, in order.
@@ -125,10 +165,14 @@ impl fmt::Display for QueryError {
 
 impl StdError for QueryError {}
 
-/// What every adapter implements: say which dialect the connection speaks, run a statement.
+/// What every adapter implements: say which dialect the connection speaks, run a statement,
+/// and say whether it can listen for releases.
 ///
 /// Implementations must not hold a pooled connection between calls: a held lock makes a
 /// call only every renewal interval, and the job needs the pool meanwhile.
+///
+/// Every method is required, so that a wrapper (one that counts statements, injects
+/// faults) forwards all of them and cannot silently change what the lock does.
 #[async_trait]
 pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
     /// The SQL dialect of the database behind this interface.
@@ -140,28 +184,29 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
     /// Runs a statement and returns its rows, each decoded per [`Statement::columns`].
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError>;
 
-    /// Where release notifications come from, if this interface can [`listen`](Self::listen):
-    /// a key equal for every interface on the same database (host, port, database name),
-    /// so that a process opens one listening connection per database and lock table.
-    ///
-    /// Defaults to `None`: waiters poll.
-    fn notification_source(&self) -> Option<String> {
-        None
-    }
+    /// How this interface hears releases by other processes, if it can: `None` where the
+    /// database cannot notify or the adapter does not listen, and waiters poll.
+    fn listener(&self) -> Option<&dyn Listen>;
+}
 
-    /// Listens for notifications on `channel` on a connection of its own (never a pooled
-    /// one), until [`Wake::closed`] completes or the connection fails. Calls
-    /// [`Wake::listening`] once listening, and [`Wake::notify`] with each payload —
-    /// including empty ones, which are the core's heartbeats.
+/// Listening for release notices from other processes (PostgreSQL's `LISTEN`), on a
+/// connection of the adapter's own: never a pooled one, which another user of the pool
+/// would then receive notifications on.
+#[async_trait]
+pub trait Listen: Send + Sync {
+    /// Where the notifications come from: a key equal for every interface on the same
+    /// database (host, port, database name), so that a process opens one listening
+    /// connection per database and lock table.
+    fn source(&self) -> String;
+
+    /// Listens for notifications on `channel` until [`ReleaseNotices::closed`] completes or
+    /// the connection fails. Calls [`ReleaseNotices::listening`] once listening, and
+    /// [`ReleaseNotices::notify`] with each payload — including empty ones, which are the
+    /// core's heartbeats.
     ///
     /// The core may drop this future at any await point (when it finds the listener deaf:
     /// its own heartbeats do not come back), and dropping it must close the connection.
-    ///
-    /// Only called when [`notification_source`](Self::notification_source) is `Some`.
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        let _ = (channel, wake);
-        Ok(())
-    }
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError>;
 }
 
 /// Turns a pool or connection into a [`QueryInterface`]. Each adapter implements it for
@@ -202,4 +247,36 @@ impl IntoQueryInterface<Direct> for Arc<dyn QueryInterface> {
     fn into_query_interface(self) -> Arc<dyn QueryInterface> {
         self
     }
+}
+
+/// Fences a transaction with `lease`: `run` executes the given statement inside the
+/// user's transaction, before its writes, and returns how many rows it returned. On
+/// success the lock row stays locked until the transaction ends, so nobody can take the
+/// lock over before the writes commit. Adapters wrap this in a `fence` helper for their
+/// transaction type.
+///
+/// # Errors
+///
+/// [`Error::Fenced`] when this acquisition no longer holds the lock with its token, or its
+/// lease is past its deadline by the local clock *after* the statement ran (a fence that
+/// answers past the deadline is refused whatever the row says, so nothing is written under
+/// a lock whose loss has been or is about to be signalled); the database's error, as an
+/// [`Error`] saying it failed to fence the transaction, when `run` fails.
+///
+/// A loss signalled after this returned `Ok` does not undo the transaction: its row lock
+/// keeps every takeover out until it ends, so its writes still commit safely.
+///
+/// # Cancel Safety
+///
+/// As cancel safe as `run`: dropping it leaves the transaction as `run` left it, and the
+/// user's transaction, rolled back when dropped, holds nothing after that.
+pub async fn fence<F, Fut>(lease: &Lease, run: F) -> crate::Result<()>
+where
+    F: FnOnce(Statement) -> Fut,
+    Fut: Future<Output = Result<usize, QueryError>>,
+{
+    let rows = run(lease.fence_statement())
+        .await
+        .map_err(|error| Error::query("fence the transaction", error))?;
+    lease.check_fence(rows)
 }

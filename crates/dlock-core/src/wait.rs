@@ -1,0 +1,176 @@
+//! Waiting for a held lock: probing without writing, napping until a release notice or
+//! the holder's lease end, and attempting only when the lock looks free.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::attempt::attempt;
+use crate::backoff::{Backoff, jittered};
+use crate::inner::LockInner;
+use crate::listening::RESYNC;
+use crate::telemetry::{self, WaitingReports};
+use crate::{Error, Holder, LockGuard, Result};
+
+/// Waits until the lock is free and takes it; `last_holder` keeps the holder seen last,
+/// for the error of a caller that stops waiting.
+pub(crate) async fn wait_and_take(
+    lock: &Arc<LockInner>,
+    started: Instant,
+    last_holder: &mut Option<Holder>,
+) -> Result<LockGuard> {
+    let mut waiter = Waiter::new(lock, started, last_holder);
+    let mut next = waiter.first_step().await;
+    loop {
+        next = match next {
+            Step::Attempt => match attempt(lock, waiter.contended, started).await {
+                Ok(Some(guard)) => return Ok(guard),
+                // Someone else has it: find out who, and until when.
+                Ok(None) => Step::Probe,
+                Err(error) => waiter.ride_out(error).await?,
+            },
+            Step::Probe => waiter.probe().await?,
+            Step::Wait => waiter.nap().await,
+        };
+    }
+}
+
+/// What a waiting `acquire` does next. Only [`Step::Attempt`] may write, and it runs only
+/// when the lock looks free: at first, after a probe found it free, or on a release notice.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Attempt,
+    Probe,
+    /// Reading only: for a release notice, or until the next probe.
+    Wait,
+}
+
+/// While other processes' releases are heard, waiters probe this many times less often.
+const SAFETY_NET_FACTOR: u32 = 10;
+
+/// One waiting `acquire` and what it has seen.
+struct Waiter<'a> {
+    lock: &'a LockInner,
+    started: Instant,
+    releases: broadcast::Receiver<Arc<str>>,
+    backoff: Backoff,
+    reports: WaitingReports,
+    /// Whether it has had to wait for another holder.
+    contended: bool,
+    /// When the holder's lease ends unless renewed, by the last probe.
+    holder_lease_end: Option<Instant>,
+    last_holder: &'a mut Option<Holder>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(lock: &'a LockInner, started: Instant, last_holder: &'a mut Option<Holder>) -> Self {
+        Self {
+            // Subscribed before the first attempt, so that no release after it goes unseen.
+            releases: lock.releases.subscribe(),
+            backoff: Backoff::new(lock.options.poll_interval),
+            reports: WaitingReports::default(),
+            contended: false,
+            holder_lease_end: None,
+            lock,
+            started,
+            last_holder,
+        }
+    }
+
+    /// Attempt at once, unless this lock's last release was contended: then let the
+    /// waiters woken by it go first, and look.
+    async fn first_step(&self) -> Step {
+        match self.lock.first_attempt_at() {
+            Some(courtesy_until) => {
+                tokio::time::sleep_until(courtesy_until).await;
+                Step::Probe
+            }
+            None => Step::Attempt,
+        }
+    }
+
+    async fn probe(&mut self) -> Result<Step> {
+        match self.lock.probe().await {
+            Ok(Some(holder)) => {
+                self.reports.holder_seen(&holder, self.started);
+                self.holder_lease_end = Some(Instant::now() + holder.expires_in);
+                *self.last_holder = Some(holder);
+                Ok(Step::Wait)
+            }
+            Ok(None) => Ok(Step::Attempt),
+            Err(error) => self.ride_out(error).await,
+        }
+    }
+
+    async fn nap(&mut self) -> Step {
+        self.contended = true;
+        let poll_interval = self.lock.options.poll_interval;
+        let mut nap = if self.lock.releases.ensure_listening() {
+            // Notices wake us; probing is only a safety net, so no ramp either.
+            jittered(poll_interval * SAFETY_NET_FACTOR)
+        } else {
+            self.backoff.next(poll_interval)
+        };
+        if let Some(lease_end) = self.holder_lease_end {
+            // Whatever wakes us or not, look again just after the holder's lease ends: a
+            // holder that died sends no notice.
+            let left = lease_end.saturating_duration_since(Instant::now());
+            nap = nap.min(left + Duration::from_millis(5));
+        }
+        match wait_for_release(&mut self.releases, &self.lock.name, nap).await {
+            // Just released: attempt at once, without a probe's round trip.
+            Woken::Released => Step::Attempt,
+            Woken::Resync | Woken::Timeout => Step::Probe,
+        }
+    }
+
+    /// What a waiting `acquire` does after `error`: waits a back-off step and looks again
+    /// if the error may pass (the database or the pool is busy, or briefly away), else
+    /// returns it. The wait has no other end than the acquire timeout, if one is set.
+    async fn ride_out(&mut self, error: Error) -> Result<Step> {
+        if !error.is_transient() {
+            return Err(error);
+        }
+        let retry_in = self.backoff.next(self.lock.options.poll_interval);
+        telemetry::waiting_error(self.lock, &error, retry_in);
+        tokio::time::sleep(retry_in).await;
+        Ok(Step::Probe)
+    }
+}
+
+/// What ended a waiter's nap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// A notice that the lock was released.
+    Released,
+    /// Notices may have been missed (the listener was found deaf or reconnected, or this
+    /// waiter fell behind): look at the lock rather than attempt blindly.
+    Resync,
+    /// The nap ran out.
+    Timeout,
+}
+
+/// Waits up to `nap` for a notice that `name` was released, or the hub's call to resync
+/// ([`RESYNC`], which no lock name can be).
+async fn wait_for_release(
+    releases: &mut broadcast::Receiver<Arc<str>>,
+    name: &str,
+    nap: Duration,
+) -> Woken {
+    let deadline = Instant::now() + nap;
+    loop {
+        match tokio::time::timeout_at(deadline, releases.recv()).await {
+            Err(_elapsed) => return Woken::Timeout,
+            Ok(Ok(released)) if &*released == name => return Woken::Released,
+            Ok(Ok(released)) if &*released == RESYNC => return Woken::Resync,
+            Ok(Ok(_other_lock)) => {}
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Woken::Resync,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                tokio::time::sleep_until(deadline).await;
+                return Woken::Timeout;
+            }
+        }
+    }
+}
