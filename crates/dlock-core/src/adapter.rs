@@ -77,6 +77,8 @@ pub enum StatementKind {
     Revoke,
     /// Frees the lock at once (administration).
     ForceRelease,
+    /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
+    Other,
 }
 
 /// A statement of the core: what it is, SQL with positional parameters in the dialect's

@@ -22,6 +22,9 @@ mod table;
 mod telemetry;
 mod wait;
 
+/// A boxed error, for jobs that fail in more ways than [`Error`] (`lock(f)` accepts any
+/// error type that [`Error`] converts into); drivers' errors arrive boxed as this too.
+pub use adapter::BoxError;
 pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};
 pub use builder::LockBuilder;
 pub use dialect::Dialect;

@@ -24,14 +24,16 @@ pub use diesel_async;
 pub use dlock_core::adapter;
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease, LockAdmin,
-    LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+    Attempt, BoxError, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
 };
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;
 #[cfg(feature = "deadpool")]
 pub use pool::DeadpoolQueries;
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
+pub use pool::{DieselPool, PooledQueries};
 pub use transport::DieselConnection;
 #[cfg(feature = "sqlite")]
 pub use transport::establish_sqlite;

@@ -1,7 +1,12 @@
 //! Query interfaces over diesel-async's pools: every statement checks a connection out
 //! and returns it as soon as the statement is done, so a held lock holds no connection.
+//!
+//! One generic [`PooledQueries`] serves both pools; what differs between deadpool and bb8
+//! (how a checkout fails, how a connection outside the pool is opened, what identifies
+//! the pool) is the [`DieselPool`] implementation of each.
 
 use std::fmt;
+use std::ops::DerefMut;
 use std::sync::Arc;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -14,6 +19,104 @@ use dlock_core::adapter::{
 
 use crate::{Diesel, DieselConnection};
 
+/// A diesel-async pool the adapter can run statements on: implemented for deadpool's and
+/// bb8's `Pool<C>`. Sealed: nothing else can implement it.
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
+pub trait DieselPool: Clone + Send + Sync + sealed::Sealed + 'static {
+    /// The connection type of the pool.
+    type Connection: DieselConnection + 'static;
+
+    /// A connection checked out for one statement.
+    #[doc(hidden)]
+    fn checkout(
+        &self,
+    ) -> impl Future<Output = Result<impl DerefMut<Target = Self::Connection> + Send, QueryError>> + Send;
+
+    /// A connection opened with the pool's URL and setup but never part of the pool.
+    #[doc(hidden)]
+    fn dedicated(&self) -> impl Future<Output = Result<Self::Connection, QueryError>> + Send;
+
+    /// What tells this pool (and its clones) from every other live pool.
+    #[doc(hidden)]
+    fn identity(&self) -> String;
+
+    /// The pool's name and state, for `Debug`.
+    #[doc(hidden)]
+    fn describe(&self) -> String;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The query interface over a diesel-async pool: [`DeadpoolQueries`] or [`Bb8Queries`].
+///
+/// On PostgreSQL, waiters listen for releases on one connection per process, pool and
+/// lock table, opened with the pool's URL and connection setup but outside the pool (see
+/// the crate's documentation); [`without_listening`](Self::without_listening) makes them
+/// poll instead.
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
+pub struct PooledQueries<P: DieselPool> {
+    pool: P,
+    /// The notification source while this interface listens.
+    source: Option<String>,
+}
+
+/// The query interface over a deadpool pool of diesel-async connections
+/// (`diesel_async::pooled_connection::deadpool::Pool<C>`).
+///
+/// A checkout that times out waiting for a free connection (the pool's `wait` timeout)
+/// is [`Error::PoolExhausted`](dlock_core::Error::PoolExhausted); one that cannot open a
+/// connection is [`Error::Unreachable`](dlock_core::Error::Unreachable). Without a `wait`
+/// timeout, deadpool waits for a free connection for ever: set one (it needs deadpool's
+/// `rt_tokio_1` feature). The listening connection is one the pool's manager creates.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub type DeadpoolQueries<C> = PooledQueries<diesel_async::pooled_connection::deadpool::Pool<C>>;
+
+/// The query interface over a bb8 pool of diesel-async connections
+/// (`diesel_async::pooled_connection::bb8::Pool<C>`).
+///
+/// bb8 reports both a full pool and a server it cannot connect to as a timeout of the
+/// checkout (it retries failed connections until the pool's `connection_timeout`, 30 s
+/// by default): a timeout while every connection of the pool is open is
+/// [`Error::PoolExhausted`](dlock_core::Error::PoolExhausted), otherwise
+/// [`Error::Unreachable`](dlock_core::Error::Unreachable). The listening connection is
+/// the pool's `dedicated_connection`.
+#[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub type Bb8Queries<C> = PooledQueries<diesel_async::pooled_connection::bb8::Pool<C>>;
+
+impl<P: DieselPool> PooledQueries<P> {
+    /// Runs statements on connections from `pool`; on PostgreSQL, listens for releases.
+    pub fn new(pool: P) -> Self {
+        // The key of the release notices that a pool's locks share in this process (see
+        // [`Listen::source`]). The pool's URL would be the better key (one listening
+        // connection per database, whatever the pool), but diesel-async's managers do not
+        // hand it out; per pool, two pools on one database each listen, which costs a
+        // connection and nothing else. A pool's identity is only reused after the pool is
+        // gone, and the notices keyed by it hold the pool's interface, so two live pools
+        // never share them.
+        let source =
+            P::Connection::LISTENS.then(|| format!("postgres diesel-async {}", pool.identity()));
+        Self { pool, source }
+    }
+
+    /// Waiters poll for releases instead of listening: no connection is opened outside
+    /// the pool. For servers where `LISTEN` cannot work (PgBouncer in transaction mode),
+    /// or a connection limit that leaves no room for it.
+    #[must_use]
+    pub fn without_listening(mut self) -> Self {
+        self.source = None;
+        self
+    }
+
+    /// The pool statements run on.
+    pub fn pool(&self) -> &P {
+        &self.pool
+    }
+}
+
 /// Runs one statement (checkout, statement, return of the connection) in a task of its
 /// own, so that it always runs to completion. The core drops statement futures (a
 /// waiter's probe when its `acquire` is dropped or times out), and a diesel-async
@@ -22,13 +125,101 @@ use crate::{Diesel, DieselConnection};
 /// answer meant for the dropped one, so an acquisition went unnoticed and its lock
 /// stayed taken for a whole TTL.
 async fn to_completion<T: Send + 'static>(
-    statement: impl std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+    statement: impl Future<Output = Result<T, QueryError>> + Send + 'static,
 ) -> Result<T, QueryError> {
     tokio::spawn(statement).await.map_err(|error| {
         // The statement's task panicked (a driver bug) or the runtime is shutting down.
         QueryError::new(QueryErrorKind::Statement, None, error)
     })?
 }
+
+#[async_trait]
+impl<P: DieselPool> QueryInterface for PooledQueries<P> {
+    fn dialect(&self) -> Dialect {
+        P::Connection::DIALECT
+    }
+
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move { pool.checkout().await?.execute_statement(&statement).await })
+            .await
+    }
+
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+        let (pool, statement) = (self.pool.clone(), statement.clone());
+        to_completion(async move { pool.checkout().await?.query_statement(&statement).await }).await
+    }
+
+    /// PostgreSQL, unless [`without_listening`](PooledQueries::without_listening).
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.source.is_some().then_some(self as &dyn Listen)
+    }
+}
+
+#[async_trait]
+impl<P: DieselPool> Listen for PooledQueries<P> {
+    /// This pool.
+    fn source(&self) -> String {
+        self.source.clone().unwrap_or_default()
+    }
+
+    /// `LISTEN` on a connection opened with the pool's URL and connection setup (so TLS
+    /// and settings are the pool's) but never part of the pool, so that it takes none of
+    /// the job's connections.
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
+        self.pool.dedicated().await?.listen(channel, notices).await
+    }
+}
+
+impl<P: DieselPool> fmt::Debug for PooledQueries<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledQueries")
+            .field("dialect", &P::Connection::DIALECT)
+            .field("pool", &self.pool.describe())
+            .field("listens", &self.source.is_some())
+            .finish()
+    }
+}
+
+/// Implements `IntoQueryInterface` for a pool type and its references (clones the pool:
+/// a deadpool or bb8 `Pool` is a handle to a shared pool). Concrete impls, since the
+/// orphan rule forbids one for every `P: DieselPool`.
+macro_rules! into_query_interface {
+    ($feature:literal, $pool:ty, $($bound:tt)+) => {
+        #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
+        impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for $pool
+        where
+            $($bound)+
+        {
+            fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+                Arc::new(PooledQueries::new(self))
+            }
+        }
+
+        #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
+        impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for &$pool
+        where
+            $($bound)+
+        {
+            fn into_query_interface(self) -> Arc<dyn QueryInterface> {
+                Arc::new(PooledQueries::new(self.clone()))
+            }
+        }
+    };
+}
+
+into_query_interface!(
+    "deadpool",
+    diesel_async::pooled_connection::deadpool::Pool<C>,
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>
+);
+into_query_interface!(
+    "bb8",
+    diesel_async::pooled_connection::bb8::Pool<C>,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>
+);
 
 /// The error of a checkout that could not open a connection: the server is down,
 /// refused us, or the connection's setup failed.
@@ -52,78 +243,26 @@ fn manager_error(dialect: Dialect, error: ManagerError) -> QueryError {
     }
 }
 
-/// The key of the release notices that a pool's locks share in this process (see
-/// [`Listen::source`]), from the address of the pool's shared
-/// state, the same for every clone of the pool. The pool's URL would be the better key
-/// (one listening connection per database, whatever the pool), but diesel-async's
-/// manager does not hand it out; per pool, two pools on one database each listen, which
-/// costs a connection and nothing else. An address is only reused after the pool is
-/// gone, and the hub keyed by it holds the pool's interface, so two live hubs never
-/// share one.
-fn pool_source(pool: &str, address: String) -> String {
-    format!("postgres diesel-async {pool} {address}")
+#[cfg(feature = "deadpool")]
+impl<C: DieselConnection + 'static> sealed::Sealed
+    for diesel_async::pooled_connection::deadpool::Pool<C>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
+{
 }
 
-/// The query interface over a deadpool pool of diesel-async connections
-/// (`diesel_async::pooled_connection::deadpool::Pool<C>`).
-///
-/// A checkout that times out waiting for a free connection (the pool's `wait` timeout)
-/// is [`Error::PoolExhausted`](dlock_core::Error::PoolExhausted); one that cannot open a
-/// connection is [`Error::Unreachable`](dlock_core::Error::Unreachable). Without a `wait`
-/// timeout, deadpool waits for a free connection for ever: set one (it needs deadpool's
-/// `rt_tokio_1` feature).
-///
-/// On PostgreSQL, waiters listen for releases on one connection per process, pool and
-/// lock table, opened with the pool's URL and connection setup but outside the pool
-/// (see the crate's documentation); [`without_listening`](Self::without_listening)
-/// makes them poll instead.
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-pub struct DeadpoolQueries<C: DieselConnection + 'static>
+impl<C: DieselConnection + 'static> DieselPool
+    for diesel_async::pooled_connection::deadpool::Pool<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
 {
-    pool: diesel_async::pooled_connection::deadpool::Pool<C>,
-    /// The notification source while this interface listens.
-    source: Option<String>,
-}
+    type Connection = C;
 
-#[cfg(feature = "deadpool")]
-impl<C: DieselConnection + 'static> DeadpoolQueries<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    /// Runs statements on connections from `pool`; on PostgreSQL, listens for releases.
-    pub fn new(pool: diesel_async::pooled_connection::deadpool::Pool<C>) -> Self {
-        let source = C::LISTENS.then(|| pool_source("deadpool", format!("{:p}", pool.manager())));
-        Self { pool, source }
-    }
-
-    /// Waiters poll for releases instead of listening: no connection is opened outside
-    /// the pool. For servers where `LISTEN` cannot work (PgBouncer in transaction mode),
-    /// or a connection limit that leaves no room for it.
-    #[must_use]
-    pub fn without_listening(mut self) -> Self {
-        self.source = None;
-        self
-    }
-
-    /// The pool statements run on.
-    pub fn pool(&self) -> &diesel_async::pooled_connection::deadpool::Pool<C> {
-        &self.pool
-    }
-}
-
-#[cfg(feature = "deadpool")]
-async fn deadpool_checkout<C: DieselConnection + 'static>(
-    pool: &diesel_async::pooled_connection::deadpool::Pool<C>,
-) -> Result<diesel_async::pooled_connection::deadpool::Object<C>, QueryError>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    {
+    async fn checkout(&self) -> Result<impl DerefMut<Target = C> + Send, QueryError> {
         use deadpool::managed::{PoolError, TimeoutType};
-        pool.get().await.map_err(|error| match error {
+        self.get().await.map_err(|error| match error {
             PoolError::Timeout(TimeoutType::Wait) => {
                 QueryError::new(QueryErrorKind::PoolExhausted, None, error)
             }
@@ -140,203 +279,83 @@ where
             _ => connect_error(error),
         })
     }
-}
 
-#[cfg(feature = "deadpool")]
-#[async_trait]
-impl<C: DieselConnection + 'static> QueryInterface for DeadpoolQueries<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    fn dialect(&self) -> Dialect {
-        C::DIALECT
-    }
-
-    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move {
-            let mut conn = deadpool_checkout(&pool).await?;
-            conn.execute_statement(&statement).await
-        })
-        .await
-    }
-
-    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move {
-            let mut conn = deadpool_checkout(&pool).await?;
-            conn.query_statement(&statement).await
-        })
-        .await
-    }
-
-    /// PostgreSQL, unless [`without_listening`](DeadpoolQueries::without_listening).
-    fn listener(&self) -> Option<&dyn Listen> {
-        self.source.is_some().then_some(self as &dyn Listen)
-    }
-}
-
-#[cfg(feature = "deadpool")]
-#[async_trait]
-impl<C: DieselConnection + 'static> Listen for DeadpoolQueries<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    /// This pool.
-    fn source(&self) -> String {
-        self.source.clone().unwrap_or_default()
-    }
-
-    /// PostgreSQL: `LISTEN` on a connection the pool's manager opens (its URL and
-    /// `custom_setup`, so TLS and settings are the pool's) but that never enters the
-    /// pool, so that it takes none of the job's connections.
-    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
+    /// A connection the pool's manager creates (its URL and `custom_setup`), which never
+    /// enters the pool.
+    async fn dedicated(&self) -> Result<C, QueryError> {
         use deadpool::managed::Manager;
+        let created = self.manager().create().await;
+        created.map_err(|error| manager_error(C::DIALECT, error))
+    }
 
-        if self.source.is_none() {
-            return Ok(());
-        }
-        let conn = self
-            .pool
-            .manager()
-            .create()
-            .await
-            .map_err(|error| manager_error(C::DIALECT, error))?;
-        conn.listen(channel, notices).await
+    /// The address of the pool's manager, the same for every clone of the pool.
+    fn identity(&self) -> String {
+        format!("deadpool {:p}", self.manager())
+    }
+
+    fn describe(&self) -> String {
+        format!("deadpool {:?}", self.status())
     }
 }
 
-#[cfg(feature = "deadpool")]
-impl<C: DieselConnection + 'static> fmt::Debug for DeadpoolQueries<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
+#[cfg(feature = "bb8")]
+impl<C: DieselConnection + 'static> sealed::Sealed for diesel_async::pooled_connection::bb8::Pool<C> where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>
 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadpoolQueries")
-            .field("dialect", &C::DIALECT)
-            .field("status", &self.pool.status())
-            .field("listens", &self.source.is_some())
-            .finish()
-    }
 }
 
-#[cfg(feature = "deadpool")]
-#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
-    for diesel_async::pooled_connection::deadpool::Pool<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
-        Arc::new(DeadpoolQueries::new(self))
-    }
-}
-
-/// Clones the pool: a deadpool `Pool` is a handle to a shared pool.
-#[cfg(feature = "deadpool")]
-#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
-    for &diesel_async::pooled_connection::deadpool::Pool<C>
-where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
-{
-    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
-        Arc::new(DeadpoolQueries::new(self.clone()))
-    }
-}
-
-/// The query interface over a bb8 pool of diesel-async connections
-/// (`diesel_async::pooled_connection::bb8::Pool<C>`).
-///
-/// bb8 reports both a full pool and a server it cannot connect to as a timeout of the
-/// checkout (it retries failed connections until the pool's `connection_timeout`, 30 s
-/// by default): a timeout while every connection of the pool is open is
-/// [`Error::PoolExhausted`](dlock_core::Error::PoolExhausted), otherwise
-/// [`Error::Unreachable`](dlock_core::Error::Unreachable).
-///
-/// On PostgreSQL, waiters listen for releases on one connection per process, pool and
-/// lock table, the pool's `dedicated_connection` (its URL and connection setup, outside
-/// the pool; see the crate's documentation);
-/// [`without_listening`](Self::without_listening) makes them poll instead.
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-pub struct Bb8Queries<C: DieselConnection + 'static>
+impl<C: DieselConnection + 'static> DieselPool for diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {
-    pool: diesel_async::pooled_connection::bb8::Pool<C>,
-    /// The notification source while this interface listens.
-    source: Option<String>,
-}
+    type Connection = C;
 
-#[cfg(feature = "bb8")]
-impl<C: DieselConnection + 'static> Bb8Queries<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    /// Runs statements on connections from `pool`; on PostgreSQL, listens for releases.
-    pub fn new(pool: diesel_async::pooled_connection::bb8::Pool<C>) -> Self {
-        let source = C::LISTENS.then(|| pool_source("bb8", bb8_identity(&pool)));
-        Self { pool, source }
-    }
-
-    /// Waiters poll for releases instead of listening: no connection is opened outside
-    /// the pool. For servers where `LISTEN` cannot work (PgBouncer in transaction mode),
-    /// or a connection limit that leaves no room for it.
-    #[must_use]
-    pub fn without_listening(mut self) -> Self {
-        self.source = None;
-        self
-    }
-
-    /// The pool statements run on.
-    pub fn pool(&self) -> &diesel_async::pooled_connection::bb8::Pool<C> {
-        &self.pool
-    }
-}
-
-/// The address of a bb8 pool's shared state, the same for every clone of the pool. bb8
-/// has no accessor for it, but its `Debug` prints exactly that pointer
-/// (`Pool(PoolInner(0x…))`). Should a bb8 release print something else, each interface
-/// gets a number of its own: a hub per interface, never one shared by two pools (whose
-/// waiters would listen on the wrong database).
-#[cfg(feature = "bb8")]
-fn bb8_identity<M: bb8::ManageConnection>(pool: &bb8::Pool<M>) -> String {
-    static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let printed = format!("{pool:?}");
-    let is_pointer = |text: &str| {
-        text.strip_prefix("Pool(PoolInner(0x")
-            .and_then(|rest| rest.strip_suffix("))"))
-            .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
-    };
-    if is_pointer(&printed) {
-        printed
-    } else {
-        let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("interface {unique}")
-    }
-}
-
-#[cfg(feature = "bb8")]
-async fn bb8_checkout<C: DieselConnection + 'static>(
-    pool: &diesel_async::pooled_connection::bb8::Pool<C>,
-) -> Result<diesel_async::pooled_connection::bb8::PooledConnection<'_, C>, QueryError>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    {
-        match pool.get().await {
+    async fn checkout(&self) -> Result<impl DerefMut<Target = C> + Send, QueryError> {
+        match self.get().await {
             Ok(connection) => Ok(connection),
-            Err(bb8::RunError::TimedOut) if pool.state().connections >= pool.config().max_size => {
+            Err(bb8::RunError::TimedOut) if self.state().connections >= self.config().max_size => {
                 Err(QueryError::new(
                     QueryErrorKind::PoolExhausted,
                     None,
                     bb8::RunError::<ManagerError>::TimedOut,
                 ))
             }
-            Err(bb8::RunError::TimedOut) => Err(bb8_diagnose(pool).await),
+            Err(bb8::RunError::TimedOut) => Err(bb8_diagnose(self).await),
             Err(error) => Err(connect_error(error)),
         }
+    }
+
+    /// The pool's `dedicated_connection`: its URL and connection setup, outside the pool.
+    async fn dedicated(&self) -> Result<C, QueryError> {
+        let opened = self.dedicated_connection().await;
+        opened.map_err(|error| manager_error(C::DIALECT, error))
+    }
+
+    /// The address of the pool's shared state, the same for every clone of the pool. bb8
+    /// has no accessor for it, but its `Debug` prints exactly that pointer
+    /// (`Pool(PoolInner(0x…))`). Should a bb8 release print something else, each
+    /// interface gets a number of its own: notices per interface, never shared by two
+    /// pools (whose waiters would listen on the wrong database).
+    fn identity(&self) -> String {
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let printed = format!("{self:?}");
+        let is_pointer = |text: &str| {
+            text.strip_prefix("Pool(PoolInner(0x")
+                .and_then(|rest| rest.strip_suffix("))"))
+                .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        if is_pointer(&printed) {
+            format!("bb8 {printed}")
+        } else {
+            let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("bb8 interface {unique}")
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("bb8 {:?}", self.state())
     }
 }
 
@@ -356,106 +375,6 @@ where
         Ok(Err(error)) => manager_error(C::DIALECT, error),
         // It connected now, or it hangs: the pool's own timeout is the error to report.
         Ok(Ok(_)) | Err(_) => connect_error(bb8::RunError::<ManagerError>::TimedOut),
-    }
-}
-
-#[cfg(feature = "bb8")]
-#[async_trait]
-impl<C: DieselConnection + 'static> QueryInterface for Bb8Queries<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    fn dialect(&self) -> Dialect {
-        C::DIALECT
-    }
-
-    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move {
-            let mut conn = bb8_checkout(&pool).await?;
-            conn.execute_statement(&statement).await
-        })
-        .await
-    }
-
-    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move {
-            let mut conn = bb8_checkout(&pool).await?;
-            conn.query_statement(&statement).await
-        })
-        .await
-    }
-
-    /// PostgreSQL, unless [`without_listening`](Bb8Queries::without_listening).
-    fn listener(&self) -> Option<&dyn Listen> {
-        self.source.is_some().then_some(self as &dyn Listen)
-    }
-}
-
-#[cfg(feature = "bb8")]
-#[async_trait]
-impl<C: DieselConnection + 'static> Listen for Bb8Queries<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    /// This pool.
-    fn source(&self) -> String {
-        self.source.clone().unwrap_or_default()
-    }
-
-    /// PostgreSQL: `LISTEN` on the pool's `dedicated_connection`, opened with the pool's
-    /// URL and connection setup but never part of the pool, so that it takes none of the
-    /// job's connections.
-    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
-        if self.source.is_none() {
-            return Ok(());
-        }
-        let conn = self
-            .pool
-            .dedicated_connection()
-            .await
-            .map_err(|error| manager_error(C::DIALECT, error))?;
-        conn.listen(channel, notices).await
-    }
-}
-
-#[cfg(feature = "bb8")]
-impl<C: DieselConnection + 'static> fmt::Debug for Bb8Queries<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bb8Queries")
-            .field("dialect", &C::DIALECT)
-            .field("state", &self.pool.state())
-            .field("listens", &self.source.is_some())
-            .finish()
-    }
-}
-
-#[cfg(feature = "bb8")]
-#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
-    for diesel_async::pooled_connection::bb8::Pool<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
-        Arc::new(Bb8Queries::new(self))
-    }
-}
-
-/// Clones the pool: a bb8 `Pool` is a handle to a shared pool.
-#[cfg(feature = "bb8")]
-#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel>
-    for &diesel_async::pooled_connection::bb8::Pool<C>
-where
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
-{
-    fn into_query_interface(self) -> Arc<dyn QueryInterface> {
-        Arc::new(Bb8Queries::new(self.clone()))
     }
 }
 

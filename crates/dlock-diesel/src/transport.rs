@@ -263,6 +263,15 @@ pooled_connection!(
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Errors
+///
+/// Diesel's error when the file cannot be opened or the settings cannot be applied (a
+/// read-only file, a path that is not a database).
+///
+/// # Cancel Safety
+///
+/// Cancel safe: dropping it drops the half-set-up connection, which closes it.
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub async fn establish_sqlite(
