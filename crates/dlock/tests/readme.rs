@@ -5,8 +5,9 @@
 //! `ignore` is never compiled; a snippet that imports an adapter crate
 //! (`dlock_tokio_postgres::…`) compiles in the doctest — the adapters are this crate's
 //! dependencies — but not in a user's project that depends on the facade alone; a page
-//! with Rust snippets that `src/lib.rs` does not include is never compiled at all; and a
-//! link to a file or a heading of the repository that no longer exists.
+//! with Rust snippets that `src/lib.rs` does not include is never compiled at all; a link
+//! to a file or a heading of the repository that no longer exists; and the README's two
+//! commands drifting from what `.ci/run` runs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -250,4 +251,39 @@ fn links_within_the_repository_lead_somewhere() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The README's two commands: `.ci/run` runs the test command as printed, and the
+/// example the first one runs exists.
+#[test]
+fn the_two_commands_are_what_ci_runs() {
+    let section = README
+        .split("## Two commands")
+        .nth(1)
+        .expect("the README has a \"Two commands\" section");
+    let (_, lines) = code_blocks(section)
+        .into_iter()
+        .next()
+        .expect("a code block in \"Two commands\"");
+    let commands: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run --example quickstart", "cargo test --workspace"],
+        "the README's two commands changed: keep .ci/run and this test in step"
+    );
+    let ci = fs::read_to_string(repository_root().join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|line| line.trim() == commands[1]),
+        ".ci/run does not run the README's test command `{}`",
+        commands[1]
+    );
+    let examples =
+        fs::read_to_string(repository_root().join("examples/Cargo.toml")).expect("examples");
+    assert!(
+        examples.contains("name = \"quickstart\""),
+        "examples/Cargo.toml has no `quickstart` example for the README's first command"
+    );
 }
