@@ -1,5 +1,5 @@
 //! `dlock`: see who holds the distributed locks of a dlock lock table, and free a stuck
-//! one safely. See the README for the commands, their output and the exit codes.
+//! one safely. The crate's README documents the commands, their output and the exit codes.
 
 mod connect;
 mod failure;
@@ -15,12 +15,48 @@ use dlock_seaorm::{Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockSt
 use crate::failure::Failure;
 use crate::select::{Glob, Selection};
 
+/// The exit codes as `--help` prints them. The README's "Exit codes" table is where they
+/// are documented; `exit_codes::help_and_readme_agree` holds this text to it.
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done (also: `release` of a lock that is already free or revoked)
   1  refused or not found: the token changed, no such lock, no such table
   2  usage: bad arguments, a bad or unsupported URL, an invalid table name or token
   3  the database could not be reached, or a statement failed";
+
+#[cfg(test)]
+mod exit_codes {
+    /// `(code, meaning)` from the README's table rows: `| 0 | done … |`.
+    fn readme_rows() -> Vec<(u8, String)> {
+        include_str!("../README.md")
+            .lines()
+            .filter_map(|line| {
+                let cells = line.strip_prefix("| ")?.strip_suffix(" |")?;
+                let (code, meaning) = cells.split_once(" | ")?;
+                Some((code.parse().ok()?, meaning.to_owned()))
+            })
+            .collect()
+    }
+
+    /// `(code, meaning)` from the help text's lines: `  0  done …`.
+    fn help_rows() -> Vec<(u8, String)> {
+        super::EXIT_CODES
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let (code, meaning) = line.trim_start().split_once("  ").expect("`code  meaning`");
+                (code.parse().expect("a numeric code"), meaning.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn help_and_readme_agree() {
+        let readme = readme_rows();
+        assert_eq!(readme.len(), 4, "the README's exit code table: {readme:?}");
+        assert_eq!(help_rows(), readme);
+    }
+}
 
 /// See who holds the locks of a dlock lock table, and free a stuck one safely.
 #[derive(Debug, Parser)]

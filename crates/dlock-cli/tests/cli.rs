@@ -3,7 +3,7 @@
 //! and JSON) and exit code, errors included.
 //!
 //! The databases are read from `DLOCK_TEST_POSTGRES_URL` and `DLOCK_TEST_MYSQL_URL`
-//! (defaults as in the README). A test whose server is unreachable is reported as
+//! (defaults as in CONTRIBUTING.md). A test whose server is unreachable is reported as
 //! ignored, with the reason, unless `CI` is set: then it fails.
 
 use std::process::{Command, Output};
@@ -188,8 +188,8 @@ fn printing_the_sql_connects_to_nothing() {
 }
 
 fn the_readme_shows_the_sql_init_prints() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("the README");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the crate's README");
     for dialect in ["postgres", "mysql", "sqlite"] {
         let printed = stdout(&dlock(
             None,
@@ -198,7 +198,7 @@ fn the_readme_shows_the_sql_init_prints() {
         ));
         assert!(
             readme.contains(&format!("```sql\n{printed}```")),
-            "the README's Operating section lacks, or has an old copy of:\n{printed}"
+            "the README's lock table section lacks, or has an old copy of:\n{printed}"
         );
     }
 }

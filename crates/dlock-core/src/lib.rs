@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![doc = include_str!("../TELEMETRY.md")]
 
 pub mod adapter;
 mod admin;

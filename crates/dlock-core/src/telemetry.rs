@@ -1,7 +1,7 @@
 //! What the algorithm tells the outside: `tracing` spans and events, and, with the
 //! `metrics` feature, counters and histograms. The algorithm calls one function per thing
-//! that happened; the levels, names and fields live here (and in the README's
-//! "Telemetry" table, which must match).
+//! that happened; the levels, names and fields live here (and in `TELEMETRY.md`, the
+//! tables of the crate docs, which must match).
 //!
 //! Cost when nobody listens: a `tracing` macro whose callsite no subscriber wants is a
 //! check of a cached flag and evaluates none of its fields; without the `metrics`

@@ -21,6 +21,7 @@ use crate::{Diesel, DieselConnection};
 
 /// A diesel-async pool the adapter can run statements on: implemented for deadpool's and
 /// bb8's `Pool<C>`. Sealed: nothing else can implement it.
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
 pub trait DieselPool: Clone + Send + Sync + sealed::Sealed + 'static {
     /// The connection type of the pool.
     type Connection: DieselConnection + 'static;
@@ -54,6 +55,7 @@ mod sealed {
 /// lock table, opened with the pool's URL and connection setup but outside the pool (see
 /// the crate's documentation); [`without_listening`](Self::without_listening) makes them
 /// poll instead.
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
 pub struct PooledQueries<P: DieselPool> {
     pool: P,
     /// The notification source while this interface listens.
@@ -69,6 +71,7 @@ pub struct PooledQueries<P: DieselPool> {
 /// timeout, deadpool waits for a free connection for ever: set one (it needs deadpool's
 /// `rt_tokio_1` feature). The listening connection is one the pool's manager creates.
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub type DeadpoolQueries<C> = PooledQueries<diesel_async::pooled_connection::deadpool::Pool<C>>;
 
 /// The query interface over a bb8 pool of diesel-async connections
@@ -81,6 +84,7 @@ pub type DeadpoolQueries<C> = PooledQueries<diesel_async::pooled_connection::dea
 /// [`Error::Unreachable`](dlock_core::Error::Unreachable). The listening connection is
 /// the pool's `dedicated_connection`.
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Bb8Queries<C> = PooledQueries<diesel_async::pooled_connection::bb8::Pool<C>>;
 
 impl<P: DieselPool> PooledQueries<P> {
@@ -183,6 +187,7 @@ impl<P: DieselPool> fmt::Debug for PooledQueries<P> {
 macro_rules! into_query_interface {
     ($feature:literal, $pool:ty, $($bound:tt)+) => {
         #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for $pool
         where
             $($bound)+
@@ -193,6 +198,7 @@ macro_rules! into_query_interface {
         }
 
         #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for &$pool
         where
             $($bound)+
@@ -246,6 +252,7 @@ where
 }
 
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl<C: DieselConnection + 'static> DieselPool
     for diesel_async::pooled_connection::deadpool::Pool<C>
 where
@@ -298,6 +305,7 @@ impl<C: DieselConnection + 'static> sealed::Sealed for diesel_async::pooled_conn
 }
 
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<C: DieselConnection + 'static> DieselPool for diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,

@@ -128,6 +128,7 @@ macro_rules! diesel_connection {
 
 diesel_connection!(
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     diesel_async::AsyncPgConnection,
     Dialect::Postgres,
     {
@@ -179,11 +180,13 @@ async fn relay(
 
 diesel_connection!(
     #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
     diesel_async::AsyncMysqlConnection,
     Dialect::Mysql
 );
 diesel_connection!(
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
     Dialect::Sqlite
 );
@@ -270,6 +273,7 @@ pooled_connection!(
 ///
 /// Cancel safe: dropping it drops the half-set-up connection, which closes it.
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub async fn establish_sqlite(
     url: &str,
 ) -> diesel::ConnectionResult<

@@ -29,3 +29,8 @@ pub use dlock_diesel as diesel;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct RepositoryReadme;
+
+/// `docs/migrations.md`, doc-tested like the README.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/migrations.md")]
+pub struct MigrationsGuide;

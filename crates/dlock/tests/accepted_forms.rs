@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use dlock::DistributedLock;
+use dlock::adapter::IntoQueryInterface;
 use dlock::diesel::diesel::SqliteConnection;
 use dlock::diesel::diesel_async::pooled_connection::{bb8, deadpool};
 use dlock::diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -12,7 +14,6 @@ use dlock::diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock::seaorm::sea_orm::DatabaseConnection;
 use dlock::tokio_postgres::deadpool_postgres::{Manager, Pool};
 use dlock::tokio_postgres::tokio_postgres::{Client, Config, NoTls};
-use dlock::{DistributedLock, IntoQueryInterface};
 
 fn accepts<M>(pool: impl IntoQueryInterface<M>) -> DistributedLock {
     DistributedLock::new("accepted-forms", pool).expect("a valid name builds")
