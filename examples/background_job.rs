@@ -9,8 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dlock::seaorm::sea_orm::sqlx::sqlite::SqliteJournalMode;
-use dlock::seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use dlock::seaorm::sea_orm::{Database, DatabaseConnection};
 use dlock::{DistributedLock, Error, Outcome};
 
 const PROCESSES: usize = 3;
@@ -111,13 +110,10 @@ async fn sleep_until_tick_ends(tick: u64) {
     tokio::time::sleep(wait).await;
 }
 
-/// SQLite files are shared by processes in WAL mode, with a busy timeout for the writer.
+/// SQLite files are shared by processes: `connect_options` puts them in WAL mode, with a
+/// busy timeout for the writer.
 async fn connect(url: &str) -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
-    let mut options = ConnectOptions::new(url);
-    options.sqlx_logging(false).map_sqlx_sqlite_opts(|options| {
-        options
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-    });
+    let mut options = dlock::seaorm::connect_options(url);
+    options.sqlx_logging(false);
     Ok(Database::connect(options).await?)
 }

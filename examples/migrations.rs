@@ -14,8 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dlock_seaorm::DistributedLock;
-use dlock_seaorm::sea_orm::sqlx::sqlite::SqliteJournalMode;
-use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use dlock_seaorm::sea_orm::{Database, DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
 
 const PROCESSES: usize = 4;
@@ -109,14 +108,11 @@ async fn migrate(process: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// SQLite files are shared by processes in WAL mode, with a busy timeout for the writer.
+/// SQLite files are shared by processes: `connect_options` puts them in WAL mode, with a
+/// busy timeout for the writer.
 async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url);
-    options.sqlx_logging(false).map_sqlx_sqlite_opts(|options| {
-        options
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-    });
+    let mut options = dlock_seaorm::connect_options(url);
+    options.sqlx_logging(false);
     Database::connect(options).await
 }
 

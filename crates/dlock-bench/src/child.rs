@@ -4,15 +4,16 @@
 //! connected, the parent sends commands on stdin, the child answers on stdout. Times
 //! are wall-clock nanoseconds (`SystemTime`), which all processes on the machine share.
 
-use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use dlock_core::{DistributedLock, Error, Outcome};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use dlock_testkit::{
+    Backend, ChildProcess, PoolOptions, dialect_key, dialect_named, error_chain, run_child, wall_ns,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::backend::{Adapter, Dialect};
-use crate::scenarios::{Context, describe};
+use crate::scenarios::Context;
 
 const ROLE: &str = "DLOCK_BENCH_CHILD";
 const ADAPTER: &str = "DLOCK_BENCH_CHILD_ADAPTER";
@@ -47,117 +48,30 @@ impl Role {
     }
 }
 
-/// A running worker process, seen from the parent.
-#[derive(Debug)]
-pub(crate) struct Worker {
-    pub(crate) index: usize,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Worker {
-    /// Starts worker `index` in `role` on lock `lock_name`, and waits until it is connected.
-    pub(crate) async fn start(
-        context: &Context,
-        role: Role,
-        lock_name: &str,
-        index: usize,
-    ) -> Result<Self, String> {
-        let exe = std::env::current_exe()
-            .map_err(|error| format!("cannot find the benchmark's own binary: {error}"))?;
-        let mut child = Command::new(exe)
-            .env(ROLE, role.name())
-            .env(ADAPTER, context.adapter.name())
-            .env(DIALECT, context.dialect.name())
-            .env(URL, &context.url)
-            .env(LOCK_NAME, lock_name)
-            .env(WORKER, index.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("cannot start a worker process: {error}"))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("a worker process has no stdin or stdout pipe".into());
-        };
-        let mut worker = Self {
-            index,
-            child,
-            stdin: Some(stdin),
-            lines: BufReader::new(stdout).lines(),
-        };
-        worker.expect("READY", Duration::from_secs(30)).await?;
-        Ok(worker)
-    }
-
-    pub(crate) async fn send(&mut self, line: &str) -> Result<(), String> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| format!("worker {}: its input is already closed", self.index))?;
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(|error| format!("worker {}: cannot write to it: {error}", self.index))
-    }
-
-    /// The next line the worker prints.
-    pub(crate) async fn next_line(&mut self, limit: Duration) -> Result<String, String> {
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => Ok(line),
-            Ok(Ok(None)) => Err(format!(
-                "worker {} exited early (see its error above)",
-                self.index
-            )),
-            Ok(Err(error)) => Err(format!("worker {}: cannot read it: {error}", self.index)),
-            Err(_) => Err(format!(
-                "worker {} printed nothing for {limit:?}",
-                self.index
-            )),
-        }
-    }
-
-    /// Reads a line that must start with `word`, returning the rest of it.
-    pub(crate) async fn expect(&mut self, word: &str, limit: Duration) -> Result<String, String> {
-        let line = self.next_line(limit).await?;
-        match line.strip_prefix(word) {
-            Some(rest) => Ok(rest.trim().to_owned()),
-            None => Err(format!(
-                "worker {}: expected {word}, got {line:?}",
-                self.index
-            )),
-        }
-    }
-
-    /// Closes its input and waits for it to exit successfully.
-    pub(crate) async fn finish(mut self, limit: Duration) -> Result<(), String> {
-        drop(self.stdin.take());
-        let status = tokio::time::timeout(limit, self.child.wait())
-            .await
-            .map_err(|_| format!("worker {} still runs after {limit:?}", self.index))?
-            .map_err(|error| format!("worker {}: {error}", self.index))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("worker {} failed: {status}", self.index))
-        }
-    }
-}
-
-/// Starts `count` workers at once and waits until all are connected.
+/// Starts `count` workers in `role` on lock `lock_name` at once, and waits until all are
+/// connected.
 pub(crate) async fn start_workers(
     context: &Context,
     role: Role,
     lock_name: &str,
     count: usize,
-) -> Result<Vec<Worker>, String> {
+) -> Result<Vec<ChildProcess>, String> {
     let starting: Vec<_> = (0..count)
         .map(|index| {
-            let context = context.clone();
-            let lock_name = lock_name.to_owned();
-            tokio::spawn(async move { Worker::start(&context, role, &lock_name, index).await })
+            let env = [
+                (ROLE, role.name().to_owned()),
+                (ADAPTER, context.adapter.name().to_owned()),
+                (DIALECT, dialect_key(context.dialect).to_owned()),
+                (URL, context.url.clone()),
+                (LOCK_NAME, lock_name.to_owned()),
+                (WORKER, index.to_string()),
+            ];
+            let name = format!("worker {index}");
+            tokio::spawn(ChildProcess::spawn_ready(
+                name,
+                env,
+                Duration::from_secs(30),
+            ))
         })
         .collect();
     let mut workers = Vec::with_capacity(count);
@@ -171,55 +85,33 @@ pub(crate) async fn start_workers(
     Ok(workers)
 }
 
-/// Wall-clock nanoseconds since the Unix epoch.
-pub(crate) fn wall_ns() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// When this process is a worker, does the worker's part and returns its exit code.
 pub(crate) fn run_if_child() -> Option<ExitCode> {
     let role = std::env::var(ROLE).ok()?;
-    // One thread: a worker stands for one node, and the machine has few cores to share
-    // among all of them and the database.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("dlock-bench worker: cannot start a tokio runtime: {error}");
-            return Some(ExitCode::FAILURE);
-        }
-    };
-    Some(match runtime.block_on(worker_main(&role)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("dlock-bench worker ({role}): {error}");
-            ExitCode::FAILURE
-        }
-    })
+    let who = format!("dlock-bench worker ({role})");
+    Some(run_child(&who, worker_main(&role)))
 }
 
 async fn worker_main(role: &str) -> Result<(), String> {
     let variable = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let adapter = Adapter::parse(&variable(ADAPTER)?)?;
-    let dialect = Dialect::parse(&variable(DIALECT)?)?;
-    let queries = adapter.connect(dialect, &variable(URL)?, 2).await?;
+    let adapter = variable(ADAPTER)?;
+    let adapter = <Backend as clap::ValueEnum>::from_str(&adapter, false)?;
+    let dialect = dialect_named(&variable(DIALECT)?)?;
+    let queries = adapter
+        .connect(dialect, &variable(URL)?, PoolOptions::new(2))
+        .await?;
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries)
-        .holder_label(format!("dlock-bench worker {}", variable(WORKER)?));
+        .holder(format!("dlock-bench worker {}", variable(WORKER)?));
     let lock = match role {
         "contend" => builder.build(),
         "skip" => builder.skip_if_obtained(true).build(),
         other => return Err(format!("unknown worker role {other:?}")),
     }
-    .map_err(|error| describe(&error))?;
+    .map_err(|error| error_chain(&error))?;
     // Opens the pool's connection (and the table, if missing) before the clock starts.
     lock.create_table()
         .await
-        .map_err(|error| describe(&error))?;
+        .map_err(|error| error_chain(&error))?;
     println!("READY");
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(command) = commands
@@ -261,7 +153,7 @@ async fn contend(lock: &DistributedLock, stop_ns: u64) -> Result<(), String> {
                 Ok::<_, Error>((lease.fencing_token().get(), entry, exit))
             })
             .await
-            .map_err(|error| describe(&error))?;
+            .map_err(|error| error_chain(&error))?;
         if let Outcome::Ran((token, entry, exit)) = outcome {
             report.push_str(&format!("SECTION {token} {entry} {exit}\n"));
         }
@@ -278,7 +170,7 @@ async fn skip_once(lock: &DistributedLock) -> Result<(), String> {
             Ok::<_, Error>(())
         })
         .await
-        .map_err(|error| describe(&error))?;
+        .map_err(|error| error_chain(&error))?;
     match outcome {
         Outcome::Ran(()) => println!("RAN {started}"),
         Outcome::Skipped(_) => println!("SKIPPED {started}"),

@@ -1,44 +1,28 @@
-//! The dlock benchmark: runs the scenarios of DESIGN.md's "Measuring" against one
-//! adapter and dialect and, in the same run, the database's own floors, printing one
-//! JSON object per result line on stdout. See BENCHMARKS.md.
-//!
-//! ```sh
-//! cargo run --release -p dlock-bench -- [--adapter tokio-postgres|seaorm] \
-//!     [--dialect postgres|mysql|sqlite] \
-//!     [--scenario NAME,...] [--quick]
-//! ```
+//! The dlock benchmark: runs the scenarios against one adapter and dialect and, in the
+//! same run, the database's own floors, printing one JSON object per result line on
+//! stdout. See BENCHMARKS.md, and `--help`.
 
 mod args;
-use dlock_bench::backend;
 mod child;
-mod counting;
+mod report;
 mod scenarios;
-mod stats;
 mod targets;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use dlock_core::{ColumnType, Statement};
+use dlock_core::Dialect;
+use dlock_core::adapter::ColumnType;
+use dlock_testkit::TestDatabase;
 
-use crate::args::{Args, Parsed};
+use crate::args::Args;
 use crate::scenarios::Context;
 
 fn main() -> ExitCode {
     if let Some(code) = child::run_if_child() {
         return code;
     }
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            println!("{}", args::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("dlock-bench: {error}\n\n{}", args::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse_or_exit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,12 +45,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let started = Instant::now();
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let run_id = format!("{}-{}", since_epoch.as_secs(), std::process::id());
+    let run_id = dlock_testkit::unique_name("run");
     // Kept until the end of the run: dropping it removes a SQLite file made for the run.
-    let database = match args.dialect.run_database(&run_id) {
+    let database = match TestDatabase::new(args.dialect(), "dlock-bench") {
         Ok(database) => database,
         Err(error) => {
             eprintln!("dlock-bench: {error}");
@@ -75,8 +56,8 @@ async fn run(args: Args) -> ExitCode {
     };
     let context = Context {
         adapter: args.adapter,
-        dialect: args.dialect,
-        url: database.url.clone(),
+        dialect: args.dialect(),
+        url: database.url().to_owned(),
         quick: args.quick,
         run_id,
     };
@@ -89,12 +70,12 @@ async fn run(args: Args) -> ExitCode {
         machine_load()
     );
     if let Err(error) = check_connection(&context).await {
-        eprintln!("dlock-bench: {error}");
+        eprintln!("dlock-bench: {}: {error}", database.describe());
         return ExitCode::FAILURE;
     }
     let mut failed = false;
     let mut results = Vec::new();
-    for scenario in &args.scenarios {
+    for scenario in args.scenarios() {
         match scenario.run(&context).await {
             Ok(lines) => {
                 for line in lines {
@@ -114,8 +95,10 @@ async fn run(args: Args) -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     eprintln!("dlock-bench: {}", machine_load());
-    if context.dialect.has_targets() {
-        eprintln!("dlock-bench: the targets of issue 6 (stated for PostgreSQL), in this run:");
+    // The targets are stated for PostgreSQL; elsewhere the figures stand on their own,
+    // beside this run's floors.
+    if context.dialect == Dialect::Postgres {
+        eprintln!("dlock-bench: the targets (stated for PostgreSQL), in this run:");
         for verdict in targets::judge(&results) {
             let mark = match verdict.met {
                 Some(true) => "met    ",
@@ -125,11 +108,8 @@ async fn run(args: Args) -> ExitCode {
             eprintln!("  {mark} {}: {}", verdict.target, verdict.detail);
         }
     } else {
-        // Issue 6 states its targets for PostgreSQL; here the figures stand on their own,
-        // beside this run's floors.
         eprintln!(
-            "dlock-bench: no targets for this dialect ({}); issue 6's targets are stated \
-             for PostgreSQL",
+            "dlock-bench: no targets for this dialect ({}); they are stated for PostgreSQL",
             context.dialect.name()
         );
     }
@@ -156,12 +136,12 @@ fn machine_load() -> String {
 
 /// Fails early, with the URL and its variable in the message, when the server is not there.
 async fn check_connection(context: &Context) -> Result<(), String> {
-    let (variable, _) = context.dialect.url_variable();
-    let select1 = Statement {
-        sql: context.dialect.floor_sql().select1.into(),
-        params: Vec::new(),
-        columns: &[ColumnType::Int],
-    };
+    let select1 = dlock_testkit::statement(
+        context.dialect,
+        scenarios::floor_sql(context.dialect).select1,
+        Vec::new(),
+        &[ColumnType::Int],
+    );
     // Connecting is inside the time limit: some adapters connect at once, others lazily
     // on the first statement.
     let connect_and_select = async {
@@ -173,15 +153,7 @@ async fn check_connection(context: &Context) -> Result<(), String> {
     };
     match tokio::time::timeout(Duration::from_secs(15), connect_and_select).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!(
-            "cannot reach {} at {} (set {variable} to change it): {error}",
-            context.dialect.name(),
-            context.url
-        )),
-        Err(_) => Err(format!(
-            "{} at {} did not answer within 15 s (set {variable} to change it)",
-            context.dialect.name(),
-            context.url
-        )),
+        Ok(Err(error)) => Err(format!("cannot reach it: {error}")),
+        Err(_) => Err("it did not answer within 15 s".to_owned()),
     }
 }

@@ -1,8 +1,8 @@
-//! The targets of issue 6 (PostgreSQL), checked against the figures of one run. Each is
+//! The targets (stated for PostgreSQL), checked against the figures of one run. Each is
 //! a ratio between figures of the same run, because absolute times on a shared machine
 //! drift from one minute to the next. Printed on stderr; stdout stays JSON lines.
 
-use crate::stats::JsonLine;
+use crate::report::ResultLine;
 
 /// A target as judged on this run's lines.
 #[derive(Debug)]
@@ -13,7 +13,7 @@ pub(crate) struct Verdict {
     pub(crate) detail: String,
 }
 
-fn figure(lines: &[JsonLine], scenario: &str, workers: usize, key: &str) -> Option<f64> {
+fn figure(lines: &[ResultLine], scenario: &str, workers: usize, key: &str) -> Option<f64> {
     lines
         .iter()
         .find(|line| line.scenario() == scenario && line.workers() == workers)
@@ -21,7 +21,7 @@ fn figure(lines: &[JsonLine], scenario: &str, workers: usize, key: &str) -> Opti
         .filter(|value| value.is_finite())
 }
 
-pub(crate) fn judge(lines: &[JsonLine]) -> Vec<Verdict> {
+pub(crate) fn judge(lines: &[ResultLine]) -> Vec<Verdict> {
     let get = |scenario: &str, workers: usize, key: &str| figure(lines, scenario, workers, key);
     let verdict = |target: &'static str, figures: Option<(bool, String)>| Verdict {
         target,

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use dlock_seaorm::Dialect;
-use dlock_seaorm::sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use dlock_seaorm::sea_orm::{Database, DatabaseConnection};
+use url::Url;
 
 use crate::failure::{Failure, with_causes};
 
@@ -15,14 +16,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// a mistyped path.
 pub(crate) async fn connect(url: &str, create: bool) -> Result<DatabaseConnection, Failure> {
     let url = normalise(url, create)?;
-    let mut options = ConnectOptions::new(url.clone());
+    // SQLite as the applications' own connections are: WAL and a busy timeout.
+    let mut options = dlock_seaorm::connect_options(url.clone());
     options
         .max_connections(2)
         .min_connections(0)
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|options| options.busy_timeout(CONNECT_TIMEOUT));
+        .sqlx_logging(false);
     Database::connect(options).await.map_err(|error| {
         let check = if url.starts_with("sqlite:") {
             "check the file's path; `dlock init` creates the file"
@@ -54,10 +55,13 @@ fn normalise(url: &str, create: bool) -> Result<String, Failure> {
     Ok(match scheme.as_str() {
         // The MySQL driver speaks to MariaDB; it only knows the `mysql` scheme.
         "mariadb" => format!("mysql:{rest}"),
-        "sqlite" if create && !rest.contains("mode=") => {
-            let separator = if rest.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}mode=rwc")
-        }
+        "sqlite" if create && !rest.contains("mode=") => match Url::parse(url) {
+            Ok(mut parsed) => {
+                parsed.query_pairs_mut().append_pair("mode", "rwc");
+                parsed.into()
+            }
+            Err(_) => url.to_owned(),
+        },
         _ => url.to_owned(),
     })
 }
@@ -84,16 +88,12 @@ fn scheme(url: &str) -> Result<(String, &str), Failure> {
 
 /// `url` with its password, if any, replaced by `***`: it ends up in messages.
 fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_owned(),
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.into()
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -112,6 +112,11 @@ mod tests {
             "mysql://root@127.0.0.1/test"
         );
         assert_eq!(redacted("sqlite:/tmp/a.db"), "sqlite:/tmp/a.db");
+        // An escaped `@` or `/` in the password is part of it, not the host.
+        assert_eq!(
+            redacted("mysql://app:p%40s%2Fs@db/prod"),
+            "mysql://app:***@db/prod"
+        );
     }
 
     #[test]

@@ -7,22 +7,18 @@
 //! ignored, with the reason, unless `CI` is set: then it fails.
 
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
-use dlock_seaorm::{DistributedLock, LockGuard, LossReason};
+use dlock_seaorm::{Dialect, DistributedLock, LockGuard, LossReason};
+use dlock_testkit::{TestDatabase, unique_name as unique};
 use serde_json::Value;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() -> std::process::ExitCode {
-    let postgres_url = || {
-        env_url(
-            "DLOCK_TEST_POSTGRES_URL",
-            "postgres://postgres@127.0.0.1:5432/test",
-        )
-    };
-    let mysql_url = || env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let postgres_url = || server_url(Dialect::Postgres);
+    let mysql_url = || server_url(Dialect::Mysql);
     let trials = vec![
         on_server("postgres", postgres_url(), postgres),
         on_server("mysql", mysql_url(), mysql),
@@ -75,13 +71,7 @@ fn on_server(name: &str, url: String, test: fn()) -> Trial {
             .build()
             .map_err(|error| format!("cannot start a tokio runtime: {error}"))?;
         if let Err(error) = runtime.block_on(reach(&url)) {
-            let message = format!("{url} is unreachable: {error}");
-            if std::env::var_os("CI").is_some() {
-                return Err(
-                    format!("{message}; CI is set, so this fails instead of skipping").into(),
-                );
-            }
-            return Ok(Completion::ignored_with(message));
+            return dlock_testkit::unreachable(&format!("{url} is unreachable: {error}"));
         }
         test();
         Ok(Completion::Completed)
@@ -105,17 +95,11 @@ const LABEL: &str = "cli-test";
 const TTL: Duration = Duration::from_secs(5);
 
 fn postgres() {
-    session(&env_url(
-        "DLOCK_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    ));
+    session(&server_url(Dialect::Postgres));
 }
 
 fn mysql() {
-    session(&env_url(
-        "DLOCK_TEST_MYSQL_URL",
-        "mysql://root@127.0.0.1:3306/test",
-    ));
+    session(&server_url(Dialect::Mysql));
 }
 
 fn sqlite() {
@@ -138,20 +122,11 @@ fn sqlite() {
 }
 
 fn printed_sql_works_with_only_the_printed_privileges_on_postgres() {
-    printed_sql(
-        &env_url(
-            "DLOCK_TEST_POSTGRES_URL",
-            "postgres://postgres@127.0.0.1:5432/test",
-        ),
-        "postgres",
-    );
+    printed_sql(&server_url(Dialect::Postgres), "postgres");
 }
 
 fn printed_sql_works_with_only_the_printed_privileges_on_mysql() {
-    printed_sql(
-        &env_url("DLOCK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-        "mysql",
-    );
+    printed_sql(&server_url(Dialect::Mysql), "mysql");
 }
 
 fn printed_sql_works_on_sqlite() {
@@ -341,7 +316,7 @@ async fn printed_sql_works(
         .table(table)
         .ttl(TTL)
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .expect("lock options");
     lock.acquire()
@@ -458,7 +433,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
         .ttl(TTL)
         // Frequent renewals: the holder learns of a force release within 100 ms.
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .expect("lock options");
     // An ended acquisition's token (1) is what a stale operator would pass.
@@ -563,7 +538,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     match taken {
         dlock_seaorm::Attempt::Held(holder) => assert!(
             holder
-                .description()
+                .as_str()
                 .starts_with("revoked by an operator (was: cli-test ("),
             "{holder:?}"
         ),
@@ -611,7 +586,7 @@ async fn hostile_names(url: &str, table: &str, db: &DatabaseConnection) {
         DistributedLock::builder(name, db)
             .table(table)
             .ttl(TTL)
-            .holder_label("evil\u{1b}]0;pwned\u{7}")
+            .holder("evil\u{1b}]0;pwned\u{7}")
             .build()
             .expect("lock options")
     };
@@ -822,17 +797,10 @@ fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
-fn env_url(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
-
-/// A name no other test or run uses, valid as a table name.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
+/// The URL of `dialect`'s test server.
+fn server_url(dialect: Dialect) -> String {
+    let database = TestDatabase::new(dialect, "dlock-cli").expect("a server's URL");
+    database.url().to_owned()
 }
 
 /// The database at `url`, or `None` (with a loud message) when it cannot be reached
@@ -850,12 +818,9 @@ async fn connect(url: &str) -> Option<DatabaseConnection> {
         .sqlx_logging(false);
     match Database::connect(options).await {
         Ok(db) => Some(db),
-        Err(error) if std::env::var_os("CI").is_some() => {
-            panic!("{url} is unreachable: {error}; CI is set, so this fails instead of skipping")
-        }
-        Err(error) => {
-            eprintln!("\n!!! {url} is unreachable, skipping: {error}\n");
-            None
-        }
+        Err(error) => match dlock_testkit::unreachable(&format!("{url} is unreachable: {error}")) {
+            Err(failed) => panic!("{failed:?}"),
+            Ok(_skipped) => None,
+        },
     }
 }

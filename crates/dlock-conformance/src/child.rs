@@ -2,17 +2,16 @@
 //! set, and the child does one part of a scenario — contend, hold until killed, or take
 //! one token — printing what it saw on stdout for the parent to check.
 
-use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use dlock_core::DistributedLock;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use dlock_testkit::{Backend, ChildProcess, wall_ns};
 
-use crate::Adapter;
+use crate::support::Env;
 
 const MODE: &str = "DLOCK_CONFORMANCE_CHILD";
+const DIALECT: &str = "DLOCK_CONFORMANCE_DIALECT";
 const URL: &str = "DLOCK_CONFORMANCE_URL";
 const NAME: &str = "DLOCK_CONFORMANCE_NAME";
 const SECTIONS: &str = "DLOCK_CONFORMANCE_SECTIONS";
@@ -37,83 +36,43 @@ pub(crate) enum Mode {
     Wait,
 }
 
-/// A running child.
-pub(crate) struct ChildProcess {
-    pub(crate) child: Child,
-    pub(crate) lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl ChildProcess {
-    /// Starts the test binary as a child in `mode` on lock `name` with `ttl`.
-    pub(crate) fn spawn(url: &str, name: &str, mode: Mode, ttl: Duration) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("no current exe: {e}"))?;
-        let (mode_name, sections) = match mode {
-            Mode::Contend { sections } => ("contend", sections),
-            Mode::Hold => ("hold", 0),
-            Mode::Once => ("once", 0),
-            Mode::DropAtExit => ("drop-at-exit", 0),
-            Mode::Wait => ("wait", 0),
-        };
-        let mut child = Command::new(exe)
-            .env(MODE, mode_name)
-            .env(URL, url)
-            .env(NAME, name)
-            .env(SECTIONS, sections.to_string())
-            .env(TTL_MS, ttl.as_millis().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start a child process: {e}"))?;
-        let stdout = child.stdout.take().expect("BUG: stdout was piped");
-        Ok(Self {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        })
-    }
-
-    /// The next line the child prints, failing if it exits first or `limit` passes.
-    pub(crate) async fn next_line(&mut self, limit: Duration) -> Result<String, String> {
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => Ok(line),
-            Ok(Ok(None)) => Err("the child process exited without printing".into()),
-            Ok(Err(e)) => Err(format!("cannot read the child's output: {e}")),
-            Err(_) => Err(format!("the child printed nothing for {limit:?}")),
-        }
-    }
-
-    /// Every line until the child exits, failing unless it exits successfully in `limit`.
-    pub(crate) async fn finish(mut self, limit: Duration) -> Result<Vec<String>, String> {
-        let collect = async {
-            let mut lines = Vec::new();
-            while let Some(line) = self.lines.next_line().await.map_err(|e| e.to_string())? {
-                lines.push(line);
-            }
-            let status = self.child.wait().await.map_err(|e| e.to_string())?;
-            if status.success() {
-                Ok(lines)
-            } else {
-                Err(format!(
-                    "child process failed ({status}); output: {lines:?}"
-                ))
-            }
-        };
-        tokio::time::timeout(limit, collect)
-            .await
-            .map_err(|_| format!("child process still running after {limit:?}"))?
-    }
+/// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
+/// database (its adapter is the test binary's own).
+pub(crate) fn spawn(
+    env: &Env,
+    name: &str,
+    mode: Mode,
+    ttl: Duration,
+) -> Result<ChildProcess, String> {
+    let (mode_name, sections) = match mode {
+        Mode::Contend { sections } => ("contend", sections),
+        Mode::Hold => ("hold", 0),
+        Mode::Once => ("once", 0),
+        Mode::DropAtExit => ("drop-at-exit", 0),
+        Mode::Wait => ("wait", 0),
+    };
+    ChildProcess::spawn(
+        format!("the {mode_name} child"),
+        [
+            (MODE, mode_name.to_owned()),
+            (DIALECT, dlock_testkit::dialect_key(env.dialect).to_owned()),
+            (URL, env.url.clone()),
+            (NAME, name.to_owned()),
+            (SECTIONS, sections.to_string()),
+            (TTL_MS, ttl.as_millis().to_string()),
+        ],
+    )
 }
 
 /// When this process is a child, does the child's part and returns its exit code.
-pub(crate) fn run_if_child<A: Adapter>(adapter: &Arc<A>) -> Option<ExitCode> {
+pub(crate) fn run_if_child(backend: Backend) -> Option<ExitCode> {
     let mode = std::env::var(MODE).ok()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("child: cannot start a tokio runtime");
-    Some(match runtime.block_on(child_main(&**adapter, &mode)) {
+    Some(match runtime.block_on(child_main(backend, &mode)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("child ({mode}): {error}");
@@ -122,14 +81,14 @@ pub(crate) fn run_if_child<A: Adapter>(adapter: &Arc<A>) -> Option<ExitCode> {
     })
 }
 
-async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
+async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let url = var(URL)?;
+    let dialect = dlock_testkit::dialect_named(&var(DIALECT)?)?;
     let ttl = Duration::from_millis(var(TTL_MS)?.parse().map_err(|e| format!("{e}"))?);
-    let queries = adapter.connect(&url).await.map_err(|e| e.to_string())?;
+    let queries = Env::new(backend, dialect, var(URL)?).connect().await?;
     let builder = DistributedLock::builder(var(NAME)?, queries)
         .ttl(ttl)
-        .holder_label(format!("conformance child {mode}"));
+        .holder(format!("conformance child {mode}"));
     // Contenders poll fast to keep the suite quick; a waiter keeps the default, so that
     // only a wake-up on release makes it fast.
     let builder = match mode {
@@ -143,9 +102,9 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
             let mut report = String::new();
             for _ in 0..sections {
                 let guard = lock.acquire().await.map_err(|e| e.to_string())?;
-                let entry = wall_clock_ns();
+                let entry = wall_ns();
                 tokio::task::yield_now().await;
-                let exit = wall_clock_ns();
+                let exit = wall_ns();
                 if guard.is_lost() {
                     return Err(format!("lost the lock in a section: {guard:?}"));
                 }
@@ -184,17 +143,10 @@ async fn child_main<A: Adapter>(adapter: &A, mode: &str) -> Result<(), String> {
             }
             println!("WAITING");
             let guard = lock.acquire().await.map_err(|e| e.to_string())?;
-            println!("ACQUIRED {}", wall_clock_ns());
+            println!("ACQUIRED {}", wall_ns());
             guard.release().await.map_err(|e| e.to_string())?;
         }
         other => return Err(format!("unknown child mode {other:?}")),
     }
     Ok(())
-}
-
-pub(crate) fn wall_clock_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
 }

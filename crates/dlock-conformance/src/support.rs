@@ -1,45 +1,121 @@
 //! What scenarios share: the environment, unique names, waiting for conditions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{
-    Dialect, DistributedLock, LockBuilder, QueryInterface, Statement, TableName, Value,
-};
+use dlock_core::adapter::{BoxError, QueryInterface, Statement, Value};
+use dlock_core::{Dialect, DistributedLock, Lease, LockBuilder, TableName};
+use dlock_testkit::{Backend, Partition, PoolOptions};
 use tokio::time::Instant;
 
-use crate::{Adapter, Target};
+/// A scenario's verdict: passed, or why not.
+pub(crate) type Verdict = Result<(), String>;
 
-/// A scenario's failure message.
-pub(crate) type Outcome = Result<(), String>;
-
-/// What a scenario runs with: the adapter and the database's URL.
-pub(crate) struct Env<A> {
-    pub(crate) adapter: Arc<A>,
+/// What a scenario runs with: the adapter, the database and its URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub(crate) backend: Backend,
+    pub(crate) dialect: Dialect,
     pub(crate) url: String,
-    pub(crate) target: Target,
 }
 
-impl<A: Adapter> Env<A> {
-    pub(crate) fn new(adapter: Arc<A>, url: String, target: Target) -> Self {
+/// How long a checkout of the suite's pools waits for a free connection.
+fn checkout(backend: Backend) -> Duration {
+    match backend {
+        Backend::TokioPostgres | Backend::SeaOrm => Duration::from_millis(500),
+        Backend::DieselDeadpool => Duration::from_secs(5),
+        // bb8 reports a failure to connect only as a checkout timeout, so with a longer
+        // one a renewal through a cut connection would wait past the 4 s lease of the
+        // unreachable-database scenario without ever seeing an error; a shorter one
+        // (500 ms) failed contenders that were merely slow to connect on a loaded machine.
+        Backend::DieselBb8 => Duration::from_secs(2),
+    }
+}
+
+impl Env {
+    pub(crate) fn new(backend: Backend, dialect: Dialect, url: String) -> Self {
         Self {
-            adapter,
+            backend,
+            dialect,
             url,
-            target,
         }
     }
 
-    /// A new pool to the database.
+    fn options(&self, size: usize) -> PoolOptions {
+        PoolOptions {
+            size,
+            checkout: checkout(self.backend),
+            connect: Duration::from_secs(5),
+        }
+    }
+
+    /// A new pool to the database. Every call gives connections of its own: contenders
+    /// use one each.
     pub(crate) async fn connect(&self) -> Result<Arc<dyn QueryInterface>, String> {
         self.connect_to(&self.url).await
     }
 
     pub(crate) async fn connect_to(&self, url: &str) -> Result<Arc<dyn QueryInterface>, String> {
-        self.adapter
-            .connect(url)
+        self.backend
+            .connect(self.dialect, url, self.options(4))
             .await
-            .map_err(|error| format!("{}: cannot connect to {url}: {error}", self.adapter.name()))
+            .map_err(|error| format!("{}: {error}", self.backend.name()))
+    }
+
+    /// A new pool that sends every statement over one connection, kept for the pool's
+    /// life: a session setting made through it (`SET SESSION sql_mode = …`) applies to
+    /// every statement that follows.
+    pub(crate) async fn connect_single(&self) -> Result<Arc<dyn QueryInterface>, String> {
+        self.backend
+            .connect(self.dialect, &self.url, self.options(1))
+            .await
+    }
+
+    /// A query interface whose pool has no free connection and a short wait timeout, and
+    /// the value that holds that connection.
+    pub(crate) async fn connect_exhausted(
+        &self,
+    ) -> Result<(Arc<dyn QueryInterface>, Box<dyn std::any::Any + Send>), String> {
+        let options = self.options(1).with_checkout(Duration::from_millis(500));
+        let (pool, queries) = self.backend.pool(self.dialect, &self.url, options).await?;
+        Ok((queries, pool.check_out().await?))
+    }
+
+    /// In one transaction on a new connection: fence with `lease`, run `write`, wait
+    /// `hold`, commit. Errors from the fence come back unchanged (`Error::Fenced`).
+    ///
+    /// The transaction runs on a thread of its own, in `block_on`, whose future need not
+    /// be `Send`: rustc cannot prove diesel-async's `transaction` future `Send` across
+    /// its higher-ranked closure bounds, while scenarios spawn this.
+    pub(crate) async fn fenced_write(
+        &self,
+        lease: &Lease,
+        write: &Statement,
+        hold: Duration,
+    ) -> Result<(), BoxError> {
+        let (pool, _) = self
+            .backend
+            .pool(self.dialect, &self.url, self.options(1))
+            .await?;
+        let (lease, write) = (lease.clone(), write.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(pool.fenced_write(&lease, &write, hold))
+        })
+        .await?
+    }
+
+    /// A partition between the database and the pools of [`Env::connect_through`].
+    pub(crate) async fn partition(&self) -> Result<Partition, String> {
+        Partition::start(self.dialect, &self.url).await
+    }
+
+    /// A new pool whose statements `partition` can cut off.
+    pub(crate) async fn connect_through(
+        &self,
+        partition: &Partition,
+    ) -> Result<Arc<dyn QueryInterface>, String> {
+        Ok(partition.wrap(self.connect_to(partition.url(&self.url)).await?))
     }
 
     /// A builder for a lock on a new pool, with short timings for tests.
@@ -57,20 +133,11 @@ pub(crate) fn quick(builder: LockBuilder) -> LockBuilder {
 
 /// A lock name no other test or run uses.
 pub(crate) fn unique_name(scenario: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "conformance/{scenario}/{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    dlock_testkit::unique_name(&format!("conformance/{scenario}"))
 }
 
 /// Waits until `condition` holds, checking every 10 ms, for at most `limit`.
-pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Outcome
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Verdict
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, String>>,
@@ -118,76 +185,31 @@ pub(crate) async fn is_free_in(
 
 /// A statement in `dialect` with `?`-style placeholders rewritten to the dialect's.
 pub(crate) fn sql(dialect: Dialect, sql: &str, params: Vec<Value>) -> Statement {
-    let sql = match dialect {
-        Dialect::Postgres => {
-            let mut numbered = String::with_capacity(sql.len());
-            let mut index = 0;
-            for c in sql.chars() {
-                if c == '?' {
-                    index += 1;
-                    numbered.push_str(&format!("${index}"));
-                } else {
-                    numbered.push(c);
-                }
-            }
-            numbered
-        }
-        _ => sql.to_owned(),
-    };
-    Statement {
-        sql: sql.into(),
-        params,
-        columns: &[],
-    }
+    dlock_testkit::statement(dialect, sql, params, &[])
+}
+
+/// Drops `table` if it exists.
+pub(crate) async fn drop_table(queries: &Arc<dyn QueryInterface>, table: &str) -> Verdict {
+    let drop = sql(
+        queries.dialect(),
+        &format!("DROP TABLE IF EXISTS {table}"),
+        vec![],
+    );
+    queries
+        .execute(&drop)
+        .await
+        .map(|_rows| ())
+        .map_err(|e| format!("cannot drop {table}: {e}"))
 }
 
 /// Connects and creates the default lock table: proves the database answers.
-pub(crate) async fn check_reachable<A: Adapter>(adapter: &A, url: &str) -> Result<(), String> {
-    let queries = tokio::time::timeout(Duration::from_secs(10), adapter.connect(url))
+pub(crate) async fn check_reachable(env: &Env) -> Result<(), String> {
+    let queries = tokio::time::timeout(Duration::from_secs(10), env.connect())
         .await
-        .map_err(|_| "connecting took over 10 s".to_owned())?
-        .map_err(|error| error.to_string())?;
+        .map_err(|_| "connecting took over 10 s".to_owned())??;
     let lock = DistributedLock::new("conformance/reachable", queries).map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(10), lock.create_table())
         .await
         .map_err(|_| "creating the lock table took over 10 s".to_owned())?
-        .map_err(|error| format!("{error}: {}", source_chain(&error)))
-}
-
-/// The error's sources, joined, for messages.
-pub(crate) fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = Vec::new();
-    let mut source = error.source();
-    while let Some(error) = source {
-        chain.push(error.to_string());
-        source = error.source();
-    }
-    chain.join(": ")
-}
-
-/// The directory of this run's SQLite database: one per test-binary run, so runs never
-/// share a file; child processes receive the URL, not this path.
-fn sqlite_dir() -> &'static std::path::Path {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        std::env::temp_dir().join(format!("dlock-conformance-{}-{nanos}", std::process::id()))
-    })
-}
-
-/// The URL of this run's SQLite database file (created with the directory on first use).
-pub(crate) fn sqlite_url() -> String {
-    let dir = sqlite_dir();
-    if let Err(error) = std::fs::create_dir_all(dir) {
-        eprintln!("cannot create {}: {error}", dir.display());
-    }
-    format!("sqlite://{}/locks.db?mode=rwc", dir.display())
-}
-
-/// Removes this run's SQLite directory, if it made one.
-pub(crate) fn remove_sqlite_dir() {
-    let _ = std::fs::remove_dir_all(sqlite_dir());
+        .map_err(|error| dlock_testkit::error_chain(&error))
 }

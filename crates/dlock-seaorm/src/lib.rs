@@ -25,6 +25,9 @@ pub use dlock_core::{
 #[doc(no_inline)]
 pub use sea_orm;
 
+mod connect;
+pub use connect::connect_options;
+
 /// The query interface over a [`sea_orm::DatabaseConnection`].
 ///
 /// Every statement checks a connection out of the connection's pool and returns it at

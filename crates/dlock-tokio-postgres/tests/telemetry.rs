@@ -8,21 +8,19 @@
 
 use std::io;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlock_tokio_postgres::deadpool_postgres::{Manager, Pool, Runtime};
-use dlock_tokio_postgres::tokio_postgres::{Config, NoTls};
+use dlock_testkit::{Backend, PoolOptions, TestDatabase};
+use dlock_tokio_postgres::adapter::QueryInterface;
 use dlock_tokio_postgres::{
-    Attempt, BoxError, DistributedLock, Error, ForceRelease, LockAdmin, TableName,
+    Attempt, Dialect, DistributedLock, Error, ForceRelease, LockAdmin, TableName,
 };
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
-const URL_VARIABLE: &str = "DLOCK_TEST_POSTGRES_URL";
 /// A table of this test's own, so that its rows stay out of everyone else's.
 const TABLE: &str = "dlock_telemetry_test";
 
@@ -40,20 +38,14 @@ fn main() -> ExitCode {
 }
 
 async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completion, Failed> {
-    let url = std::env::var(URL_VARIABLE)
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let pool = match connect(&url).await {
+    let database = TestDatabase::new(Dialect::Postgres, "dlock-telemetry")?;
+    let pool = match connect(database.url()).await {
         Ok(pool) => pool,
         Err(error) => {
-            let message =
-                format!("PostgreSQL is unreachable at {url} (set {URL_VARIABLE}): {error}");
-            eprintln!("\n!!! {message}\n");
-            if std::env::var_os("CI").is_some() {
-                return Err(
-                    format!("{message}; CI is set, so this fails instead of skipping").into(),
-                );
-            }
-            return Ok(Completion::ignored_with(message));
+            return dlock_testkit::unreachable(&format!(
+                "{} is unreachable: {error}",
+                database.describe()
+            ));
         }
     };
     let log = Log::default();
@@ -67,11 +59,11 @@ async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completio
     let _default = subscriber.set_default();
 
     // Unique per run: the row, and its fencing token, outlive the test.
-    let name = format!("telemetry-test/{}/{}", std::process::id(), unix_nanos());
+    let name = dlock_testkit::unique_name("telemetry-test");
     let lock = |label: &str| {
         DistributedLock::builder(name.as_str(), pool.clone())
             .table(TABLE)
-            .holder_label(label)
+            .holder(label)
             .build()
     };
     let guard = lock("first")?.acquire().await?;
@@ -139,21 +131,16 @@ async fn acquire_skip_release_and_force_release_are_logged() -> Result<Completio
     Ok(Completion::Completed)
 }
 
-async fn connect(url: &str) -> Result<Pool, BoxError> {
-    let manager = Manager::new(Config::from_str(url)?, NoTls);
-    let pool = Pool::builder(manager)
-        .max_size(2)
-        .runtime(Runtime::Tokio1)
-        .build()?;
-    let connection = tokio::time::timeout(Duration::from_secs(10), pool.get()).await??;
+/// A pool of two, and proof that the server answers.
+async fn connect(url: &str) -> Result<Arc<dyn QueryInterface>, String> {
+    let (pool, queries) = Backend::TokioPostgres
+        .pool(Dialect::Postgres, url, PoolOptions::new(2))
+        .await?;
+    let connection = tokio::time::timeout(Duration::from_secs(10), pool.check_out())
+        .await
+        .map_err(|_| "no connection within 10 s".to_owned())??;
     drop(connection);
-    Ok(pool)
-}
-
-fn unix_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos())
+    Ok(queries)
 }
 
 /// Where the fmt subscriber writes: a buffer the test reads back.

@@ -2,207 +2,182 @@
 
 use std::time::Duration;
 
-use dlock_bench::backend::{Adapter, Dialect};
+use clap::{CommandFactory, Parser, ValueEnum};
+use dlock_core::Dialect;
+use dlock_testkit::{Backend, dialect_parser};
 
 use crate::faults::FaultKind;
 
-pub(crate) const USAGE: &str = "\
-usage: dlock-torture [--adapter tokio-postgres|seaorm|diesel] [--dialect postgres|mysql|sqlite]
-                     [--url URL] [--minutes N | --seconds N] [--workers N] [--names N]
-                     [--ttl-ms N] [--fault-gap-ms N] [--faults LIST] [--restart-command CMD]
-                     [--verbose]
-
-Workers (separate processes) contend for a few lock names while faults are injected on a
-schedule; a checker then verifies the ledger and prints a summary line:
-  sections=N faults=N overlaps=N fencing_violations=N late_writes=N max_recovery_ms=N
-
-  --adapter          the adapter (default: tokio-postgres on PostgreSQL, else seaorm)
-  --dialect          the database (default: postgres)
-  --url              the database (default: as the tests, postgres://postgres@127.0.0.1:5432/test,
-                     mysql://root@127.0.0.1:3306/test; SQLite: a new file in a temporary directory)
-  --minutes/--seconds  how long the workers run (default 25 s)
-  --workers          worker processes (default 4)
-  --names            lock names they contend for (default 2)
-  --ttl-ms           the locks' TTL (default 2000)
-  --fault-gap-ms     the pause between two faults (default 1000)
-  --faults           the faults to inject, in turn, comma-separated (default: all the database
-                     allows): kill, stop, terminate, unreachable, short-stop, delayed-acquire,
-                     hung-renewal, restart
-  --restart-command  a shell command that restarts the PostgreSQL server, e.g.
-                     'pg_ctlcluster --skip-systemctl-redirect 15 torture restart';
-                     adds the restart fault. Never point it at a server others use.
-  --verbose          workers print every error they meet";
-
-/// What to run.
-#[derive(Debug, Clone)]
+/// Workers (separate processes) contend for a few lock names while faults are injected on
+/// a schedule; a checker then verifies the ledger and prints a summary line:
+///   sections=N faults=N overlaps=N fencing_violations=N late_writes=N max_recovery_ms=N
+///
+/// Exit codes: 0 all held, 1 a violation or a broken promise (see the `problem:` and
+/// `violation:` lines), 2 bad arguments, 3 the database could not be reached.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dlock-torture")]
 pub(crate) struct Args {
-    pub(crate) adapter: Adapter,
+    /// The adapter [default: tokio-postgres on PostgreSQL, else seaorm]
+    #[arg(long, value_enum)]
+    adapter: Option<Backend>,
+    /// The database.
+    #[arg(long, value_parser = dialect_parser(), default_value = "postgres")]
     pub(crate) dialect: Dialect,
+    /// The database's URL [default: DLOCK_TEST_<DIALECT>_URL, else as the tests:
+    /// postgres://postgres@127.0.0.1:5432/test, mysql://root@127.0.0.1:3306/test; SQLite:
+    /// a new file in a temporary directory]
+    #[arg(long)]
     pub(crate) url: Option<String>,
-    pub(crate) duration: Duration,
-    pub(crate) workers: usize,
-    pub(crate) names: usize,
-    pub(crate) ttl: Duration,
-    pub(crate) fault_gap: Duration,
-    /// The faults of the rotation, in order.
-    pub(crate) faults: Vec<FaultKind>,
+    /// How long the workers run, in minutes [default: 25 s]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "seconds")]
+    minutes: Option<u64>,
+    /// How long the workers run, in seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 25)]
+    seconds: u64,
+    /// Worker processes; one alone cannot contend.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..), default_value_t = 4)]
+    workers: u64,
+    /// Lock names they contend for.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 2)]
+    names: u64,
+    /// The locks' TTL in ms; shorter leases than 500 ms expire under normal load.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(500..), default_value_t = 2000)]
+    ttl_ms: u64,
+    /// The pause between two faults, in ms.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000)]
+    fault_gap_ms: u64,
+    /// The faults to inject, in turn [default: all the database allows]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    faults: Vec<FaultKind>,
+    /// A shell command that restarts the PostgreSQL server, e.g. 'pg_ctlcluster
+    /// --skip-systemctl-redirect 15 torture restart'; adds the restart fault. Never point
+    /// it at a server others use.
+    #[arg(long)]
     pub(crate) restart_command: Option<String>,
+    /// Workers print every error they meet.
+    #[arg(long)]
     pub(crate) verbose: bool,
 }
 
-/// The parsed command line: a run, or a request for help.
-#[derive(Debug)]
-pub(crate) enum Parsed {
-    Run(Args),
-    Help,
-}
-
-pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
-    let mut adapter = None;
-    let mut dialect = Dialect::Postgres;
-    let mut url = None;
-    let mut duration = Duration::from_secs(25);
-    let mut workers = 4;
-    let mut names = 2;
-    let mut ttl = Duration::from_secs(2);
-    let mut fault_gap = Duration::from_secs(1);
-    let mut restart_command = None;
-    let mut faults = None;
-    let mut verbose = false;
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let number = |text: String| {
-            text.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{flag} takes a positive whole number, not {text:?}"))
-        };
-        match flag.as_str() {
-            "--adapter" => adapter = Some(Adapter::parse(&value()?)?),
-            "--dialect" => dialect = Dialect::parse(&value()?)?,
-            "--url" => url = Some(value()?),
-            "--minutes" => duration = Duration::from_secs(60 * number(value()?)?),
-            "--seconds" => duration = Duration::from_secs(number(value()?)?),
-            "--workers" => workers = usize::try_from(number(value()?)?).unwrap_or(usize::MAX),
-            "--names" => names = usize::try_from(number(value()?)?).unwrap_or(usize::MAX),
-            "--ttl-ms" => ttl = Duration::from_millis(number(value()?)?),
-            "--fault-gap-ms" => fault_gap = Duration::from_millis(number(value()?)?),
-            "--restart-command" => restart_command = Some(value()?),
-            "--faults" => {
-                faults = Some(
-                    value()?
-                        .split(',')
-                        .map(|name| FaultKind::parse(name.trim()))
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
-            }
-            "--verbose" => verbose = true,
-            "--help" | "-h" => return Ok(Parsed::Help),
-            other => return Err(format!("unknown argument {other:?}")),
+impl Args {
+    /// The command line, or the process exits with clap's message (status 2).
+    pub(crate) fn parse_or_exit() -> Self {
+        let args = Self::parse();
+        if let Err(message) = args.check() {
+            Self::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
         }
+        args
     }
-    let adapter = adapter.unwrap_or(match dialect {
-        Dialect::Postgres => Adapter::TokioPostgres,
-        _ => Adapter::SeaOrm,
-    });
-    if !adapter.dialects().contains(&dialect) {
-        return Err(adapter.unsupported(dialect));
+
+    /// What clap cannot check alone: the adapter, the dialect and the faults together.
+    fn check(&self) -> Result<(), String> {
+        self.adapter().check(self.dialect)?;
+        if self.restart_command.is_some() && self.dialect != Dialect::Postgres {
+            return Err(
+                "--restart-command restarts PostgreSQL; use it with --dialect postgres".into(),
+            );
+        }
+        self.faults
+            .iter()
+            .try_for_each(|kind| self.available(*kind))
     }
-    if workers < 2 {
-        return Err("--workers must be at least 2: one worker cannot contend".into());
+
+    /// The adapter asked for, else the dialect's.
+    pub(crate) fn adapter(&self) -> Backend {
+        self.adapter.unwrap_or(match self.dialect {
+            Dialect::Postgres => Backend::TokioPostgres,
+            _ => Backend::SeaOrm,
+        })
     }
-    if ttl < Duration::from_millis(500) {
-        return Err(
-            "--ttl-ms must be at least 500: shorter leases expire under normal load".into(),
-        );
+
+    pub(crate) fn duration(&self) -> Duration {
+        Duration::from_secs(self.minutes.map_or(self.seconds, |minutes| minutes * 60))
     }
-    if restart_command.is_some() && dialect != Dialect::Postgres {
-        return Err("--restart-command restarts PostgreSQL; use it with --dialect postgres".into());
+
+    pub(crate) fn workers(&self) -> usize {
+        usize::try_from(self.workers).unwrap_or(usize::MAX)
     }
-    let available = |kind: FaultKind| -> Result<(), String> {
-        if kind.needs_network() && dialect == Dialect::Sqlite {
+
+    pub(crate) fn names(&self) -> usize {
+        usize::try_from(self.names).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+
+    pub(crate) fn fault_gap(&self) -> Duration {
+        Duration::from_millis(self.fault_gap_ms)
+    }
+
+    /// The faults of the rotation, in order: those asked for, else all the database allows.
+    pub(crate) fn faults(&self) -> Vec<FaultKind> {
+        if !self.faults.is_empty() {
+            return self.faults.clone();
+        }
+        FaultKind::value_variants()
+            .iter()
+            .copied()
+            .filter(|kind| self.available(*kind).is_ok())
+            .collect()
+    }
+
+    fn available(&self, kind: FaultKind) -> Result<(), String> {
+        if kind.needs_network() && self.dialect == Dialect::Sqlite {
             return Err(format!(
                 "the {kind} fault needs a database server the workers reach over the \
                  network, which SQLite does not have"
             ));
         }
-        if kind == FaultKind::Restart && restart_command.is_none() {
+        if kind == FaultKind::Restart && self.restart_command.is_none() {
             return Err("the restart fault needs --restart-command".into());
         }
         Ok(())
-    };
-    let faults = match faults {
-        Some(faults) => {
-            for kind in &faults {
-                available(*kind)?;
-            }
-            faults
-        }
-        None => FaultKind::ALL
-            .into_iter()
-            .filter(|kind| available(*kind).is_ok())
-            .collect(),
-    };
-    if faults.is_empty() {
-        return Err("--faults needs at least one fault".into());
     }
-    Ok(Parsed::Run(Args {
-        adapter,
-        dialect,
-        url,
-        duration,
-        workers,
-        names,
-        ttl,
-        fault_gap,
-        faults,
-        restart_command,
-        verbose,
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_all(args: &[&str]) -> Result<Parsed, String> {
-        parse(args.iter().map(|arg| (*arg).to_owned()))
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("dlock-torture").chain(args.iter().copied()))
+                .map_err(|error| error.to_string())?;
+        args.check().map(|()| args)
     }
 
     #[test]
     fn defaults_pick_the_adapter_of_the_dialect() {
-        let Ok(Parsed::Run(args)) = parse_all(&["--dialect", "mysql", "--minutes", "3"]) else {
-            panic!("expected a run");
-        };
-        assert_eq!(args.adapter, Adapter::SeaOrm);
-        assert_eq!(args.duration, Duration::from_secs(180));
-        assert_eq!(args.ttl, Duration::from_secs(2));
+        let args = parse(&["--dialect", "mysql", "--minutes", "3"]).expect("a run");
+        assert_eq!(args.adapter(), Backend::SeaOrm);
+        assert_eq!(args.duration(), Duration::from_secs(180));
+        assert_eq!(args.ttl(), Duration::from_secs(2));
     }
 
     #[test]
     fn bad_combinations_say_what_to_do() {
-        let error = parse_all(&["--adapter", "tokio-postgres", "--dialect", "sqlite"]).unwrap_err();
+        let error = parse(&["--adapter", "tokio-postgres", "--dialect", "sqlite"]).unwrap_err();
         assert!(error.contains("does not support"), "{error}");
-        let error = parse_all(&["--dialect", "sqlite", "--restart-command", "true"]).unwrap_err();
+        let error = parse(&["--dialect", "sqlite", "--restart-command", "true"]).unwrap_err();
         assert!(error.contains("--dialect postgres"), "{error}");
-        let error = parse_all(&["--workers", "0"]).unwrap_err();
-        assert!(error.contains("positive whole number"), "{error}");
-        let error =
-            parse_all(&["--dialect", "sqlite", "--faults", "kill,hung-renewal"]).unwrap_err();
+        assert!(parse(&["--workers", "1"]).is_err());
+        let error = parse(&["--dialect", "sqlite", "--faults", "kill,hung-renewal"]).unwrap_err();
         assert!(error.contains("SQLite"), "{error}");
-        let error = parse_all(&["--faults", "stop,pause"]).unwrap_err();
+        let error = parse(&["--faults", "stop,pause"]).unwrap_err();
         assert!(error.contains("short-stop"), "{error}");
     }
 
     #[test]
     fn the_rotation_is_what_the_database_allows_or_what_was_asked() {
-        let rotation = |args: &[&str]| match parse_all(args) {
-            Ok(Parsed::Run(args)) => args
-                .faults
+        let rotation = |args: &[&str]| {
+            let args = parse(args).expect("a run");
+            args.faults()
                 .iter()
                 .map(|kind| kind.name())
-                .collect::<Vec<_>>(),
-            other => panic!("expected a run, got {other:?}"),
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             rotation(&["--dialect", "sqlite"]),
@@ -224,5 +199,10 @@ mod tests {
             rotation(&["--faults", "hung-renewal,short-stop"]),
             ["hung-renewal", "short-stop"]
         );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
     }
 }

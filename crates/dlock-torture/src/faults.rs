@@ -3,10 +3,10 @@
 use std::fmt;
 
 use crate::ledger::Section;
-use crate::workers::Hold;
+use crate::worker_process::Hold;
 
 /// A kind of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub(crate) enum FaultKind {
     /// A holder killed with SIGKILL.
     Kill,
@@ -31,18 +31,6 @@ pub(crate) enum FaultKind {
 }
 
 impl FaultKind {
-    /// Every kind, in the order of the rotation.
-    pub(crate) const ALL: [Self; 8] = [
-        Self::Kill,
-        Self::Stop,
-        Self::Terminate,
-        Self::Unreachable,
-        Self::ShortStop,
-        Self::DelayedAcquire,
-        Self::HungRenewal,
-        Self::Restart,
-    ];
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Kill => "kill",
@@ -54,19 +42,6 @@ impl FaultKind {
             Self::HungRenewal => "hung-renewal",
             Self::Restart => "restart",
         }
-    }
-
-    pub(crate) fn parse(name: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|kind| kind.name()).collect();
-                format!(
-                    "unknown fault {name:?}; the faults are {}",
-                    names.join(", ")
-                )
-            })
     }
 
     /// Whether the fault acts on a database server or on the network between it and the
@@ -190,10 +165,11 @@ mod tests {
     }
 
     #[test]
-    fn fault_names_read_back() {
-        for kind in FaultKind::ALL {
-            assert_eq!(FaultKind::parse(kind.name()), Ok(kind));
+    fn fault_names_are_the_command_line_names() {
+        use clap::ValueEnum;
+        for kind in FaultKind::value_variants() {
+            assert_eq!(FaultKind::from_str(kind.name(), false), Ok(*kind));
         }
-        assert!(FaultKind::parse("pause").is_err());
+        assert!(FaultKind::from_str("pause", false).is_err());
     }
 }

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use dlock_core::{ColumnType, Dialect, QueryInterface, Statement, Value};
+use dlock_core::Dialect;
+use dlock_core::adapter::{ColumnType, QueryInterface, Statement, Value};
 
 /// The lock table of the suite's locks.
 pub(crate) const LOCK_TABLE: &str = "dlock_torture_locks";
@@ -53,24 +54,7 @@ impl LedgerSql {
 
     /// `sql` with its `?` placeholders numbered for PostgreSQL.
     fn statement(self, sql: &str, params: Vec<Value>, columns: &'static [ColumnType]) -> Statement {
-        let sql = match self.dialect {
-            Dialect::Postgres => {
-                let mut numbered = String::with_capacity(sql.len() + 8);
-                for (index, part) in sql.split('?').enumerate() {
-                    if index > 0 {
-                        numbered.push_str(&format!("${index}"));
-                    }
-                    numbered.push_str(part);
-                }
-                numbered
-            }
-            _ => sql.to_owned(),
-        };
-        Statement {
-            sql: sql.into(),
-            params,
-            columns,
-        }
+        dlock_testkit::statement(self.dialect, sql, params, columns)
     }
 
     pub(crate) fn create_tables(self) -> [Statement; 2] {

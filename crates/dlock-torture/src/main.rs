@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p dlock-torture -- --minutes 10 --dialect postgres
+//! cargo run --release -p dlock-torture -- --help
 //! ```
 //!
 //! Exit codes: 0 all held, 1 a violation or a broken promise (see the `problem:` and
@@ -12,36 +13,24 @@
 mod args;
 mod check;
 mod faults;
-mod fenced;
 mod ledger;
 mod run;
-mod worker;
-mod workers;
+mod worker_main;
+mod worker_process;
 
-use std::hash::{BuildHasher, RandomState};
 use std::process::ExitCode;
 
-use crate::args::Parsed;
+use crate::args::Args;
 use crate::run::RunError;
 
 /// The exit code for a database that could not be reached at the start.
 const UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
-    if let Some(code) = worker::run_if_worker() {
+    if let Some(code) = worker_main::run_if_worker() {
         return code;
     }
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            println!("{}", args::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("dlock-torture: {error}\n\n{}", args::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse_or_exit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -53,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let what = format!("{} on {}", args.adapter.name(), args.dialect.name());
+    let what = format!("{} on {}", args.adapter().name(), args.dialect.name());
     match runtime.block_on(run::run(args)) {
         Ok(report) => {
             report.print();
@@ -73,18 +62,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A random number below `bound` (which must not be 0), from the standard library's
-/// randomly seeded hasher: good enough to pick a lock or a worker.
-pub(crate) fn random_below(bound: usize) -> usize {
-    let random = RandomState::new().hash_one(std::time::Instant::now());
-    usize::try_from(random % u64::try_from(bound).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
-/// A random fraction in `[0, 1)`.
-pub(crate) fn random_fraction() -> f64 {
-    const SCALE: usize = 1 << 20;
-    // Both are below 2^53, so the conversions are exact.
-    f64::from(u32::try_from(random_below(SCALE)).unwrap_or(0)) / f64::from(1u32 << 20)
 }

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use dlock_testkit::{ChildProcess, wall_ns};
+
 use super::{Context, Scenario};
-use crate::child::{Role, Worker, start_workers, wall_ns};
-use crate::stats::{JsonLine, Latencies};
+use crate::child::{Role, start_workers};
+use crate::report::{Latencies, ResultLine};
 
 const WORKER_COUNTS: [usize; 3] = [2, 4, 8];
 
@@ -19,7 +21,7 @@ struct Section {
     exit_ns: u64,
 }
 
-pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
     let duration = context.duration(Duration::from_secs(5), Duration::from_secs(2));
     let mut lines = Vec::new();
     let solo_duration = context.duration(Duration::from_secs(1), Duration::from_millis(500));
@@ -35,7 +37,7 @@ pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
         let solo_start_ns = wall_ns();
         let solo_stop_ns = solo_start_ns + nanos(solo_duration);
         processes[0].send(&format!("RUN {solo_stop_ns}")).await?;
-        let solo = collect(&mut processes[0], solo_duration).await?;
+        let solo = collect(&mut processes[0], 0, solo_duration).await?;
         let solo_gaps = Latencies::from_ms(in_order(solo).windows(2).map(gap_ms));
 
         let start_ns = wall_ns();
@@ -44,8 +46,8 @@ pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
             process.send(&format!("RUN {stop_ns}")).await?;
         }
         let mut sections = Vec::new();
-        for process in &mut processes {
-            sections.extend(collect(process, duration).await?);
+        for (index, process) in processes.iter_mut().enumerate() {
+            sections.extend(collect(process, index, duration).await?);
         }
         for process in processes {
             process.finish(Duration::from_secs(10)).await?;
@@ -78,8 +80,12 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Reads a worker's sections until it says `DONE`.
-async fn collect(process: &mut Worker, duration: Duration) -> Result<Vec<Section>, String> {
+/// Reads the sections of worker `index` until it says `DONE`.
+async fn collect(
+    process: &mut ChildProcess,
+    index: usize,
+    duration: Duration,
+) -> Result<Vec<Section>, String> {
     // A waiter still backing off at the stop time gets its last turn within a poll
     // interval or so; a minute is far beyond any healthy finish.
     let limit = duration + Duration::from_secs(60);
@@ -99,13 +105,10 @@ async fn collect(process: &mut Worker, duration: Duration) -> Result<Vec<Section
             _ => None,
         };
         let Some(((token, entry_ns), exit_ns)) = parsed else {
-            return Err(format!(
-                "worker {}: unexpected line {line:?}",
-                process.index
-            ));
+            return Err(format!("{}: unexpected line {line:?}", process.name()));
         };
         sections.push(Section {
-            worker: process.index,
+            worker: index,
             token,
             entry_ns,
             exit_ns,
@@ -120,7 +123,7 @@ fn summarise(
     sections: &[Section],
     start_ns: u64,
     stop_ns: u64,
-) -> JsonLine {
+) -> ResultLine {
     let sections = in_order(sections.to_vec());
 
     // Exclusion over every section, including those after the stop time: a section that
@@ -184,11 +187,12 @@ fn summarise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Adapter, Dialect};
+    use dlock_core::Dialect;
+    use dlock_testkit::Backend;
 
     fn context() -> Context {
         Context {
-            adapter: Adapter::TokioPostgres,
+            adapter: Backend::TokioPostgres,
             dialect: Dialect::Postgres,
             url: String::new(),
             quick: true,

@@ -7,31 +7,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{ColumnType, QueryInterface, Statement, Value};
+use dlock_core::Dialect;
+use dlock_core::adapter::{ColumnType, QueryInterface, Statement, Value};
+use dlock_testkit::statement;
 
 use super::{Context, Scenario, timed_loop};
-use crate::stats::{JsonLine, Latencies};
+use crate::report::{Latencies, ResultLine};
+
+/// The statements of the floors in `dialect`.
+pub(crate) fn floor_sql(dialect: Dialect) -> &'static FloorSql {
+    match dialect {
+        Dialect::Mysql => &MYSQL_FLOORS,
+        Dialect::Sqlite => &SQLITE_FLOORS,
+        _ => &POSTGRES_FLOORS,
+    }
+}
 
 /// The pool size of every sequential scenario: room for the renewal task beside the
 /// statement in flight, as a small service pool would have.
 pub(crate) const POOL_SIZE: usize = 4;
 
-fn statement(sql: &str, params: Vec<Value>) -> Statement {
-    Statement {
-        sql: sql.into(),
-        params,
-        columns: &[],
-    }
-}
-
 /// `SELECT 1` round trips.
-pub(super) async fn select1(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn select1(context: &Context) -> Result<Vec<ResultLine>, String> {
     let queries = context.pool(POOL_SIZE).await?;
     // One result column, as adapters that decode strictly (Diesel) are told.
-    let select1 = Statement {
-        columns: &[ColumnType::Int],
-        ..statement(context.dialect.floor_sql().select1, Vec::new())
-    };
+    let select1 = statement(
+        context.dialect,
+        floor_sql(context.dialect).select1,
+        Vec::new(),
+        &[ColumnType::Int],
+    );
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_select1: SELECT 1 round trips for {duration:?}");
     let (latencies, elapsed) = timed_loop(duration, || {
@@ -58,8 +63,9 @@ pub(super) async fn select1(context: &Context) -> Result<Vec<JsonLine>, String> 
 pub(super) struct Commit2 {
     queries: Arc<dyn QueryInterface>,
     name: String,
-    upsert: Arc<str>,
-    update: Arc<str>,
+    /// The statements without their parameters.
+    upsert: Statement,
+    update: Statement,
     /// A different owner per operation, as each acquisition has its own owner id.
     sequence: Arc<AtomicU64>,
 }
@@ -67,16 +73,21 @@ pub(super) struct Commit2 {
 impl Commit2 {
     pub(super) async fn new(context: &Context, name: String) -> Result<Self, String> {
         let queries = context.pool(POOL_SIZE).await?;
-        let sql = context.dialect.floor_sql();
+        let sql = floor_sql(context.dialect);
         queries
-            .execute(&statement(sql.create_table, Vec::new()))
+            .execute(&statement(
+                context.dialect,
+                sql.create_table,
+                Vec::new(),
+                &[],
+            ))
             .await
             .map_err(|error| format!("cannot create the floor table: {error}"))?;
         Ok(Self {
             queries,
             name,
-            upsert: sql.upsert.into(),
-            update: sql.update.into(),
+            upsert: statement(context.dialect, sql.upsert, Vec::new(), &[]),
+            update: statement(context.dialect, sql.update, Vec::new(), &[]),
             sequence: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -84,10 +95,9 @@ impl Commit2 {
     pub(super) async fn once(&self) -> Result<(), String> {
         let owner = format!("owner-{}", self.sequence.fetch_add(1, Ordering::Relaxed));
         let params = vec![Value::Text(self.name.clone()), Value::Text(owner)];
-        let run = |sql: &Arc<str>| Statement {
-            sql: Arc::clone(sql),
+        let run = |template: &Statement| Statement {
             params: params.clone(),
-            columns: &[],
+            ..template.clone()
         };
         self.queries
             .execute(&run(&self.upsert))
@@ -102,7 +112,7 @@ impl Commit2 {
 }
 
 /// The durable upsert + update pair: what one acquire + release must at least cost.
-pub(super) async fn commit2(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn commit2(context: &Context) -> Result<Vec<ResultLine>, String> {
     let floor = Commit2::new(context, context.lock_name("floor_commit2")).await?;
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_commit2: upsert + update (two commits) for {duration:?}");
@@ -116,8 +126,8 @@ pub(super) async fn commit2(context: &Context) -> Result<Vec<JsonLine>, String> 
 /// Session advisory lock + unlock on one connection (a pool of one, so both statements
 /// run in the same session): the cheapest lock the database has, not durable, held by a
 /// connection.
-pub(super) async fn advisory(context: &Context) -> Result<Vec<JsonLine>, String> {
-    let Some((lock_sql, unlock_sql)) = context.dialect.floor_sql().advisory else {
+pub(super) async fn advisory(context: &Context) -> Result<Vec<ResultLine>, String> {
+    let Some((lock_sql, unlock_sql)) = floor_sql(context.dialect).advisory else {
         eprintln!(
             "floor_advisory: {} has no advisory locks; skipped",
             context.dialect.name()
@@ -127,8 +137,8 @@ pub(super) async fn advisory(context: &Context) -> Result<Vec<JsonLine>, String>
     let queries = context.pool(1).await?;
     // A key of this process's own, so concurrent runs do not wait for each other.
     let key = Value::Int(0x646c_6f63_6b00_0000 + i64::from(std::process::id()));
-    let lock = statement(lock_sql, vec![key.clone()]);
-    let unlock = statement(unlock_sql, vec![key]);
+    let lock = statement(context.dialect, lock_sql, vec![key.clone()], &[]);
+    let unlock = statement(context.dialect, unlock_sql, vec![key], &[]);
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_advisory: advisory lock + unlock for {duration:?}");
     let (latencies, elapsed) = timed_loop(duration, || {
@@ -152,3 +162,65 @@ pub(super) async fn advisory(context: &Context) -> Result<Vec<JsonLine>, String>
         elapsed,
     )])
 }
+
+/// The statements of the floors: what the database itself costs for the shapes of work a
+/// lock does. Each dialect writes its own placeholders (`$1`, `?`, `?1`), as the query
+/// interface passes the SQL through unchanged. Parameters are described in the
+/// PostgreSQL form.
+#[derive(Debug)]
+pub(crate) struct FloorSql {
+    /// The cheapest round trip.
+    pub(crate) select1: &'static str,
+    /// The floor table, one row per name, shaped like the lock table.
+    pub(crate) create_table: &'static str,
+    /// Takes a row the way an acquire does: insert, or update on conflict. `$1` name,
+    /// `$2` owner.
+    pub(crate) upsert: &'static str,
+    /// Frees it the way a release does. `$1` name, `$2` owner.
+    pub(crate) update: &'static str,
+    /// Session-level advisory lock and unlock of key `$1`, where the database has them.
+    pub(crate) advisory: Option<(&'static str, &'static str)>,
+}
+
+const POSTGRES_FLOORS: FloorSql = FloorSql {
+    // BIGINT: the result column is read as an integer column, which the tokio-postgres
+    // adapter decodes as INT8 only (a bare `1` is INT4).
+    select1: "SELECT 1::BIGINT",
+    create_table: "CREATE TABLE IF NOT EXISTS dlock_bench_floor (
+        name TEXT PRIMARY KEY, owner TEXT, counter BIGINT NOT NULL)",
+    upsert: "INSERT INTO dlock_bench_floor AS f (name, owner, counter) VALUES ($1, $2, 1)
+        ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, counter = f.counter + 1",
+    update: "UPDATE dlock_bench_floor SET owner = NULL WHERE name = $1 AND owner = $2",
+    advisory: Some((
+        "SELECT pg_advisory_lock($1)",
+        "SELECT pg_advisory_unlock($1)",
+    )),
+};
+
+const MYSQL_FLOORS: FloorSql = FloorSql {
+    select1: "SELECT 1",
+    // InnoDB cannot key on TEXT; the benchmark's names are far shorter than 255.
+    create_table: "CREATE TABLE IF NOT EXISTS dlock_bench_floor (
+        name VARCHAR(255) PRIMARY KEY, owner TEXT, counter BIGINT NOT NULL)",
+    // `VALUES(owner)` rather than a row alias: MariaDB has no `AS new` on inserts.
+    upsert: "INSERT INTO dlock_bench_floor (name, owner, counter) VALUES (?, ?, 1)
+        ON DUPLICATE KEY UPDATE owner = VALUES(owner), counter = counter + 1",
+    update: "UPDATE dlock_bench_floor SET owner = NULL WHERE name = ? AND owner = ?",
+    // Named locks take a string (of at most 64 characters): the integer key becomes part
+    // of one. A timeout of -1 waits forever, as `pg_advisory_lock` does.
+    advisory: Some((
+        "SELECT GET_LOCK(CONCAT('dlock-bench-floor-', ?), -1)",
+        "SELECT RELEASE_LOCK(CONCAT('dlock-bench-floor-', ?))",
+    )),
+};
+
+const SQLITE_FLOORS: FloorSql = FloorSql {
+    select1: "SELECT 1",
+    create_table: "CREATE TABLE IF NOT EXISTS dlock_bench_floor (
+        name TEXT PRIMARY KEY, owner TEXT, counter BIGINT NOT NULL)",
+    upsert: "INSERT INTO dlock_bench_floor (name, owner, counter) VALUES (?1, ?2, 1)
+        ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, counter = counter + 1",
+    update: "UPDATE dlock_bench_floor SET owner = NULL WHERE name = ?1 AND owner = ?2",
+    // SQLite's only lock is the database's write lock.
+    advisory: None,
+};

@@ -6,15 +6,17 @@ use std::time::Duration;
 use dlock_core::{DistributedLock, Error};
 
 use super::floors::{Commit2, POOL_SIZE};
-use super::{Context, Scenario, WARM_UP_OPERATIONS, describe, measure_for, run_parallel};
-use crate::stats::{JsonLine, Latencies};
+use dlock_testkit::error_chain;
+
+use super::{Context, Scenario, WARM_UP_OPERATIONS, measure_for, run_parallel};
+use crate::report::{Latencies, ResultLine};
 
 /// The independent scenario compares this many workers with one.
 const INDEPENDENT_WORKERS: usize = 8;
 
 /// A lock with the default options on a fresh pool.
 async fn lock(context: &Context, name: &str) -> Result<DistributedLock, String> {
-    DistributedLock::new(name, context.pool(POOL_SIZE).await?).map_err(|error| describe(&error))
+    DistributedLock::new(name, context.pool(POOL_SIZE).await?).map_err(|error| error_chain(&error))
 }
 
 /// One `lock(empty job)`: acquire, run nothing, release.
@@ -22,14 +24,14 @@ async fn lock_empty(lock: &DistributedLock) -> Result<(), String> {
     lock.lock(|_lease| async { Ok::<_, Error>(()) })
         .await
         .map(drop)
-        .map_err(|error| describe(&error))
+        .map_err(|error| error_chain(&error))
 }
 
 /// Slices of this length alternate between the lock and the floor pair, so that both
 /// see the same background load on a shared machine and their ratio stays meaningful.
 const SLICE: Duration = Duration::from_millis(250);
 
-pub(super) async fn uncontended(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn uncontended(context: &Context) -> Result<Vec<ResultLine>, String> {
     let lock = lock(context, &context.lock_name("uncontended")).await?;
     let floor = Commit2::new(context, context.lock_name("uncontended-floor")).await?;
     let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
@@ -136,7 +138,7 @@ impl Team {
 /// W workers on W names against one worker, for locks and for the floor pair. The four
 /// configurations take turns in short slices, so that all four see the same background
 /// load and the speedups compare like with like.
-pub(super) async fn independent(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn independent(context: &Context) -> Result<Vec<ResultLine>, String> {
     let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
     let slice = Duration::from_millis(500);
     eprintln!(

@@ -1,4 +1,4 @@
-//! The scenarios of DESIGN.md's "Measuring", and what they share.
+//! The scenarios (see BENCHMARKS.md), and what they share.
 
 mod contended;
 mod floors;
@@ -9,14 +9,17 @@ mod skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) use dlock_bench::describe;
-use dlock_core::QueryInterface;
+use dlock_core::Dialect;
+use dlock_core::adapter::QueryInterface;
+use dlock_testkit::{Backend, PoolOptions};
 
-use crate::backend::{Adapter, Dialect, names};
-use crate::stats::JsonLine;
+pub(crate) use floors::floor_sql;
 
-/// One measurement; the order of [`Scenario::ALL`] is the order they run in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::report::ResultLine;
+
+/// One measurement; the order of the variants is the order they run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub(crate) enum Scenario {
     FloorSelect1,
     FloorCommit2,
@@ -29,17 +32,6 @@ pub(crate) enum Scenario {
 }
 
 impl Scenario {
-    pub(crate) const ALL: &[Self] = &[
-        Self::FloorSelect1,
-        Self::FloorCommit2,
-        Self::FloorAdvisory,
-        Self::Uncontended,
-        Self::Contended,
-        Self::Independent,
-        Self::Skip,
-        Self::IdleWaiters,
-    ];
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::FloorSelect1 => "floor_select1",
@@ -53,21 +45,8 @@ impl Scenario {
         }
     }
 
-    pub(crate) fn parse(name: &str) -> Result<Self, String> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|scenario| scenario.name() == name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown scenario {name:?}; known scenarios: {}",
-                    names(Self::ALL.iter().map(|scenario| scenario.name()))
-                )
-            })
-    }
-
     /// Runs the scenario and returns its result lines.
-    pub(crate) async fn run(self, context: &Context) -> Result<Vec<JsonLine>, String> {
+    pub(crate) async fn run(self, context: &Context) -> Result<Vec<ResultLine>, String> {
         match self {
             Self::FloorSelect1 => floors::select1(context).await,
             Self::FloorCommit2 => floors::commit2(context).await,
@@ -84,7 +63,7 @@ impl Scenario {
 /// What every scenario needs to know.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
-    pub(crate) adapter: Adapter,
+    pub(crate) adapter: Backend,
     pub(crate) dialect: Dialect,
     pub(crate) url: String,
     pub(crate) quick: bool,
@@ -96,7 +75,9 @@ pub(crate) struct Context {
 impl Context {
     /// A fresh pool of at most `size` connections, as the adapter's query interface.
     pub(crate) async fn pool(&self, size: usize) -> Result<Arc<dyn QueryInterface>, String> {
-        self.adapter.connect(self.dialect, &self.url, size).await
+        self.adapter
+            .connect(self.dialect, &self.url, PoolOptions::new(size))
+            .await
     }
 
     /// A lock name unique to this run.
@@ -105,8 +86,8 @@ impl Context {
     }
 
     /// A result line with the common fields filled in.
-    pub(crate) fn line(&self, scenario: Scenario, workers: usize) -> JsonLine {
-        JsonLine::new(scenario.name(), self.adapter, self.dialect, workers)
+    pub(crate) fn line(&self, scenario: Scenario, workers: usize) -> ResultLine {
+        ResultLine::new(scenario.name(), self.adapter, self.dialect, workers)
     }
 
     /// How long a measurement runs: `full`, or `quick` with `--quick`.

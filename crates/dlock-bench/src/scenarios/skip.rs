@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use super::{Context, Scenario};
 use crate::child::{Role, start_workers};
-use crate::stats::JsonLine;
+use crate::report::ResultLine;
 
 const CALLERS: usize = 8;
 
-pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
+pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
     let trials = if context.quick { 3 } else { 10 };
     eprintln!("skip: {CALLERS} processes call lock(200 ms job) at once, {trials} trials");
     // The same processes serve every trial: each trial only costs the job's 200 ms.
@@ -30,10 +30,7 @@ pub(super) async fn run(context: &Context) -> Result<Vec<JsonLine>, String> {
                 "RAN" => ran += 1,
                 "SKIPPED" => {}
                 _ => {
-                    return Err(format!(
-                        "worker {}: unexpected line {line:?}",
-                        process.index
-                    ));
+                    return Err(format!("{}: unexpected line {line:?}", process.name()));
                 }
             }
             starts.push(

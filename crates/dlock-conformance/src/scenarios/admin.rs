@@ -12,22 +12,21 @@ use dlock_core::{
 
 use tokio::time::Instant;
 
-use crate::support::{Outcome, is_free_in, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, is_free_in, unique_name};
 
 /// A table of its own, so that listing reads a few rows, not every test's.
 const TABLE: &str = "dlock_admin_conformance";
 const LABEL: &str = "conformance-admin";
 const TTL: Duration = Duration::from_secs(5);
 
-pub(crate) async fn admin_lists_inspects_and_force_releases<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn admin_lists_inspects_and_force_releases(env: Env) -> Verdict {
     let name = unique_name("admin");
     let lock = DistributedLock::builder(&name, env.connect().await?)
         .table(TABLE)
         .ttl(TTL)
         // Frequent renewals, so the holder learns of the force release quickly.
         .renew_interval(Duration::from_millis(100))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .map_err(|e| e.to_string())?;
     let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
@@ -140,20 +139,20 @@ enum Freeing {
 /// while a competitor tries to acquire every 10 ms. By default the competitor gets in
 /// only after the holder's loss fired and after the revoked lease ended; with
 /// `force_release_now`, at once.
-pub(crate) async fn force_release_never_lets_anyone_in_first<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn force_release_never_lets_anyone_in_first(env: Env) -> Verdict {
     for freeing in [Freeing::Revoke, Freeing::Now] {
         force_release_against_a_competitor(&env, freeing).await?;
     }
     Ok(())
 }
 
-async fn force_release_against_a_competitor<A: Adapter>(env: &Env<A>, freeing: Freeing) -> Outcome {
+async fn force_release_against_a_competitor(env: &Env, freeing: Freeing) -> Verdict {
     let name = unique_name(&format!("force_release_{freeing:?}"));
     let holder = DistributedLock::builder(&name, env.connect().await?)
         .table(TABLE)
         .ttl(Duration::from_secs(3))
         .renew_interval(Duration::from_secs(1))
-        .holder_label(LABEL)
+        .holder(LABEL)
         .build()
         .map_err(|e| e.to_string())?;
     let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
@@ -241,7 +240,7 @@ async fn force_release_against_a_competitor<A: Adapter>(env: &Env<A>, freeing: F
 }
 
 /// A name never acquired, and a table that does not exist, are errors that say so.
-pub(crate) async fn admin_reports_missing_locks_and_tables<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn admin_reports_missing_locks_and_tables(env: Env) -> Verdict {
     let queries = env.connect().await?;
     let table = TableName::parse(TABLE).map_err(|e| e.to_string())?;
     let admin = LockAdmin::with_table(queries.clone(), table);
@@ -265,7 +264,7 @@ pub(crate) async fn admin_reports_missing_locks_and_tables<A: Adapter>(env: Env<
     }
 }
 
-fn expect_held(info: &LockInfo, token: FencingToken, owner: &str) -> Outcome {
+fn expect_held(info: &LockInfo, token: FencingToken, owner: &str) -> Verdict {
     let remaining = info.remaining_lease().unwrap_or_default();
     let acquired_before_read = info.acquired_at.is_some_and(|at| at <= info.read_at);
     let shown = info.state == LockState::Held

@@ -6,28 +6,23 @@ use std::time::Duration;
 use dlock_core::{DistributedLock, Error};
 use tokio::time::Instant;
 
-use crate::child::{ChildProcess, Mode, wall_clock_ns};
-use crate::support::{Outcome, unique_name};
-use crate::{Adapter, Env};
+use dlock_testkit::wall_ns;
+
+use crate::child::{self, Mode};
+use crate::support::{Env, Verdict, unique_name};
 
 const TTL: Duration = Duration::from_secs(2);
 
-pub(crate) async fn killed_holder_is_taken_over_within_ttl<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn killed_holder_is_taken_over_within_ttl(env: Env) -> Verdict {
     let name = unique_name("crash");
-    let mut holder = ChildProcess::spawn(&env.url, &name, Mode::Hold, TTL)?;
-    let line = holder.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let mut holder = child::spawn(&env, &name, Mode::Hold, TTL)?;
+    let token: i64 = holder
+        .expect_parsed("ACQUIRED", Duration::from_secs(30))
+        .await?;
     // Let it renew at least once, so the takeover is measured from a renewed lease.
     tokio::time::sleep(TTL / 2).await;
-    holder
-        .child
-        .start_kill()
-        .map_err(|e| format!("cannot kill the holder: {e}"))?;
     let killed_at = Instant::now();
-    holder.child.wait().await.map_err(|e| e.to_string())?;
+    holder.kill().await?;
 
     let lock = DistributedLock::builder(&name, env.connect().await?)
         .poll_interval(Duration::from_millis(20))
@@ -53,21 +48,19 @@ pub(crate) async fn killed_holder_is_taken_over_within_ttl<A: Adapter>(env: Env<
 /// Waiters that are already waiting when the holder is killed — one in this process, one
 /// in another — take the lock over within the holder's lease and a little more, whatever
 /// woke or did not wake them; and a waiter that gives up first names the holder it saw.
-pub(crate) async fn warm_waiters_take_over_a_killed_holder_within_its_lease<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn warm_waiters_take_over_a_killed_holder_within_its_lease(env: Env) -> Verdict {
     warm_takeover(env, true).await
 }
 
 /// [`warm_waiters_take_over_a_killed_holder_within_its_lease`] with the waiter in this
 /// process alone, so that no other process's takeover and release can wake it.
-pub(crate) async fn a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease(
+    env: Env,
+) -> Verdict {
     warm_takeover(env, false).await
 }
 
-async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome {
+async fn warm_takeover(env: Env, other_process: bool) -> Verdict {
     /// The lease ends at most a TTL after the kill; this covers a probe, an attempt and
     /// scheduling on a busy machine, not a nap.
     const TAKEOVER_SLACK: Duration = Duration::from_secs(1);
@@ -84,16 +77,14 @@ async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome 
         DistributedLock::new(&busy, env.connect().await?).map_err(|e| e.to_string())?;
     let busy_waiting = tokio::spawn(async move { busy_waiter.acquire().await.map(drop) });
 
-    let mut holder = ChildProcess::spawn(&env.url, &name, Mode::Hold, TTL)?;
-    let line = holder.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let mut holder = child::spawn(&env, &name, Mode::Hold, TTL)?;
+    let token: i64 = holder
+        .expect_parsed("ACQUIRED", Duration::from_secs(30))
+        .await?;
 
     // Waiters with the default poll interval, as a user would have them.
     let mut there = match other_process {
-        true => Some(ChildProcess::spawn(&env.url, &name, Mode::Wait, TTL)?),
+        true => Some(child::spawn(&env, &name, Mode::Wait, TTL)?),
         false => None,
     };
     let here = DistributedLock::builder(&name, env.connect().await?)
@@ -102,7 +93,7 @@ async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome 
         .map_err(|e| e.to_string())?;
     let waiting_here = tokio::spawn(async move {
         let guard = here.acquire().await.map_err(|e| e.to_string())?;
-        let acquired_at = wall_clock_ns();
+        let acquired_at = wall_ns();
         let token = guard.fencing_token().get();
         guard.release().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((acquired_at, token))
@@ -120,12 +111,8 @@ async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome 
     }
     // Warm: every waiter has made its first attempt and is waiting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    holder
-        .child
-        .start_kill()
-        .map_err(|e| format!("cannot kill the holder: {e}"))?;
-    let killed_at = wall_clock_ns();
-    holder.child.wait().await.map_err(|e| e.to_string())?;
+    let killed_at = wall_ns();
+    holder.kill().await?;
 
     let limit = Duration::from_secs(30);
     let (here_at, here_token) = tokio::time::timeout(limit, waiting_here)
@@ -134,19 +121,15 @@ async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome 
         .map_err(|e| e.to_string())??;
     let there_at = match there {
         Some(mut there) => {
-            let line = there.next_line(limit).await?;
+            let acquired_at = there.expect_parsed("ACQUIRED", limit).await?;
             there.finish(Duration::from_secs(10)).await?;
-            line.strip_prefix("ACQUIRED ")
-                .and_then(|t| t.parse::<u128>().ok())
-                .ok_or_else(|| format!("unexpected child output {line:?}"))?
+            acquired_at
         }
-        None => u128::MAX,
+        None => u64::MAX,
     };
     busy_waiting.abort();
     busy_guard.release().await.map_err(|e| e.to_string())?;
-    let since_kill = |at: u128| {
-        Duration::from_nanos(u64::try_from(at.saturating_sub(killed_at)).unwrap_or(u64::MAX))
-    };
+    let since_kill = |at: u64| Duration::from_nanos(at.saturating_sub(killed_at));
     let takeover = since_kill(here_at.min(there_at));
     eprintln!(
         "warm_crash: taken over {} ms after SIGKILL (TTL {} ms; this process's waiter at {} \
@@ -166,7 +149,7 @@ async fn warm_takeover<A: Adapter>(env: Env<A>, other_process: bool) -> Outcome 
     match gave_up {
         Err(Error::Timeout {
             holder: Some(seen), ..
-        }) if seen.contains("conformance child hold") => {}
+        }) if seen.as_str().contains("conformance child hold") => {}
         other => {
             return Err(format!(
                 "a waiter that gave up should name the holder it saw; it returned {other:?}"

@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use dlock_core::{DistributedLock, Error};
 
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, drop_table, quick, unique_name};
 
-pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn bad_inputs_are_errors(env: Env) -> Verdict {
     let queries = env.connect().await?;
     let builder = || {
         quick(DistributedLock::builder(
@@ -38,7 +37,7 @@ pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
         ),
         (
             "NUL in the holder label",
-            builder().holder_label("worker\0").build(),
+            builder().holder("worker\0").build(),
             "NUL character",
         ),
         (
@@ -84,12 +83,12 @@ pub(crate) async fn bad_inputs_are_errors<A: Adapter>(env: Env<A>) -> Outcome {
     Ok(())
 }
 
-pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn unreachable_database_is_an_error(env: Env) -> Verdict {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let closed = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let url = crate::proxy::with_address(&env.url, &closed.to_string())?;
-    let queries = match env.adapter.connect(&url).await {
+    let url = dlock_testkit::proxy::with_address(&env.url, closed)?;
+    let queries = match env.connect_to(&url).await {
         Ok(queries) => queries,
         // Adapters that connect eagerly fail here, with their driver's error.
         Err(error) => {
@@ -121,19 +120,8 @@ pub(crate) async fn unreachable_database_is_an_error<A: Adapter>(env: Env<A>) ->
     }
 }
 
-pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outcome {
-    let Some((queries, _held)) = env
-        .adapter
-        .connect_exhausted(&env.url)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        eprintln!(
-            "pool_exhaustion: {} has no pool; nothing to exhaust",
-            env.adapter.name()
-        );
-        return Ok(());
-    };
+pub(crate) async fn pool_exhaustion_is_an_error(env: Env) -> Verdict {
+    let (queries, _held) = env.connect_exhausted().await?;
     let lock = quick(DistributedLock::builder(unique_name("exhausted"), queries))
         .build()
         .map_err(|e| e.to_string())?;
@@ -152,12 +140,12 @@ pub(crate) async fn pool_exhaustion_is_an_error<A: Adapter>(env: Env<A>) -> Outc
     }
 }
 
-pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn acquire_timeout_names_the_holder(env: Env) -> Verdict {
     let name = unique_name("timeout");
     let holder = env
         .lock(&name)
         .await?
-        .holder_label("the slow job")
+        .holder("the slow job")
         .build()
         .map_err(|e| e.to_string())?;
     let waiter = env
@@ -174,7 +162,11 @@ pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) ->
             holder: Some(holder),
             waited,
             ..
-        }) if holder.starts_with("the slow job") && waited >= Duration::from_millis(300) => Ok(()),
+        }) if holder.as_str().starts_with("the slow job")
+            && waited >= Duration::from_millis(300) =>
+        {
+            Ok(())
+        }
         other => Err(format!(
             "expected a timeout naming the holder, got {other:?}"
         )),
@@ -183,24 +175,16 @@ pub(crate) async fn acquire_timeout_names_the_holder<A: Adapter>(env: Env<A>) ->
 
 /// A missing table is created on first use, also when many connections find it missing
 /// at the same moment.
-pub(crate) async fn custom_table_is_created_on_first_use<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn custom_table_is_created_on_first_use(env: Env) -> Verdict {
     const USERS: usize = 8;
     let queries = env.connect().await?;
     let table = format!(
         "dlock_conformance_{}",
-        env.adapter
+        env.backend
             .name()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     );
-    let drop = sql(
-        queries.dialect(),
-        &format!("DROP TABLE IF EXISTS {table}"),
-        vec![],
-    );
-    queries
-        .execute(&drop)
-        .await
-        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    drop_table(&queries, &table).await?;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(USERS));
     let mut users = Vec::new();
     for _ in 0..USERS {

@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::child::{ChildProcess, Mode};
-use crate::support::{Outcome, unique_name};
-use crate::{Adapter, Env};
+use crate::child::{self, Mode};
+use crate::support::{Env, Verdict, unique_name};
 
 const CONTENDERS: usize = 8;
 const SECTIONS_EACH: usize = 250;
 
-pub(crate) async fn mutual_exclusion<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn mutual_exclusion(env: Env) -> Verdict {
     let name = unique_name("mutual_exclusion");
     let started = Instant::now();
     let children = (0..CONTENDERS)
@@ -18,7 +17,7 @@ pub(crate) async fn mutual_exclusion<A: Adapter>(env: Env<A>) -> Outcome {
             let mode = Mode::Contend {
                 sections: SECTIONS_EACH,
             };
-            ChildProcess::spawn(&env.url, &name, mode, Duration::from_secs(5))
+            child::spawn(&env, &name, mode, Duration::from_secs(5))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut sections = Vec::new();
@@ -62,8 +61,8 @@ pub(crate) async fn mutual_exclusion<A: Adapter>(env: Env<A>) -> Outcome {
 
 struct Section {
     token: i64,
-    entry: u128,
-    exit: u128,
+    entry: u64,
+    exit: u64,
 }
 
 fn parse_section(line: &str) -> Result<Section, String> {
@@ -75,7 +74,7 @@ fn parse_section(line: &str) -> Result<Section, String> {
     let mut number = || {
         words
             .next()
-            .and_then(|w| w.parse::<u128>().ok())
+            .and_then(|w| w.parse::<u64>().ok())
             .ok_or_else(bad)
     };
     let token = i64::try_from(number()?).map_err(|_| bad())?;
@@ -87,7 +86,7 @@ fn parse_section(line: &str) -> Result<Section, String> {
 }
 
 /// Holding one name does not block another.
-pub(crate) async fn independent_names<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn independent_names(env: Env) -> Verdict {
     let queries = env.connect().await?;
     let first = crate::support::quick(dlock_core::DistributedLock::builder(
         unique_name("independent_a"),

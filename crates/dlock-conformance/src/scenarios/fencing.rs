@@ -3,18 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlock_core::{ColumnType, Dialect, DistributedLock, Error, Lease, QueryInterface, Value};
+use dlock_core::adapter::{ColumnType, QueryInterface, Statement, Value};
+use dlock_core::{Dialect, DistributedLock, Error, Lease};
 use tokio::time::Instant;
 
-use crate::child::{ChildProcess, Mode};
-use crate::partition::Partition;
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::child::{self, Mode};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
+use dlock_testkit::Partition;
 
 /// Tokens grow across acquisitions, releases, an expiry and another process.
-pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn tokens_increase_across_releases_expiries_and_processes(env: Env) -> Verdict {
     let name = unique_name("tokens");
     let lock = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
     let mut tokens = Vec::new();
@@ -24,17 +22,15 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
         guard.release().await.map_err(|e| e.to_string())?;
     }
 
-    let mut child = ChildProcess::spawn(&env.url, &name, Mode::Once, Duration::from_secs(5))?;
-    let line = child.next_line(Duration::from_secs(30)).await?;
+    let mut child = child::spawn(&env, &name, Mode::Once, Duration::from_secs(5))?;
+    let token = child
+        .expect_parsed("TOKEN", Duration::from_secs(30))
+        .await?;
     child.finish(Duration::from_secs(30)).await?;
-    let token = line
-        .strip_prefix("TOKEN ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
     tokens.push(("acquired by another process", token));
 
     // A holder cut off from the database: its lease expires without a release.
-    let partition = Partition::start(&env).await?;
+    let partition = env.partition().await?;
     let stranded = holder_through(&env, &partition, &name).await?;
     let stranded_guard = stranded.acquire().await.map_err(|e| e.to_string())?;
     tokens.push((
@@ -56,22 +52,22 @@ pub(crate) async fn tokens_increase_across_releases_expiries_and_processes<A: Ad
 }
 
 /// A lock with a short lease whose statements go through `partition`.
-pub(crate) async fn holder_through<A: Adapter>(
-    env: &Env<A>,
+pub(crate) async fn holder_through(
+    env: &Env,
     partition: &Partition,
     name: &str,
 ) -> Result<DistributedLock, String> {
-    DistributedLock::builder(name, partition.connect(env).await?)
+    DistributedLock::builder(name, env.connect_through(partition).await?)
         .ttl(Duration::from_secs(1))
         .renew_interval(Duration::from_millis(200))
-        .holder_label("holder behind a partition")
+        .holder("holder behind a partition")
         .build()
         .map_err(|e| e.to_string())
 }
 
 const LEDGER: &str = "dlock_conformance_ledger";
 
-async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Outcome {
+async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Verdict {
     let create = sql(
         queries.dialect(),
         &format!("CREATE TABLE IF NOT EXISTS {LEDGER} (name TEXT, token BIGINT, writer TEXT)"),
@@ -85,11 +81,7 @@ async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Outcome {
     }
 }
 
-fn ledger_write(
-    queries: &Arc<dyn QueryInterface>,
-    lease: &Lease,
-    writer: &str,
-) -> dlock_core::Statement {
+fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) -> Statement {
     sql(
         queries.dialect(),
         &format!("INSERT INTO {LEDGER} (name, token, writer) VALUES (?, ?, ?)"),
@@ -123,17 +115,16 @@ async fn ledger_writers(
 
 /// After its lease was taken over, a holder's fenced write is refused; the new holder's
 /// goes through.
-pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn fenced_write_after_takeover_is_rejected(env: Env) -> Verdict {
     let name = unique_name("fenced_write");
     let queries = env.connect().await?;
     create_ledger(&queries).await?;
-    let partition = Partition::start(&env).await?;
+    let partition = env.partition().await?;
     let old = holder_through(&env, &partition, &name).await?;
     let old_guard = old.acquire().await.map_err(|e| e.to_string())?;
     let old_lease = old_guard.lease().clone();
     let write = ledger_write(&queries, &old_lease, "old holder, in time");
-    env.adapter
-        .fenced_write(&env.url, &old_lease, &write, Duration::ZERO)
+    env.fenced_write(&old_lease, &write, Duration::ZERO)
         .await
         .map_err(|e| format!("a fenced write by the live holder failed: {e}"))?;
 
@@ -146,19 +137,14 @@ pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env
         return Err("the new holder got in before the old one was told of its loss".into());
     }
     let late = ledger_write(&queries, &old_lease, "old holder, too late");
-    match env
-        .adapter
-        .fenced_write(&env.url, &old_lease, &late, Duration::ZERO)
-        .await
-    {
+    match env.fenced_write(&old_lease, &late, Duration::ZERO).await {
         Err(error) if matches!(error.downcast_ref::<Error>(), Some(Error::Fenced { .. })) => {}
         Err(error) => return Err(format!("late fenced write failed oddly: {error}")),
         Ok(()) => return Err("a fenced write after a takeover was accepted".into()),
     }
     let new_lease = new_guard.lease().clone();
     let write = ledger_write(&queries, &new_lease, "new holder");
-    env.adapter
-        .fenced_write(&env.url, &new_lease, &write, Duration::ZERO)
+    env.fenced_write(&new_lease, &write, Duration::ZERO)
         .await
         .map_err(|e| format!("the new holder's fenced write failed: {e}"))?;
     new_guard.release().await.map_err(|e| e.to_string())?;
@@ -175,14 +161,12 @@ pub(crate) async fn fenced_write_after_takeover_is_rejected<A: Adapter>(env: Env
 /// the lease expires meanwhile — and, on PostgreSQL, even after the holder renewed the
 /// lease while the transaction was open (the renewal rewrites the row; the fence's
 /// key-share lock must carry over to the new row version).
-pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends(env: Env) -> Verdict {
     let name = unique_name("fence_holds");
     let queries = env.connect().await?;
     create_ledger(&queries).await?;
     // Renews every 200 ms with a 1 s TTL until the partition stops it.
-    let partition = Partition::start(&env).await?;
+    let partition = env.partition().await?;
     let holder = holder_through(&env, &partition, &name).await?;
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
     let lease = guard.lease().clone();
@@ -194,10 +178,9 @@ pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends<A: Adapter>(
     // as it commits, and the contender can hear of its success before we hear of ours.
     let commit_sent_after = Instant::now() + HOLD;
     let fenced = {
-        let (adapter, url, lease) = (Arc::clone(&env.adapter), env.url.clone(), lease.clone());
+        let (env, lease) = (env.clone(), lease.clone());
         tokio::spawn(async move {
-            adapter
-                .fenced_write(&url, &lease, &write, HOLD)
+            env.fenced_write(&lease, &write, HOLD)
                 .await
                 .map_err(|e| format!("the fenced write failed: {e}"))
         })
@@ -249,7 +232,7 @@ pub(crate) async fn fence_keeps_the_lock_until_the_transaction_ends<A: Adapter>(
 /// SQLite the renewal waits for the transaction, and the guard is lost unless it ends
 /// within 0.9·TTL − renew interval of the last renewal sent before it opened (1.7 s
 /// here): one held for 1.3 s, opened at any point of the renewal cycle, keeps the lock.
-pub(crate) async fn fenced_transaction_keeps_the_lease<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn fenced_transaction_keeps_the_lease(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(3);
     const RENEW: Duration = Duration::from_secs(1);
     let name = unique_name("fence_renewal");
@@ -272,8 +255,7 @@ pub(crate) async fn fenced_transaction_keeps_the_lease<A: Adapter>(env: Env<A>) 
     // deadline.
     tokio::time::sleep(RENEW / 2).await;
     let write = ledger_write(&queries, &lease, "fenced, held long");
-    env.adapter
-        .fenced_write(&env.url, &lease, &write, hold)
+    env.fenced_write(&lease, &write, hold)
         .await
         .map_err(|e| format!("the fenced write ({hold:?} long) failed: {e}"))?;
     if let Some(reason) = lease.loss_reason() {

@@ -8,12 +8,9 @@ use std::time::Duration;
 use dlock_core::DistributedLock;
 use tokio::time::Instant;
 
-use crate::support::{Outcome, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, unique_name};
 
-pub(crate) async fn a_herd_of_waiters_on_a_small_pool_all_get_their_turn<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn a_herd_of_waiters_on_a_small_pool_all_get_their_turn(env: Env) -> Verdict {
     const WAITERS: usize = 20;
     const JOB: Duration = Duration::from_millis(5);
     let name = unique_name("herd");

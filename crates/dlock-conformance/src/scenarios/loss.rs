@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Error, LossReason, Value};
+use dlock_core::adapter::Value;
+use dlock_core::{DistributedLock, Error, LossReason};
 use tokio::time::Instant;
 
 use super::fencing::holder_through;
-use crate::partition::Partition;
-use crate::proxy::Proxy;
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
+use dlock_testkit::proxy::Proxy;
 
-pub(crate) async fn loss_fires_when_row_is_tampered_with<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn loss_fires_when_row_is_tampered_with(env: Env) -> Verdict {
     let name = unique_name("tampered");
     let queries = env.connect().await?;
     let lock = DistributedLock::builder(&name, queries.clone())
@@ -51,9 +50,9 @@ pub(crate) async fn loss_fires_when_row_is_tampered_with<A: Adapter>(env: Env<A>
 
 /// A holder whose statements hang (a network partition) is told of its loss before a
 /// contender takes the lock over.
-pub(crate) async fn loss_fires_before_a_takeover<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn loss_fires_before_a_takeover(env: Env) -> Verdict {
     let name = unique_name("partitioned");
-    let partition = Partition::start(&env).await?;
+    let partition = env.partition().await?;
     let holder = holder_through(&env, &partition, &name).await?;
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
     let contender = quick(DistributedLock::builder(&name, env.connect().await?))
@@ -92,9 +91,7 @@ pub(crate) async fn loss_fires_before_a_takeover<A: Adapter>(env: Env<A>) -> Out
 
 /// A holder whose connections are refused is told of its loss before its lease expires
 /// by the database's clock.
-pub(crate) async fn loss_fires_before_expiry_when_database_unreachable<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn loss_fires_before_expiry_when_database_unreachable(env: Env) -> Verdict {
     let name = unique_name("unreachable");
     let proxy = Proxy::start(&env.url).await?;
     let holder = DistributedLock::builder(&name, env.connect_to(proxy.url()).await?)

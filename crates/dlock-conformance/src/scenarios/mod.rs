@@ -16,16 +16,17 @@ mod waiting;
 
 use std::pin::Pin;
 
-use crate::support::Outcome;
-use crate::{Adapter, Env, Target};
+use dlock_core::Dialect;
+
+use crate::support::{Env, Verdict};
 
 /// A scenario: an async function of the environment.
-pub(crate) type Scenario<A> = fn(Env<A>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub(crate) type Scenario = fn(Env) -> Pin<Box<dyn Future<Output = Verdict> + Send>>;
 
 macro_rules! scenarios {
     ($($module:ident::$name:ident),* $(,)?) => {
         /// Every scenario, by name.
-        fn every<A: Adapter>() -> Vec<(&'static str, Scenario<A>)> {
+        fn every() -> Vec<(&'static str, Scenario)> {
             vec![$((stringify!($name), |env| Box::pin($module::$name(env)))),*]
         }
     };
@@ -34,30 +35,31 @@ macro_rules! scenarios {
 /// Scenarios that refuse connections at the network level (a proxy that cuts them, a
 /// closed port), or need a server's users and grants. An embedded database (SQLite) has
 /// neither, so they are not generated for it. Partitions (statements that hang) are
-/// simulated for it instead, see [`crate::partition`].
+/// simulated for it instead, see [`dlock_testkit::Partition`].
 const NETWORK_ONLY: &[&str] = &[
     "loss_fires_before_expiry_when_database_unreachable",
     "unreachable_database_is_an_error",
     "missing_privilege_names_the_table_and_what_to_grant",
 ];
 
-/// Scenarios about one database's behaviour, generated only for that target (by its
-/// [`Target::name`]).
+/// Scenarios about one database's behaviour, generated only for that dialect (by its
+/// name).
 const ONLY_ON: &[(&str, &str)] = &[
     ("acquire_is_independent_of_assignment_order", "mysql"),
     // PostgreSQL here trusts every local connection: no password can be wrong.
     ("wrong_password_is_permanent", "mysql"),
 ];
 
-/// The scenarios that apply to `target`, by name.
-pub(crate) fn all<A: Adapter>(target: &Target) -> Vec<(&'static str, Scenario<A>)> {
+/// The scenarios that apply to `dialect`, by name.
+pub(crate) fn all(dialect: Dialect) -> Vec<(&'static str, Scenario)> {
+    let network = dialect != Dialect::Sqlite;
     every()
         .into_iter()
-        .filter(|(name, _)| target.network || !NETWORK_ONLY.contains(name))
+        .filter(|(name, _)| network || !NETWORK_ONLY.contains(name))
         .filter(|(name, _)| {
-            ONLY_ON
-                .iter()
-                .all(|(scenario, only)| scenario != name || *only == target.name)
+            ONLY_ON.iter().all(|(scenario, only)| {
+                scenario != name || *only == dlock_testkit::dialect_key(dialect)
+            })
         })
         .collect()
 }

@@ -3,10 +3,9 @@
 
 use dlock_core::{DistributedLock, Error};
 
-use crate::support::{Outcome, quick, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, quick, unique_name};
 
-pub(crate) async fn long_and_non_ascii_names<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn long_and_non_ascii_names(env: Env) -> Verdict {
     let queries = env.connect().await?;
     let base = unique_name("names");
     let long = format!("{base}/{}", "long-name.".repeat(120));

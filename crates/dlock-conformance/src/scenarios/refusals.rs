@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::{ColumnType, Dialect, DistributedLock, Error, QueryInterface, Statement, Value};
+use dlock_core::adapter::{ColumnType, QueryInterface, Value};
+use dlock_core::{Dialect, DistributedLock, Error};
 
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 
 /// How long a refused `acquire` may take to say so. Far below its acquire timeout: it
 /// must end on the refusal, not wait it out.
@@ -39,18 +39,14 @@ fn unique_identifier(prefix: &str) -> String {
 
 /// `url` with its user (and password) replaced.
 fn with_user(url: &str, user: &str, password: &str) -> Result<String, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("no scheme in {url}"))?;
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let credentials = match password {
-        "" => user.to_owned(),
-        password => format!("{user}:{password}"),
-    };
-    Ok(format!("{scheme}://{credentials}@{host}"))
+    let mut url = url::Url::parse(url).map_err(|error| format!("invalid URL {url:?}: {error}"))?;
+    url.set_username(user)
+        .and_then(|()| url.set_password(Some(password).filter(|p| !p.is_empty())))
+        .map_err(|()| format!("{url}: no user to replace"))?;
+    Ok(url.into())
 }
 
-async fn run(admin: &Arc<dyn QueryInterface>, statement: &str) -> Outcome {
+async fn run(admin: &Arc<dyn QueryInterface>, statement: &str) -> Verdict {
     admin
         .execute(&sql(admin.dialect(), statement, vec![]))
         .await
@@ -59,7 +55,7 @@ async fn run(admin: &Arc<dyn QueryInterface>, statement: &str) -> Outcome {
 }
 
 /// Checks a refusal: permanent, and its message contains each of `expected`.
-fn check_refusal(what: &str, error: &Error, expected: &[&str]) -> Outcome {
+fn check_refusal(what: &str, error: &Error, expected: &[&str]) -> Verdict {
     if error.is_transient() {
         return Err(format!(
             "{what}: called transient, so retries never end: {error}"
@@ -77,9 +73,7 @@ fn check_refusal(what: &str, error: &Error, expected: &[&str]) -> Outcome {
 /// After an administrator creates the lock table, a user who may read it but not write
 /// it is told which table, that a privilege is missing, and what to grant; a waiting
 /// `acquire` ends on it at once.
-pub(crate) async fn missing_privilege_names_the_table_and_what_to_grant<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn missing_privilege_names_the_table_and_what_to_grant(env: Env) -> Verdict {
     let admin = env.connect().await?;
     let dialect = admin.dialect();
     let user = unique_identifier("dlock_reader");
@@ -147,7 +141,7 @@ pub(crate) async fn missing_privilege_names_the_table_and_what_to_grant<A: Adapt
 /// `unreachable_database_is_an_error`), through every pool: the pool connects with the
 /// right password (SeaORM connects eagerly), the password is then changed and the pool's
 /// connections killed, so its next checkout opens a connection with the old one.
-pub(crate) async fn wrong_password_is_permanent<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn wrong_password_is_permanent(env: Env) -> Verdict {
     let admin = env.connect().await?;
     let user = unique_identifier("dlock_login");
     let drop_user = format!("DROP USER IF EXISTS '{user}'@'%'");
@@ -173,13 +167,12 @@ pub(crate) async fn wrong_password_is_permanent<A: Adapter>(env: Env<A>) -> Outc
         )
         .await?;
         let connections = admin
-            .query(&Statement {
-                sql: "SELECT CAST(id AS SIGNED) FROM information_schema.processlist \
-                      WHERE user = ?"
-                    .into(),
-                params: vec![Value::Text(user.clone())],
-                columns: &[ColumnType::Int],
-            })
+            .query(&dlock_testkit::statement(
+                Dialect::Mysql,
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE user = ?",
+                vec![Value::Text(user.clone())],
+                &[ColumnType::Int],
+            ))
             .await
             .map_err(|e| format!("cannot list {user}'s connections: {e}"))?;
         for connection in connections {
@@ -201,14 +194,13 @@ pub(crate) async fn wrong_password_is_permanent<A: Adapter>(env: Env<A>) -> Outc
             .err()
             .ok_or("acquired with a wrong password")?;
         check_refusal("try_acquire", &error, &expected)?;
-        if let Some(closed_port) = closed_port_error(&env).await? {
-            if error.to_string().contains("cannot reach the database")
-                || !closed_port.is_transient()
-            {
-                return Err(format!(
-                    "a wrong password and a closed port read alike: {error} / {closed_port}"
-                ));
-            }
+        if let Some(closed_port) = closed_port_error(&env).await?
+            && (error.to_string().contains("cannot reach the database")
+                || !closed_port.is_transient())
+        {
+            return Err(format!(
+                "a wrong password and a closed port read alike: {error} / {closed_port}"
+            ));
         }
         let error = tokio::time::timeout(PROMPTLY, lock.acquire())
             .await
@@ -223,12 +215,12 @@ pub(crate) async fn wrong_password_is_permanent<A: Adapter>(env: Env<A>) -> Outc
 
 /// The error of a `try_acquire` through a pool to a closed port, if the adapter connects
 /// lazily (an eager one fails at connect, with its driver's error).
-async fn closed_port_error<A: Adapter>(env: &Env<A>) -> Result<Option<Error>, String> {
+async fn closed_port_error(env: &Env) -> Result<Option<Error>, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let closed = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let url = crate::proxy::with_address(&env.url, &closed.to_string())?;
-    let Ok(queries) = env.adapter.connect(&url).await else {
+    let url = dlock_testkit::proxy::with_address(&env.url, closed)?;
+    let Ok(queries) = env.connect_to(&url).await else {
         return Ok(None);
     };
     let lock = quick(DistributedLock::builder(

@@ -7,17 +7,13 @@ use std::time::Duration;
 use dlock_core::{Attempt, DistributedLock, Error};
 use tokio::sync::oneshot;
 
-use crate::child::{ChildProcess, Mode};
-use crate::support::{Outcome, eventually, is_free, quick, unique_name};
-use crate::{Adapter, Env};
+use crate::child::{self, Mode};
+use crate::support::{Env, Verdict, eventually, is_free, quick, unique_name};
 
 const TTL: Duration = Duration::from_secs(30);
 const FREED_WITHIN: Duration = Duration::from_secs(3);
 
-async fn lock_with_long_ttl<A: Adapter>(
-    env: &Env<A>,
-    name: &str,
-) -> Result<DistributedLock, String> {
+async fn lock_with_long_ttl(env: &Env, name: &str) -> Result<DistributedLock, String> {
     env.lock(name)
         .await?
         .ttl(TTL)
@@ -25,7 +21,7 @@ async fn lock_with_long_ttl<A: Adapter>(
         .map_err(|e| e.to_string())
 }
 
-async fn expect_freed<A: Adapter>(env: &Env<A>, name: &str, path: &str) -> Outcome {
+async fn expect_freed(env: &Env, name: &str, path: &str) -> Verdict {
     let queries = env.connect().await?;
     eventually(
         FREED_WITHIN,
@@ -35,7 +31,7 @@ async fn expect_freed<A: Adapter>(env: &Env<A>, name: &str, path: &str) -> Outco
     .await
 }
 
-pub(crate) async fn release_when_job_fails<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn release_when_job_fails(env: Env) -> Verdict {
     let name = unique_name("job_fails");
     let lock = lock_with_long_ttl(&env, &name).await?;
     let result = lock
@@ -52,7 +48,7 @@ pub(crate) async fn release_when_job_fails<A: Adapter>(env: Env<A>) -> Outcome {
     Ok(())
 }
 
-pub(crate) async fn release_when_job_panics<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn release_when_job_panics(env: Env) -> Verdict {
     let name = unique_name("job_panics");
     let lock = lock_with_long_ttl(&env, &name).await?;
     let joined = tokio::spawn(async move {
@@ -71,7 +67,7 @@ pub(crate) async fn release_when_job_panics<A: Adapter>(env: Env<A>) -> Outcome 
     expect_freed(&env, &name, "a panic").await
 }
 
-pub(crate) async fn release_when_lock_future_dropped<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn release_when_lock_future_dropped(env: Env) -> Verdict {
     let name = unique_name("future_dropped");
     let lock = lock_with_long_ttl(&env, &name).await?;
     let (started_tx, started_rx) = oneshot::channel();
@@ -88,7 +84,7 @@ pub(crate) async fn release_when_lock_future_dropped<A: Adapter>(env: Env<A>) ->
     expect_freed(&env, &name, "the lock future was dropped").await
 }
 
-pub(crate) async fn guard_drop_releases<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn guard_drop_releases(env: Env) -> Verdict {
     let name = unique_name("guard_drop");
     let lock = lock_with_long_ttl(&env, &name).await?;
     let guard = lock.acquire().await.map_err(|e| e.to_string())?;
@@ -97,7 +93,7 @@ pub(crate) async fn guard_drop_releases<A: Adapter>(env: Env<A>) -> Outcome {
 }
 
 /// Drops `acquire` futures while they wait and while their statements are in flight.
-pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn dropped_acquire_leaves_nothing_held(env: Env) -> Verdict {
     let name = unique_name("acquire_dropped");
     let holder = lock_with_long_ttl(&env, &name).await?;
     let waiter = quick(DistributedLock::builder(&name, env.connect().await?))
@@ -132,17 +128,13 @@ pub(crate) async fn dropped_acquire_leaves_nothing_held<A: Adapter>(env: Env<A>)
 /// Issue 19, item 1: a one-shot job (a migration, a cron run) whose guard is still in
 /// scope when `main` returns. The lock must be free as soon as the process has exited,
 /// not a TTL later.
-pub(crate) async fn guard_dropped_at_the_end_of_main_is_released<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn guard_dropped_at_the_end_of_main_is_released(env: Env) -> Verdict {
     let name = unique_name("drop-at-exit");
     let ttl = Duration::from_secs(30);
-    let mut child = ChildProcess::spawn(&env.url, &name, Mode::DropAtExit, ttl)?;
-    let line = child.next_line(Duration::from_secs(30)).await?;
-    let token: i64 = line
-        .strip_prefix("TOKEN ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let mut child = child::spawn(&env, &name, Mode::DropAtExit, ttl)?;
+    let token: i64 = child
+        .expect_parsed("TOKEN", Duration::from_secs(30))
+        .await?;
     child.finish(Duration::from_secs(30)).await?;
 
     let lock = quick(DistributedLock::builder(&name, env.connect().await?))

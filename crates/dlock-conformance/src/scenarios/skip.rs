@@ -4,16 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dlock_core::{Attempt, DistributedLock, Outcome as LockOutcome};
+use dlock_core::{Attempt, DistributedLock, Outcome};
 use tokio::sync::{Barrier, watch};
 
-use crate::support::{Outcome, quick, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, quick, unique_name};
 
 const CALLERS: usize = 8;
 const TRIALS: usize = 5;
 
-pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn skip_if_obtained_runs_exactly_one(env: Env) -> Verdict {
     for trial in 0..TRIALS {
         let name = unique_name("skip");
         let barrier = Arc::new(Barrier::new(CALLERS));
@@ -27,7 +26,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
         for caller in 0..CALLERS {
             let lock = quick(DistributedLock::builder(&name, env.connect().await?))
                 .skip_if_obtained(true)
-                .holder_label(format!("skip caller {caller}"))
+                .holder(format!("skip caller {caller}"))
                 .build()
                 .map_err(|e| e.to_string())?;
             let (barrier, running) = (Arc::clone(&barrier), Arc::clone(&running));
@@ -47,7 +46,7 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
                         Ok(())
                     })
                     .await;
-                if matches!(outcome, Ok(LockOutcome::Skipped(_))) {
+                if matches!(outcome, Ok(Outcome::Skipped(_))) {
                     skipped_tx.send_modify(|skipped| *skipped += 1);
                 }
                 outcome
@@ -56,9 +55,9 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
         let (mut ran, mut skipped) = (0, 0);
         for caller in callers {
             match caller.await.map_err(|e| e.to_string())? {
-                Ok(LockOutcome::Ran(())) => ran += 1,
-                Ok(LockOutcome::Skipped(holder)) => {
-                    if !holder.description().starts_with("skip caller ") {
+                Ok(Outcome::Ran(())) => ran += 1,
+                Ok(Outcome::Skipped(holder)) => {
+                    if !holder.as_str().starts_with("skip caller ") {
                         return Err(format!("skipped without naming the holder: {holder}"));
                     }
                     skipped += 1;
@@ -76,12 +75,12 @@ pub(crate) async fn skip_if_obtained_runs_exactly_one<A: Adapter>(env: Env<A>) -
     Ok(())
 }
 
-pub(crate) async fn try_acquire_names_the_holder<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn try_acquire_names_the_holder(env: Env) -> Verdict {
     let name = unique_name("try_acquire");
     let holder = env
         .lock(&name)
         .await?
-        .holder_label("the first holder")
+        .holder("the first holder")
         .build()
         .map_err(|e| e.to_string())?;
     let other = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
@@ -94,7 +93,7 @@ pub(crate) async fn try_acquire_names_the_holder<A: Adapter>(env: Env<A>) -> Out
     match other.try_acquire().await.map_err(|e| e.to_string())? {
         Attempt::Acquired(_) => return Err("a held lock was acquired twice".into()),
         Attempt::Held(seen) => {
-            if !seen.description().starts_with("the first holder (") {
+            if !seen.as_str().starts_with("the first holder (") {
                 return Err(format!("holder not named: {seen}"));
             }
             if seen.expires_in() > Duration::from_secs(5) || seen.expires_in().is_zero() {

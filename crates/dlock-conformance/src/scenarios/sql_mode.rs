@@ -4,24 +4,18 @@
 
 use std::sync::Arc;
 
-use dlock_core::{
-    ColumnType, DistributedLock, FencingToken, LockAdmin, LockState, QueryInterface, Value,
-};
+use dlock_core::adapter::{ColumnType, QueryInterface, Value};
+use dlock_core::{DistributedLock, FencingToken, LockAdmin, LockState};
 
-use crate::partition::Partition;
 use crate::scenarios::fencing::holder_through;
-use crate::support::{Outcome, quick, sql, unique_name};
-use crate::{Adapter, Env};
+use crate::support::{Env, Verdict, quick, sql, unique_name};
 
 /// A pool whose one connection runs with `SIMULTANEOUS_ASSIGNMENT` added to its session's
 /// `sql_mode` (never the server's global mode: other tests run beside this one), or
 /// `None` on a server that has no such mode (MySQL).
-async fn simultaneous_pool<A: Adapter>(
-    env: &Env<A>,
-) -> Result<Option<Arc<dyn QueryInterface>>, String> {
+async fn simultaneous_pool(env: &Env) -> Result<Option<Arc<dyn QueryInterface>>, String> {
     let queries = env
-        .adapter
-        .connect_single(&env.url)
+        .connect_single()
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut version = sql(queries.dialect(), "SELECT VERSION()", vec![]);
@@ -65,7 +59,7 @@ async fn simultaneous_pool<A: Adapter>(
 /// With `SIMULTANEOUS_ASSIGNMENT` on the pool's connection: a re-acquisition gets the next
 /// token and a live lease, and a takeover of an expired lease gets a larger token and a
 /// live lease, so that a third contender is refused.
-pub(crate) async fn acquire_is_independent_of_assignment_order<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn acquire_is_independent_of_assignment_order(env: Env) -> Verdict {
     let Some(queries) = simultaneous_pool(&env).await? else {
         eprintln!("sql_mode: not MariaDB, so there is no SIMULTANEOUS_ASSIGNMENT to test");
         return Ok(());
@@ -99,7 +93,7 @@ pub(crate) async fn acquire_is_independent_of_assignment_order<A: Adapter>(env: 
     second.release().await.map_err(|e| e.to_string())?;
 
     // A holder that stops renewing: cut off from the database, its lease runs out.
-    let partition = Partition::start(&env).await?;
+    let partition = env.partition().await?;
     let stranded = holder_through(&env, &partition, &name).await?;
     let stranded_guard = stranded.acquire().await.map_err(|e| e.to_string())?;
     let stranded_token = stranded_guard.fencing_token();
@@ -131,7 +125,7 @@ pub(crate) async fn acquire_is_independent_of_assignment_order<A: Adapter>(env: 
     Ok(())
 }
 
-fn expect_above(token: FencingToken, previous: FencingToken, what: &str) -> Outcome {
+fn expect_above(token: FencingToken, previous: FencingToken, what: &str) -> Verdict {
     if token > previous {
         Ok(())
     } else {

@@ -4,26 +4,25 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlock_core::{
-    ColumnType, Dialect, DistributedLock, ForceRelease, LockAdmin, QueryError, QueryInterface, Row,
-    Statement, Value, Wake, async_trait,
+use dlock_core::adapter::{
+    ColumnType, Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, Value,
+    async_trait,
 };
+use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
+use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
-use crate::child::{ChildProcess, Mode, wall_clock_ns};
-use crate::support::{Outcome, eventually, quick, unique_name};
-use crate::{Adapter, Env};
+use crate::child::{self, Mode};
+use crate::support::{Env, Verdict, eventually, quick, unique_name};
 
 /// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
 const WAKE_SLACK: Duration = Duration::from_millis(250);
 
-pub(crate) async fn waiter_in_another_process_wakes_on_release<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn waiter_in_another_process_wakes_on_release(env: Env) -> Verdict {
     wakes_waiter(env, Freeing::Release).await
 }
 
 /// An operator's force release wakes waiters as a release does.
-pub(crate) async fn waiter_in_another_process_wakes_on_force_release<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn waiter_in_another_process_wakes_on_force_release(env: Env) -> Verdict {
     wakes_waiter(env, Freeing::ForceRelease).await
 }
 
@@ -36,16 +35,16 @@ enum Freeing {
     ForceRelease,
 }
 
-async fn wakes_waiter<A: Adapter>(env: Env<A>, freeing: Freeing) -> Outcome {
+async fn wakes_waiter(env: Env, freeing: Freeing) -> Verdict {
     let name = unique_name(&format!("wake_{freeing:?}"));
     let queries = env.connect().await?;
-    let listens = queries.notification_source().is_some();
+    let listens = queries.listener().is_some();
     let holder = quick(DistributedLock::builder(&name, queries))
         .build()
         .map_err(|e| e.to_string())?;
     let admin = LockAdmin::new(env.connect().await?);
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
-    let mut waiter = ChildProcess::spawn(&env.url, &name, Mode::Wait, Duration::from_secs(5))?;
+    let mut waiter = child::spawn(&env, &name, Mode::Wait, Duration::from_secs(5))?;
     let line = waiter.next_line(Duration::from_secs(30)).await?;
     if line != "WAITING" {
         return Err(format!("unexpected child output {line:?}"));
@@ -63,16 +62,12 @@ async fn wakes_waiter<A: Adapter>(env: Env<A>, freeing: Freeing) -> Outcome {
             }
         }
     }
-    let released_at = wall_clock_ns();
-    let line = waiter.next_line(Duration::from_secs(10)).await?;
+    let released_at = wall_ns();
+    let acquired_at: u64 = waiter
+        .expect_parsed("ACQUIRED", Duration::from_secs(10))
+        .await?;
     waiter.finish(Duration::from_secs(10)).await?;
-    let acquired_at: u128 = line
-        .strip_prefix("ACQUIRED ")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {line:?}"))?;
-    let gap = Duration::from_nanos(
-        u64::try_from(acquired_at.saturating_sub(released_at)).unwrap_or(u64::MAX),
-    );
+    let gap = Duration::from_nanos(acquired_at.saturating_sub(released_at));
     let limit = if listens {
         WAKE_SLACK
     } else {
@@ -96,30 +91,34 @@ async fn wakes_waiter<A: Adapter>(env: Env<A>, freeing: Freeing) -> Outcome {
 }
 
 /// A waiter, while the lock stays held, sends only reads, and few of them.
-pub(crate) async fn waiting_only_reads<A: Adapter>(env: Env<A>) -> Outcome {
+pub(crate) async fn waiting_only_reads(env: Env) -> Verdict {
     const WAIT: Duration = Duration::from_secs(3);
     let name = unique_name("waiting_reads");
     let holder = env.lock(&name).await?.build().map_err(|e| e.to_string())?;
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
-    let counting = Arc::new(Counting {
-        inner: env.connect().await?,
-        statements: Mutex::default(),
+    let statements = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&statements);
+    let counting = Tap::new(env.connect().await?, move |statement| {
+        if let Ok(mut recorded) = recorded.lock() {
+            recorded.push(statement.clone());
+        }
+        Flow::Forward
     });
-    let waiter = DistributedLock::builder(&name, Arc::clone(&counting) as Arc<dyn QueryInterface>)
+    let waiter = DistributedLock::builder(&name, Arc::new(counting) as Arc<dyn QueryInterface>)
         .build()
         .map_err(|e| e.to_string())?;
     if tokio::time::timeout(WAIT, waiter.acquire()).await.is_ok() {
         return Err("acquire returned while the lock was held".into());
     }
     guard.release().await.map_err(|e| e.to_string())?;
-    let statements = counting
-        .statements
-        .lock()
-        .map_err(|e| e.to_string())?
-        .clone();
+    let statements = statements.lock().map_err(|e| e.to_string())?.clone();
     // The first statement is the attempt that found the lock held; the rest is waiting.
     let waiting = statements.get(1..).unwrap_or_default();
-    let writes: Vec<_> = waiting.iter().filter(|sql| !is_read(sql)).collect();
+    let writes: Vec<&str> = waiting
+        .iter()
+        .filter(|statement| !only_reads(statement.kind))
+        .map(|statement| &*statement.sql)
+        .collect();
     eprintln!(
         "waiting_reads: {} statements in {} s of waiting, {} writes",
         waiting.len(),
@@ -140,70 +139,24 @@ pub(crate) async fn waiting_only_reads<A: Adapter>(env: Env<A>) -> Outcome {
     Ok(())
 }
 
-fn is_read(sql: &str) -> bool {
-    sql.trim_start().to_ascii_uppercase().starts_with("SELECT")
-}
-
-/// Records every statement it forwards.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn QueryInterface>,
-    statements: Mutex<Vec<String>>,
-}
-
-impl Counting {
-    fn record(&self, statement: &Statement) {
-        if let Ok(mut statements) = self.statements.lock() {
-            statements.push(statement.sql.to_string());
-        }
-    }
-}
-
-#[async_trait]
-impl QueryInterface for Counting {
-    fn dialect(&self) -> Dialect {
-        self.inner.dialect()
-    }
-
-    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        self.record(statement);
-        self.inner.execute(statement).await
-    }
-
-    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        self.record(statement);
-        self.inner.query(statement).await
-    }
-
-    fn notification_source(&self) -> Option<String> {
-        self.inner.notification_source()
-    }
-
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        self.inner.listen(channel, wake).await
-    }
-}
-
 /// A waiter whose listening connection dies (here: its backend is terminated; in the
 /// field also a half-open connection or a listener that reconnected) learns of a release
 /// by another process within about one poll interval, not the ten it naps while it
 /// trusts its listener. Adapters that do not listen poll, so for them this holds anyway.
-pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies<A: Adapter>(
-    env: Env<A>,
-) -> Outcome {
+pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env) -> Verdict {
     const POLL: Duration = Duration::from_secs(1);
     let name = unique_name("listener_dies");
     // A table of this test alone, so that the listener found below is this waiter's,
     // whatever else runs at the same time.
     let table = format!(
         "dlock_listener_dies_{}_{}",
-        env.adapter
+        env.backend
             .name()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
         std::process::id()
     );
     let queries = env.connect().await?;
-    let listens = queries.notification_source().is_some();
+    let listens = queries.listener().is_some();
     let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?))
         .table(&table)
         .ttl(Duration::from_secs(30))
@@ -251,15 +204,7 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies<A: Adapte
             "polling"
         }
     );
-    let drop = crate::support::sql(
-        queries.dialect(),
-        &format!("DROP TABLE IF EXISTS {table}"),
-        vec![],
-    );
-    queries
-        .execute(&drop)
-        .await
-        .map_err(|e| format!("cannot drop {table}: {e}"))?;
+    crate::support::drop_table(&queries, &table).await?;
     if gap > POLL + WAKE_SLACK {
         return Err(format!(
             "the waiter took {gap:?} after the release; the limit is one poll interval \
@@ -281,15 +226,15 @@ async fn listeners(
     } else {
         "pid"
     };
-    let statement = Statement {
-        sql: format!(
+    let statement = dlock_testkit::statement(
+        Dialect::Postgres,
+        &format!(
             "SELECT count(*) FROM (SELECT {select} FROM pg_stat_activity \
-             WHERE query LIKE $1 AND pid <> pg_backend_pid()) AS listeners"
-        )
-        .into(),
-        params: vec![Value::Text(listen.to_owned())],
-        columns: &[ColumnType::Int],
-    };
+             WHERE query LIKE ? AND pid <> pg_backend_pid()) AS listeners"
+        ),
+        vec![Value::Text(listen.to_owned())],
+        &[ColumnType::Int],
+    );
     let rows = queries
         .query(&statement)
         .await
@@ -301,9 +246,9 @@ async fn listeners(
     Ok(found)
 }
 
-/// Another process's view of the database: the same connections, but a notification
-/// source of its own, so that its releases reach this process's waiters only through the
-/// database (as another process's would), not through the in-process hub.
+/// Another process's view of the database: the same connections and listener, but a
+/// notification source of its own, so that its releases reach this process's waiters only
+/// through the database (as another process's would), not through the in-process hub.
 #[derive(Debug)]
 struct Elsewhere(Arc<dyn QueryInterface>);
 
@@ -321,11 +266,22 @@ impl QueryInterface for Elsewhere {
         self.0.query(statement).await
     }
 
-    fn notification_source(&self) -> Option<String> {
-        Some(format!("elsewhere: {:?}", self.0.notification_source()))
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.0.listener().map(|_| self as &dyn Listen)
+    }
+}
+
+#[async_trait]
+impl Listen for Elsewhere {
+    fn source(&self) -> String {
+        let inner = self.0.listener().map(Listen::source);
+        format!("elsewhere: {inner:?}")
     }
 
-    async fn listen(&self, channel: &str, wake: Wake) -> Result<(), QueryError> {
-        self.0.listen(channel, wake).await
+    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
+        match self.0.listener() {
+            Some(listener) => listener.listen(channel, notices).await,
+            None => Ok(()),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! A worker process: takes the run's locks again and again, each time for one critical
+//! A worker process (`worker_process.rs` is the coordinator's side of it): takes the
+//! run's locks again and again, each time for one critical
 //! section whose entry and exit it writes to the ledger in fenced transactions, until its
 //! input closes. It tells the coordinator what it does, one line per event on stdout:
 //!
@@ -26,13 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_bench::backend::{Adapter, Dialect, Pool};
-use dlock_core::{DistributedLock, Lease, QueryInterface, Statement};
+use dlock_core::adapter::{QueryInterface, Statement};
+use dlock_core::{DistributedLock, Error, Lease};
+use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::fenced::{self, Written};
 use crate::ledger::{LOCK_TABLE, LedgerSql};
 
 pub(crate) const INDEX: &str = "DLOCK_TORTURE_WORKER";
@@ -58,24 +59,16 @@ pub(crate) fn holder_label(index: i64) -> String {
 /// When this process is a worker, runs it and returns its exit code.
 pub(crate) fn run_if_worker() -> Option<ExitCode> {
     let index = std::env::var(INDEX).ok()?;
-    // One thread: a worker stands for one node of a fleet.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("torture worker {index}: cannot start a tokio runtime: {error}");
-            return Some(ExitCode::FAILURE);
-        }
-    };
-    Some(match runtime.block_on(worker_main()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("torture worker {index}: {error}");
-            ExitCode::FAILURE
-        }
-    })
+    Some(run_child(&format!("torture worker {index}"), worker_main()))
+}
+
+/// What became of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// The fence passed and the transaction committed.
+    Committed,
+    /// The fence refused: the lease is no longer this acquisition's.
+    Refused,
 }
 
 /// What a worker works with.
@@ -104,12 +97,16 @@ impl Worker {
     /// One fenced write, bounded: a statement on a frozen connection must not stop the
     /// worker for good.
     async fn fenced(&self, lease: &Lease, statement: &Statement) -> Option<Written> {
-        match tokio::time::timeout(self.ttl, fenced::write(&self.pool, lease, statement)).await {
-            Ok(Ok(written)) => Some(written),
-            Ok(Err(error)) => {
-                self.error("fenced write", &error);
-                None
-            }
+        let write = self.pool.fenced_write(lease, statement, Duration::ZERO);
+        match tokio::time::timeout(self.ttl, write).await {
+            Ok(Ok(())) => Some(Written::Committed),
+            Ok(Err(error)) => match error.downcast_ref::<Error>() {
+                Some(Error::Fenced { .. }) => Some(Written::Refused),
+                _ => {
+                    self.error("fenced write", &error_chain(&*error));
+                    None
+                }
+            },
             Err(_) => {
                 self.error("fenced write", &format!("no answer within {:?}", self.ttl));
                 None
@@ -120,8 +117,8 @@ impl Worker {
 
 async fn worker_main() -> Result<(), String> {
     let variable = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let adapter = Adapter::parse(&variable(ADAPTER)?)?;
-    let dialect = Dialect::parse(&variable(DIALECT)?)?;
+    let adapter = <Backend as clap::ValueEnum>::from_str(&variable(ADAPTER)?, false)?;
+    let dialect = dialect_named(&variable(DIALECT)?)?;
     let ttl = Duration::from_millis(
         variable(TTL_MS)?
             .parse()
@@ -130,7 +127,9 @@ async fn worker_main() -> Result<(), String> {
     let index: i64 = variable(INDEX)?
         .parse()
         .map_err(|_| format!("{INDEX} is not a number"))?;
-    let (pool, queries) = adapter.pool(dialect, &variable(URL)?, 3).await?;
+    let (pool, queries) = adapter
+        .pool(dialect, &variable(URL)?, PoolOptions::new(3))
+        .await?;
     let locks = variable(NAMES)?
         .split(',')
         .map(|name| {
@@ -139,7 +138,7 @@ async fn worker_main() -> Result<(), String> {
                 .ttl(ttl)
                 .poll_interval(POLL)
                 .acquire_timeout(ttl * 3)
-                .holder_label(holder_label(index))
+                .holder(holder_label(index))
                 .build()
                 .map_err(|error| error.to_string())
         })
@@ -147,7 +146,7 @@ async fn worker_main() -> Result<(), String> {
     let worker = Worker {
         index,
         run: variable(RUN)?,
-        sql: LedgerSql::new(dialect.core()),
+        sql: LedgerSql::new(dialect),
         pool,
         queries,
         ttl,
@@ -164,7 +163,7 @@ async fn worker_main() -> Result<(), String> {
         Arc::clone(&long_work_ms),
     ));
     while !stopping.load(Ordering::Relaxed) {
-        let lock = &locks[crate::random_below(locks.len())];
+        let lock = &locks[fastrand::usize(..locks.len())];
         section(&worker, lock, &long_work_ms).await;
     }
     println!(
@@ -194,9 +193,9 @@ async fn follow_input(stopping: Arc<AtomicBool>, long_work_ms: Arc<AtomicU64>) {
 async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU64) {
     let guard = match lock.acquire().await {
         Ok(guard) => guard,
-        Err(dlock_core::Error::Timeout { .. }) => return,
+        Err(Error::Timeout { .. }) => return,
         Err(error) => {
-            worker.error("acquire", &dlock_bench::describe(&error));
+            worker.error("acquire", &error_chain(&error));
             tokio::time::sleep(POLL).await;
             return;
         }
@@ -232,7 +231,7 @@ async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU
         let work = match long_work_ms.swap(0, Ordering::Relaxed) {
             0 => {
                 println!("WORK {name} {token}");
-                WORK.mul_f64(0.2 + 0.8 * crate::random_fraction())
+                WORK.mul_f64(0.2 + 0.8 * fastrand::f64())
             }
             ms => {
                 println!("WORK {name} {token} long");
@@ -267,8 +266,8 @@ async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU
     }
     match released {
         // A release after a loss reports the loss; that is expected under faults.
-        Ok(Ok(()) | Err(dlock_core::Error::Lost { .. })) => {}
-        Ok(Err(error)) => worker.error("release", &dlock_bench::describe(&error)),
+        Ok(Ok(()) | Err(Error::Lost { .. })) => {}
+        Ok(Err(error)) => worker.error("release", &error_chain(&error)),
         Err(_) => worker.error(
             "release",
             &format!("no answer within {:?}", worker.ttl * 10),

@@ -1,15 +1,14 @@
-//! The coordinator's side of the worker processes: starting them, following what they
-//! say, signalling and stopping them.
+//! The coordinator's side of the worker processes (`worker_main.rs` is theirs): starting
+//! them, following what they say, signalling and stopping them.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use dlock_testkit::{ChildLines, ChildProcess};
+use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::worker;
+use crate::worker_main;
 
 /// A lock acquisition: the name and the fencing token.
 pub(crate) type Hold = (String, i64);
@@ -58,9 +57,7 @@ pub(crate) struct Launch {
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     pub(crate) index: usize,
-    pub(crate) pid: u32,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    process: ChildProcess,
     pub(crate) state: Arc<Mutex<WorkerState>>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -68,44 +65,22 @@ pub(crate) struct WorkerProcess {
 impl WorkerProcess {
     /// Starts worker `index` and waits until it is connected.
     pub(crate) async fn start(launch: &Launch, index: usize) -> Result<Self, String> {
-        let exe = std::env::current_exe()
-            .map_err(|error| format!("cannot find the suite's own binary: {error}"))?;
-        let mut command = Command::new(exe);
-        command.env(worker::INDEX, index.to_string());
-        for (name, value) in &launch.env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("cannot start a worker process: {error}"))?;
-        let (Some(stdin), Some(stdout), Some(pid)) =
-            (child.stdin.take(), child.stdout.take(), child.id())
-        else {
-            return Err("a worker process has no pipes or no pid".into());
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-        match ready {
-            Ok(Ok(Some(line))) if line == "READY" => {}
-            Ok(Ok(Some(line))) => return Err(format!("worker {index} said {line:?}, not READY")),
-            Ok(Ok(None) | Err(_)) => {
-                return Err(format!(
-                    "worker {index} exited before it was ready (see above)"
-                ));
-            }
-            Err(_) => return Err(format!("worker {index} was not ready within 60 s")),
-        }
+        let env = launch
+            .env
+            .iter()
+            .map(|(name, value)| (*name, value.clone()))
+            .chain([(worker_main::INDEX, index.to_string())]);
+        let mut process =
+            ChildProcess::spawn_ready(format!("worker {index}"), env, Duration::from_secs(60))
+                .await?;
+        let lines = process
+            .take_lines()
+            .expect("BUG: a new child's output is not followed yet");
         let state = Arc::new(Mutex::new(WorkerState::default()));
         let reader = tokio::spawn(follow(lines, Arc::clone(&state)));
         Ok(Self {
             index,
-            pid,
-            child,
-            stdin: Some(stdin),
+            process,
             state,
             reader,
         })
@@ -119,69 +94,42 @@ impl WorkerProcess {
 
     /// Asks it for a section whose work lasts `work` (its next, once it holds a lock).
     pub(crate) async fn ask_for_long_section(&mut self, work: Duration) -> Result<(), String> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| format!("worker {} is stopping", self.index))?;
-        let request = format!("LONG {}\n", work.as_millis().max(1));
-        stdin
-            .write_all(request.as_bytes())
-            .await
-            .and(stdin.flush().await)
-            .map_err(|error| format!("cannot write to worker {}: {error}", self.index))
+        let request = format!("LONG {}", work.as_millis().max(1));
+        self.process.send(&request).await
     }
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
     pub(crate) async fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self.process.pid();
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
+            .arg(pid.to_string())
             .status()
             .await
             .map_err(|error| format!("cannot run kill: {error}"))?;
         if status.success() {
             Ok(())
         } else {
-            Err(format!("kill -{signal} {} failed: {status}", self.pid))
+            Err(format!("kill -{signal} {pid} failed: {status}"))
         }
     }
 
     /// Kills the process and waits for it to die.
     pub(crate) async fn kill(mut self) -> Result<(), String> {
-        self.child
-            .kill()
-            .await
-            .map_err(|error| format!("cannot kill worker {}: {error}", self.index))
+        self.process.kill().await
     }
 
     /// Closes its input, which asks it to finish its section and exit, and waits up to
-    /// `limit` for it to exit successfully; then for its last words.
+    /// `limit` for it to exit successfully (else: it hangs); then for its last words.
     pub(crate) async fn stop(mut self, limit: Duration) -> Result<Arc<Mutex<WorkerState>>, String> {
-        drop(self.stdin.take());
-        let status = match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.map_err(|error| format!("worker {}: {error}", self.index))?,
-            Err(_) => {
-                let _ = self.child.kill().await;
-                return Err(format!(
-                    "worker {} hangs: still running {limit:?} after it was asked to stop",
-                    self.index
-                ));
-            }
-        };
+        self.process.finish(limit).await?;
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
-        if status.success() {
-            Ok(self.state)
-        } else {
-            Err(format!("worker {} failed: {status}", self.index))
-        }
+        Ok(self.state)
     }
 }
 
 /// Reads a worker's lines into its state until it exits.
-async fn follow(
-    mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    state: Arc<Mutex<WorkerState>>,
-) {
+async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut words = line.splitn(4, ' ');
         let (event, first, second, third) =

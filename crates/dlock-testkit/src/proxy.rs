@@ -1,13 +1,14 @@
-//! A TCP proxy in front of the database, so a scenario can make the database unreachable
-//! for one client without disturbing the tests running beside it. Public for the torture
-//! suite (`dlock-torture`), which partitions its workers from the database with it, and
+//! A TCP proxy in front of the database, so a test can make the database unreachable for
+//! one client without disturbing the tests running beside it. The torture suite also
 //! strikes single connections with [`Proxy::arm`].
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
+use url::Url;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -119,7 +120,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy for the database at `url`; [`Proxy::url`] is `url` through it.
     pub async fn start(url: &str) -> Result<Self, String> {
-        let (prefix, upstream, suffix) = split_url(url)?;
+        let upstream = upstream(url)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("proxy cannot listen: {e}"))?;
@@ -129,7 +130,7 @@ impl Proxy {
         tokio::spawn(accept(listener, upstream, state.clone(), Arc::clone(&trap)));
         Ok(Self {
             state,
-            url: format!("{prefix}{address}{suffix}"),
+            url: with_address(url, address)?,
             trap,
         })
     }
@@ -184,23 +185,13 @@ impl Drop for Proxy {
     }
 }
 
-/// `scheme://user@host:port/db?x` → (`scheme://user@`, `host:port`, `/db?x`).
-fn split_url(url: &str) -> Result<(&str, String, &str), String> {
-    let authority_start = url
-        .find("://")
-        .map(|i| i + 3)
-        .ok_or_else(|| format!("{url}: no scheme"))?;
-    let authority_end = url[authority_start..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| authority_start + i);
-    let host_start = url[authority_start..authority_end]
-        .rfind('@')
-        .map_or(authority_start, |i| authority_start + i + 1);
-    let host = &url[host_start..authority_end];
-    if host.is_empty() || !host.contains(':') {
-        return Err(format!("{url}: the proxy needs an explicit host:port"));
+/// The `host:port` that `url` names: the proxy's upstream.
+fn upstream(url: &str) -> Result<String, String> {
+    let parsed = Url::parse(url).map_err(|error| format!("invalid URL {url:?}: {error}"))?;
+    match (parsed.host_str(), parsed.port()) {
+        (Some(host), Some(port)) if !host.is_empty() => Ok(format!("{host}:{port}")),
+        _ => Err(format!("{url}: the proxy needs an explicit host:port")),
     }
-    Ok((&url[..host_start], host.to_owned(), &url[authority_end..]))
 }
 
 async fn accept(
@@ -341,10 +332,14 @@ async fn pump(
     }
 }
 
-/// `url` with its `host:port` replaced by `address`.
-pub(crate) fn with_address(url: &str, address: &str) -> Result<String, String> {
-    let (prefix, _, suffix) = split_url(url)?;
-    Ok(format!("{prefix}{address}{suffix}"))
+/// `url` with its host and port replaced by `address`'s.
+pub fn with_address(url: &str, address: SocketAddr) -> Result<String, String> {
+    let mut parsed = Url::parse(url).map_err(|error| format!("invalid URL {url:?}: {error}"))?;
+    parsed
+        .set_ip_host(address.ip())
+        .and_then(|()| parsed.set_port(Some(address.port())))
+        .map_err(|()| format!("{url}: no host to replace"))?;
+    Ok(parsed.into())
 }
 
 #[cfg(test)]
@@ -377,7 +372,7 @@ mod tests {
     }
 
     async fn connect(proxy: &Proxy) -> TcpStream {
-        let (_, address, _) = split_url(proxy.url()).unwrap();
+        let address = upstream(proxy.url()).unwrap();
         TcpStream::connect(address).await.unwrap()
     }
 
