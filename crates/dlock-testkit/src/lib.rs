@@ -72,9 +72,7 @@ pub fn unique_name(prefix: &str) -> String {
 /// for an adapter to run: `sql` with `?` placeholders, numbered (`$1`, `$2`, …) for
 /// PostgreSQL; `params` to bind; the types of the `columns` it returns.
 ///
-/// No kind of the core's fits SQL of the caller's own, and nothing reads the kind of
-/// these (adapters run every statement alike; no [`Tap`] sees them), so they are marked
-/// [`StatementKind::Inspect`], the administration read.
+/// Marked [`StatementKind::Other`]: not one of the core's statements.
 pub fn statement(
     dialect: Dialect,
     sql: &str,
@@ -95,7 +93,7 @@ pub fn statement(
         _ => sql.to_owned(),
     };
     Statement {
-        kind: StatementKind::Inspect,
+        kind: StatementKind::Other,
         sql: sql.into(),
         params,
         columns,
