@@ -23,9 +23,9 @@ pub(crate) struct Args {
     /// The database.
     #[arg(long, value_parser = dialect_parser(), default_value = "postgres")]
     pub(crate) dialect: Dialect,
-    /// The database's URL [default: DLOCK_TEST_<DIALECT>_URL, else as the tests:
-    /// postgres://postgres@127.0.0.1:5432/test, mysql://root@127.0.0.1:3306/test; SQLite:
-    /// a new file in a temporary directory]
+    /// The database's URL [default: DLOCK_TEST_POSTGRES_URL, DLOCK_TEST_MYSQL_URL or
+    /// DLOCK_TEST_SQLITE_URL, else what the tests use: PostgreSQL and MariaDB on
+    /// 127.0.0.1, database test; SQLite, a new file in a temporary directory]
     #[arg(long)]
     pub(crate) url: Option<String>,
     /// How long the workers run, in minutes [default: 25 s]
