@@ -62,20 +62,20 @@ impl Failure {
                 ))
             }
             Error::CreateTable { ref table, .. } => Self::Database(format!(
-                "{}; to create it with another role, print its SQL with `dlock init \
-                 --print-sql --table {table}` (it also lists the privileges dlock needs)",
-                with_causes(&error)
+                "{error}; to create it with another role, print its SQL with `dlock init \
+                 --print-sql --table {table}` (it also lists the privileges dlock needs)"
             )),
             Error::InvalidTableName { .. } | Error::InvalidToken { .. } => {
                 Self::Usage(error.to_string())
             }
-            other => Self::Database(with_causes(&other)),
+            // dlock's messages carry their cause already (`source()` is `None`).
+            other => Self::Database(other.to_string()),
         }
     }
 }
 
-/// The error's message followed by its causes, so the driver's reason is not lost;
-/// causes whose text a message already includes are not repeated.
+/// A driver's error (SeaORM's, when connecting) followed by its causes, so its reason is
+/// not lost; causes whose text a message already includes are not repeated.
 pub(crate) fn with_causes(error: &dyn StdError) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();
