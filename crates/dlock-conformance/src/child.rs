@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dlock_core::DistributedLock;
-use dlock_testkit::{Backend, ChildProcess, wall_ns};
+use dlock_testkit::{Backend, ChildProcess, Route, wall_ns};
 
 use crate::support::Env;
 
 const MODE: &str = "DLOCK_CONFORMANCE_CHILD";
 const DIALECT: &str = "DLOCK_CONFORMANCE_DIALECT";
 const URL: &str = "DLOCK_CONFORMANCE_URL";
+const ROUTE: &str = "DLOCK_CONFORMANCE_ROUTE";
 const NAME: &str = "DLOCK_CONFORMANCE_NAME";
 const SECTIONS: &str = "DLOCK_CONFORMANCE_SECTIONS";
 const TTL_MS: &str = "DLOCK_CONFORMANCE_TTL_MS";
@@ -57,6 +58,7 @@ pub(crate) fn spawn(
             (MODE, mode_name.to_owned()),
             (DIALECT, dlock_testkit::dialect_key(env.dialect).to_owned()),
             (URL, env.url.clone()),
+            (ROUTE, env.route.key().to_owned()),
             (NAME, name.to_owned()),
             (SECTIONS, sections.to_string()),
             (TTL_MS, ttl.as_millis().to_string()),
@@ -85,7 +87,10 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     let dialect = dlock_testkit::dialect_named(&var(DIALECT)?)?;
     let ttl = Duration::from_millis(var(TTL_MS)?.parse().map_err(|e| format!("{e}"))?);
-    let queries = Env::new(backend, dialect, var(URL)?).connect().await?;
+    let route = Route::named(&var(ROUTE)?)?;
+    let queries = Env::new(backend, dialect, var(URL)?, route)
+        .connect()
+        .await?;
     let builder = DistributedLock::builder(var(NAME)?, queries)
         .ttl(ttl)
         .holder(format!("conformance child {mode}"));

@@ -12,6 +12,11 @@
 //! Each scenario becomes one test named `dialect::scenario`. Scenarios that need separate
 //! processes re-run the test binary itself in a child mode (see `child.rs`).
 //!
+//! An adapter that runs on PostgreSQL also runs every PostgreSQL scenario through
+//! PgBouncer in transaction mode, as `pgbouncer::scenario`: the adapter set up as its
+//! documentation says for a pooler, against
+//! [`TestDatabase::pgbouncer`](dlock_testkit::TestDatabase::pgbouncer).
+//!
 //! A database that cannot be reached fails every test when `CI` is set; elsewhere its
 //! tests are reported as ignored, with a loud message, so `cargo test` passes on a machine
 //! with no servers.
@@ -25,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 
 use dlock_core::Dialect;
 pub use dlock_testkit::Backend;
-use dlock_testkit::TestDatabase;
+use dlock_testkit::{Route, TestDatabase, dialect_key};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use support::Env;
@@ -37,31 +42,36 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
         return code;
     }
     let args = Arguments::from_args();
-    let mut databases = Vec::new();
-    let mut trials = Vec::new();
+    let mut targets = Vec::new();
     for &dialect in dialects {
-        let database = match TestDatabase::new(dialect, "dlock-conformance") {
-            Ok(database) => database,
+        match TestDatabase::new(dialect, "dlock-conformance") {
+            Ok(database) => targets.push((dialect_key(dialect), database, Route::Direct)),
             Err(error) => {
                 eprintln!("dlock-conformance: {error}");
                 return ExitCode::FAILURE;
             }
-        };
-        let env = Env::new(backend, dialect, database.url().to_owned());
+        }
+        if dialect == Dialect::Postgres {
+            let route = Route::TransactionPooler;
+            targets.push((route.key(), TestDatabase::pgbouncer(), route));
+        }
+    }
+    let mut trials = Vec::new();
+    for (prefix, database, route) in &targets {
+        let dialect = database.dialect();
+        let env = Env::new(backend, dialect, database.url().to_owned(), *route);
         let about = Arc::new(database.describe());
-        databases.push(database);
         let reachable = Arc::new(OnceLock::new());
         for (name, scenario) in scenarios::all(dialect) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
-            trials.push(Trial::ignorable_test(
-                format!("{}::{name}", dlock_testkit::dialect_key(dialect)),
-                move || run_trial(env, &about, &reachable, scenario),
-            ));
+            trials.push(Trial::ignorable_test(format!("{prefix}::{name}"), move || {
+                run_trial(env, &about, &reachable, scenario)
+            }));
         }
     }
     // The databases (a SQLite file made for this run) live until every trial has run.
     let conclusion = libtest_mimic::run(&args, trials);
-    drop(databases);
+    drop(targets);
     conclusion.exit_code()
 }
 

@@ -5,18 +5,19 @@ use std::time::Duration;
 
 use dlock_core::adapter::{BoxError, QueryInterface, Statement, Value};
 use dlock_core::{Dialect, DistributedLock, Lease, LockBuilder, TableName};
-use dlock_testkit::{Backend, Partition, PoolOptions};
+use dlock_testkit::{Backend, Partition, PoolOptions, Route};
 use tokio::time::Instant;
 
 /// A scenario's verdict: passed, or why not.
 pub(crate) type Verdict = Result<(), String>;
 
-/// What a scenario runs with: the adapter, the database and its URL.
+/// What a scenario runs with: the adapter, the database, its URL and the route there.
 #[derive(Debug, Clone)]
 pub(crate) struct Env {
     pub(crate) backend: Backend,
     pub(crate) dialect: Dialect,
     pub(crate) url: String,
+    pub(crate) route: Route,
 }
 
 /// How long a checkout of the suite's pools waits for a free connection.
@@ -33,11 +34,12 @@ fn checkout(backend: Backend) -> Duration {
 }
 
 impl Env {
-    pub(crate) fn new(backend: Backend, dialect: Dialect, url: String) -> Self {
+    pub(crate) fn new(backend: Backend, dialect: Dialect, url: String, route: Route) -> Self {
         Self {
             backend,
             dialect,
             url,
+            route,
         }
     }
 
@@ -46,6 +48,7 @@ impl Env {
             size,
             checkout: checkout(self.backend),
             connect: Duration::from_secs(5),
+            route: self.route,
         }
     }
 

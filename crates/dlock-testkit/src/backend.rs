@@ -67,7 +67,37 @@ pub fn dialect_parser() -> impl TypedValueParser<Value = Dialect> {
         .map(|name| dialect_named(&name).expect("BUG: the parser accepts only dialect names"))
 }
 
-/// How large a pool is and how long it waits.
+/// How a pool reaches its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the server.
+    #[default]
+    Direct,
+    /// Through a pooler in transaction mode (PgBouncer): the adapter is set up as its
+    /// documentation says for one.
+    TransactionPooler,
+}
+
+impl Route {
+    /// The route's name in test names, on command lines and in child processes:
+    /// `direct` or `pgbouncer`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::TransactionPooler => "pgbouncer",
+        }
+    }
+
+    /// The route whose [`key`](Self::key) is `key`.
+    pub fn named(key: &str) -> Result<Self, String> {
+        [Self::Direct, Self::TransactionPooler]
+            .into_iter()
+            .find(|route| route.key() == key)
+            .ok_or_else(|| format!("unknown route {key:?}"))
+    }
+}
+
+/// How large a pool is, how long it waits, and how it reaches the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolOptions {
     /// The most connections it opens.
@@ -76,6 +106,8 @@ pub struct PoolOptions {
     pub checkout: Duration,
     /// How long opening a connection may take.
     pub connect: Duration,
+    /// Straight to the database or through a pooler.
+    pub route: Route,
 }
 
 impl PoolOptions {
@@ -86,7 +118,14 @@ impl PoolOptions {
             size,
             checkout: Duration::from_secs(30),
             connect: Duration::from_secs(10),
+            route: Route::Direct,
         }
+    }
+
+    /// The same, reaching the database by `route`.
+    #[must_use]
+    pub fn with_route(self, route: Route) -> Self {
+        Self { route, ..self }
     }
 
     /// The same, with checkouts giving up after `checkout`.

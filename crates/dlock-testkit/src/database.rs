@@ -9,12 +9,24 @@ use libtest_mimic::{Completion, Failed};
 /// the default (the same as docker-compose.yml's); for SQLite without the variable, a new
 /// file in a temporary directory, removed (with its WAL) when this is dropped. Child
 /// processes receive the URL, so they share the file.
+///
+/// [`TestDatabase::pgbouncer`] is PostgreSQL through PgBouncer in transaction mode
+/// (`DLOCK_TEST_PGBOUNCER_URL`), which `crates/dlock-testkit/rigs/pgbouncer up` starts.
 #[derive(Debug)]
 pub struct TestDatabase {
     dialect: Dialect,
     url: String,
+    /// The variable that sets the URL.
+    variable: &'static str,
+    /// The name of the database's kind in messages.
+    kind: &'static str,
     temporary_directory: Option<PathBuf>,
 }
+
+/// The variable that holds the URL of the PostgreSQL test database behind PgBouncer.
+pub const PGBOUNCER_VARIABLE: &str = "DLOCK_TEST_PGBOUNCER_URL";
+/// Where `rigs/pgbouncer up` listens.
+pub const PGBOUNCER_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:6432/test";
 
 impl TestDatabase {
     /// The environment variable that holds the URL of `dialect`'s test database.
@@ -57,8 +69,29 @@ impl TestDatabase {
         Self {
             dialect,
             url,
+            variable: Self::variable(dialect),
+            kind: dialect.name(),
             temporary_directory: None,
         }
+    }
+
+    /// PostgreSQL through PgBouncer in transaction pooling mode: the URL in
+    /// `DLOCK_TEST_PGBOUNCER_URL`, else the rig's (`postgres://postgres@127.0.0.1:6432/test`).
+    /// Its [`dialect`](Self::dialect) is PostgreSQL; [`TestDatabase::new`] of PostgreSQL is
+    /// the same database without the pooler.
+    pub fn pgbouncer() -> Self {
+        let url = std::env::var(PGBOUNCER_VARIABLE)
+            .unwrap_or_else(|_| PGBOUNCER_DEFAULT_URL.to_owned());
+        let mut database = Self::at(Dialect::Postgres, url);
+        database.variable = PGBOUNCER_VARIABLE;
+        database.kind = "PostgreSQL through PgBouncer in transaction mode \
+                         (crates/dlock-testkit/rigs/pgbouncer up)";
+        database
+    }
+
+    /// The database's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     fn default_or_new(dialect: Dialect, purpose: &str) -> Result<Self, String> {
@@ -68,12 +101,11 @@ impl TestDatabase {
         let directory = std::env::temp_dir().join(crate::unique_name(purpose));
         std::fs::create_dir_all(&directory)
             .map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
-        Ok(Self {
-            dialect,
-            // `mode=rwc`: create the file on the first connection.
-            url: format!("sqlite://{}/locks.db?mode=rwc", directory.display()),
-            temporary_directory: Some(directory),
-        })
+        // `mode=rwc`: create the file on the first connection.
+        let url = format!("sqlite://{}/locks.db?mode=rwc", directory.display());
+        let mut database = Self::at(dialect, url);
+        database.temporary_directory = Some(directory);
+        Ok(database)
     }
 
     /// The database's URL.
@@ -85,9 +117,7 @@ impl TestDatabase {
     pub fn describe(&self) -> String {
         format!(
             "{} at {} (set {} to change it)",
-            self.dialect.name(),
-            self.url,
-            Self::variable(self.dialect)
+            self.kind, self.url, self.variable
         )
     }
 }

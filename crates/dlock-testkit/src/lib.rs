@@ -28,8 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dlock_core::Dialect;
 use dlock_core::adapter::{ColumnType, Statement, StatementKind, Value};
 
-pub use backend::{Backend, Pool, PoolOptions, dialect_key, dialect_named, dialect_parser};
-pub use database::{TestDatabase, unreachable};
+pub use backend::{
+    Backend, Pool, PoolOptions, Route, dialect_key, dialect_named, dialect_parser,
+};
+pub use database::{PGBOUNCER_DEFAULT_URL, PGBOUNCER_VARIABLE, TestDatabase, unreachable};
 pub use partition::Partition;
 pub use process::{ChildLines, ChildProcess, run_child};
 pub use tap::{Flow, Tap, only_reads};
