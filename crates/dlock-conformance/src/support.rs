@@ -23,7 +23,7 @@ pub(crate) struct Env {
 /// How long a checkout of the suite's pools waits for a free connection.
 fn checkout(backend: Backend) -> Duration {
     match backend {
-        Backend::TokioPostgres | Backend::SeaOrm => Duration::from_millis(500),
+        Backend::TokioPostgres | Backend::SeaOrm | Backend::Sqlx => Duration::from_millis(500),
         Backend::DieselDeadpool => Duration::from_secs(5),
         // bb8 reports a failure to connect only as a checkout timeout, so with a longer
         // one a renewal through a cut connection would wait past the 4 s lease of the

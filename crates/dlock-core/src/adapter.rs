@@ -167,6 +167,26 @@ impl fmt::Display for QueryError {
 
 impl StdError for QueryError {}
 
+/// A connection pooler in transaction mode between an adapter's pool and PostgreSQL
+/// (PgBouncer with `pool_mode = transaction`), and what it does with prepared statements.
+/// Adapters whose driver prepares named statements take it in their `through_pooler`
+/// setting, which also keeps `LISTEN` off the pooler: it would hear nothing, and the server
+/// connection it leaves listening would hand notifications to other clients. Waiters then
+/// listen on a direct URL given to the adapter (its `listen_at`), or poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransactionPooler {
+    /// The pooler keeps each client's prepared statements across server connections:
+    /// PgBouncer 1.21 or later with `max_prepared_statements` above 0. The adapter
+    /// prepares and caches statements as it does without a pooler.
+    KeepsPreparedStatements,
+    /// A prepared statement stays on the server connection it was prepared on, which the
+    /// next statement may not get: PgBouncer before 1.21, or `max_prepared_statements = 0`.
+    /// The adapter runs each statement unnamed, in a transaction of its own (which keeps
+    /// one server connection for it), at the cost of more round trips per statement.
+    LosesPreparedStatements,
+}
+
 /// What every adapter implements: say which dialect the connection speaks, run a statement,
 /// and say whether it can listen for releases.
 ///

@@ -166,6 +166,10 @@ impl Error {
     /// reported when a connection is opened, which adapters call unreachable. For
     /// adapters' own statements (fencing).
     pub fn query(action: &'static str, source: QueryError) -> Self {
+        if lost_prepared_statement(&source) {
+            // The server answered: whatever the adapter called it, it is reachable.
+            return Self::Database { action, source };
+        }
         match dialect::refusal(&source) {
             Some(Refusal::Authentication) => return Self::Authentication { action, source },
             Some(Refusal::Privilege) => return Self::PermissionDenied { action, source },
@@ -181,6 +185,10 @@ impl Error {
     /// The error of a `CREATE TABLE` of `table` that failed with `source`.
     pub(crate) fn create_table(table: &crate::TableName, source: QueryError) -> Self {
         match source.kind() {
+            // The table may well exist: the pooler lost the statement, not the table.
+            QueryErrorKind::Statement if lost_prepared_statement(&source) => {
+                Self::query("create the lock table", source)
+            }
             QueryErrorKind::Statement => Self::CreateTable {
                 table: table.to_string(),
                 source,
@@ -215,6 +223,18 @@ impl Error {
     /// ambiguous.
     pub(crate) fn may_have_committed(&self) -> bool {
         matches!(self, Self::Database { .. })
+    }
+}
+
+/// Whether `source` is PostgreSQL's answer to a prepared statement that is not on the
+/// server connection as the client believes: prepared already (42P05), missing (26000),
+/// or another with other parameters (08P01, "bind message supplies …"). Behind a pooler in
+/// transaction mode, named statements meet other clients' server connections.
+fn lost_prepared_statement(source: &QueryError) -> bool {
+    match source.code() {
+        Some("42P05" | "26000") => true,
+        Some("08P01") => source.to_string().contains("prepared statement"),
+        _ => false,
     }
 }
 
@@ -296,6 +316,14 @@ impl Error {
                 f,
                 "the connection pool had no free connection to {action}: {source}; raise the \
                      pool's size or its wait timeout, or hold fewer connections across long jobs"
+            ),
+            Self::Database { action, source } if lost_prepared_statement(source) => write!(
+                f,
+                "the database failed to {action}: {source}; a prepared statement was not on \
+                     the server connection that ran it, as happens behind a pooler in \
+                     transaction mode (PgBouncer) that does not keep prepared statements: tell \
+                     the adapter (`through_pooler(TransactionPooler::LosesPreparedStatements)`), \
+                     or set PgBouncer's `max_prepared_statements` (1.21 and later)"
             ),
             Self::Database { action, source } => {
                 let advice = if Self::database_is_transient(source) {

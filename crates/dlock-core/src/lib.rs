@@ -24,7 +24,7 @@ mod wait;
 
 /// A boxed error, for jobs that fail in more ways than [`Error`] (`lock(f)` accepts any
 /// error type that [`Error`] converts into); drivers' errors arrive boxed as this too.
-pub use adapter::BoxError;
+pub use adapter::{BoxError, TransactionPooler};
 pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};
 pub use builder::LockBuilder;
 pub use dialect::Dialect;

@@ -35,6 +35,15 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
             }
             _ if message.starts_with("schema ") && message.ends_with(" does not exist") => "3F000",
             _ if message == "deadlock detected" => "40P01",
+            // Prepared statements a pooler in transaction mode lost (see dlock-core's
+            // advice for these codes).
+            _ if message.contains("prepared statement") && message.ends_with(" already exists") => {
+                "42P05"
+            }
+            _ if message.contains("prepared statement") && message.ends_with(" does not exist") => {
+                "26000"
+            }
+            _ if message.starts_with("bind message supplies") => "08P01",
             // Refusals: not transient, so a waiting `acquire` stops on them rather than
             // retry, and the message says what to fix. Credentials are refused when a
             // connection is opened (see `connection_error`).

@@ -26,6 +26,7 @@ pub use dlock_core::adapter;
 pub use dlock_core::{
     Attempt, BoxError, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease,
     LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+    TransactionPooler,
 };
 
 #[cfg(feature = "bb8")]
@@ -35,6 +36,58 @@ pub use pool::DeadpoolQueries;
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 pub use pool::{DieselPool, PooledQueries};
 pub use transport::DieselConnection;
+
+/// A manager of PostgreSQL connections for a pool behind a pooler in transaction mode
+/// that loses prepared statements (PgBouncer before 1.21, or `max_prepared_statements =
+/// 0`): each connection caches no statement, and the pool checks a connection it hands
+/// out with a simple query (`SELECT 1` in one message) instead of a prepared one, which
+/// could meet another client's statement of the same name on the server connection.
+/// Use it with [`PooledQueries::through_pooler`].
+///
+/// diesel-async prepares every statement, named, in a round trip of its own before it
+/// runs it: outside a transaction the two may land on different server connections.
+/// Run your own queries in transactions (`conn.transaction(…)`), which keep one server
+/// connection until they end.
+///
+/// ```no_run
+/// use dlock_diesel::diesel_async::pooled_connection::deadpool::Pool;
+/// use dlock_diesel::{DeadpoolQueries, DistributedLock, TransactionPooler};
+///
+/// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = dlock_diesel::pooler_manager("postgres://app@pgbouncer:6432/app");
+/// let pool = Pool::builder(manager).max_size(8).build()?;
+/// let queries = DeadpoolQueries::new(pool)
+///     .through_pooler(TransactionPooler::LosesPreparedStatements)
+///     .listen_at("postgres://app@db:5432/app");
+/// let lock = DistributedLock::new("nightly-report", queries)?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(all(feature = "postgres", any(feature = "deadpool", feature = "bb8")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "postgres", any(feature = "deadpool", feature = "bb8"))))
+)]
+pub fn pooler_manager(
+    url: impl Into<String>,
+) -> diesel_async::pooled_connection::AsyncDieselConnectionManager<diesel_async::AsyncPgConnection>
+{
+    use diesel_async::pooled_connection::{ManagerConfig, RecyclingMethod};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            Ok(conn)
+        })
+    });
+    config.recycling_method =
+        RecyclingMethod::CustomFunction(Box::new(|conn| Box::pin(conn.batch_execute("SELECT 1"))));
+    diesel_async::pooled_connection::AsyncDieselConnectionManager::new_with_config(url, config)
+}
 #[cfg(feature = "sqlite")]
 pub use transport::establish_sqlite;
 

@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::PoolError as ManagerError;
-use dlock_core::Dialect;
+use diesel_async::AsyncConnection;
+use dlock_core::{Dialect, TransactionPooler};
 use dlock_core::adapter::{
     IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, ReleaseNotices, Row,
     Statement, async_trait,
 };
 
+use crate::error::statement_error;
 use crate::{Diesel, DieselConnection};
 
 /// A diesel-async pool the adapter can run statements on: implemented for deadpool's and
@@ -24,7 +26,7 @@ use crate::{Diesel, DieselConnection};
 #[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
 pub trait DieselPool: Clone + Send + Sync + sealed::Sealed + 'static {
     /// The connection type of the pool.
-    type Connection: DieselConnection + 'static;
+    type Connection: DieselConnection + AsyncConnection + 'static;
 
     /// A connection checked out for one statement.
     #[doc(hidden)]
@@ -60,6 +62,10 @@ pub struct PooledQueries<P: DieselPool> {
     pool: P,
     /// The notification source while this interface listens.
     source: Option<String>,
+    /// `Some` behind a pooler in transaction mode.
+    pooler: Option<TransactionPooler>,
+    /// Where the listening connection goes, if not where the pool's do.
+    listen_url: Option<Arc<str>>,
 }
 
 /// The query interface over a deadpool pool of diesel-async connections
@@ -99,7 +105,48 @@ impl<P: DieselPool> PooledQueries<P> {
         // never share them.
         let source =
             P::Connection::LISTENS.then(|| format!("postgres diesel-async {}", pool.identity()));
-        Self { pool, source }
+        Self {
+            pool,
+            source,
+            pooler: None,
+            listen_url: None,
+        }
+    }
+
+    /// The pool reaches PostgreSQL through a pooler in transaction mode (PgBouncer with
+    /// `pool_mode = transaction`):
+    ///
+    /// - with [`TransactionPooler::LosesPreparedStatements`] (PgBouncer before 1.21, or
+    ///   `max_prepared_statements = 0`) each statement runs in a transaction of its own
+    ///   (`BEGIN` and `COMMIT` as simple queries, which keeps one server connection for
+    ///   diesel-async's prepare and execute), with the connection's statement cache
+    ///   disabled: diesel-async always prepares named statements, and a cached one would
+    ///   be looked for on another server connection. Build the pool with
+    ///   [`pooler_manager`](crate::pooler_manager), whose connections need no check
+    ///   statement and cache nothing, so that your own queries (in transactions) work
+    ///   too. With [`TransactionPooler::KeepsPreparedStatements`] statements run as
+    ///   without a pooler;
+    /// - waiters do not `LISTEN` through the pool: they listen on a connection to the URL
+    ///   given to [`listen_at`](Self::listen_at), or, without one, poll at the lock's poll
+    ///   interval (dlock says so once, at WARN).
+    #[must_use]
+    pub fn through_pooler(mut self, pooler: TransactionPooler) -> Self {
+        self.pooler = Some(pooler);
+        self
+    }
+
+    /// Waiters listen for releases on a connection to `url` — one that reaches PostgreSQL
+    /// directly, not through a pooler in transaction mode — instead of one the pool's
+    /// manager opens. Ignored on other databases.
+    #[must_use]
+    pub fn listen_at(mut self, url: &str) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
+    /// Whether each statement runs in a transaction of its own, uncached.
+    fn unnamed(&self) -> bool {
+        self.pooler == Some(TransactionPooler::LosesPreparedStatements)
     }
 
     /// Waiters poll for releases instead of listening: no connection is opened outside
@@ -140,14 +187,31 @@ impl<P: DieselPool> QueryInterface for PooledQueries<P> {
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move { pool.checkout().await?.execute_statement(&statement).await })
-            .await
+        let (pool, statement, unnamed) = (self.pool.clone(), statement.clone(), self.unnamed());
+        to_completion(async move {
+            let mut conn = pool.checkout().await?;
+            if !unnamed {
+                return conn.execute_statement(&statement).await;
+            }
+            begin_uncached(&mut *conn).await?;
+            let affected = conn.execute_statement(&statement).await;
+            end(&mut *conn, affected).await
+        })
+        .await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let (pool, statement) = (self.pool.clone(), statement.clone());
-        to_completion(async move { pool.checkout().await?.query_statement(&statement).await }).await
+        let (pool, statement, unnamed) = (self.pool.clone(), statement.clone(), self.unnamed());
+        to_completion(async move {
+            let mut conn = pool.checkout().await?;
+            if !unnamed {
+                return conn.query_statement(&statement).await;
+            }
+            begin_uncached(&mut *conn).await?;
+            let rows = conn.query_statement(&statement).await;
+            end(&mut *conn, rows).await
+        })
+        .await
     }
 
     /// PostgreSQL, unless [`without_listening`](PooledQueries::without_listening).
@@ -167,7 +231,24 @@ impl<P: DieselPool> Listen for PooledQueries<P> {
     /// and settings are the pool's) but never part of the pool, so that it takes none of
     /// the job's connections.
     async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
-        self.pool.dedicated().await?.listen(channel, notices).await
+        let dialect = P::Connection::DIALECT;
+        let conn = match (&self.listen_url, self.pooler) {
+            (Some(url), _) => P::Connection::establish(url).await.map_err(|error| {
+                let code = crate::error::connection_error(dialect, &error);
+                QueryError::new(QueryErrorKind::Unreachable, code, error)
+            })?,
+            (None, Some(_)) => {
+                return Err(QueryError::new(
+                    QueryErrorKind::Unreachable,
+                    None,
+                    "the pool goes through a pooler in transaction mode, which cannot carry \
+                     LISTEN, and no direct URL was given to listen on: give the adapter a \
+                     URL that reaches PostgreSQL directly (`listen_at`)",
+                ));
+            }
+            (None, None) => self.pool.dedicated().await?,
+        };
+        conn.listen(channel, notices).await
     }
 }
 
@@ -177,8 +258,34 @@ impl<P: DieselPool> fmt::Debug for PooledQueries<P> {
             .field("dialect", &P::Connection::DIALECT)
             .field("pool", &self.pool.describe())
             .field("listens", &self.source.is_some())
+            .field("pooler", &self.pooler)
+            .field("listen_url", &self.listen_url.is_some())
             .finish()
     }
+}
+
+/// Begins a transaction, as a simple query, on a connection that caches no statement:
+/// behind a pooler that loses prepared statements, the transaction keeps one server
+/// connection for diesel-async's prepare and execute, and nothing prepared outlives it.
+async fn begin_uncached<C: DieselConnection + AsyncConnection>(
+    conn: &mut C,
+) -> Result<(), QueryError> {
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    conn.batch_execute("BEGIN")
+        .await
+        .map_err(|error| statement_error(C::DIALECT, error))
+}
+
+/// Commits the transaction of [`begin_uncached`] after `result`, or rolls it back.
+async fn end<C: DieselConnection + AsyncConnection, T>(
+    conn: &mut C,
+    result: Result<T, QueryError>,
+) -> Result<T, QueryError> {
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.batch_execute(end).await;
+    let value = result?;
+    ended.map_err(|error| statement_error(C::DIALECT, error))?;
+    Ok(value)
 }
 
 /// Implements `IntoQueryInterface` for a pool type and its references (clones the pool:
@@ -188,7 +295,7 @@ macro_rules! into_query_interface {
     ($feature:literal, $pool:ty, $($bound:tt)+) => {
         #[cfg(feature = $feature)]
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
-        impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for $pool
+        impl<C: DieselConnection + AsyncConnection + 'static> IntoQueryInterface<Diesel> for $pool
         where
             $($bound)+
         {
@@ -199,7 +306,7 @@ macro_rules! into_query_interface {
 
         #[cfg(feature = $feature)]
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
-        impl<C: DieselConnection + 'static> IntoQueryInterface<Diesel> for &$pool
+        impl<C: DieselConnection + AsyncConnection + 'static> IntoQueryInterface<Diesel> for &$pool
         where
             $($bound)+
         {
@@ -253,7 +360,7 @@ where
 
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-impl<C: DieselConnection + 'static> DieselPool
+impl<C: DieselConnection + AsyncConnection + 'static> DieselPool
     for diesel_async::pooled_connection::deadpool::Pool<C>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = ManagerError>,
@@ -267,8 +374,14 @@ where
                 QueryError::new(QueryErrorKind::PoolExhausted, None, error)
             }
             PoolError::Backend(ManagerError::QueryError(ref query_error)) => {
+                // The server answered the pool's check with an error (a prepared
+                // statement a pooler lost, say): it is reachable, the statement failed.
+                let kind = match query_error {
+                    diesel::result::Error::DatabaseError(..) => QueryErrorKind::Statement,
+                    _ => QueryErrorKind::Unreachable,
+                };
                 let code = crate::error::database_code(C::DIALECT, query_error);
-                QueryError::new(QueryErrorKind::Unreachable, code, error)
+                QueryError::new(kind, code, error)
             }
             PoolError::Backend(ManagerError::ConnectionError(ref connection_error)) => {
                 let code = crate::error::connection_error(C::DIALECT, connection_error);
@@ -306,7 +419,8 @@ impl<C: DieselConnection + 'static> sealed::Sealed for diesel_async::pooled_conn
 
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-impl<C: DieselConnection + 'static> DieselPool for diesel_async::pooled_connection::bb8::Pool<C>
+impl<C: DieselConnection + AsyncConnection + 'static> DieselPool
+    for diesel_async::pooled_connection::bb8::Pool<C>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = ManagerError>,
 {

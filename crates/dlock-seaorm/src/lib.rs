@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 /// What adapters implement, for code that picks a pool type at run time
@@ -14,14 +14,16 @@ use sea_orm::{
 #[doc(no_inline)]
 pub use dlock_core::adapter;
 use dlock_core::adapter::{
-    ColumnType, IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface,
-    ReleaseNotices, Row, Statement, Value, async_trait,
+    IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, Row,
+    Statement, Value, async_trait,
 };
 #[doc(no_inline)]
 pub use dlock_core::{
     Attempt, BoxError, Dialect, DistributedLock, Error, FencingToken, ForceRelease, Holder, Lease,
     LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Outcome, Result, TableName,
+    TransactionPooler,
 };
+use dlock_sqlx::SqlxQueries;
 #[doc(no_inline)]
 pub use sea_orm;
 
@@ -32,12 +34,16 @@ pub use connect::connect_options;
 ///
 /// Every statement checks a connection out of the connection's pool and returns it at
 /// once, so a held lock holds no connection. The dialect is the connection's backend.
+///
+/// The statements run on the sqlx pool under the connection, through
+/// [`dlock_sqlx::SqlxQueries`]: the same pool and connections SeaORM uses, with the same
+/// settings, including behind a pooler ([`through_pooler`](Self::through_pooler)).
 #[derive(Clone)]
 pub struct SeaOrmQueries {
     db: DatabaseConnection,
-    dialect: Dialect,
-    /// Whether `db` is a connected PostgreSQL pool, whose releases can be listened for.
-    listens: bool,
+    /// `None` for a disconnected connection (or one whose back-end is not compiled in):
+    /// every statement then fails as unreachable.
+    sqlx: Option<SqlxQueries>,
 }
 
 impl SeaOrmQueries {
@@ -46,145 +52,105 @@ impl SeaOrmQueries {
     /// A disconnected `DatabaseConnection` (its `Default`) is accepted; every statement
     /// then fails with [`Error::Unreachable`].
     pub fn new(db: DatabaseConnection) -> Self {
-        let connected = !matches!(db.inner, sea_orm::DatabaseConnectionType::Disconnected);
-        let dialect = if connected {
-            dialect_of(db.get_database_backend())
-        } else {
-            // Any dialect: the connection refuses every statement anyway.
-            Dialect::Postgres
+        let sqlx = match &db.inner {
+            #[cfg(feature = "postgres")]
+            sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
+                Some(SqlxQueries::new(db.get_postgres_connection_pool().clone()))
+            }
+            #[cfg(feature = "mysql")]
+            sea_orm::DatabaseConnectionType::SqlxMySqlPoolConnection(_) => {
+                Some(SqlxQueries::new(db.get_mysql_connection_pool().clone()))
+            }
+            #[cfg(feature = "sqlite")]
+            sea_orm::DatabaseConnectionType::SqlxSqlitePoolConnection(_) => {
+                Some(SqlxQueries::new(db.get_sqlite_connection_pool().clone()))
+            }
+            _ => None,
         };
-        let listens = cfg!(feature = "postgres") && connected && dialect == Dialect::Postgres;
-        Self {
-            db,
-            dialect,
-            listens,
-        }
+        Self { db, sqlx }
+    }
+
+    /// The connection reaches PostgreSQL through a pooler in transaction mode (PgBouncer
+    /// with `pool_mode = transaction`): dlock's statements run as
+    /// [`dlock_sqlx::SqlxQueries::through_pooler`] says, and waiters do not `LISTEN`
+    /// through the pooler: give [`listen_at`](Self::listen_at) a direct URL, or they poll.
+    ///
+    /// This covers dlock's own statements. SeaORM's (your queries, and [`fence`], which
+    /// runs in your SeaORM transaction) are prepared and cached by sqlx, which only
+    /// PgBouncer 1.21+ with `max_prepared_statements` carries: with
+    /// [`TransactionPooler::LosesPreparedStatements`], fence with [`dlock_sqlx::fence`] in
+    /// a transaction of the sqlx pool under the connection instead.
+    #[must_use]
+    pub fn through_pooler(mut self, pooler: TransactionPooler) -> Self {
+        self.sqlx = self.sqlx.map(|sqlx| sqlx.through_pooler(pooler));
+        self
+    }
+
+    /// Waiters listen for releases on a connection opened with `options` — a URL that
+    /// reaches PostgreSQL directly, not through a pooler in transaction mode — instead of
+    /// the pool's. Ignored on other databases.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[must_use]
+    pub fn listen_at(mut self, options: sea_orm::sqlx::postgres::PgConnectOptions) -> Self {
+        self.sqlx = self.sqlx.map(|sqlx| sqlx.listen_at(options));
+        self
+    }
+
+    /// Waiters poll for releases instead of listening: no connection is opened outside
+    /// the pool.
+    #[must_use]
+    pub fn without_listening(mut self) -> Self {
+        self.sqlx = self.sqlx.map(SqlxQueries::without_listening);
+        self
     }
 
     /// The connection statements run on.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
-}
 
-fn dialect_of(backend: DbBackend) -> Dialect {
-    match backend {
-        DbBackend::MySql => Dialect::Mysql,
-        DbBackend::Sqlite => Dialect::Sqlite,
-        // `DbBackend` is non-exhaustive; PostgreSQL is the only other backend today.
-        _ => Dialect::Postgres,
+    fn sqlx(&self) -> Result<&SqlxQueries, QueryError> {
+        self.sqlx.as_ref().ok_or_else(|| {
+            QueryError::new(
+                QueryErrorKind::Unreachable,
+                None,
+                DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                    "the DatabaseConnection is disconnected".to_owned(),
+                )),
+            )
+        })
     }
 }
 
 #[async_trait]
 impl QueryInterface for SeaOrmQueries {
     fn dialect(&self) -> Dialect {
-        self.dialect
+        match &self.sqlx {
+            Some(sqlx) => sqlx.dialect(),
+            // Any dialect: the connection refuses every statement anyway.
+            None => Dialect::Postgres,
+        }
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let statement = sea_statement(self.backend(), statement);
-        self.db
-            .execute_raw(statement)
-            .await
-            .map(|result| result.rows_affected())
-            .map_err(|error| query_error(Some(&self.db), error))
+        self.sqlx()?.execute(statement).await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let columns = statement.columns;
-        let statement = sea_statement(self.backend(), statement);
-        let rows = self
-            .db
-            .query_all_raw(statement)
-            .await
-            .map_err(|error| query_error(Some(&self.db), error))?;
-        rows.iter()
-            .map(|row| decode(row, columns))
-            .collect::<Result<_, _>>()
-            .map_err(|error| query_error(None, error))
+        self.sqlx()?.query(statement).await
     }
 
     /// PostgreSQL only.
     fn listener(&self) -> Option<&dyn Listen> {
-        self.listens.then_some(self as &dyn Listen)
-    }
-}
-
-/// Only handed out on a connected PostgreSQL pool (`listens`).
-#[async_trait]
-impl Listen for SeaOrmQueries {
-    /// The pool's host, port, database and user.
-    fn source(&self) -> String {
-        #[cfg(feature = "postgres")]
-        if self.listens {
-            let options = self.db.get_postgres_connection_pool().connect_options();
-            return format!(
-                "postgres {} {} {:?} {}",
-                options.get_host(),
-                options.get_port(),
-                options.get_database(),
-                options.get_username()
-            );
-        }
-        String::new()
-    }
-
-    /// PostgreSQL: `LISTEN` on a connection of its own, opened with the pool's options
-    /// but outside the pool, so that it never takes one of the job's connections.
-    async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {
-        #[cfg(feature = "postgres")]
-        if self.listens {
-            use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
-
-            let unreachable = |error: sea_orm::sqlx::Error| {
-                let code = error
-                    .as_database_error()
-                    .and_then(|error| error.code())
-                    .map(|code| code.into_owned());
-                QueryError::new(QueryErrorKind::Unreachable, code, error)
-            };
-            let options = self.db.get_postgres_connection_pool().connect_options();
-            let own_pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with((*options).clone());
-            let mut listener = PgListener::connect_with(&own_pool)
-                .await
-                .map_err(unreachable)?;
-            listener.listen(channel).await.map_err(unreachable)?;
-            notices.listening();
-            loop {
-                tokio::select! {
-                    notice = listener.try_recv() => match notice {
-                        Ok(Some(notice)) => notices.notify(notice.payload()),
-                        // The connection was lost: notices may have been missed. End, so
-                        // that the next waiter listens anew (and probes meanwhile).
-                        Ok(None) | Err(_) => return Ok(()),
-                    },
-                    () = notices.closed() => return Ok(()),
-                }
-            }
-        }
-        let _ = (channel, notices);
-        Ok(())
-    }
-}
-
-impl SeaOrmQueries {
-    fn backend(&self) -> DbBackend {
-        match self.dialect {
-            Dialect::Mysql => DbBackend::MySql,
-            Dialect::Sqlite => DbBackend::Sqlite,
-            _ => DbBackend::Postgres,
-        }
+        self.sqlx.as_ref()?.listener()
     }
 }
 
 impl fmt::Debug for SeaOrmQueries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SeaOrmQueries")
-            .field("dialect", &self.dialect)
-            .field("listens", &self.listens)
+            .field("sqlx", &self.sqlx)
             .finish_non_exhaustive()
     }
 }
@@ -314,22 +280,6 @@ fn sea_statement(backend: DbBackend, statement: &Statement) -> sea_orm::Statemen
         Value::Text(text) => sea_orm::Value::String(Some(text.clone())),
     });
     sea_orm::Statement::from_sql_and_values(backend, &*statement.sql, values)
-}
-
-fn decode(row: &QueryResult, columns: &[ColumnType]) -> Result<Row, DbErr> {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(index, column)| {
-            Ok(match column {
-                ColumnType::Int => row.try_get_by_index::<Option<i64>>(index)?.map(Value::Int),
-                ColumnType::Text => row
-                    .try_get_by_index::<Option<String>>(index)?
-                    .map(Value::Text),
-            }
-            .unwrap_or(Value::Null))
-        })
-        .collect()
 }
 
 /// Classifies a SeaORM error. `db` is the pool the statement waited for, if it did.

@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use dlock_core::Dialect;
 use dlock_core::adapter::{IntoQueryInterface, QueryInterface};
-use dlock_diesel::DieselConnection;
+use dlock_core::TransactionPooler;
+use dlock_diesel::{Bb8Queries, DeadpoolQueries, DieselConnection};
+use dlock_seaorm::SeaOrmQueries;
+use dlock_sqlx::{SqlxQueries, sqlx};
 use dlock_diesel::diesel::SqliteConnection;
 use dlock_diesel::diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, bb8,
@@ -37,6 +40,8 @@ pub enum Backend {
     DieselDeadpool,
     /// dlock-diesel on a diesel-async bb8 pool.
     DieselBb8,
+    /// dlock-sqlx on an sqlx pool.
+    Sqlx,
 }
 
 /// Every dialect, in the order the tools list them.
@@ -143,6 +148,7 @@ impl Backend {
             Self::SeaOrm => "seaorm",
             Self::DieselDeadpool => "diesel-deadpool",
             Self::DieselBb8 => "diesel-bb8",
+            Self::Sqlx => "sqlx",
         }
     }
 
@@ -150,7 +156,7 @@ impl Backend {
     pub fn dialects(self) -> &'static [Dialect] {
         match self {
             Self::TokioPostgres => &[Dialect::Postgres],
-            Self::SeaOrm | Self::DieselDeadpool | Self::DieselBb8 => &DIALECTS,
+            Self::SeaOrm | Self::DieselDeadpool | Self::DieselBb8 | Self::Sqlx => &DIALECTS,
         }
     }
 
@@ -189,25 +195,41 @@ impl Backend {
         options: PoolOptions,
     ) -> Result<(Pool, Arc<dyn QueryInterface>), String> {
         self.check(dialect)?;
-        let pool = match (self, dialect) {
-            (Self::TokioPostgres, _) => Pool::TokioPostgres(deadpool_postgres_pool(url, options)?),
-            (Self::SeaOrm, _) => Pool::SeaOrm(seaorm_connection(url, options).await?),
+        if options.route != Route::Direct && dialect != Dialect::Postgres {
+            return Err(format!(
+                "{} goes to PostgreSQL only, not {}",
+                options.route.key(),
+                dialect.name()
+            ));
+        }
+        let clients = match (self, dialect) {
+            (Self::TokioPostgres, _) => {
+                Clients::TokioPostgres(deadpool_postgres_pool(url, options)?)
+            }
+            (Self::SeaOrm, _) => Clients::SeaOrm(seaorm_connection(url, options).await?),
             (Self::DieselDeadpool, Dialect::Postgres) => {
-                Pool::DeadpoolPostgres(deadpool_pool(manager(url), options)?)
+                Clients::DeadpoolPostgres(deadpool_pool(pg_manager(url, options.route), options)?)
             }
             (Self::DieselDeadpool, Dialect::Mysql) => {
-                Pool::DeadpoolMysql(deadpool_pool(manager(&over_tcp(url)?), options)?)
+                Clients::DeadpoolMysql(deadpool_pool(manager(&over_tcp(url)?), options)?)
             }
             (Self::DieselDeadpool, _) => {
-                Pool::DeadpoolSqlite(deadpool_pool(sqlite_manager(url), options)?)
+                Clients::DeadpoolSqlite(deadpool_pool(sqlite_manager(url), options)?)
             }
             (Self::DieselBb8, Dialect::Postgres) => {
-                Pool::Bb8Postgres(bb8_pool(manager(url), options)?)
+                Clients::Bb8Postgres(bb8_pool(pg_manager(url, options.route), options)?)
             }
             (Self::DieselBb8, Dialect::Mysql) => {
-                Pool::Bb8Mysql(bb8_pool(manager(&over_tcp(url)?), options)?)
+                Clients::Bb8Mysql(bb8_pool(manager(&over_tcp(url)?), options)?)
             }
-            (Self::DieselBb8, _) => Pool::Bb8Sqlite(bb8_pool(sqlite_manager(url), options)?),
+            (Self::DieselBb8, _) => Clients::Bb8Sqlite(bb8_pool(sqlite_manager(url), options)?),
+            (Self::Sqlx, Dialect::Postgres) => Clients::SqlxPostgres(sqlx_pool::postgres(url, options)?),
+            (Self::Sqlx, Dialect::Mysql) => Clients::SqlxMysql(sqlx_pool::mysql(url, options)?),
+            (Self::Sqlx, _) => Clients::SqlxSqlite(sqlx_pool::sqlite(url, options)?),
+        };
+        let pool = Pool {
+            clients,
+            route: options.route,
         };
         let queries = pool.query_interface(url)?;
         if queries.dialect() != dialect {
@@ -227,7 +249,14 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 /// The pool a [`Backend`] built: cheap to clone, shared with its query interface, for
 /// work of the caller's own on the same connections (fenced transactions).
 #[derive(Clone)]
-pub enum Pool {
+pub struct Pool {
+    pub(crate) clients: Clients,
+    pub(crate) route: Route,
+}
+
+/// The client library's pool.
+#[derive(Clone)]
+pub(crate) enum Clients {
     /// `dlock-tokio-postgres`.
     TokioPostgres(deadpool_postgres::Pool),
     /// `dlock-seaorm`, any dialect.
@@ -244,40 +273,89 @@ pub enum Pool {
     Bb8Mysql(bb8::Pool<AsyncMysqlConnection>),
     /// `dlock-diesel` with bb8 on SQLite.
     Bb8Sqlite(bb8::Pool<SqliteConn>),
+    /// `dlock-sqlx` on PostgreSQL.
+    SqlxPostgres(sqlx::PgPool),
+    /// `dlock-sqlx` on MySQL/MariaDB.
+    SqlxMysql(sqlx::MySqlPool),
+    /// `dlock-sqlx` on SQLite.
+    SqlxSqlite(sqlx::SqlitePool),
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::TokioPostgres(_) => "Pool::TokioPostgres",
-            Self::SeaOrm(_) => "Pool::SeaOrm",
-            Self::DeadpoolPostgres(_) => "Pool::DeadpoolPostgres",
-            Self::DeadpoolMysql(_) => "Pool::DeadpoolMysql",
-            Self::DeadpoolSqlite(_) => "Pool::DeadpoolSqlite",
-            Self::Bb8Postgres(_) => "Pool::Bb8Postgres",
-            Self::Bb8Mysql(_) => "Pool::Bb8Mysql",
-            Self::Bb8Sqlite(_) => "Pool::Bb8Sqlite",
-        })
+        let name = match self.clients {
+            Clients::TokioPostgres(_) => "TokioPostgres",
+            Clients::SeaOrm(_) => "SeaOrm",
+            Clients::DeadpoolPostgres(_) => "DeadpoolPostgres",
+            Clients::DeadpoolMysql(_) => "DeadpoolMysql",
+            Clients::DeadpoolSqlite(_) => "DeadpoolSqlite",
+            Clients::Bb8Postgres(_) => "Bb8Postgres",
+            Clients::Bb8Mysql(_) => "Bb8Mysql",
+            Clients::Bb8Sqlite(_) => "Bb8Sqlite",
+            Clients::SqlxPostgres(_) => "SqlxPostgres",
+            Clients::SqlxMysql(_) => "SqlxMysql",
+            Clients::SqlxSqlite(_) => "SqlxSqlite",
+        };
+        write!(f, "Pool::{name} ({})", self.route.key())
     }
+}
+
+/// The URL of the PostgreSQL behind the pooler, for the listening connection: the test
+/// database without the pooler.
+fn direct_postgres_url() -> Result<String, String> {
+    Ok(crate::TestDatabase::new(Dialect::Postgres, "dlock-direct")?
+        .url()
+        .to_owned())
 }
 
 impl Pool {
     /// The adapter's query interface over this pool. On PostgreSQL every adapter listens
-    /// for releases, as a service that wants its waiters woken sets it up.
+    /// for releases, as a service that wants its waiters woken sets it up; through a
+    /// pooler, on a direct connection to the database behind it.
     fn query_interface(&self, url: &str) -> Result<Arc<dyn QueryInterface>, String> {
-        Ok(match self.clone() {
-            Self::TokioPostgres(pool) => {
-                let config = tokio_postgres::Config::from_str(url)
-                    .map_err(|error| format!("invalid PostgreSQL URL {url:?}: {error}"))?;
+        let pooled = self.route == Route::TransactionPooler;
+        let pooler = TransactionPooler::LosesPreparedStatements;
+        let listen_url = if pooled { direct_postgres_url()? } else { url.to_owned() };
+        let pg_options = |url: &str| {
+            url.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|error| format!("invalid PostgreSQL URL {url:?}: {error}"))
+        };
+        Ok(match self.clients.clone() {
+            Clients::TokioPostgres(pool) => {
+                let config = tokio_postgres::Config::from_str(&listen_url)
+                    .map_err(|error| format!("invalid PostgreSQL URL {listen_url:?}: {error}"))?;
                 Arc::new(PostgresQueries::from_pool(pool).listen_with(config, NoTls))
             }
-            Self::SeaOrm(db) => db.into_query_interface(),
-            Self::DeadpoolPostgres(pool) => pool.into_query_interface(),
-            Self::DeadpoolMysql(pool) => pool.into_query_interface(),
-            Self::DeadpoolSqlite(pool) => pool.into_query_interface(),
-            Self::Bb8Postgres(pool) => pool.into_query_interface(),
-            Self::Bb8Mysql(pool) => pool.into_query_interface(),
-            Self::Bb8Sqlite(pool) => pool.into_query_interface(),
+            Clients::SeaOrm(db) if pooled => Arc::new(
+                SeaOrmQueries::new(db)
+                    .through_pooler(pooler)
+                    .listen_at(pg_options(&listen_url)?),
+            ),
+            Clients::SeaOrm(db) => db.into_query_interface(),
+            Clients::DeadpoolPostgres(pool) if pooled => Arc::new(
+                DeadpoolQueries::new(pool)
+                    .through_pooler(pooler)
+                    .listen_at(&listen_url),
+            ),
+            Clients::DeadpoolPostgres(pool) => pool.into_query_interface(),
+            Clients::DeadpoolMysql(pool) => pool.into_query_interface(),
+            Clients::DeadpoolSqlite(pool) => pool.into_query_interface(),
+            Clients::Bb8Postgres(pool) if pooled => Arc::new(
+                Bb8Queries::new(pool)
+                    .through_pooler(pooler)
+                    .listen_at(&listen_url),
+            ),
+            Clients::Bb8Postgres(pool) => pool.into_query_interface(),
+            Clients::Bb8Mysql(pool) => pool.into_query_interface(),
+            Clients::Bb8Sqlite(pool) => pool.into_query_interface(),
+            Clients::SqlxPostgres(pool) if pooled => Arc::new(
+                SqlxQueries::new(pool)
+                    .through_pooler(pooler)
+                    .listen_at(pg_options(&listen_url)?),
+            ),
+            Clients::SqlxPostgres(pool) => pool.into_query_interface(),
+            Clients::SqlxMysql(pool) => pool.into_query_interface(),
+            Clients::SqlxSqlite(pool) => pool.into_query_interface(),
         })
     }
 
@@ -286,16 +364,23 @@ impl Pool {
     pub async fn check_out(&self) -> Result<Box<dyn Any + Send>, String> {
         let failed =
             |error: &dyn std::fmt::Display| format!("cannot check out a connection: {error}");
-        Ok(match self {
-            Self::TokioPostgres(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
+        Ok(match &self.clients {
+            Clients::TokioPostgres(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
             // A transaction holds its connection until it ends.
-            Self::SeaOrm(db) => Box::new(db.begin().await.map_err(|e| failed(&e))?),
-            Self::DeadpoolPostgres(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
-            Self::DeadpoolMysql(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
-            Self::DeadpoolSqlite(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
-            Self::Bb8Postgres(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
-            Self::Bb8Mysql(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
-            Self::Bb8Sqlite(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
+            Clients::SeaOrm(db) => Box::new(db.begin().await.map_err(|e| failed(&e))?),
+            Clients::DeadpoolPostgres(pool) => {
+                Box::new(pool.get().await.map_err(|e| failed(&e))?)
+            }
+            Clients::DeadpoolMysql(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
+            Clients::DeadpoolSqlite(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
+            Clients::Bb8Postgres(pool) => {
+                Box::new(pool.get_owned().await.map_err(|e| failed(&e))?)
+            }
+            Clients::Bb8Mysql(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
+            Clients::Bb8Sqlite(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
+            Clients::SqlxPostgres(pool) => Box::new(pool.acquire().await.map_err(|e| failed(&e))?),
+            Clients::SqlxMysql(pool) => Box::new(pool.acquire().await.map_err(|e| failed(&e))?),
+            Clients::SqlxSqlite(pool) => Box::new(pool.acquire().await.map_err(|e| failed(&e))?),
         })
     }
 }
@@ -336,6 +421,15 @@ async fn seaorm_connection(url: &str, options: PoolOptions) -> Result<DatabaseCo
     Database::connect(connect)
         .await
         .map_err(|error| format!("cannot connect to {url}: {error}"))
+}
+
+/// A manager for PostgreSQL connections: as diesel-async sets them up, or, through a
+/// pooler, as dlock-diesel's documentation says for one.
+fn pg_manager(url: &str, route: Route) -> AsyncDieselConnectionManager<AsyncPgConnection> {
+    match route {
+        Route::Direct => manager(url),
+        Route::TransactionPooler => dlock_diesel::pooler_manager(url),
+    }
 }
 
 /// A manager for PostgreSQL or MySQL connections, as diesel-async sets them up.
@@ -399,4 +493,50 @@ where
         .min_idle(Some(0))
         .connection_timeout(options.checkout)
         .build_unchecked(manager))
+}
+
+/// sqlx pools, opened on demand as deadpool's are, with `options`' size and waits.
+mod sqlx_pool {
+    use std::str::FromStr;
+
+    use dlock_sqlx::sqlx::mysql::MySqlConnectOptions;
+    use dlock_sqlx::sqlx::pool::PoolOptions as SqlxOptions;
+    use dlock_sqlx::sqlx::postgres::PgConnectOptions;
+    use dlock_sqlx::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use dlock_sqlx::sqlx::{self, Database};
+
+    use super::PoolOptions;
+
+    fn pool_options<DB: Database>(options: PoolOptions) -> Result<SqlxOptions<DB>, String> {
+        let max = u32::try_from(options.size)
+            .map_err(|_| format!("a pool of {} connections is too large", options.size))?;
+        Ok(SqlxOptions::new()
+            .max_connections(max)
+            .min_connections(0)
+            .acquire_timeout(options.checkout))
+    }
+
+    fn parse<T: FromStr<Err = sqlx::Error>>(url: &str) -> Result<T, String> {
+        url.parse()
+            .map_err(|error| format!("invalid URL {url:?}: {error}"))
+    }
+
+    pub(super) fn postgres(url: &str, options: PoolOptions) -> Result<sqlx::PgPool, String> {
+        let connect: PgConnectOptions = parse(url)?;
+        Ok(pool_options(options)?.connect_lazy_with(connect))
+    }
+
+    pub(super) fn mysql(url: &str, options: PoolOptions) -> Result<sqlx::MySqlPool, String> {
+        let connect: MySqlConnectOptions = parse(url)?;
+        Ok(pool_options(options)?.connect_lazy_with(connect))
+    }
+
+    /// With WAL and a busy timeout, as dlock-sqlx's documentation says for SQLite.
+    pub(super) fn sqlite(url: &str, options: PoolOptions) -> Result<sqlx::SqlitePool, String> {
+        let connect: SqliteConnectOptions = parse(url)?;
+        let connect = connect
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        Ok(pool_options(options)?.connect_lazy_with(connect))
+    }
 }

@@ -10,7 +10,9 @@ use dlock_diesel::diesel_async::AsyncConnection;
 use dlock_seaorm::sea_orm::{self, ConnectionTrait};
 use dlock_tokio_postgres::tokio_postgres::types::{ToSql, Type};
 
-use crate::backend::{Pool, SqliteConn};
+use dlock_sqlx::{SqlxDatabase, sqlx};
+
+use crate::backend::{Clients, Pool, Route, SqliteConn};
 
 impl Pool {
     /// In one transaction on a connection of this pool: fence with `lease`, run `write`,
@@ -24,37 +26,46 @@ impl Pool {
         write: &Statement,
         hold: Duration,
     ) -> Result<(), BoxError> {
-        match self {
-            Self::TokioPostgres(pool) => tokio_postgres_write(pool, lease, write, hold).await,
-            Self::SeaOrm(db) => seaorm_write(db, lease, write, hold).await,
-            Self::DeadpoolPostgres(pool) => {
+        match &self.clients {
+            Clients::TokioPostgres(pool) => tokio_postgres_write(pool, lease, write, hold).await,
+            // SeaORM's statements are prepared and cached by sqlx, which a pooler that
+            // loses prepared statements breaks: the fenced transaction then runs on the
+            // sqlx pool under the connection, as dlock-seaorm's documentation says.
+            Clients::SeaOrm(db) if self.route == Route::TransactionPooler => {
+                sqlx_write(db.get_postgres_connection_pool(), lease, write, hold).await
+            }
+            Clients::SeaOrm(db) => seaorm_write(db, lease, write, hold).await,
+            Clients::SqlxPostgres(pool) => sqlx_write(pool, lease, write, hold).await,
+            Clients::SqlxMysql(pool) => sqlx_write(pool, lease, write, hold).await,
+            Clients::SqlxSqlite(pool) => sqlx_write(pool, lease, write, hold).await,
+            Clients::DeadpoolPostgres(pool) => {
                 pool.get()
                     .await?
                     .transaction(async |c| diesel_body(c, lease, write, hold).await)
                     .await
             }
-            Self::DeadpoolMysql(pool) => {
+            Clients::DeadpoolMysql(pool) => {
                 pool.get()
                     .await?
                     .transaction(async |c| diesel_body(c, lease, write, hold).await)
                     .await
             }
-            Self::DeadpoolSqlite(pool) => {
+            Clients::DeadpoolSqlite(pool) => {
                 sqlite_write(&mut *pool.get().await?, lease, write, hold).await
             }
-            Self::Bb8Postgres(pool) => {
+            Clients::Bb8Postgres(pool) => {
                 pool.get()
                     .await?
                     .transaction(async |c| diesel_body(c, lease, write, hold).await)
                     .await
             }
-            Self::Bb8Mysql(pool) => {
+            Clients::Bb8Mysql(pool) => {
                 pool.get()
                     .await?
                     .transaction(async |c| diesel_body(c, lease, write, hold).await)
                     .await
             }
-            Self::Bb8Sqlite(pool) => {
+            Clients::Bb8Sqlite(pool) => {
                 sqlite_write(&mut *pool.get().await?, lease, write, hold).await
             }
         }
@@ -108,6 +119,26 @@ async fn seaorm_write(
     let statement =
         sea_orm::Statement::from_sql_and_values(db.get_database_backend(), &*write.sql, values);
     transaction.execute_raw(statement).await?;
+    pause(hold).await;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Through dlock-sqlx's fence, the write unnamed (`persistent(false)`), as behind a
+/// pooler that loses prepared statements; SQLite's transaction begun `IMMEDIATE`.
+async fn sqlx_write<DB: SqlxDatabase>(
+    pool: &sqlx::Pool<DB>,
+    lease: &Lease,
+    write: &Statement,
+    hold: Duration,
+) -> Result<(), BoxError> {
+    let mut transaction = if DB::DIALECT == dlock_core::Dialect::Sqlite {
+        pool.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        pool.begin().await?
+    };
+    dlock_sqlx::fence(&mut transaction, lease).await?;
+    DB::run(&mut transaction, write, true).await?;
     pause(hold).await;
     transaction.commit().await?;
     Ok(())
