@@ -39,15 +39,17 @@ pub use transport::DieselConnection;
 
 /// A manager of PostgreSQL connections for a pool behind a pooler in transaction mode
 /// that loses prepared statements (PgBouncer before 1.21, or `max_prepared_statements =
-/// 0`): each connection caches no statement, and the pool checks a connection it hands
-/// out with a simple query (`SELECT 1` in one message) instead of a prepared one, which
-/// could meet another client's statement of the same name on the server connection.
-/// Use it with [`PooledQueries::through_pooler`].
+/// 0`). Use it with [`PooledQueries::through_pooler`].
 ///
 /// diesel-async prepares every statement, named, in a round trip of its own before it
-/// runs it: outside a transaction the two may land on different server connections.
-/// Run your own queries in transactions (`conn.transaction(…)`), which keep one server
-/// connection until they end.
+/// runs it, and outside a transaction the two may land on different server connections
+/// — starting with the two `SET`s it sends when a connection opens. So each connection is
+/// opened inside a transaction (which keeps one server connection), caches no statement
+/// (closing the two `SET`s' before the transaction ends), and the pool checks a
+/// connection it hands out with a simple query (`SELECT 1` in one message) instead of a
+/// prepared one. Run your own queries in transactions (`conn.transaction(…)`) too.
+///
+/// Without TLS (`NoTls`): for TLS, do the same in your `custom_setup` with your connector.
 ///
 /// ```no_run
 /// use dlock_diesel::diesel_async::pooled_connection::deadpool::Pool;
@@ -73,20 +75,39 @@ pub fn pooler_manager(
 ) -> diesel_async::pooled_connection::AsyncDieselConnectionManager<diesel_async::AsyncPgConnection>
 {
     use diesel_async::pooled_connection::{ManagerConfig, RecyclingMethod};
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
-    config.custom_setup = Box::new(|url| {
-        let url = url.to_owned();
-        Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
-            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-            Ok(conn)
-        })
-    });
+    config.custom_setup = Box::new(|url| Box::pin(establish_behind_pooler(url.to_owned())));
     config.recycling_method =
         RecyclingMethod::CustomFunction(Box::new(|conn| Box::pin(conn.batch_execute("SELECT 1"))));
     diesel_async::pooled_connection::AsyncDieselConnectionManager::new_with_config(url, config)
+}
+
+/// Opens a connection for [`pooler_manager`]: diesel-async's set-up inside a transaction,
+/// and its statement cache disabled (which closes what the set-up prepared) before the
+/// transaction ends.
+#[cfg(all(feature = "postgres", any(feature = "deadpool", feature = "bb8")))]
+async fn establish_behind_pooler(
+    url: String,
+) -> diesel::ConnectionResult<diesel_async::AsyncPgConnection> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+    let failed =
+        |error: tokio_postgres::Error| diesel::ConnectionError::BadConnection(error.to_string());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .map_err(failed)?;
+    // Driven until the client is dropped with the connection it ends up in.
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.map_err(failed)?;
+    let conn = AsyncPgConnection::try_from(client).await;
+    let mut conn = conn?;
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    conn.batch_execute("COMMIT")
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 #[cfg(feature = "sqlite")]
 pub use transport::establish_sqlite;
