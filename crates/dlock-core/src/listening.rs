@@ -104,6 +104,8 @@ struct Listener {
     failures: u32,
     /// No new session before this.
     not_before: Option<Instant>,
+    /// Whether the WARN that waiters poll because no listener was ever heard was logged.
+    warned: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -268,10 +270,13 @@ impl ReleaseBroadcast {
         };
         tokio::spawn(async move {
             let _end = end;
-            tokio::select! {
-                _ = listen(&*queries, &channel, notices) => {}
-                () = watch_over(&shared, &*queries, &heartbeat, session) => {}
-                () = until_closed(&mut alive) => {}
+            let failure = tokio::select! {
+                ended = listen(&*queries, &channel, notices) => ended.err(),
+                deaf = watch_over(&shared, &*queries, &heartbeat, session) => Some(deaf),
+                () = until_closed(&mut alive) => None,
+            };
+            if let Some(failure) = failure {
+                shared.warn_once_if_never_heard(session, &failure);
             }
         });
     }
@@ -290,6 +295,20 @@ impl Shared {
         (listener.session == session).then_some(listener.state)
     }
 
+    /// Logs, once per hub, that releases by other processes are not heard and waiters
+    /// poll, when `session` ends having never heard anything: the setup is wrong (LISTEN
+    /// through a pooler in transaction mode, a listening URL that does not connect), not
+    /// a connection that was lost and will be replaced.
+    fn warn_once_if_never_heard(&self, session: u64, failure: &str) {
+        let mut listener = self.listener();
+        if listener.session != session || listener.last_heard.is_some() || listener.warned {
+            return;
+        }
+        listener.warned = true;
+        drop(listener);
+        crate::telemetry::not_listening(failure);
+    }
+
     /// When `session` last heard anything.
     fn last_heard(&self, session: u64) -> Option<Instant> {
         let listener = self.listener();
@@ -297,26 +316,26 @@ impl Shared {
     }
 }
 
-/// The watchdog of one listening session. Returns when the listener must be given up:
-/// it did not `LISTEN` in time, or it did not hear a heartbeat in time.
+/// The watchdog of one listening session. Returns when the listener must be given up —
+/// it did not `LISTEN` in time, or it did not hear a heartbeat in time — saying which.
 async fn watch_over(
     shared: &Shared,
     queries: &dyn QueryInterface,
     heartbeat: &Statement,
     session: u64,
-) {
+) -> String {
     let listen_by = Instant::now() + LISTEN_WITHIN;
     loop {
         match shared.state_of(session) {
             Some(State::Listening) => break,
             Some(State::Starting) => {}
-            _ => return,
+            _ => return "the listening session was replaced".to_owned(),
         }
         if tokio::time::timeout_at(listen_by, shared.changed.notified())
             .await
             .is_err()
         {
-            return;
+            return format!("the listening connection did not LISTEN within {LISTEN_WITHIN:?}");
         }
     }
     loop {
@@ -350,16 +369,28 @@ async fn watch_over(
                     "the listening connection did not hear its heartbeat within {ECHO_WITHIN:?}; \
                      closing it, waiters poll until a new one is heard"
                 );
-                return;
+                return format!(
+                    "the listening connection did not hear its own notification within \
+                     {ECHO_WITHIN:?}"
+                );
             }
         }
     }
 }
 
 /// The adapter's listening session; only started where the adapter has a listener.
-async fn listen(queries: &dyn QueryInterface, channel: &str, notices: ReleaseNotices) {
-    if let Some(listener) = queries.listener() {
-        let _ = listener.listen(channel, notices).await;
+/// Returns how it failed, if it did.
+async fn listen(
+    queries: &dyn QueryInterface,
+    channel: &str,
+    notices: ReleaseNotices,
+) -> Result<(), String> {
+    match queries.listener() {
+        Some(listener) => listener
+            .listen(channel, notices)
+            .await
+            .map_err(|error| format!("the listening connection failed: {error}")),
+        None => Ok(()),
     }
 }
 
@@ -652,6 +683,48 @@ mod tests {
         assert!(!hub.ensure_listening());
         settle().await;
         assert_eq!(db.listens(), 2, "the pause did not double");
+    }
+
+    /// Counts the `dlock.not_listening` events of this thread while alive.
+    fn count_not_listening() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> Layer<S> for Count {
+            fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+                if event.metadata().name() == "dlock.not_listening" {
+                    self.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Count(Arc::clone(&count)));
+        (count, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_never_heard_is_warned_about_once_and_a_heard_one_never() {
+        let (warnings, _guard) = count_not_listening();
+        let (deaf, deaf_hub) = hub(false);
+        let _deaf_waiter = deaf_hub.subscribe();
+        for _ in 0..3 {
+            assert!(!deaf_hub.ensure_listening());
+            settle().await;
+            sleep(RELISTEN_PAUSE_MAX).await;
+        }
+        assert_eq!(deaf.listens(), 3);
+        assert_eq!(warnings.load(Ordering::Relaxed), 1, "deaf three times");
+
+        let (warnings, _guard) = count_not_listening();
+        let (db, hub) = hub(true);
+        let _waiter = hub.subscribe();
+        assert!(!hub.ensure_listening());
+        settle().await;
+        assert!(hub.ensure_listening());
+        db.cut.notify_one();
+        settle().await;
+        assert_eq!(db.listens(), 1);
+        assert_eq!(warnings.load(Ordering::Relaxed), 0, "a heard listener was lost");
     }
 
     #[tokio::test(start_paused = true)]

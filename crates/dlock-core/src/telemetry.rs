@@ -406,3 +406,18 @@ mod meter {
 
     pub(super) fn lost(_: &LockTelemetry, _reason: &'static str) {}
 }
+
+/// No listening connection was ever heard: waiters poll. Logged once per hub.
+pub(crate) fn not_listening(failure: &str) {
+    tracing::warn!(
+        name: "dlock.not_listening",
+        target: TARGET,
+        failure,
+        "dlock does not hear lock releases by other processes, so waiters poll at their \
+         poll interval instead of waking at once. Behind a pooler in transaction mode \
+         (PgBouncer), which cannot carry LISTEN, give the adapter a URL that reaches \
+         PostgreSQL directly for the listening connection (`listen_at`; tokio-postgres: \
+         `listen_with`) and say it is behind a pooler (`through_pooler`). Logged once; dlock \
+         keeps trying to listen, ever more rarely"
+    );
+}
