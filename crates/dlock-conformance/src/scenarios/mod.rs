@@ -10,6 +10,7 @@ mod loss;
 mod names;
 mod refusals;
 mod release;
+mod session;
 mod skip;
 mod sql_mode;
 mod waiting;
@@ -86,6 +87,7 @@ scenarios![
     release::guard_drop_releases,
     release::guard_dropped_at_the_end_of_main_is_released,
     names::long_and_non_ascii_names,
+    session::a_held_lock_keeps_no_session_state,
     waiting::waiter_in_another_process_wakes_on_release,
     waiting::waiter_in_another_process_wakes_on_force_release,
     waiting::waiting_only_reads,
