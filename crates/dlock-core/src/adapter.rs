@@ -241,12 +241,13 @@ pub trait Listen: Send + Sync {
     label = "not a pool or connection dlock accepts",
     note = "dlock accepts: `deadpool_postgres::Pool` or `&Pool`, `tokio_postgres::Client`, \
             `Arc<Client>` or `&Arc<Client>` (not `&Client`: the lock renews in the background \
-            and needs a client it shares); `sea_orm::DatabaseConnection` or \
-            `&DatabaseConnection`; diesel-async's deadpool or bb8 `Pool` or `&Pool` of \
+            and needs a client it shares); sqlx's `PgPool`, `MySqlPool` or `SqlitePool` (or \
+            a reference); `sea_orm::DatabaseConnection` or `&DatabaseConnection`; diesel-async's deadpool or bb8 `Pool` or `&Pool` of \
             `AsyncPgConnection`, `AsyncMysqlConnection` or \
             `SyncConnectionWrapper<SqliteConnection>`",
     note = "if the type is one of these, its adapter is not compiled in: the dlock features are \
-            `tokio-postgres`; `seaorm-postgres`, `seaorm-mysql`, `seaorm-sqlite`; \
+            `tokio-postgres`; `sqlx-postgres`, `sqlx-mysql`, `sqlx-sqlite`; `seaorm-postgres`, \
+            `seaorm-mysql`, `seaorm-sqlite`; \
             `diesel-postgres`, `diesel-mysql` or `diesel-sqlite` with `diesel-deadpool` or \
             `diesel-bb8`"
 )]

@@ -17,6 +17,12 @@ pub use dlock_tokio_postgres as tokio_postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "seaorm")))]
 pub use dlock_seaorm as seaorm;
 
+/// The sqlx adapter: [`fence`](sqlx::fence),
+/// [`SqlxQueries::through_pooler`](sqlx::SqlxQueries::through_pooler), and `sqlx` itself.
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub use dlock_sqlx as sqlx;
+
 /// The Diesel (diesel-async) adapter: [`fence`](diesel::fence), and `diesel` and
 /// `diesel_async` themselves.
 #[cfg(feature = "diesel")]

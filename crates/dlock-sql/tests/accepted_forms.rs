@@ -12,6 +12,7 @@ use dlock::diesel::diesel_async::pooled_connection::{bb8, deadpool};
 use dlock::diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use dlock::diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use dlock::seaorm::sea_orm::DatabaseConnection;
+use dlock::sqlx::sqlx::{MySqlPool, PgPool, SqlitePool};
 use dlock::tokio_postgres::deadpool_postgres::{Manager, Pool};
 use dlock::tokio_postgres::tokio_postgres::{Client, Config, NoTls};
 
@@ -28,6 +29,9 @@ fn every_form_compiles(
     diesel_pg: deadpool::Pool<AsyncPgConnection>,
     diesel_mysql: bb8::Pool<AsyncMysqlConnection>,
     diesel_sqlite: deadpool::Pool<SyncConnectionWrapper<SqliteConnection>>,
+    sqlx_pg: PgPool,
+    sqlx_mysql: MySqlPool,
+    sqlx_sqlite: SqlitePool,
 ) {
     accepts(&shared_client);
     accepts(shared_client);
@@ -40,6 +44,12 @@ fn every_form_compiles(
     accepts(diesel_mysql);
     accepts(&diesel_sqlite);
     accepts(diesel_sqlite);
+    accepts(&sqlx_pg);
+    accepts(sqlx_pg);
+    accepts(&sqlx_mysql);
+    accepts(sqlx_mysql);
+    accepts(&sqlx_sqlite);
+    accepts(sqlx_sqlite);
 }
 
 /// A deadpool-postgres pool connects lazily, so this one runs without a server: `&pool`
