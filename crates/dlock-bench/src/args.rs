@@ -2,7 +2,7 @@
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use dlock_core::Dialect;
-use dlock_testkit::{Backend, dialect_parser};
+use dlock_testkit::{Backend, Route, dialect_parser};
 
 use crate::scenarios::Scenario;
 
@@ -27,18 +27,35 @@ pub(crate) struct Args {
     /// Shorter runs: the whole default run takes under a minute.
     #[arg(long)]
     pub(crate) quick: bool,
+    /// `pgbouncer`: PostgreSQL through PgBouncer in transaction mode
+    /// (DLOCK_TEST_PGBOUNCER_URL, default postgres://postgres@127.0.0.1:6432/test; start it
+    /// with crates/dlock-testkit/rigs/pgbouncer up), the adapter set up for a pooler that
+    /// loses prepared statements; the floors go through the same pool.
+    #[arg(long, default_value = "direct", value_parser = ["direct", "pgbouncer"])]
+    route: String,
 }
 
 impl Args {
     /// The command line, or the process exits with clap's message (status 2).
     pub(crate) fn parse_or_exit() -> Self {
         let args = Self::parse();
-        if let Err(message) = args.adapter.check(args.dialect()) {
+        let route_check = match args.route() {
+            Route::TransactionPooler if args.dialect() != Dialect::Postgres => {
+                Err("--route pgbouncer goes to PostgreSQL only".to_owned())
+            }
+            _ => Ok(()),
+        };
+        if let Err(message) = args.adapter.check(args.dialect()).and(route_check) {
             Self::command()
                 .error(clap::error::ErrorKind::ArgumentConflict, message)
                 .exit();
         }
         args
+    }
+
+    /// How the pools reach the database.
+    pub(crate) fn route(&self) -> Route {
+        Route::named(&self.route).expect("BUG: clap accepts only route names")
     }
 
     /// The dialect asked for, else the adapter's first.

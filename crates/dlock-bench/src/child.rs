@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dlock_core::{DistributedLock, Error, Outcome};
 use dlock_testkit::{
-    Backend, ChildProcess, PoolOptions, dialect_key, dialect_named, error_chain, run_child, wall_ns,
+    Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child, wall_ns,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -19,6 +19,7 @@ const ROLE: &str = "DLOCK_BENCH_CHILD";
 const ADAPTER: &str = "DLOCK_BENCH_CHILD_ADAPTER";
 const DIALECT: &str = "DLOCK_BENCH_CHILD_DIALECT";
 const URL: &str = "DLOCK_BENCH_CHILD_URL";
+const ROUTE: &str = "DLOCK_BENCH_CHILD_ROUTE";
 const LOCK_NAME: &str = "DLOCK_BENCH_CHILD_LOCK";
 const WORKER: &str = "DLOCK_BENCH_CHILD_WORKER";
 
@@ -63,6 +64,7 @@ pub(crate) async fn start_workers(
                 (ADAPTER, context.adapter.name().to_owned()),
                 (DIALECT, dialect_key(context.dialect).to_owned()),
                 (URL, context.url.clone()),
+                (ROUTE, context.route.key().to_owned()),
                 (LOCK_NAME, lock_name.to_owned()),
                 (WORKER, index.to_string()),
             ];
@@ -98,7 +100,11 @@ async fn worker_main(role: &str) -> Result<(), String> {
     let adapter = <Backend as clap::ValueEnum>::from_str(&adapter, false)?;
     let dialect = dialect_named(&variable(DIALECT)?)?;
     let queries = adapter
-        .connect(dialect, &variable(URL)?, PoolOptions::new(2))
+        .connect(
+            dialect,
+            &variable(URL)?,
+            PoolOptions::new(2).with_route(Route::named(&variable(ROUTE)?)?),
+        )
         .await?;
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries)
         .holder(format!("dlock-bench worker {}", variable(WORKER)?));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dlock_core::Dialect;
 use dlock_core::adapter::ColumnType;
-use dlock_testkit::TestDatabase;
+use dlock_testkit::{Route, TestDatabase};
 
 use crate::args::Args;
 use crate::scenarios::Context;
@@ -47,7 +47,11 @@ async fn run(args: Args) -> ExitCode {
     let started = Instant::now();
     let run_id = dlock_testkit::unique_name("run");
     // Kept until the end of the run: dropping it removes a SQLite file made for the run.
-    let database = match TestDatabase::new(args.dialect(), "dlock-bench") {
+    let database = match args.route() {
+        Route::TransactionPooler => Ok(TestDatabase::pgbouncer()),
+        Route::Direct => TestDatabase::new(args.dialect(), "dlock-bench"),
+    };
+    let database = match database {
         Ok(database) => database,
         Err(error) => {
             eprintln!("dlock-bench: {error}");
@@ -58,6 +62,7 @@ async fn run(args: Args) -> ExitCode {
         adapter: args.adapter,
         dialect: args.dialect(),
         url: database.url().to_owned(),
+        route: args.route(),
         quick: args.quick,
         run_id,
     };

@@ -50,6 +50,9 @@ pub(crate) struct ResultLine {
     scenario: &'static str,
     adapter: &'static str,
     dialect: &'static str,
+    /// `pgbouncer` when the pools went through PgBouncer; absent when direct.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'static str>,
     workers: usize,
     #[serde(flatten)]
     figures: Figures,
@@ -88,9 +91,16 @@ impl ResultLine {
             scenario,
             adapter: adapter.name(),
             dialect: dlock_testkit::dialect_key(dialect),
+            route: None,
             workers,
             figures: Figures::default(),
         }
+    }
+
+    /// The same, with the pools reaching the database by `route`.
+    pub(crate) fn through(mut self, route: dlock_testkit::Route) -> Self {
+        self.route = (route != dlock_testkit::Route::Direct).then_some(route.key());
+        self
     }
 
     fn with(mut self, key: &'static str, figure: Figure) -> Self {

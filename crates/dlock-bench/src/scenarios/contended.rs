@@ -195,6 +195,7 @@ mod tests {
             adapter: Backend::TokioPostgres,
             dialect: Dialect::Postgres,
             url: String::new(),
+            route: dlock_testkit::Route::Direct,
             quick: true,
             run_id: "test".into(),
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dlock_core::Dialect;
 use dlock_core::adapter::QueryInterface;
-use dlock_testkit::{Backend, PoolOptions};
+use dlock_testkit::{Backend, PoolOptions, Route};
 
 pub(crate) use floors::floor_sql;
 
@@ -66,6 +66,8 @@ pub(crate) struct Context {
     pub(crate) adapter: Backend,
     pub(crate) dialect: Dialect,
     pub(crate) url: String,
+    /// How the pools reach the database.
+    pub(crate) route: Route,
     pub(crate) quick: bool,
     /// Part of every lock name, so that runs never meet each other's rows (or a holder
     /// left behind by a crashed run).
@@ -76,7 +78,11 @@ impl Context {
     /// A fresh pool of at most `size` connections, as the adapter's query interface.
     pub(crate) async fn pool(&self, size: usize) -> Result<Arc<dyn QueryInterface>, String> {
         self.adapter
-            .connect(self.dialect, &self.url, PoolOptions::new(size))
+            .connect(
+                self.dialect,
+                &self.url,
+                PoolOptions::new(size).with_route(self.route),
+            )
             .await
     }
 
@@ -87,7 +93,7 @@ impl Context {
 
     /// A result line with the common fields filled in.
     pub(crate) fn line(&self, scenario: Scenario, workers: usize) -> ResultLine {
-        ResultLine::new(scenario.name(), self.adapter, self.dialect, workers)
+        ResultLine::new(scenario.name(), self.adapter, self.dialect, workers).through(self.route)
     }
 
     /// How long a measurement runs: `full`, or `quick` with `--quick`.
