@@ -511,6 +511,37 @@ mod tests {
     /// A wrong password is reported when a connection is opened, which adapters call
     /// unreachable; it must not be retried as if the server were down.
     #[test]
+    fn a_prepared_statement_a_pooler_lost_is_named_as_such_not_a_missing_table_or_server() {
+        let lost = [
+            ("42P05", "prepared statement \"sqlx_s_1\" already exists"),
+            ("26000", "prepared statement \"s318\" does not exist"),
+            (
+                "08P01",
+                "bind message supplies 1 parameters, but prepared statement \"s6\" requires 5",
+            ),
+        ];
+        let table = crate::TableName::parse("distributed_lock").unwrap();
+        for (code, message) in lost {
+            for kind in [QueryErrorKind::Unreachable, QueryErrorKind::Statement] {
+                let source = || QueryError::new(kind, Some(code.into()), message);
+                for error in [
+                    Error::query("acquire the lock", source()),
+                    Error::create_table(&table, source()),
+                ] {
+                    assert!(matches!(error, Error::Database { .. }), "{code}: {error:?}");
+                    let text = error.to_string();
+                    assert!(text.contains("through_pooler"), "{text}");
+                    assert!(!text.contains("could not be created"), "{text}");
+                }
+            }
+        }
+        let other_protocol_violation =
+            QueryError::new(QueryErrorKind::Statement, Some("08P01".into()), "invalid frame");
+        let error = Error::query("acquire the lock", other_protocol_violation);
+        assert!(!error.to_string().contains("through_pooler"), "{error}");
+    }
+
+    #[test]
     fn refused_credentials_are_permanent_wherever_they_are_reported() {
         for code in ["28P01", "28000", "1045", "1698"] {
             for kind in [QueryErrorKind::Unreachable, QueryErrorKind::Statement] {
