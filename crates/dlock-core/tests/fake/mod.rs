@@ -33,7 +33,8 @@ fn check(statement: &Statement, wants_rows: bool) {
     let (columns, params): (&[&[ColumnType]], &[usize]) = match statement.kind {
         Kind::CreateTable => (&[&[]], &[0]),
         Kind::Acquire => (&[&[Int]], &[4]),
-        Kind::Probe => (&[&[Text, Int]], &[1]),
+        // With the prober's TTL on PostgreSQL (the lock-delay after a failover).
+        Kind::Probe => (&[&[Text, Int]], &[1, 2]),
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
         // Counted by affected rows, or by the released names it returns (with the
