@@ -120,5 +120,6 @@ scenarios![
     admin::admin_lists_inspects_and_force_releases,
     admin::admin_reports_missing_locks_and_tables,
     admin::force_release_never_lets_anyone_in_first,
+    admin::durability_reports_the_database_settings,
     sql_mode::acquire_is_independent_of_assignment_order,
 ];

@@ -237,6 +237,9 @@ pub(crate) struct Sql {
     pub(crate) inspect: Template,
     pub(crate) revoke: Template,
     pub(crate) force_release: Template,
+    /// `(name, value)` rows of the settings that decide whether acknowledged acquisitions
+    /// survive a crash or failover (see `durability.rs`).
+    pub(crate) durability: Template,
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
@@ -282,6 +285,7 @@ struct Args<'a> {
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
 /// `acquired_at`, `expires_at` and the database's current time as Unix epoch
@@ -407,6 +411,15 @@ impl Sql {
             ..Args::default()
         };
         bind(StatementKind::Fence, &self.fence, &args, FENCING)
+    }
+
+    pub(crate) fn durability(&self) -> Statement {
+        bind(
+            StatementKind::Durability,
+            &self.durability,
+            &Args::default(),
+            SETTING,
+        )
     }
 
     pub(crate) fn list(&self) -> Statement {

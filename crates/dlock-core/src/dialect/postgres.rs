@@ -248,6 +248,20 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Token],
         ),
+        // What the role's sessions use (`pg_settings` shows the session's values, set per
+        // role or database included); standbys as any role may count them.
+        durability: Template::new(
+            format!(
+                "SELECT name, setting FROM pg_settings
+                 WHERE name IN ('fsync', 'full_page_writes', 'synchronous_commit',
+                                'synchronous_standby_names')
+                 UNION ALL
+                 SELECT 'streaming standbys', CAST(count(*) AS TEXT) FROM pg_stat_replication
+                 UNION ALL
+                 SELECT 'timeline', CAST({EPOCH} AS TEXT)"
+            ),
+            &[],
+        ),
         // Sent after a release, as a statement of its own: a transaction that notifies
         // holds a database-wide lock from before its commit until the commit is done, so
         // a NOTIFY riding on the release (which waits for the disk to commit) would make

@@ -335,6 +335,11 @@ impl FakeDb {
     /// Runs one statement: log it, pass its gate, emulate it.
     async fn run(&self, statement: &Statement, wants_rows: bool) -> Result<Vec<Row>, QueryError> {
         let kind = statement.kind;
+        if kind == Kind::Durability {
+            // The first acquisition of the process reads the settings in the background.
+            // Answered outside the log, so that no test depends on which ran first.
+            return Ok(vec![]);
+        }
         check(statement, wants_rows);
         let (index, gate) = {
             let mut state = self.state();
