@@ -62,9 +62,13 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
         let env = Env::new(backend, dialect, database.url().to_owned(), *route);
         let about = Arc::new(database.describe());
         let reachable = Arc::new(OnceLock::new());
-        for (name, scenario) in scenarios::all(dialect) {
+        for (name, scenario) in scenarios::all(dialect, *route) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
+            let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
             trials.push(Trial::ignorable_test(format!("{prefix}::{name}"), move || {
+                if needs_rig && let Err(error) = dlock_testkit::failover::available() {
+                    return dlock_testkit::unreachable(&error);
+                }
                 run_trial(env, &about, &reachable, scenario)
             }));
         }

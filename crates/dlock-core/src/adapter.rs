@@ -77,6 +77,9 @@ pub enum StatementKind {
     Revoke,
     /// Frees the lock at once (administration).
     ForceRelease,
+    /// Reads the database's settings that decide whether what it acknowledges survives a
+    /// crash or a failover; never writes.
+    Durability,
     /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
     Other,
 }

@@ -20,6 +20,7 @@ pub fn only_reads(kind: StatementKind) -> bool {
             | StatementKind::List
             | StatementKind::Inspect
             | StatementKind::Notify
+            | StatementKind::Durability
     )
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod crash;
 mod errors;
 mod exclusion;
+mod failover;
 mod fencing;
 mod herd;
 mod loss;
@@ -18,6 +19,7 @@ mod waiting;
 use std::pin::Pin;
 
 use dlock_core::Dialect;
+use dlock_testkit::Route;
 
 use crate::support::{Env, Verdict};
 
@@ -49,14 +51,34 @@ const ONLY_ON: &[(&str, &str)] = &[
     ("acquire_is_independent_of_assignment_order", "mysql"),
     // PostgreSQL here trusts every local connection: no password can be wrong.
     ("wrong_password_is_permanent", "mysql"),
+    // The failover rig is a PostgreSQL primary and standby.
+    (
+        "tokens_grow_and_lost_holders_end_first_across_a_failover",
+        "postgres",
+    ),
+    (
+        "a_holder_keeps_its_lock_across_a_synchronous_failover",
+        "postgres",
+    ),
 ];
 
-/// The scenarios that apply to `dialect`, by name.
-pub(crate) fn all(dialect: Dialect) -> Vec<(&'static str, Scenario)> {
+/// Scenarios that start the failover rig (`dlock_testkit::failover`), which needs
+/// PostgreSQL's server binaries on this machine.
+pub(crate) const NEEDS_FAILOVER_RIG: &[&str] = &[
+    "tokens_grow_and_lost_holders_end_first_across_a_failover",
+    "a_holder_keeps_its_lock_across_a_synchronous_failover",
+];
+
+/// The scenarios that apply to `dialect` reached by `route`, by name. Through a pooler,
+/// every scenario but those of the failover rig, which go to the rig's own servers, not
+/// to the database at the route's end: they would only run again, and contend for the
+/// one rig.
+pub(crate) fn all(dialect: Dialect, route: Route) -> Vec<(&'static str, Scenario)> {
     let network = dialect != Dialect::Sqlite;
     every()
         .into_iter()
         .filter(|(name, _)| network || !NETWORK_ONLY.contains(name))
+        .filter(|(name, _)| route == Route::Direct || !NEEDS_FAILOVER_RIG.contains(name))
         .filter(|(name, _)| {
             ONLY_ON.iter().all(|(scenario, only)| {
                 scenario != name || *only == dlock_testkit::dialect_key(dialect)
@@ -77,6 +99,8 @@ scenarios![
     crash::killed_holder_is_taken_over_within_ttl,
     crash::warm_waiters_take_over_a_killed_holder_within_its_lease,
     crash::a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease,
+    failover::tokens_grow_and_lost_holders_end_first_across_a_failover,
+    failover::a_holder_keeps_its_lock_across_a_synchronous_failover,
     loss::loss_fires_when_row_is_tampered_with,
     loss::loss_fires_before_a_takeover,
     loss::loss_fires_before_expiry_when_database_unreachable,
@@ -103,5 +127,6 @@ scenarios![
     admin::admin_lists_inspects_and_force_releases,
     admin::admin_reports_missing_locks_and_tables,
     admin::force_release_never_lets_anyone_in_first,
+    admin::durability_reports_the_database_settings,
     sql_mode::acquire_is_independent_of_assignment_order,
 ];

@@ -190,7 +190,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
-/// | `probe`         | name                        | `(holder, remaining_ms)` iff held       |
+/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms)` iff held       |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | 1 affected row iff still ours           |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
@@ -209,6 +209,10 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// transaction or connection in common with the upsert.
 ///
 /// (\*\*) Where `renew_returns_clock`; elsewhere (MySQL) 1 affected row.
+///
+/// (\*\*\*) The prober's TTL: on PostgreSQL, after a failover, every lock is held by the
+/// lock-delay for one lease, and the probe says so (see `postgres.rs`). Other dialects
+/// ignore it.
 ///
 /// A row is **free** when `expires_at` is NULL (released) or past, whatever `owner` says:
 /// `revoke` clears `owner` but keeps the lease's end, so the revoked holder's renewal
@@ -233,6 +237,9 @@ pub(crate) struct Sql {
     pub(crate) inspect: Template,
     pub(crate) revoke: Template,
     pub(crate) force_release: Template,
+    /// `(name, value)` rows of the settings that decide whether acknowledged acquisitions
+    /// survive a crash or failover (see `durability.rs`).
+    pub(crate) durability: Template,
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
@@ -278,6 +285,7 @@ struct Args<'a> {
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
 /// `acquired_at`, `expires_at` and the database's current time as Unix epoch
@@ -343,9 +351,11 @@ impl Sql {
         ))
     }
 
-    pub(crate) fn probe(&self, name: &str) -> Statement {
+    /// `ttl` is the prober's own TTL: after a failover, its lock-delay (PostgreSQL).
+    pub(crate) fn probe(&self, name: &str, ttl: Duration) -> Statement {
         let args = Args {
             name,
+            ttl,
             ..Args::default()
         };
         bind(StatementKind::Probe, &self.probe, &args, HOLDER)
@@ -401,6 +411,15 @@ impl Sql {
             ..Args::default()
         };
         bind(StatementKind::Fence, &self.fence, &args, FENCING)
+    }
+
+    pub(crate) fn durability(&self) -> Statement {
+        bind(
+            StatementKind::Durability,
+            &self.durability,
+            &Args::default(),
+            SETTING,
+        )
     }
 
     pub(crate) fn list(&self) -> Statement {
@@ -518,7 +537,7 @@ mod tests {
             let mut statements = vec![
                 ("create_table", sql.create_table()),
                 ("acquire", sql.acquire("n", "o", "h", ttl)),
-                ("probe", sql.probe("n")),
+                ("probe", sql.probe("n", Duration::from_secs(1))),
                 ("renew", sql.renew("n", "o", ttl)),
                 ("release", sql.release("n", "o")),
                 ("fence", sql.fence("n", "o", FencingToken(1))),
