@@ -30,8 +30,9 @@ pub(crate) struct Args {
     /// `pgbouncer`: PostgreSQL through PgBouncer in transaction mode
     /// (DLOCK_TEST_PGBOUNCER_URL, default postgres://postgres@127.0.0.1:6432/test; start it
     /// with crates/dlock-testkit/rigs/pgbouncer up), the adapter set up for a pooler that
-    /// loses prepared statements; the floors go through the same pool.
-    #[arg(long, default_value = "direct", value_parser = ["direct", "pgbouncer"])]
+    /// loses prepared statements; `direct-unnamed`: that adapter setting without the
+    /// pooler. The floors go through the same pool.
+    #[arg(long, default_value = "direct", value_parser = ["direct", "pgbouncer", "direct-unnamed"])]
     route: String,
 }
 
@@ -40,8 +41,10 @@ impl Args {
     pub(crate) fn parse_or_exit() -> Self {
         let args = Self::parse();
         let route_check = match args.route() {
-            Route::TransactionPooler if args.dialect() != Dialect::Postgres => {
-                Err("--route pgbouncer goes to PostgreSQL only".to_owned())
+            Route::TransactionPooler | Route::DirectUnnamed
+                if args.dialect() != Dialect::Postgres =>
+            {
+                Err(format!("--route {} goes to PostgreSQL only", args.route))
             }
             _ => Ok(()),
         };

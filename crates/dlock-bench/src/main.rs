@@ -49,7 +49,7 @@ async fn run(args: Args) -> ExitCode {
     // Kept until the end of the run: dropping it removes a SQLite file made for the run.
     let database = match args.route() {
         Route::TransactionPooler => Ok(TestDatabase::pgbouncer()),
-        Route::Direct => TestDatabase::new(args.dialect(), "dlock-bench"),
+        Route::Direct | Route::DirectUnnamed => TestDatabase::new(args.dialect(), "dlock-bench"),
     };
     let database = match database {
         Ok(database) => database,

@@ -81,6 +81,9 @@ pub enum Route {
     /// Through a pooler in transaction mode (PgBouncer): the adapter is set up as its
     /// documentation says for one.
     TransactionPooler,
+    /// Straight to the server, with the adapter set up as for a pooler that loses
+    /// prepared statements: what that setting costs without the pooler's own hop.
+    DirectUnnamed,
 }
 
 impl Route {
@@ -90,12 +93,13 @@ impl Route {
         match self {
             Self::Direct => "direct",
             Self::TransactionPooler => "pgbouncer",
+            Self::DirectUnnamed => "direct-unnamed",
         }
     }
 
     /// The route whose [`key`](Self::key) is `key`.
     pub fn named(key: &str) -> Result<Self, String> {
-        [Self::Direct, Self::TransactionPooler]
+        [Self::Direct, Self::TransactionPooler, Self::DirectUnnamed]
             .into_iter()
             .find(|route| route.key() == key)
             .ok_or_else(|| format!("unknown route {key:?}"))
@@ -313,9 +317,12 @@ impl Pool {
     /// for releases, as a service that wants its waiters woken sets it up; through a
     /// pooler, on a direct connection to the database behind it.
     fn query_interface(&self, url: &str) -> Result<Arc<dyn QueryInterface>, String> {
-        let pooled = self.route == Route::TransactionPooler;
+        let pooled = self.route != Route::Direct;
         let pooler = TransactionPooler::LosesPreparedStatements;
-        let listen_url = if pooled { direct_postgres_url()? } else { url.to_owned() };
+        let listen_url = match self.route {
+            Route::TransactionPooler => direct_postgres_url()?,
+            _ => url.to_owned(),
+        };
         let pg_options = |url: &str| {
             url.parse::<sqlx::postgres::PgConnectOptions>()
                 .map_err(|error| format!("invalid PostgreSQL URL {url:?}: {error}"))
@@ -428,7 +435,7 @@ async fn seaorm_connection(url: &str, options: PoolOptions) -> Result<DatabaseCo
 fn pg_manager(url: &str, route: Route) -> AsyncDieselConnectionManager<AsyncPgConnection> {
     match route {
         Route::Direct => manager(url),
-        Route::TransactionPooler => dlock_diesel::pooler_manager(url),
+        Route::TransactionPooler | Route::DirectUnnamed => dlock_diesel::pooler_manager(url),
     }
 }
 

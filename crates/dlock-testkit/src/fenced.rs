@@ -31,7 +31,7 @@ impl Pool {
             // SeaORM's statements are prepared and cached by sqlx, which a pooler that
             // loses prepared statements breaks: the fenced transaction then runs on the
             // sqlx pool under the connection, as dlock-seaorm's documentation says.
-            Clients::SeaOrm(db) if self.route == Route::TransactionPooler => {
+            Clients::SeaOrm(db) if self.route != Route::Direct => {
                 sqlx_write(db.get_postgres_connection_pool(), lease, write, hold).await
             }
             Clients::SeaOrm(db) => seaorm_write(db, lease, write, hold).await,
