@@ -10,7 +10,10 @@ mod terminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dlock_seaorm::{Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, TableName};
+use dlock_seaorm::{
+    Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries, TableName,
+    TransactionPooler,
+};
 
 use crate::failure::Failure;
 use crate::select::{Glob, Selection};
@@ -286,7 +289,13 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
     })?;
     let creates = matches!(cli.command, Command::Init { .. });
     let db = connect::connect(&url, creates).await?;
-    let admin = LockAdmin::with_table(db, table);
+    // A handful of statements, where a statement's cost does not matter: run as behind a
+    // pooler that loses prepared statements, so that the tool works through PgBouncer in
+    // transaction mode whatever its version, and never listens.
+    let queries = SeaOrmQueries::new(db)
+        .through_pooler(TransactionPooler::LosesPreparedStatements)
+        .without_listening();
+    let admin = LockAdmin::with_table(queries, table);
     let fail = Failure::from_dlock;
     let json = cli.json;
     let text = match cli.command {

@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
-use dlock_seaorm::{Dialect, DistributedLock, LockGuard, LossReason};
+use dlock_seaorm::{
+    Dialect, DistributedLock, LockGuard, LossReason, SeaOrmQueries, TransactionPooler,
+};
 use dlock_testkit::{TestDatabase, unique_name as unique};
 use serde_json::Value;
 
@@ -22,6 +24,11 @@ fn main() -> std::process::ExitCode {
     let trials = vec![
         on_server("postgres", postgres_url(), postgres),
         on_server("mysql", mysql_url(), mysql),
+        on_server(
+            "through_pgbouncer",
+            TestDatabase::pgbouncer().url().to_owned(),
+            through_pgbouncer,
+        ),
         Trial::test("sqlite", run(sqlite)),
         on_server(
             "printed_sql_works_with_only_the_printed_privileges_on_postgres",
@@ -100,6 +107,21 @@ fn postgres() {
 
 fn mysql() {
     session(&server_url(Dialect::Mysql));
+}
+
+/// Every command through PgBouncer in transaction mode (1.18 in CI: no prepared
+/// statements carried between server connections).
+fn through_pgbouncer() {
+    session(TestDatabase::pgbouncer().url());
+}
+
+/// What the test's own locks run on: `db`, set up for a pooler when `url` is PgBouncer's.
+fn queries(url: &str, db: &DatabaseConnection) -> SeaOrmQueries {
+    let queries = SeaOrmQueries::new(db.clone());
+    if url == TestDatabase::pgbouncer().url() {
+        return queries.through_pooler(TransactionPooler::LosesPreparedStatements);
+    }
+    queries
 }
 
 fn sqlite() {
@@ -448,7 +470,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     );
 
     let name = "nightly report";
-    let lock = DistributedLock::builder(name, &db)
+    let lock = DistributedLock::builder(name, queries(&url, &db))
         .table(table)
         .ttl(TTL)
         // Frequent renewals: the holder learns of a force release within 100 ms.
@@ -548,7 +570,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
             .any(|l| l.starts_with("lease:         revoked, free in ")),
         "{inspected}"
     );
-    let taken = DistributedLock::builder(name, &db)
+    let taken = DistributedLock::builder(name, queries(&url, &db))
         .table(table)
         .build()
         .expect("lock options")
@@ -603,7 +625,7 @@ async fn hostile_names(url: &str, table: &str, db: &DatabaseConnection) {
     let long = format!("long-{}", "x".repeat(1_995));
     assert_eq!(long.len(), 2_000);
     let lock = |name: &str| {
-        DistributedLock::builder(name, db)
+        DistributedLock::builder(name, queries(url, db))
             .table(table)
             .ttl(TTL)
             .holder("evil\u{1b}]0;pwned\u{7}")
