@@ -52,9 +52,7 @@ enum Did {
 async fn fleet(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     // Two ticks ahead, so that every process is up and scheduled before the first.
     let first_tick = tick_of(SystemTime::now()) + 2;
-    println!(
-        "{PROCESSES} processes run the cron schedule {SCHEDULE:?} for {TICKS} ticks on {url}"
-    );
+    println!("{PROCESSES} processes run the cron schedule {SCHEDULE:?} for {TICKS} ticks on {url}");
     let exe = std::env::current_exe()?;
     let mut processes = Vec::new();
     for process in 0..PROCESSES {
@@ -149,10 +147,10 @@ async fn worker(
             let lock = lock.clone();
             Box::pin(async move {
                 let tick = tick_of(SystemTime::now());
-                if (first_tick..first_tick + TICKS).contains(&tick) {
-                    if let Err(error) = run_tick(&lock, tick).await {
-                        eprintln!("tick {tick}: {error}");
-                    }
+                if (first_tick..first_tick + TICKS).contains(&tick)
+                    && let Err(error) = run_tick(&lock, tick).await
+                {
+                    eprintln!("tick {tick}: {error}");
                 }
             })
         })?)

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use dlock_core::{DistributedLock, Error, Outcome};
 use dlock_testkit::{
-    Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child, wall_ns,
+    Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child,
+    wall_ns,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -65,12 +65,15 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
         for (name, scenario) in scenarios::all(dialect, *route) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
             let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
-            trials.push(Trial::ignorable_test(format!("{prefix}::{name}"), move || {
-                if needs_rig && let Err(error) = dlock_testkit::failover::available() {
-                    return dlock_testkit::unreachable(&error);
-                }
-                run_trial(env, &about, &reachable, scenario)
-            }));
+            trials.push(Trial::ignorable_test(
+                format!("{prefix}::{name}"),
+                move || {
+                    if needs_rig && let Err(error) = dlock_testkit::failover::available() {
+                        return dlock_testkit::unreachable(&error);
+                    }
+                    run_trial(env, &about, &reachable, scenario)
+                },
+            ));
         }
     }
     // The databases (a SQLite file made for this run) live until every trial has run.

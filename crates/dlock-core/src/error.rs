@@ -535,8 +535,11 @@ mod tests {
                 }
             }
         }
-        let other_protocol_violation =
-            QueryError::new(QueryErrorKind::Statement, Some("08P01".into()), "invalid frame");
+        let other_protocol_violation = QueryError::new(
+            QueryErrorKind::Statement,
+            Some("08P01".into()),
+            "invalid frame",
+        );
         let error = Error::query("acquire the lock", other_protocol_violation);
         assert!(!error.to_string().contains("through_pooler"), "{error}");
     }

@@ -724,7 +724,11 @@ mod tests {
         db.cut.notify_one();
         settle().await;
         assert_eq!(db.listens(), 1);
-        assert_eq!(warnings.load(Ordering::Relaxed), 0, "a heard listener was lost");
+        assert_eq!(
+            warnings.load(Ordering::Relaxed),
+            0,
+            "a heard listener was lost"
+        );
     }
 
     #[tokio::test(start_paused = true)]

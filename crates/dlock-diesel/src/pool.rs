@@ -9,14 +9,14 @@ use std::fmt;
 use std::ops::DerefMut;
 use std::sync::Arc;
 
+use diesel_async::AsyncConnection;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::PoolError as ManagerError;
-use diesel_async::AsyncConnection;
-use dlock_core::{Dialect, TransactionPooler};
 use dlock_core::adapter::{
     IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, ReleaseNotices, Row,
     Statement, async_trait,
 };
+use dlock_core::{Dialect, TransactionPooler};
 
 use crate::error::statement_error;
 use crate::{Diesel, DieselConnection};

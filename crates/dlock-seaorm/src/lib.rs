@@ -14,8 +14,8 @@ use sea_orm::{
 #[doc(no_inline)]
 pub use dlock_core::adapter;
 use dlock_core::adapter::{
-    IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, Row,
-    Statement, Value, async_trait,
+    IntoQueryInterface, Listen, QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value,
+    async_trait,
 };
 #[doc(no_inline)]
 pub use dlock_core::{

@@ -29,9 +29,7 @@ fn every_form_compiles(
     diesel_pg: deadpool::Pool<AsyncPgConnection>,
     diesel_mysql: bb8::Pool<AsyncMysqlConnection>,
     diesel_sqlite: deadpool::Pool<SyncConnectionWrapper<SqliteConnection>>,
-    sqlx_pg: PgPool,
-    sqlx_mysql: MySqlPool,
-    sqlx_sqlite: SqlitePool,
+    (sqlx_pg, sqlx_mysql, sqlx_sqlite): (PgPool, MySqlPool, SqlitePool),
 ) {
     accepts(&shared_client);
     accepts(shared_client);

@@ -10,11 +10,8 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use dlock_core::Dialect;
-use dlock_core::adapter::{IntoQueryInterface, QueryInterface};
 use dlock_core::TransactionPooler;
-use dlock_diesel::{Bb8Queries, DeadpoolQueries, DieselConnection};
-use dlock_seaorm::SeaOrmQueries;
-use dlock_sqlx::{SqlxQueries, sqlx};
+use dlock_core::adapter::{IntoQueryInterface, QueryInterface};
 use dlock_diesel::diesel::SqliteConnection;
 use dlock_diesel::diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, bb8,
@@ -22,7 +19,10 @@ use dlock_diesel::diesel_async::pooled_connection::{
 };
 use dlock_diesel::diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use dlock_diesel::diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+use dlock_diesel::{Bb8Queries, DeadpoolQueries, DieselConnection};
+use dlock_seaorm::SeaOrmQueries;
 use dlock_seaorm::sea_orm::{Database, DatabaseConnection, TransactionTrait};
+use dlock_sqlx::{SqlxQueries, sqlx};
 use dlock_tokio_postgres::PostgresQueries;
 use dlock_tokio_postgres::deadpool_postgres::{self, Manager, Runtime, Timeouts};
 use dlock_tokio_postgres::tokio_postgres::{self, NoTls};
@@ -227,7 +227,9 @@ impl Backend {
                 Clients::Bb8Mysql(bb8_pool(manager(&over_tcp(url)?), options)?)
             }
             (Self::DieselBb8, _) => Clients::Bb8Sqlite(bb8_pool(sqlite_manager(url), options)?),
-            (Self::Sqlx, Dialect::Postgres) => Clients::SqlxPostgres(sqlx_pool::postgres(url, options)?),
+            (Self::Sqlx, Dialect::Postgres) => {
+                Clients::SqlxPostgres(sqlx_pool::postgres(url, options)?)
+            }
             (Self::Sqlx, Dialect::Mysql) => Clients::SqlxMysql(sqlx_pool::mysql(url, options)?),
             (Self::Sqlx, _) => Clients::SqlxSqlite(sqlx_pool::sqlite(url, options)?),
         };
@@ -375,14 +377,10 @@ impl Pool {
             Clients::TokioPostgres(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
             // A transaction holds its connection until it ends.
             Clients::SeaOrm(db) => Box::new(db.begin().await.map_err(|e| failed(&e))?),
-            Clients::DeadpoolPostgres(pool) => {
-                Box::new(pool.get().await.map_err(|e| failed(&e))?)
-            }
+            Clients::DeadpoolPostgres(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
             Clients::DeadpoolMysql(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
             Clients::DeadpoolSqlite(pool) => Box::new(pool.get().await.map_err(|e| failed(&e))?),
-            Clients::Bb8Postgres(pool) => {
-                Box::new(pool.get_owned().await.map_err(|e| failed(&e))?)
-            }
+            Clients::Bb8Postgres(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
             Clients::Bb8Mysql(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
             Clients::Bb8Sqlite(pool) => Box::new(pool.get_owned().await.map_err(|e| failed(&e))?),
             Clients::SqlxPostgres(pool) => Box::new(pool.acquire().await.map_err(|e| failed(&e))?),

@@ -80,8 +80,8 @@ impl TestDatabase {
     /// Its [`dialect`](Self::dialect) is PostgreSQL; [`TestDatabase::new`] of PostgreSQL is
     /// the same database without the pooler.
     pub fn pgbouncer() -> Self {
-        let url = std::env::var(PGBOUNCER_VARIABLE)
-            .unwrap_or_else(|_| PGBOUNCER_DEFAULT_URL.to_owned());
+        let url =
+            std::env::var(PGBOUNCER_VARIABLE).unwrap_or_else(|_| PGBOUNCER_DEFAULT_URL.to_owned());
         let mut database = Self::at(Dialect::Postgres, url);
         database.variable = PGBOUNCER_VARIABLE;
         database.kind = "PostgreSQL through PgBouncer in transaction mode \

@@ -30,9 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dlock_core::Dialect;
 use dlock_core::adapter::{ColumnType, Statement, StatementKind, Value};
 
-pub use backend::{
-    Backend, Pool, PoolOptions, Route, dialect_key, dialect_named, dialect_parser,
-};
+pub use backend::{Backend, Pool, PoolOptions, Route, dialect_key, dialect_named, dialect_parser};
 pub use database::{PGBOUNCER_DEFAULT_URL, PGBOUNCER_VARIABLE, TestDatabase, unreachable};
 pub use partition::Partition;
 pub use process::{ChildLines, ChildProcess, run_child};

@@ -41,7 +41,10 @@ impl Rotating {
 
     /// The pools that ran statements of `kind`.
     fn pools_of(&self, kind: StatementKind) -> Vec<usize> {
-        let ran = self.ran.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ran = self
+            .ran
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         ran.iter()
             .filter(|(ran, _)| *ran == kind)
             .map(|(_, index)| *index)
@@ -107,7 +110,9 @@ pub(crate) async fn a_held_lock_keeps_no_session_state(env: Env) -> Verdict {
     // Several renewals, each on the pool after the previous statement's.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     if guard.is_lost() {
-        return Err(format!("the lock was lost while renewed on other connections: {guard:?}"));
+        return Err(format!(
+            "the lock was lost while renewed on other connections: {guard:?}"
+        ));
     }
     guard.release().await.map_err(|e| e.to_string())?;
     if !is_free(&observer, &name).await? {
@@ -117,7 +122,10 @@ pub(crate) async fn a_held_lock_keeps_no_session_state(env: Env) -> Verdict {
     let renewed_on = rotating.pools_of(StatementKind::Renew);
     let released_on = rotating.pools_of(StatementKind::Release);
     let [acquired_on] = acquired_on[..] else {
-        return Err(format!("acquired in {} statements, expected 1", acquired_on.len()));
+        return Err(format!(
+            "acquired in {} statements, expected 1",
+            acquired_on.len()
+        ));
     };
     let mut renewed_on_distinct = renewed_on.clone();
     renewed_on_distinct.sort_unstable();
@@ -129,7 +137,9 @@ pub(crate) async fn a_held_lock_keeps_no_session_state(env: Env) -> Verdict {
         ));
     }
     if released_on.is_empty() || released_on.contains(&acquired_on) {
-        return Err(format!("released on the acquire's connection: {released_on:?}"));
+        return Err(format!(
+            "released on the acquire's connection: {released_on:?}"
+        ));
     }
     Ok(())
 }
