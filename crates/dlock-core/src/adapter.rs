@@ -77,6 +77,10 @@ pub enum StatementKind {
     Revoke,
     /// Frees the lock at once (administration).
     ForceRelease,
+    /// Publishes an election leader's value with its lease (owner-checked).
+    Proclaim,
+    /// Reads an election's current leader; never writes.
+    Leader,
     /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
     Other,
 }

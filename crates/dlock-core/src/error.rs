@@ -123,6 +123,20 @@ pub enum Error {
         table: String,
     },
 
+    /// The lock table was created before elections and has no `value` column, which an
+    /// [`Election`](crate::Election) needs to publish its leader's value. Plain locks
+    /// keep working on it. dlock never alters a table by itself: the roles it needs
+    /// (SELECT, INSERT, UPDATE) cannot, and on PostgreSQL an `ALTER TABLE` waits behind
+    /// every open fenced transaction while blocking every statement on the table, the
+    /// renewals of every holder among them.
+    NoValueColumn {
+        /// The table's name.
+        table: String,
+        /// The statements that add the columns
+        /// ([`Dialect::add_value_columns_sql`](crate::Dialect::add_value_columns_sql)).
+        sql: String,
+    },
+
     /// The lock table has no row for this name: it was never acquired.
     NoSuchLock {
         /// The name looked for.
@@ -237,6 +251,7 @@ impl fmt::Display for Error {
             Self::Timeout { .. }
             | Self::Lost { .. }
             | Self::NoSuchTable { .. }
+            | Self::NoValueColumn { .. }
             | Self::NoSuchLock { .. }
             | Self::TokenChanged { .. }
             | Self::Fenced { .. } => self.fmt_lock(f),
@@ -347,6 +362,12 @@ impl Error {
                 "the lock table {table} does not exist in this database; check the database \
                      and the table name, or create the table (`LockAdmin::create_table`, `dlock \
                      init`)"
+            ),
+            Self::NoValueColumn { table, sql } => write!(
+                f,
+                "the lock table {table} has no `value` column: it was created before \
+                     elections (plain locks keep working on it); to hold elections in it, have \
+                     a role allowed to alter the table run `{sql}`"
             ),
             Self::NoSuchLock { name, table } => write!(
                 f,
