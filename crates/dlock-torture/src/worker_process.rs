@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_testkit::{ChildLines, ChildProcess};
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::worker_main;
@@ -100,18 +99,7 @@ impl WorkerProcess {
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
     pub(crate) async fn signal(&self, signal: &str) -> Result<(), String> {
-        let pid = self.process.pid();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .await
-            .map_err(|error| format!("cannot run kill: {error}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{signal} {pid} failed: {status}"))
-        }
+        self.process.signal(signal).await
     }
 
     /// Kills the process and waits for it to die.
