@@ -155,15 +155,13 @@ impl Election {
     /// and campaigns again, to run the job anew. Returns when the job does, after
     /// resigning, with the job's result.
     ///
-    /// The job borrows the [`Leadership`] (term, loss signal, [`proclaim`]): write
-    /// `async |leadership| { … }`.
-    ///
-    /// [`proclaim`]: Leadership::proclaim
+    /// The job receives the [`Leadership`] (a clone: term, loss signal,
+    /// [`proclaim`](Leadership::proclaim)).
     ///
     /// # Errors
     ///
     /// The job's error, converted into `E` (it is not run again); [`campaign`]'s errors,
-    /// converted. A failed resignation after the job succeeded is not an error: the lease
+    /// converted. A failed resignation after the job returned is not an error: the lease
     /// then expires by its TTL.
     ///
     /// [`campaign`]: Self::campaign
@@ -177,30 +175,32 @@ impl Election {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn example(election: dlock_core::Election) -> dlock_core::Result<()> {
-    /// let shutdown = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    /// # async fn drain_queue(term: dlock_core::FencingToken) -> dlock_core::Result<u64> { Ok(0) }
+    /// # async fn example(election: dlock_core::Election, shutdown: impl Future<Output = ()>) -> dlock_core::Result<()> {
+    /// let draining = election.run_while_leader(|leadership| async move {
+    ///     // Only the leader drains; dropped at once if the leadership is lost, and run
+    ///     // again in the next term this process wins.
+    ///     drain_queue(leadership.term()).await
+    /// });
     /// tokio::select! {
-    ///     done = election.run_while_leader(async |leadership| {
-    ///         loop {
-    ///             println!("scheduling in term {}", leadership.term());
-    ///             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    ///         }
-    ///         #[allow(unreachable_code)]
-    ///         Ok::<(), dlock_core::Error>(())
-    ///     }) => done?,
-    ///     () = shutdown => {} // dropping the future resigns
+    ///     drained = draining => println!("drained {} jobs", drained?),
+    ///     () = shutdown => {} // dropping `draining` resigns
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn run_while_leader<F, T, E>(&self, mut job: F) -> Result<T, E>
+    pub async fn run_while_leader<F, Fut, T, E>(&self, mut job: F) -> Result<T, E>
     where
-        F: AsyncFnMut(&Leadership) -> Result<T, E>,
+        F: FnMut(Leadership) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
         E: From<Error>,
     {
         loop {
             let leadership = self.campaign().await?;
-            let ran = leadership.lease().run_while_held(job(&leadership)).await;
+            let ran = leadership
+                .lease()
+                .run_while_held(job(leadership.clone()))
+                .await;
             let resigned = leadership.resign().await;
             if let Ok(result) = ran {
                 drop(resigned);

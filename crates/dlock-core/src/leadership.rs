@@ -1,6 +1,7 @@
 //! Leading an election: the guard of its lock, with a term and a published value.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use crate::election::check_value;
 use crate::{FencingToken, Lease, LockGuard, LossReason, Result};
@@ -9,33 +10,42 @@ use crate::{FencingToken, Lease, LockGuard, LossReason, Result};
 ///
 /// It is the election lock's [`LockGuard`]: a background task renews the lease, and the
 /// loss signal ([`lost`](Self::lost), [`is_lost`](Self::is_lost)) fires at the lease's
-/// safety deadline, before the database could let another candidate lead. **Dropping it
-/// resigns**, as dropping a guard releases.
+/// safety deadline, before the database could let another candidate lead.
+///
+/// Clones share the leadership, to hand to tasks: [`resign`](Self::resign) on any of
+/// them ends it for all, and **dropping the last one resigns**, as dropping a guard
+/// releases.
+#[derive(Clone)]
 #[must_use = "the leadership is resigned as soon as it is dropped"]
 pub struct Leadership {
-    guard: LockGuard,
+    lease: Lease,
+    /// Taken by the first resignation; dropped (releasing) with the last clone.
+    guard: Arc<Mutex<Option<LockGuard>>>,
 }
 
 impl Leadership {
     pub(crate) fn new(guard: LockGuard) -> Self {
-        Self { guard }
+        Self {
+            lease: guard.lease().clone(),
+            guard: Arc::new(Mutex::new(Some(guard))),
+        }
     }
 
     /// The term: the fencing token of this leadership, larger than every earlier
     /// leader's. Pass it with writes that only the leader may make, so that the resource
     /// can refuse those of a deposed leader.
     pub fn term(&self) -> FencingToken {
-        self.guard.fencing_token()
+        self.lease.fencing_token()
     }
 
-    /// The lease under the leadership (name, token, loss signal); clone it into tasks.
+    /// The lease under the leadership (name, token, loss signal).
     pub fn lease(&self) -> &Lease {
-        self.guard.lease()
+        &self.lease
     }
 
     /// Whether the leadership has been lost (or resigned). See [`Lease::is_lost`].
     pub fn is_lost(&self) -> bool {
-        self.guard.is_lost()
+        self.lease.is_lost()
     }
 
     /// Completes when the leadership is lost, with the reason. See [`Lease::lost`].
@@ -44,7 +54,7 @@ impl Leadership {
     ///
     /// Cancel safe: it only watches.
     pub async fn lost(&self) -> LossReason {
-        self.guard.lost().await
+        self.lease.lost().await
     }
 
     /// Publishes `value` as the leader's, in place of the one published so far, without
@@ -85,14 +95,22 @@ impl Leadership {
     /// # Errors
     ///
     /// As [`LockGuard::release`]: [`Error::Lost`](crate::Error::Lost) if the leadership
-    /// had been lost already; the database's error if no release was answered before the
-    /// lease ran out (the leadership then ends with it).
+    /// had been lost already, or resigned by a clone; the database's error if no release
+    /// was answered before the lease ran out (the leadership then ends with it).
     ///
     /// # Cancel Safety
     ///
     /// The resignation goes on if this future is dropped; only its result is lost.
     pub async fn resign(self) -> Result<()> {
-        self.guard.release().await
+        let guard = self
+            .guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match guard {
+            Some(guard) => guard.release().await,
+            None => Err(self.lease.lost_error(LossReason::Released)),
+        }
     }
 }
 
