@@ -10,7 +10,9 @@ mod terminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dlock_seaorm::{Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, TableName};
+use dlock_seaorm::{
+    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, TableName,
+};
 
 use crate::failure::Failure;
 use crate::select::{Glob, Selection};
@@ -124,6 +126,16 @@ enum Command {
         /// whoever acquires the lock meanwhile.
         #[arg(long)]
         now: bool,
+    },
+    /// Who leads the election NAME (a dlock `Election`): its value, holder, term and
+    /// lease, or that nobody leads.
+    Leader {
+        /// The election's name.
+        name: String,
+        /// Keep watching: print a line at every change (a new term, a new value, nobody
+        /// leading) until interrupted. Reads only; woken by notices on PostgreSQL.
+        #[arg(long)]
+        watch: bool,
     },
     /// Create the lock table if it does not exist (for SQLite, the file too).
     Init {
@@ -260,6 +272,13 @@ async fn run(cli: Cli) -> Result<String, Failure> {
     })?;
     let creates = matches!(cli.command, Command::Init { .. });
     let db = connect::connect(&url, creates).await?;
+    if let Command::Leader { name, watch } = cli.command {
+        let election = Election::builder(name, db)
+            .table(table.to_string())
+            .build()
+            .map_err(Failure::from_dlock)?;
+        return leader(&election, watch, cli.json).await;
+    }
     let admin = LockAdmin::with_table(db, table);
     let fail = Failure::from_dlock;
     let json = cli.json;
@@ -295,5 +314,21 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             init(&admin).await?;
             render::initialised(admin.table(), json)
         }
+        Command::Leader { .. } => unreachable!("handled above"),
     })
+}
+
+/// `dlock leader`: the leader now, or, watching, a line per change (never returns but
+/// on an error).
+async fn leader(election: &Election, watch: bool, json: bool) -> Result<String, Failure> {
+    let name = election.name();
+    if !watch {
+        let leader = election.leader().await.map_err(Failure::from_dlock)?;
+        return Ok(render::leader(name, leader.as_ref(), json));
+    }
+    let mut observer = election.observe();
+    loop {
+        let leader = observer.changed().await.map_err(Failure::from_dlock)?;
+        println!("{}", render::leader(name, leader.as_ref(), json));
+    }
 }

@@ -401,7 +401,7 @@ pub(crate) async fn tables_from_before_elections(env: Env) -> Verdict {
     let table_name = TableName::parse(&table).map_err(|e| e.to_string())?;
     let admin = LockAdmin::with_table(queries.clone(), table_name.clone());
     admin.create_table().await.map_err(|e| e.to_string())?;
-    for column in ["value", "value_fencing"] {
+    for column in ["value", "value_term"] {
         let drop = sql(
             env.dialect,
             &format!("ALTER TABLE {table} DROP COLUMN {column}"),

@@ -147,7 +147,7 @@ impl Dialect {
         self.sql(table).create_table.sql.to_string()
     }
 
-    /// The statements that add the columns elections need, `value` and `value_fencing`,
+    /// The statements that add the columns elections need, `value` and `value_term`,
     /// to a lock table created before them (plain locks never read them), for an
     /// administrator to run: dlock never alters a table by itself (see
     /// [`Error::NoValueColumn`](crate::Error::NoValueColumn)). Nullable columns without a
@@ -240,8 +240,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// driver asks for found rows, so 0 is confirmed with `leader`.
 ///
 /// **Elections** publish a value with the lease: `proclaim` stores it in `value` and the
-/// row's current fencing token in `value_fencing`, so a value is the current leader's
-/// only while `value_fencing = fencing` — the acquisition (`acquire`, which never reads
+/// row's current fencing token in `value_term`, so a value is the current leader's
+/// only while `value_term = fencing` — the acquisition (`acquire`, which never reads
 /// or writes these columns, so plain locks work on tables without them) moves `fencing`
 /// on and leaves the last leader's value behind, disowned.
 ///
@@ -353,7 +353,7 @@ pub(crate) const LEADER: &[ColumnType] = &[
 
 /// The SQL of the value a leader proclaimed for the row's current acquisition, NULL if
 /// it proclaimed none (or the value is a former leader's).
-const CURRENT_VALUE: &str = "CASE WHEN value_fencing = fencing THEN value END";
+const CURRENT_VALUE: &str = "CASE WHEN value_term = fencing THEN value END";
 
 /// What `list` and `inspect` select as the value: [`CURRENT_VALUE`], or NULL for a
 /// table without the `value` columns.

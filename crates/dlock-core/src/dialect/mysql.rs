@@ -100,7 +100,7 @@ fn list(t: &str, with_value: bool) -> String {
 
 pub(super) fn add_value_columns(table: &TableName) -> String {
     let t = table.quoted('`');
-    format!("ALTER TABLE {t} ADD COLUMN value TEXT, ADD COLUMN value_fencing BIGINT")
+    format!("ALTER TABLE {t} ADD COLUMN value TEXT, ADD COLUMN value_term BIGINT")
 }
 
 pub(super) fn sql(table: &TableName) -> Sql {
@@ -116,8 +116,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                     holder      TEXT,
                     acquired_at DATETIME(6),
                     expires_at  DATETIME(6),
-                    value         TEXT,
-                    value_fencing BIGINT
+                    value       TEXT,
+                    value_term  BIGINT
                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
             ),
             &[],
@@ -193,7 +193,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // tells.
         proclaim: Template::new(
             format!(
-                "UPDATE {t} SET value = ?, value_fencing = fencing
+                "UPDATE {t} SET value = ?, value_term = fencing
                  WHERE name_hash = {KEY} AND owner = ? AND expires_at > {NOW}"
             ),
             &[Value, Name, Owner],
@@ -205,7 +205,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                         CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
                  FROM {t}
                  WHERE name_hash = {KEY} AND owner IS NOT NULL AND expires_at > {NOW}
-                   AND value_fencing = fencing",
+                   AND value_term = fencing",
                 epoch_ms("acquired_at")
             ),
             &[Name],

@@ -53,7 +53,7 @@ pub(super) fn add_value_columns(table: &TableName) -> String {
     let t = table.quoted('"');
     format!(
         "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS value TEXT, \
-         ADD COLUMN IF NOT EXISTS value_fencing BIGINT"
+         ADD COLUMN IF NOT EXISTS value_term BIGINT"
     )
 }
 
@@ -73,8 +73,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                 holder      TEXT,
                 acquired_at TIMESTAMPTZ,
                 expires_at  TIMESTAMPTZ,
-                value         TEXT,
-                value_fencing BIGINT
+                value       TEXT,
+                value_term  BIGINT
             )"
             ),
             &[],
@@ -179,7 +179,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // for fenced transactions.
         proclaim: Template::new(
             format!(
-                "UPDATE {t} SET value = $3, value_fencing = fencing
+                "UPDATE {t} SET value = $3, value_term = fencing
                  WHERE name = $1 AND owner = $2 AND expires_at > clock_timestamp()"
             ),
             &[Name, Owner, Value],
@@ -192,7 +192,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                         CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS BIGINT)
                  FROM {t}
                  WHERE name = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()
-                   AND value_fencing = fencing",
+                   AND value_term = fencing",
                 epoch_ms("acquired_at")
             ),
             &[Name],

@@ -59,7 +59,7 @@ fn list(t: &str, with_value: bool) -> String {
 pub(super) fn add_value_columns(table: &TableName) -> String {
     let t = table.quoted('"');
     format!(
-        "ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_fencing INTEGER"
+        "ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_term INTEGER"
     )
 }
 
@@ -75,8 +75,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                     holder      TEXT,
                     acquired_at INTEGER,
                     expires_at  INTEGER,
-                    value         TEXT,
-                    value_fencing INTEGER
+                    value       TEXT,
+                    value_term  INTEGER
                 )"
             ),
             &[],
@@ -142,7 +142,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // Owner-checked like a renewal, and only while the lease is live.
         proclaim: Template::new(
             format!(
-                "UPDATE {t} SET value = ?3, value_fencing = fencing
+                "UPDATE {t} SET value = ?3, value_term = fencing
                  WHERE name = ?1 AND owner = ?2 AND expires_at > {NOW_MS}"
             ),
             &[Name, Owner, Value],
@@ -153,7 +153,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                 "SELECT value, holder, fencing, acquired_at, expires_at - {NOW_MS}
                  FROM {t}
                  WHERE name = ?1 AND owner IS NOT NULL AND expires_at > {NOW_MS}
-                   AND value_fencing = fencing"
+                   AND value_term = fencing"
             ),
             &[Name],
         ),
