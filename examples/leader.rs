@@ -73,6 +73,9 @@ async fn candidate(process: &str, url: &str) -> Result<(), Box<dyn std::error::E
 /// Starts the fleet, watches the election, kills a leader, shuts the next one down.
 async fn fleet(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     println!("{PROCESSES} processes elect a {ELECTION:?} on {url} (lease {TTL:?}):");
+    // Connected first: an SQLite file is set up (WAL mode) by its first connection,
+    // which processes starting together would race for.
+    let watching = election(url, "observer".into()).await?;
     let exe = std::env::current_exe()?;
     let mut processes = Vec::new();
     for process in 0..PROCESSES {
@@ -86,7 +89,6 @@ async fn fleet(url: &str) -> Result<(), Box<dyn std::error::Error>> {
                 .spawn()?,
         ));
     }
-    let watching = election(url, "observer".into()).await?;
     let mut leaders = watching.observe();
     let first = next_leader(&mut leaders).await?;
     println!("observer: {first} leads");
