@@ -76,7 +76,7 @@ pub(crate) async fn resignation_hands_over_to_another_process(env: Env) -> Verdi
     let line = candidate.expect("LEADING", Duration::from_secs(10)).await?;
     candidate.finish(Duration::from_secs(10)).await?;
     let (new_term, led_at) = two_numbers(&line)?;
-    if new_term <= term.get() as u64 {
+    if i64::try_from(new_term).is_ok_and(|new_term| new_term <= term.get()) {
         return Err(format!("the new term {new_term} is not after {term}"));
     }
     let gap = Duration::from_nanos(led_at.saturating_sub(resigned_at));

@@ -58,9 +58,7 @@ fn list(t: &str, with_value: bool) -> String {
 /// Two statements: SQLite adds one column per `ALTER TABLE`.
 pub(super) fn add_value_columns(table: &TableName) -> String {
     let t = table.quoted('"');
-    format!(
-        "ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_term INTEGER"
-    )
+    format!("ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_term INTEGER")
 }
 
 pub(super) fn sql(table: &TableName) -> Sql {
