@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Election, Error, LockAdmin, TableName};
-use dlock_testkit::wall_ns;
+use dlock_core::{DistributedLock, Election, Error, FencingToken, LockAdmin, TableName};
+use dlock_testkit::{ChildProcess, wall_ns};
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
@@ -103,19 +103,7 @@ pub(crate) async fn resignation_hands_over_to_another_process(env: Env) -> Verdi
 /// A leader killed with SIGKILL is replaced within its lease (and a little more).
 pub(crate) async fn killed_leader_is_replaced_within_a_lease(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(2);
-    let name = unique_name("killed_leader");
-    let mut leader = child::spawn(&env, &name, Mode::Lead, TTL)?;
-    let term: i64 = leader
-        .expect_parsed("LEADING", Duration::from_secs(30))
-        .await?;
-    // Let it renew at least once, so the hand-over is measured from a renewed lease.
-    tokio::time::sleep(TTL / 2).await;
-    let election = env
-        .election(&name)
-        .await?
-        .ttl(TTL)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (mut leader, term, election) = leader_in_a_child(&env, "killed_leader", TTL).await?;
     let killed_at = Instant::now();
     leader.kill().await?;
     let leadership = tokio::time::timeout(TTL + Duration::from_secs(1), election.campaign())
@@ -127,13 +115,41 @@ pub(crate) async fn killed_leader_is_replaced_within_a_lease(env: Env) -> Verdic
         killed_at.elapsed().as_millis(),
         TTL.as_millis()
     );
-    if leadership.term().get() <= term {
+    later_term(leadership.term(), term)?;
+    leadership.resign().await.map_err(|e| e.to_string())
+}
+
+/// A leader in a child process ([`Mode::Lead`]) on a new election with `ttl`, once it has
+/// renewed its lease, with its term; and the election in this process, to replace it.
+async fn leader_in_a_child(
+    env: &Env,
+    scenario: &str,
+    ttl: Duration,
+) -> Result<(ChildProcess, i64, Election), String> {
+    let name = unique_name(scenario);
+    let mut leader = child::spawn(env, &name, Mode::Lead, ttl)?;
+    let term = leader
+        .expect_parsed("LEADING", Duration::from_secs(30))
+        .await?;
+    let election = env
+        .election(&name)
+        .await?
+        .ttl(ttl)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Let it renew at least once, so the hand-over is measured from a renewed lease.
+    tokio::time::sleep(ttl / 2).await;
+    Ok((leader, term, election))
+}
+
+/// Whether `new` comes after the replaced leader's term `old`.
+fn later_term(new: FencingToken, old: i64) -> Verdict {
+    if new.get() <= old {
         return Err(format!(
-            "the new term {} is not after the killed leader's {term}",
-            leadership.term()
+            "the new term {new} is not after the old leader's {old}"
         ));
     }
-    leadership.resign().await.map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// A leader frozen with SIGSTOP past its lease is replaced, and when it runs again it
@@ -141,11 +157,7 @@ pub(crate) async fn killed_leader_is_replaced_within_a_lease(env: Env) -> Verdic
 /// as done while leading was done after it was frozen.
 pub(crate) async fn stopped_leader_knows_it_lost_before_acting_again(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(2);
-    let name = unique_name("stopped_leader");
-    let mut leader = child::spawn(&env, &name, Mode::Lead, TTL)?;
-    let term: i64 = leader
-        .expect_parsed("LEADING", Duration::from_secs(30))
-        .await?;
+    let (mut leader, term, election) = leader_in_a_child(&env, "stopped_leader", TTL).await?;
     let mut lines = leader.take_lines().ok_or("the leader's output is taken")?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let reading = {
@@ -161,13 +173,6 @@ pub(crate) async fn stopped_leader_knows_it_lost_before_acting_again(env: Env) -
             Err::<(), String>("the leader's output ended without LOST".into())
         })
     };
-    tokio::time::sleep(TTL / 2).await;
-    let election = env
-        .election(&name)
-        .await?
-        .ttl(TTL)
-        .build()
-        .map_err(|e| e.to_string())?;
     leader.signal("STOP").await?;
     let stopped_at = wall_ns();
     let campaigning = tokio::time::timeout(TTL * 3, election.campaign()).await;
@@ -181,12 +186,7 @@ pub(crate) async fn stopped_leader_knows_it_lost_before_acting_again(env: Env) -
         .map_err(|_| "the resumed leader did not report its loss within 5 s")?
         .map_err(|e| e.to_string())??;
     leader.kill().await?;
-    if leadership.term().get() <= term {
-        return Err(format!(
-            "the new term {} is not after the frozen leader's {term}",
-            leadership.term()
-        ));
-    }
+    later_term(leadership.term(), term)?;
     let seen = seen.lock().map_err(|e| e.to_string())?.clone();
     let late: Vec<_> = seen
         .iter()
