@@ -57,6 +57,11 @@ pub(crate) struct Args {
     /// Workers print every error they meet.
     #[arg(long)]
     pub(crate) verbose: bool,
+    /// Leader elections instead of locks: each name is an election, each critical section
+    /// a term (campaign, entry, work, exit, resign), and every worker also observes
+    /// every election; the run fails if an observer sees a term go backwards.
+    #[arg(long)]
+    pub(crate) election: bool,
 }
 
 impl Args {

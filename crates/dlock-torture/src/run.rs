@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dlock_core::adapter::{QueryInterface, Statement};
-use dlock_core::{Dialect, LockAdmin, TableName};
+use dlock_core::{Dialect, Election, Error, LockAdmin, TableName};
 use dlock_testkit::proxy::Proxy;
 use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, statement, wall_ns};
 use tokio::task::JoinSet;
@@ -56,8 +56,10 @@ pub(crate) struct Report {
     /// Short stops whose holder was resumed before its lease ended by the database's
     /// clock (the others came too late to test the window they aim at).
     pub(crate) short_stops_in_window: usize,
+    /// `--election`: how many leaders the workers' observers saw.
+    pub(crate) observed: Option<usize>,
     /// Broken promises other than the checker's: hangs, losses not reported, slow or no
-    /// recovery.
+    /// recovery, an observer that saw a term go backwards.
     pub(crate) problems: Vec<String>,
 }
 
@@ -91,6 +93,9 @@ impl Report {
                 "fault {kind}: injected={} max_recovery_ms={max}{aim}",
                 recoveries.len()
             );
+        }
+        if let Some(observed) = self.observed {
+            println!("election: leaders_observed={observed}");
         }
         let (held, kept) = self.restart_holds;
         println!(
@@ -205,6 +210,9 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
     for statement in sql.create_tables() {
         admin_execute(&admin, &statement).await?;
     }
+    if args.election {
+        add_value_columns(&admin).await?;
+    }
     let proxy = match args.dialect {
         Dialect::Sqlite => None,
         _ => Some(Proxy::start(&worker_url).await?),
@@ -218,6 +226,31 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
         proxy,
         _database: database,
     })
+}
+
+/// Makes the lock table ready for elections: created, or given the `value` columns if a
+/// run from before elections created it (the statements that the error names, run as
+/// an administrator would).
+async fn add_value_columns(admin: &Arc<dyn QueryInterface>) -> Result<(), RunError> {
+    let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    LockAdmin::with_table(Arc::clone(admin), table)
+        .create_table()
+        .await
+        .map_err(|error| error.to_string())?;
+    let election = Election::builder("torture/schema", Arc::clone(admin))
+        .table(ledger::LOCK_TABLE)
+        .build()
+        .map_err(|error| error.to_string())?;
+    match election.leader().await {
+        Err(Error::NoValueColumn { sql, .. }) => {
+            for alter in sql.split(';').filter(|alter| !alter.trim().is_empty()) {
+                admin_execute(admin, &statement(admin.dialect(), alter, Vec::new(), &[])).await?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(error.to_string().into()),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn micros(duration: Duration) -> i64 {
@@ -339,6 +372,10 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         ]
         .into_iter()
         .chain(args.verbose.then(|| (worker_main::VERBOSE, "1".to_owned())))
+        .chain(
+            args.election
+                .then(|| (worker_main::ELECTION, "1".to_owned())),
+        )
         .collect(),
     };
     let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
@@ -464,11 +501,13 @@ impl Coordinator {
                 _ => {}
             }
         }
-        let (mut refused, mut worker_errors) = (0, 0);
+        let (mut refused, mut worker_errors, mut observed) = (0, 0, 0);
         for state in &states {
             let state = state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            observed += state.saw.len();
+            self.problems.extend(terms_gone_back(&state.saw));
             refused += u64::try_from(state.refused.len()).unwrap_or(u64::MAX);
             self.problems.extend(
                 state
@@ -491,9 +530,27 @@ impl Coordinator {
             worker_errors,
             restart_holds: self.restart_holds,
             short_stops_in_window: self.short_stops_in_window,
+            observed: self.args.election.then_some(observed),
             problems: std::mem::take(&mut self.problems),
         })
     }
+}
+
+/// Where an observer, seeing `saw` in order, saw a term smaller than one it had seen
+/// before on the same election.
+fn terms_gone_back(saw: &[Hold]) -> Vec<String> {
+    let mut highest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (name, term) in saw {
+        let seen = highest.entry(name).or_insert(*term);
+        if *term < *seen {
+            problems.push(format!(
+                "an observer of {name} saw term {term} after term {seen}"
+            ));
+        }
+        *seen = (*seen).max(*term);
+    }
+    problems
 }
 
 /// Tries `attempt` up to five times, half a second apart: the coordinator's connection
@@ -517,6 +574,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_observer_going_back_a_term_is_a_problem() {
+        let saw = |terms: &[(&str, i64)]| -> Vec<Hold> {
+            terms
+                .iter()
+                .map(|(name, term)| ((*name).to_owned(), *term))
+                .collect()
+        };
+        let in_order = saw(&[("a", 1), ("b", 7), ("a", 2), ("a", 2), ("b", 9)]);
+        assert!(terms_gone_back(&in_order).is_empty());
+        let problems = terms_gone_back(&saw(&[("a", 3), ("b", 1), ("a", 5), ("a", 4)]));
+        assert_eq!(problems, ["an observer of a saw term 4 after term 5"]);
+    }
 
     #[test]
     fn urls_get_their_own_database_and_parameters() {

@@ -34,6 +34,8 @@ pub(crate) struct WorkerState {
     pub(crate) hangs: Vec<String>,
     /// Its final `ERRORS` line: how many operations failed, and the last failure.
     pub(crate) errors: Option<(u64, String)>,
+    /// `--election`: the terms its observers saw, in order.
+    pub(crate) saw: Vec<Hold>,
 }
 
 impl WorkerState {
@@ -147,6 +149,7 @@ async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
                 state.working_long = false;
             }
             Some("REFUSED") => state.refused.extend(hold()),
+            Some("SAW") => state.saw.extend(hold()),
             Some("HANG") => state.hangs.push(line.clone()),
             Some("LOST") => {
                 if let Some(hold) = hold() {
