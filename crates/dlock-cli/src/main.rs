@@ -22,7 +22,7 @@ use crate::select::{Glob, Selection};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done (also: `release` of a lock that is already free or revoked)
-  1  refused or not found: the token changed, no such lock, no such table
+  1  refused or not found: the token changed, no such lock, no such table; `doctor` found a setting that can lose acquisitions
   2  usage: bad arguments, a bad or unsupported URL, an invalid table name or token
   3  the database could not be reached, or a statement failed";
 
@@ -148,6 +148,12 @@ enum Command {
         #[arg(long, value_enum, requires = "print_sql")]
         dialect: Option<DialectArg>,
     },
+    /// Whether the database keeps the acquisitions it acknowledges across a crash or a
+    /// failover: the settings that decide it (PostgreSQL fsync, synchronous_commit,
+    /// standbys; MySQL/MariaDB innodb_flush_log_at_trx_commit, sync_binlog, Galera;
+    /// SQLite synchronous), each with what it does. Exit code 1 when one of them can
+    /// lose acquisitions: tokens issued twice, two holders.
+    Doctor,
 }
 
 /// A lock's state, as `list --state` takes it.
@@ -200,11 +206,31 @@ fn main() -> ExitCode {
         Err(error) => return Failure::Internal(format!("cannot start: {error}")).report(),
     };
     match runtime.block_on(run(cli)) {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
+        Ok(printed) => {
+            println!("{}", printed.text);
+            if printed.problem {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(failure) => failure.report(),
+    }
+}
+
+/// What a command prints, and whether what it found is a problem (exit code 1, see
+/// `EXIT_CODES`): only `doctor`'s can be.
+struct Printed {
+    text: String,
+    problem: bool,
+}
+
+impl From<String> for Printed {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            problem: false,
+        }
     }
 }
 
@@ -253,7 +279,7 @@ fn selection(
 }
 
 /// Runs the command and returns what to print.
-async fn run(cli: Cli) -> Result<String, Failure> {
+async fn run(cli: Cli) -> Result<Printed, Failure> {
     let table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
     if let Command::Init {
         print_sql: true,
@@ -261,7 +287,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
     } = cli.command
     {
         let dialect = sql_dialect(cli.url.as_deref(), dialect)?;
-        return Ok(render::create_table_sql(dialect, &table, cli.json));
+        return Ok(render::create_table_sql(dialect, &table, cli.json).into());
     }
     let url = cli.url.ok_or_else(|| {
         Failure::Usage(
@@ -277,12 +303,12 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             .table(table.to_string())
             .build()
             .map_err(Failure::from_dlock)?;
-        return leader(&election, watch, cli.json).await;
+        return leader(&election, watch, cli.json).await.map(Into::into);
     }
     let admin = LockAdmin::with_table(db, table);
     let fail = Failure::from_dlock;
     let json = cli.json;
-    Ok(match cli.command {
+    let text = match cli.command {
         Command::List {
             prefix,
             pattern,
@@ -315,7 +341,15 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             render::initialised(admin.table(), json)
         }
         Command::Leader { .. } => unreachable!("handled above"),
-    })
+        Command::Doctor => {
+            let durability = admin.durability().await.map_err(fail)?;
+            return Ok(Printed {
+                text: render::durability(&durability, json),
+                problem: !durability.keeps_guarantees(),
+            });
+        }
+    };
+    Ok(text.into())
 }
 
 /// `dlock leader`: the leader now, or, watching, a line per change (never returns but

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use dlock_seaorm::{Dialect, ForceRelease, Leader, LockInfo, LockState, TableName};
+use dlock_seaorm::{
+    Dialect, Durability, Effect, ForceRelease, Leader, LockInfo, LockState, TableName,
+};
 use serde_json::{Value, json};
 
 use crate::select::Selection;
@@ -333,6 +335,34 @@ fn frees(lock: &LockInfo) -> String {
         Some(left) if !left.is_zero() => format!("in {}", span(left)),
         _ => "now".into(),
     }
+}
+
+pub(crate) fn durability(durability: &Durability, json: bool) -> String {
+    if !json {
+        return durability.to_string();
+    }
+    let settings: Vec<Value> = durability
+        .settings
+        .iter()
+        .map(|setting| {
+            let (effect, detail) = match &setting.effect {
+                Effect::Caveat(text) => ("caveat", Some(text)),
+                Effect::Breaks(text) => ("breaks", Some(text)),
+                _ => ("keeps", None),
+            };
+            json!({
+                "name": setting.name,
+                "value": setting.value,
+                "effect": effect,
+                "detail": detail,
+            })
+        })
+        .collect();
+    json_text(&json!({
+        "dialect": durability.dialect.name(),
+        "keeps_guarantees": durability.keeps_guarantees(),
+        "settings": settings,
+    }))
 }
 
 pub(crate) fn initialised(table: &TableName, json: bool) -> String {

@@ -427,6 +427,26 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     );
     assert_eq!(json(&run(&["list", "--json"])), serde_json::json!([]));
 
+    // The database's durability: exit code 1 exactly when a setting can lose
+    // acquisitions, and the text says so as the JSON does.
+    let doctor = run(&["doctor", "--json"]);
+    let report = json(&doctor);
+    let keeps = report["keeps_guarantees"].as_bool().expect("a verdict");
+    assert_eq!(code(&doctor), if keeps { 0 } else { 1 }, "{report}");
+    let settings = report["settings"].as_array().expect("settings");
+    assert!(
+        settings.iter().any(|setting| setting["effect"] == "keeps"
+            || setting["effect"] == "caveat"
+            || setting["effect"] == "breaks"),
+        "{report}"
+    );
+    let text = stdout(&run(&["doctor"]));
+    assert_eq!(
+        text.contains("keeps every acquisition it acknowledges"),
+        keeps,
+        "{text}"
+    );
+
     let name = "nightly report";
     let lock = DistributedLock::builder(name, &db)
         .table(table)

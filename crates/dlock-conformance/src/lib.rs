@@ -53,9 +53,15 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
         let reachable = Arc::new(OnceLock::new());
         for (name, scenario) in scenarios::all(dialect) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
+            let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
             trials.push(Trial::ignorable_test(
                 format!("{}::{name}", dlock_testkit::dialect_key(dialect)),
-                move || run_trial(env, &about, &reachable, scenario),
+                move || {
+                    if needs_rig && let Err(error) = dlock_testkit::failover::available() {
+                        return dlock_testkit::unreachable(&error);
+                    }
+                    run_trial(env, &about, &reachable, scenario)
+                },
             ));
         }
     }

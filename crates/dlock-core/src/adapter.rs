@@ -81,6 +81,9 @@ pub enum StatementKind {
     Proclaim,
     /// Reads an election's current leader; never writes.
     Leader,
+    /// Reads the database's settings that decide whether what it acknowledges survives a
+    /// crash or a failover; never writes.
+    Durability,
     /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
     Other,
 }

@@ -92,6 +92,24 @@ impl LockAdmin {
         crate::inner::create_table(&*self.queries, &self.sql, &self.table).await
     }
 
+    /// The database's settings that decide whether what it acknowledges survives a crash
+    /// or a failover, and what each does to the guarantees (`dlock doctor` prints them).
+    /// A lock checks them too, once per process and database, and logs a `WARN`
+    /// (`dlock.durability`) for each setting that breaks them.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, if the settings cannot be read.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn durability(&self) -> Result<crate::Durability> {
+        crate::durability::read(&*self.queries, &self.sql)
+            .await
+            .map_err(|error| Error::query("read the database's durability settings", error))
+    }
+
     /// Every lock in the table, by name: held, free and expired alike.
     ///
     /// # Errors

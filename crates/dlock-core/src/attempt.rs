@@ -63,6 +63,7 @@ pub(crate) async fn attempt(
         return Ok(None);
     }
     telemetry::acquired(lock, token, started);
+    crate::durability::check_once(lock);
     Ok(Some(LockGuard::start(Arc::clone(lock), acquisition, token)))
 }
 

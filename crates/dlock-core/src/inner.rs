@@ -69,7 +69,7 @@ pub(crate) async fn create_table(
     let Err(source) = queries.execute(&sql.create_table()).await else {
         return Ok(());
     };
-    if queries.query(&sql.probe("")).await.is_ok() {
+    if queries.query(&sql.probe("", Duration::ZERO)).await.is_ok() {
         return Ok(());
     }
     Err(Error::create_table(table, source))
@@ -153,7 +153,7 @@ impl LockInner {
     /// Who holds the lock now, if anyone holds a live lease. Never writes. Bounded by the
     /// TTL, so that a waiter on a dead connection tries again rather than hang.
     pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
-        let statement = self.sql.probe(&self.name);
+        let statement = self.sql.probe(&self.name, self.options.ttl);
         let action = "read the lock";
         let reading = async {
             self.query(&statement)

@@ -159,6 +159,35 @@ pub(crate) fn waiting_error(lock: &LockInner, error: &crate::Error, retry_in: Du
     );
 }
 
+/// The database's settings, read at the first acquisition: one WARN per setting that can
+/// lose acknowledged acquisitions.
+pub(crate) fn durability(lock: &LockInner, durability: &crate::Durability) {
+    for setting in &durability.settings {
+        if let crate::Effect::Breaks(problem) = &setting.effect {
+            tracing::warn!(
+                name: "dlock.durability",
+                target: TARGET,
+                dialect = %lock.dialect,
+                setting = %setting.name,
+                value = %setting.value,
+                problem = %problem,
+                "the database can lose acquisitions it acknowledged"
+            );
+        }
+    }
+}
+
+/// The database's settings could not be read at the first acquisition.
+pub(crate) fn durability_unknown(lock: &LockInner, error: &crate::adapter::QueryError) {
+    debug!(
+        name: "dlock.durability_unknown",
+        target: TARGET,
+        dialect = %lock.dialect,
+        error = error as &dyn std::error::Error,
+        "could not read the database's durability settings"
+    );
+}
+
 /// The database's clock ran `ahead` of the local one between two renewals; the lease's
 /// deadline was pulled in by as much.
 pub(crate) fn database_clock_ahead(lock: &LockInner, token: FencingToken, ahead: Duration) {

@@ -19,9 +19,10 @@ use dlock_core::adapter::{
 };
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, BoxError, Dialect, DistributedLock, Election, ElectionBuilder, Error, FencingToken,
-    ForceRelease, Holder, Leader, Leadership, Lease, LockAdmin, LockBuilder, LockGuard, LockInfo,
-    LockState, LossReason, Observer, Outcome, Result, TableName,
+    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Effect, Election,
+    ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
+    TableName,
 };
 #[doc(no_inline)]
 pub use sea_orm;

@@ -9,6 +9,7 @@
 //!   loudly);
 //! - [`ChildProcess`]: our own binary, started again as a child that speaks in lines;
 //! - [`proxy::Proxy`] and [`Partition`]: cutting a holder off from its database;
+//! - [`failover::FailoverRig`]: a PostgreSQL primary and standby that fail over;
 //! - [`Tap`]: a query interface that forwards everything and sees every statement.
 //!
 //! Each suite keeps what is its own: its scenarios, the protocol its children speak, and
@@ -16,6 +17,7 @@
 
 mod backend;
 mod database;
+pub mod failover;
 mod fenced;
 mod partition;
 mod process;

@@ -114,23 +114,30 @@ impl Drop for Armed {
 pub struct Proxy {
     state: watch::Sender<State>,
     url: String,
+    upstream: Arc<Mutex<String>>,
     trap: Arc<Mutex<Option<Trap>>>,
 }
 
 impl Proxy {
     /// Starts a proxy for the database at `url`; [`Proxy::url`] is `url` through it.
     pub async fn start(url: &str) -> Result<Self, String> {
-        let upstream = upstream(url)?;
+        let upstream = Arc::new(Mutex::new(upstream(url)?));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("proxy cannot listen: {e}"))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let (state, _) = watch::channel(State::Open);
         let trap = Arc::new(Mutex::new(None));
-        tokio::spawn(accept(listener, upstream, state.clone(), Arc::clone(&trap)));
+        tokio::spawn(accept(
+            listener,
+            Arc::clone(&upstream),
+            state.clone(),
+            Arc::clone(&trap),
+        ));
         Ok(Self {
             state,
             url: with_address(url, address)?,
+            upstream,
             trap,
         })
     }
@@ -172,6 +179,14 @@ impl Proxy {
         self.state.send_replace(State::Cut);
     }
 
+    /// From now on, connects to the database at `url` (its host and port) instead: the
+    /// stable address of a primary that failed over. Connections to the old one end
+    /// with it.
+    pub fn retarget(&self, url: &str) -> Result<(), String> {
+        *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = upstream(url)?;
+        Ok(())
+    }
+
     /// Lets new connections through again (connections frozen or cut before stay dead,
     /// as after a real partition their peers would have given up on them).
     pub fn open(&self) {
@@ -196,7 +211,7 @@ fn upstream(url: &str) -> Result<String, String> {
 
 async fn accept(
     listener: TcpListener,
-    upstream: String,
+    upstream: Arc<Mutex<String>>,
     state: watch::Sender<State>,
     trap: Arc<Mutex<Option<Trap>>>,
 ) {
@@ -204,7 +219,10 @@ async fn accept(
         let Ok((client, _)) = listener.accept().await else {
             return;
         };
-        let upstream = upstream.clone();
+        let upstream = upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let state = state.subscribe();
         let trap = Arc::clone(&trap);
         tokio::spawn(async move {

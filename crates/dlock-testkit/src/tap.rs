@@ -21,6 +21,7 @@ pub fn only_reads(kind: StatementKind) -> bool {
             | StatementKind::Inspect
             | StatementKind::Leader
             | StatementKind::Notify
+            | StatementKind::Durability
     )
 }
 

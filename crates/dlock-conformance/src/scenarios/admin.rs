@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use dlock_core::adapter::{ColumnType, Value};
 use dlock_core::{
-    DistributedLock, Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState, LossReason,
-    TableName,
+    Dialect, DistributedLock, Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState,
+    LossReason, TableName,
 };
 
 use tokio::time::Instant;
@@ -281,5 +282,50 @@ fn expect_held(info: &LockInfo, token: FencingToken, owner: &str) -> Verdict {
             "expected held with token {token} by {LABEL}, owner {owner}, lease within \
              {TTL:?}: {info:?}"
         ))
+    }
+}
+
+/// `LockAdmin::durability` reads the database's own settings: the one each dialect
+/// depends on most, as the database reports it when asked directly.
+pub(crate) async fn durability_reports_the_database_settings(env: Env) -> Verdict {
+    let queries = env.connect().await?;
+    let (setting, direct) = match env.dialect {
+        Dialect::Postgres => ("fsync", "SELECT current_setting('fsync')"),
+        Dialect::Mysql => (
+            "innodb_flush_log_at_trx_commit",
+            "SELECT CAST(@@innodb_flush_log_at_trx_commit AS CHAR)",
+        ),
+        _ => (
+            "synchronous",
+            "SELECT CAST(synchronous AS TEXT) FROM pragma_synchronous()",
+        ),
+    };
+    let read = dlock_testkit::statement(env.dialect, direct, vec![], &[ColumnType::Text]);
+    let expected = match queries
+        .query(&read)
+        .await
+        .map_err(|e| e.to_string())?
+        .as_slice()
+    {
+        [row] => match row.as_slice() {
+            [Value::Text(value)] => value.clone(),
+            other => return Err(format!("{direct} gave {other:?}")),
+        },
+        other => return Err(format!("{direct} gave {other:?}")),
+    };
+    let durability = LockAdmin::new(queries)
+        .durability()
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("{durability}");
+    match durability.settings.iter().find(|s| s.name == setting) {
+        Some(found) if found.value == expected => Ok(()),
+        Some(found) => Err(format!(
+            "durability says {setting} = {}, the database says {expected}",
+            found.value
+        )),
+        None => Err(format!(
+            "durability does not report {setting}: {durability:?}"
+        )),
     }
 }

@@ -5,6 +5,7 @@ mod crash;
 mod election;
 mod errors;
 mod exclusion;
+mod failover;
 mod fencing;
 mod herd;
 mod loss;
@@ -49,6 +50,22 @@ const ONLY_ON: &[(&str, &str)] = &[
     ("acquire_is_independent_of_assignment_order", "mysql"),
     // PostgreSQL here trusts every local connection: no password can be wrong.
     ("wrong_password_is_permanent", "mysql"),
+    // The failover rig is a PostgreSQL primary and standby.
+    (
+        "tokens_grow_and_lost_holders_end_first_across_a_failover",
+        "postgres",
+    ),
+    (
+        "a_holder_keeps_its_lock_across_a_synchronous_failover",
+        "postgres",
+    ),
+];
+
+/// Scenarios that start the failover rig (`dlock_testkit::failover`), which needs
+/// PostgreSQL's server binaries on this machine.
+pub(crate) const NEEDS_FAILOVER_RIG: &[&str] = &[
+    "tokens_grow_and_lost_holders_end_first_across_a_failover",
+    "a_holder_keeps_its_lock_across_a_synchronous_failover",
 ];
 
 /// The scenarios that apply to `dialect`, by name.
@@ -77,6 +94,8 @@ scenarios![
     crash::killed_holder_is_taken_over_within_ttl,
     crash::warm_waiters_take_over_a_killed_holder_within_its_lease,
     crash::a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease,
+    failover::tokens_grow_and_lost_holders_end_first_across_a_failover,
+    failover::a_holder_keeps_its_lock_across_a_synchronous_failover,
     loss::loss_fires_when_row_is_tampered_with,
     loss::loss_fires_before_a_takeover,
     loss::loss_fires_before_expiry_when_database_unreachable,
@@ -102,6 +121,7 @@ scenarios![
     admin::admin_lists_inspects_and_force_releases,
     admin::admin_reports_missing_locks_and_tables,
     admin::force_release_never_lets_anyone_in_first,
+    admin::durability_reports_the_database_settings,
     sql_mode::acquire_is_independent_of_assignment_order,
     election::one_leader_among_candidate_processes,
     election::resignation_hands_over_to_another_process,

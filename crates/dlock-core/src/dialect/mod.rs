@@ -214,7 +214,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
-/// | `probe`         | name                        | `(holder, remaining_ms)` iff held       |
+/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms)` iff held       |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | 1 affected row iff still ours           |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
@@ -223,7 +223,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
 /// | `revoke`        | name, fencing               | 1 affected row iff held with that token |
 /// | `force_release` | name, fencing               | 1 affected row iff held or revoked, that token |
-/// | `proclaim`      | name, owner, value          | 1 affected row iff still ours (\*\*\*)    |
+/// | `proclaim`      | name, owner, value          | 1 affected row iff still ours (\*\*\*\*)  |
 /// | `leader`        | name                        | `LEADER` row iff held and proclaimed    |
 ///
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
@@ -236,7 +236,11 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 ///
 /// (\*\*) Where `renew_returns_clock`; elsewhere (MySQL) 1 affected row.
 ///
-/// (\*\*\*) MySQL counts a row whose values did not change as unaffected unless the
+/// (\*\*\*) The prober's TTL: on PostgreSQL, after a failover, every lock is held by the
+/// lock-delay for one lease, and the probe says so (see `postgres.rs`). Other dialects
+/// ignore it.
+///
+/// (\*\*\*\*) MySQL counts a row whose values did not change as unaffected unless the
 /// driver asks for found rows, so 0 is confirmed with `leader`.
 ///
 /// **Elections** publish a value with the lease: `proclaim` stores it in `value` and the
@@ -274,6 +278,9 @@ pub(crate) struct Sql {
     /// value.
     pub(crate) list_without_value: Template,
     pub(crate) inspect_without_value: Template,
+    /// `(name, value)` rows of the settings that decide whether acknowledged acquisitions
+    /// survive a crash or failover (see `durability.rs`).
+    pub(crate) durability: Template,
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
@@ -321,6 +328,7 @@ struct Args<'a> {
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
 /// `acquired_at`, `expires_at` and the database's current time as Unix epoch
@@ -409,9 +417,11 @@ impl Sql {
         ))
     }
 
-    pub(crate) fn probe(&self, name: &str) -> Statement {
+    /// `ttl` is the prober's own TTL: after a failover, its lock-delay (PostgreSQL).
+    pub(crate) fn probe(&self, name: &str, ttl: Duration) -> Statement {
         let args = Args {
             name,
+            ttl,
             ..Args::default()
         };
         bind(StatementKind::Probe, &self.probe, &args, HOLDER)
@@ -467,6 +477,15 @@ impl Sql {
             ..Args::default()
         };
         bind(StatementKind::Fence, &self.fence, &args, FENCING)
+    }
+
+    pub(crate) fn durability(&self) -> Statement {
+        bind(
+            StatementKind::Durability,
+            &self.durability,
+            &Args::default(),
+            SETTING,
+        )
     }
 
     /// `list`, or, `with_value` false, the one for a table without the `value` columns.
@@ -615,7 +634,7 @@ mod tests {
             let mut statements = vec![
                 ("create_table", sql.create_table()),
                 ("acquire", sql.acquire("n", "o", "h", ttl)),
-                ("probe", sql.probe("n")),
+                ("probe", sql.probe("n", Duration::from_secs(1))),
                 ("renew", sql.renew("n", "o", ttl)),
                 ("release", sql.release("n", "o")),
                 ("fence", sql.fence("n", "o", FencingToken(1))),

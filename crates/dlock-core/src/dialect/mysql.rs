@@ -229,6 +229,15 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Token],
         ),
+        // Only the variables this server has: MySQL has no `wsrep_on`, MariaDB no
+        // Group Replication.
+        durability: Template::new(
+            "SHOW VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit',
+                 'sync_binlog', 'log_bin', 'wsrep_on', 'group_replication_single_primary_mode',
+                 'rpl_semi_sync_master_enabled', 'rpl_semi_sync_source_enabled')"
+                .into(),
+            &[],
+        ),
         notify: None,
         channel: None,
     }

@@ -57,6 +57,30 @@ pub(super) fn add_value_columns(table: &TableName) -> String {
     )
 }
 
+/// The epoch of the server: its timeline, which every promotion of a standby (and every
+/// point-in-time recovery) moves past any timeline the cluster had, and which any role
+/// can read, as the first 8 hex digits of the current WAL file's name.
+const EPOCH: &str =
+    "CAST(CAST('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS bit(32)) AS BIGINT)";
+
+/// The least token of the statement's epoch: its number less one, above bit 40, so that
+/// tokens on timeline 1 are 1, 2, 3 … as they were before epochs, and a token of epoch
+/// `e` is below every token of a later one for the first 2^40 acquisitions of a name in
+/// `e`. Needs `epoch` in the statement's `FROM`.
+const BASE: &str = "((epoch.now - 1) << 40)";
+
+/// `holder` of the table's epoch row (named `''`, which no lock can be: empty names are
+/// refused), for an operator who reads the table.
+const EPOCH_HOLDER: &str = "dlock: the newest epoch (timeline) seen, and since when";
+
+/// What a waiter is told holds every lock during the lock-delay (Chubby's) after a
+/// failover: a promoted standby may lack acquisitions the old primary acknowledged; their
+/// holders' renewals now fail, and their leases end by their local deadline, less than a
+/// lease after they were sent, before the promotion. So for one lease (the acquirer's TTL)
+/// after the table first sees a new epoch, nobody acquires.
+const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over, and holders the new \
+     primary never heard of may still hold their leases (lock-delay)";
+
 /// Whether the row is free to take: released (no lease) or its lease has ended. Not
 /// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
 const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
@@ -92,25 +116,55 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // takes `FOR NO KEY UPDATE`): that is what makes a takeover wait for a fenced
         // transaction's `FOR KEY SHARE`, see `fence`. The INSERT runs only if the row was
         // absent from the statement's snapshot, and a concurrent creator wins it.
+        //
+        // Failover: a token is at least its epoch's `BASE`, so tokens issued after a
+        // promotion exceed every token issued before it, even those the promoted standby
+        // never received. The row named '' records the newest epoch the table has seen
+        // (`sighting` writes it only when the epoch is new, or when there is none: a
+        // table that recorded none has seen no failover, and waits for none) and since
+        // when. `gate` is shut when the epoch changed under this statement (whoever
+        // records it, this statement or a concurrent one) or less than a lease ago: the
+        // lock-delay, see `LOCK_DELAY_HOLDER`.
         acquire: Template::new(
             format!(
-                "WITH candidate AS (
+                "WITH epoch AS (
+                     SELECT {EPOCH} AS now
+                 ), seen AS (
+                     SELECT fencing AS epoch, acquired_at AS since FROM {t} WHERE name = ''
+                 ), sighting AS (
+                     INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at)
+                     SELECT '', NULL, epoch.now, '{EPOCH_HOLDER}',
+                            CASE WHEN EXISTS (SELECT FROM seen) THEN clock_timestamp() END
+                     FROM epoch
+                     WHERE NOT EXISTS (SELECT FROM seen WHERE seen.epoch >= epoch.now)
+                     ON CONFLICT (name) DO UPDATE
+                     SET fencing = excluded.fencing, acquired_at = excluded.acquired_at
+                     WHERE l.fencing < excluded.fencing
+                 ), gate AS (
+                     SELECT NOT EXISTS (
+                         SELECT FROM seen, epoch
+                         WHERE seen.epoch < epoch.now
+                            OR seen.since + $4 * INTERVAL '1 millisecond' > clock_timestamp()
+                     ) AS open
+                 ), candidate AS (
                      SELECT name FROM {t}
-                     WHERE name = $1 AND {FREE}
+                     WHERE name = $1 AND {FREE} AND (SELECT open FROM gate)
                      FOR UPDATE
                  ), taken AS (
                      UPDATE {t} AS l
-                     SET owner = $2, fencing = l.fencing + 1, holder = $3,
+                     SET owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
                          acquired_at = clock_timestamp(),
                          expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
-                     FROM candidate AS c
+                     FROM candidate AS c, epoch
                      WHERE l.name = c.name
                      RETURNING l.fencing
                  ), created AS (
                      INSERT INTO {t} (name, owner, fencing, holder, acquired_at, expires_at)
-                     SELECT $1, $2, 1, $3, clock_timestamp(),
+                     SELECT $1, $2, GREATEST(1, {BASE}), $3, clock_timestamp(),
                             clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     FROM epoch
                      WHERE NOT EXISTS (SELECT FROM {t} WHERE name = $1)
+                       AND (SELECT open FROM gate)
                      ON CONFLICT (name) DO NOTHING
                      RETURNING fencing
                  )
@@ -120,18 +174,30 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         read_token: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
-        // lease is held until it ends, by the operator.
+        // lease is held until it ends, by the operator; after a failover, every lock is
+        // held by the lock-delay until it ends (see `acquire`).
         probe: Template::new(
             format!(
-                "SELECT CASE WHEN owner IS NULL
-                             THEN 'revoked by an operator (was: '
-                                  || COALESCE(holder, 'an unnamed holder') || ')'
-                             ELSE holder END,
-                    CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS BIGINT)
-             FROM {t}
-             WHERE name = $1 AND expires_at > clock_timestamp()"
+                "SELECT holder, remaining_ms FROM (
+                     SELECT CASE WHEN owner IS NULL
+                                 THEN 'revoked by an operator (was: '
+                                      || COALESCE(holder, 'an unnamed holder') || ')'
+                                 ELSE holder END AS holder,
+                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
+                                 AS BIGINT) AS remaining_ms
+                     FROM {t}
+                     WHERE name = $1 AND expires_at > clock_timestamp()
+                     UNION ALL
+                     SELECT '{LOCK_DELAY_HOLDER}',
+                            CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
+                                                    - clock_timestamp()) * 1000 AS BIGINT)
+                     FROM {t}
+                     WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
+                                         > clock_timestamp()
+                 ) AS holders
+                 ORDER BY remaining_ms DESC LIMIT 1"
             ),
-            &[Name],
+            &[Name, TtlMs],
         ),
         // Only a live lease is extended: an expired one may already be someone else's
         // to take, even if nobody has yet. Returns the database's clock when it renewed
@@ -225,6 +291,20 @@ pub(super) fn sql(table: &TableName) -> Sql {
                  FROM target WHERE l.name = target.name"
             ),
             &[Name, Token],
+        ),
+        // What the role's sessions use (`pg_settings` shows the session's values, set per
+        // role or database included); standbys as any role may count them.
+        durability: Template::new(
+            format!(
+                "SELECT name, setting FROM pg_settings
+                 WHERE name IN ('fsync', 'full_page_writes', 'synchronous_commit',
+                                'synchronous_standby_names')
+                 UNION ALL
+                 SELECT 'streaming standbys', CAST(count(*) AS TEXT) FROM pg_stat_replication
+                 UNION ALL
+                 SELECT 'timeline', CAST({EPOCH} AS TEXT)"
+            ),
+            &[],
         ),
         // Sent after a release, as a statement of its own: a transaction that notifies
         // holds a database-wide lock from before its commit until the commit is done, so

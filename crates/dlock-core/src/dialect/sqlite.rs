@@ -175,6 +175,14 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Token],
         ),
+        // The connection's settings: each of the adapter's connections has the same.
+        durability: Template::new(
+            "SELECT 'synchronous', CAST(synchronous AS TEXT) FROM pragma_synchronous()
+             UNION ALL
+             SELECT 'journal_mode', journal_mode FROM pragma_journal_mode()"
+                .into(),
+            &[],
+        ),
         notify: None,
         channel: None,
     }

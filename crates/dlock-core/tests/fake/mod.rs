@@ -33,7 +33,8 @@ fn check(statement: &Statement, wants_rows: bool) {
     let (columns, params): (&[&[ColumnType]], &[usize]) = match statement.kind {
         Kind::CreateTable => (&[&[]], &[0]),
         Kind::Acquire => (&[&[Int]], &[4]),
-        Kind::Probe => (&[&[Text, Int]], &[1]),
+        // With the prober's TTL on PostgreSQL (the lock-delay after a failover).
+        Kind::Probe => (&[&[Text, Int]], &[1, 2]),
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
         // Counted by affected rows, or by the released names it returns (with the
@@ -356,6 +357,11 @@ impl FakeDb {
     /// Runs one statement: log it, pass its gate, emulate it.
     async fn run(&self, statement: &Statement, wants_rows: bool) -> Result<Vec<Row>, QueryError> {
         let kind = statement.kind;
+        if kind == Kind::Durability {
+            // The first acquisition of the process reads the settings in the background.
+            // Answered outside the log, so that no test depends on which ran first.
+            return Ok(vec![]);
+        }
         check(statement, wants_rows);
         let (index, gate) = {
             let mut state = self.state();
