@@ -471,6 +471,7 @@ mod tests {
             (Dialect::Postgres, "53300", true),
             (Dialect::Postgres, "57P01", true),
             (Dialect::Postgres, "55P03", true),
+            (Dialect::Postgres, "25006", true), // a standby, during a failover
             (Dialect::Postgres, "22021", false), // a NUL byte in a text
             (Dialect::Postgres, "42601", false),
             (Dialect::Postgres, "42501", false),

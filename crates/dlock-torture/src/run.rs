@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dlock_core::adapter::{QueryInterface, Statement};
 use dlock_core::{Dialect, Election, Error, LockAdmin, TableName};
+use dlock_testkit::failover::FailoverRig;
 use dlock_testkit::proxy::Proxy;
 use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, statement, wall_ns};
 use tokio::task::JoinSet;
@@ -141,6 +142,8 @@ struct Database {
     /// MySQL database).
     session: String,
     proxy: Option<Proxy>,
+    /// The primary and standby of `--failover`, behind the URL.
+    rig: Option<FailoverRig>,
     /// Kept to the end of the run: a SQLite file made for it is then removed.
     _database: TestDatabase,
 }
@@ -185,7 +188,15 @@ async fn admin_execute(
 }
 
 async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, RunError> {
-    let database = TestDatabase::given(args.dialect, args.url.clone(), "dlock-torture")?;
+    let rig = match args.failover() {
+        Some(replication) => Some(FailoverRig::up(replication).await?),
+        None => None,
+    };
+    let url = rig
+        .as_ref()
+        .map(|rig| rig.url().to_owned())
+        .or(args.url.clone());
+    let database = TestDatabase::given(args.dialect, url, "dlock-torture")?;
     let url = database.url().to_owned();
     let (worker_url, admin_url, session) = match args.dialect {
         Dialect::Postgres => {
@@ -224,6 +235,7 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
         admin,
         session,
         proxy,
+        rig,
         _database: database,
     })
 }
@@ -291,6 +303,8 @@ struct Coordinator {
     inject_until: Instant,
     /// Short stops resumed before their holder's lease ended by the database's clock.
     short_stops_in_window: usize,
+    /// Each failover: when the primary was killed, and when the standby was promoted.
+    failovers: Vec<(Instant, Instant)>,
 }
 
 impl Coordinator {
@@ -396,6 +410,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         names: names.clone(),
         inject_until: Instant::now() + args.duration(),
         short_stops_in_window: 0,
+        failovers: Vec::new(),
     };
     let result = coordinator.drive(&names).await;
     let report = coordinator.conclude(result, &run).await;
@@ -474,7 +489,8 @@ impl Coordinator {
         driven?;
         let (sections, losses) =
             patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
-        let verdict = check(&sections, &losses);
+        let mut verdict = check(&sections, &losses);
+        check_failovers(&self.failovers, &states, &mut verdict);
         let faults: Vec<_> = self
             .faults
             .iter()
@@ -551,6 +567,70 @@ fn terms_gone_back(saw: &[Hold]) -> Vec<String> {
         *seen = (*seen).max(*term);
     }
     problems
+}
+
+/// What the workers themselves saw across each failover, which the ledger cannot show: it
+/// lives on the database that failed over, and loses what the standby never received.
+/// Per name: every token handed out after the promotion exceeds every token handed out
+/// before the crash, and every acquisition held at the crash was given up (lost or
+/// released, or its worker killed) before anyone acquired after it. Times are when the
+/// coordinator heard the workers' lines.
+fn check_failovers(
+    failovers: &[(Instant, Instant)],
+    states: &[Arc<std::sync::Mutex<WorkerState>>],
+    verdict: &mut Verdict,
+) {
+    struct Held {
+        hold: Hold,
+        at: Instant,
+        ended: Option<Instant>,
+    }
+    let held: Vec<Held> = states
+        .iter()
+        .flat_map(|state| {
+            let state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state
+                .held
+                .iter()
+                .zip(&state.held_at)
+                .map(|(hold, at)| Held {
+                    hold: hold.clone(),
+                    at: *at,
+                    ended: state.ended_at(hold),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for &(crashed, promoted) in failovers {
+        for after in held.iter().filter(|h| h.at > promoted) {
+            let (name, token) = &after.hold;
+            let before: Vec<&Held> = held
+                .iter()
+                .filter(|h| &h.hold.0 == name && h.at < crashed)
+                .collect();
+            if let Some(highest) = before.iter().map(|h| h.hold.1).max()
+                && highest >= *token
+            {
+                verdict.fencing_violations += 1;
+                verdict.details.push(format!(
+                    "{name}: token {token} handed out after a failover, not above token {highest} handed out before it"
+                ));
+            }
+            let still_held = before.iter().filter(|h| {
+                h.ended
+                    .is_none_or(|ended| ended > crashed && ended > after.at)
+            });
+            for before in still_held {
+                verdict.overlaps += 1;
+                verdict.details.push(format!(
+                    "{name}: token {token} handed out after a failover while token {} (held at the crash) was still held",
+                    before.hold.1
+                ));
+            }
+        }
+    }
 }
 
 /// Tries `attempt` up to five times, half a second apart: the coordinator's connection

@@ -21,6 +21,12 @@ pub(crate) struct WorkerState {
     pub(crate) owner: Option<String>,
     /// Every acquisition it was handed (`HOLD`), in order.
     pub(crate) held: Vec<Hold>,
+    /// When the coordinator heard each `HOLD`, in the same order.
+    pub(crate) held_at: Vec<Instant>,
+    /// Every acquisition it released (`FREE`), and when the coordinator heard of it.
+    pub(crate) freed: Vec<(Hold, Instant)>,
+    /// When it was killed, if it was: from then on it holds nothing.
+    pub(crate) killed_at: Option<Instant>,
     /// Whether its section's entry committed and it is working, outside any transaction,
     /// its exit not yet begun (`WORK` to `DONE`).
     pub(crate) working: bool,
@@ -45,6 +51,20 @@ impl WorkerState {
             .iter()
             .find(|(lost, _)| lost == hold)
             .map(|(_, at)| *at)
+    }
+
+    /// When it stopped believing it held `hold`: the loss or the release it reported
+    /// first, or its death.
+    pub(crate) fn ended_at(&self, hold: &Hold) -> Option<Instant> {
+        let freed = self
+            .freed
+            .iter()
+            .find(|(freed, _)| freed == hold)
+            .map(|(_, at)| *at);
+        [self.lost_at(hold), freed, self.killed_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -132,7 +152,10 @@ async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
             Some("HOLD") => {
                 state.holding = hold();
                 state.owner = third.map(str::to_owned);
-                state.held.extend(hold());
+                if let Some(hold) = hold() {
+                    state.held.push(hold);
+                    state.held_at.push(Instant::now());
+                }
             }
             Some("WORK") => {
                 state.working = true;
@@ -143,6 +166,9 @@ async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
                 state.working_long = false;
             }
             Some("FREE") => {
+                if let Some(hold) = state.holding.clone() {
+                    state.freed.push((hold, Instant::now()));
+                }
                 state.holding = None;
                 state.owner = None;
                 state.working = false;

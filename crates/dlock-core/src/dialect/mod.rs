@@ -94,13 +94,16 @@ impl Dialect {
         };
         match self {
             // Classes 08 (connection), 40 (rollback), 53 (resources), 57 (operator
-            // intervention: shutdown, cancel) and 55P03 (lock not available).
+            // intervention: shutdown, cancel), 55P03 (lock not available) and 25006
+            // (read-only transaction: a standby, during a failover, until it is promoted
+            // or the address leads to the new primary).
             Self::Postgres => {
                 code.len() == 5
                     && (["08", "40", "53", "57"]
                         .iter()
                         .any(|class| code.starts_with(class))
-                        || code == "55P03")
+                        || code == "55P03"
+                        || code == "25006")
             }
             // SQLSTATE as some drivers report it, or the error number (what the adapters
             // report): HY000 is the SQLSTATE of lock wait timeouts (1205), 40001 of

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dlock_core::adapter::Value;
 use dlock_core::{Dialect, LockInfo};
+use dlock_testkit::failover::Replication;
 use dlock_testkit::proxy::{ConnectionFault, Proxy};
 use tokio::time::Instant;
 
@@ -39,6 +40,7 @@ impl Coordinator {
             FaultKind::DelayedAcquire => self.delayed_acquire().await,
             FaultKind::HungRenewal => self.hung_renewal().await,
             FaultKind::Restart => self.restart().await,
+            FaultKind::Failover => self.failover().await,
         }
     }
 
@@ -52,6 +54,10 @@ impl Coordinator {
         let victim = self.workers.remove(position);
         let state = Arc::clone(&victim.state);
         victim.kill().await?;
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .killed_at = Some(Instant::now());
         let hold = held_when_signalled(&state).await;
         self.departed.push(state);
         self.record(FaultKind::Kill, at_us, hold);
@@ -162,6 +168,32 @@ impl Coordinator {
             .count();
         self.restart_holds.0 += holds.len();
         self.restart_holds.1 += kept;
+        Ok(true)
+    }
+
+    /// `failover`: the primary killed and the standby promoted while the workers take
+    /// locks; a new standby is then made, for the next failover (and, synchronous, for
+    /// the new primary to commit at all). What the workers saw across it is checked at
+    /// the end (`check_failovers`).
+    async fn failover(&mut self) -> Result<bool, String> {
+        let ttl = self.args.ttl();
+        let rig = self
+            .database
+            .rig
+            .as_ref()
+            .ok_or("BUG: a failover without the rig")?;
+        if self.args.failover() == Some(Replication::Asynchronous) {
+            // From now on the primary acknowledges what the standby never receives.
+            rig.hold_replication().await?;
+            tokio::time::sleep(ttl / 2).await;
+        }
+        let crashed = Instant::now();
+        rig.crash().await?;
+        let promoted = Instant::now();
+        let at_us = self.db_now_us();
+        rig.rebuild().await?;
+        self.failovers.push((crashed, promoted));
+        self.record(FaultKind::Failover, at_us, None);
         Ok(true)
     }
 
