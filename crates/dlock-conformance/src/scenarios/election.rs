@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dlock_core::adapter::QueryInterface;
 use dlock_core::{DistributedLock, Election, Error, FencingToken, LockAdmin, TableName};
-use dlock_testkit::{ChildProcess, wall_ns};
+use dlock_testkit::{ChildProcess, Flow, Tap, only_reads, wall_ns};
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
@@ -257,6 +258,63 @@ pub(crate) async fn observers_in_another_process_see_every_term_in_order(env: En
         return Err(format!(
             "the observer saw\n  {seen:?}\nwhere the elections were\n  {expected:?}"
         ));
+    }
+    Ok(())
+}
+
+/// An observer only reads (and sends notices, which write no row), while it sees a term
+/// begin, change its value and end.
+pub(crate) async fn observing_only_reads(env: Env) -> Verdict {
+    let name = unique_name("observing_reads");
+    let statements = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&statements);
+    let tapped = Tap::new(env.connect().await?, move |statement| {
+        if let Ok(mut recorded) = recorded.lock() {
+            recorded.push(statement.clone());
+        }
+        Flow::Forward
+    });
+    let watching = Election::builder(&name, Arc::new(tapped) as Arc<dyn QueryInterface>)
+        .table(ELECTION_TABLE)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut observer = watching.observe();
+    let limit = Duration::from_secs(10);
+    let mut next = async || {
+        tokio::time::timeout(limit, observer.changed())
+            .await
+            .map_err(|_| format!("the observer saw no change within {limit:?}"))?
+            .map_err(|e| e.to_string())
+    };
+    if let Some(leader) = next().await? {
+        return Err(format!("a new election has a leader: {leader}"));
+    }
+    let election = env
+        .election(&name)
+        .await?
+        .value("a")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let leadership = election.campaign().await.map_err(|e| e.to_string())?;
+    let seen = next().await?.map(|leader| leader.value);
+    leadership.proclaim("b").await.map_err(|e| e.to_string())?;
+    let seen_again = next().await?.map(|leader| leader.value);
+    leadership.resign().await.map_err(|e| e.to_string())?;
+    let gone = next().await?;
+    if (seen.as_deref(), seen_again.as_deref(), &gone) != (Some("a"), Some("b"), &None) {
+        return Err(format!(
+            "the observer saw {seen:?}, {seen_again:?}, {gone:?}; the election was a, b, none"
+        ));
+    }
+    let statements = statements.lock().map_err(|e| e.to_string())?.clone();
+    let writes: Vec<&str> = statements
+        .iter()
+        .filter(|statement| !only_reads(statement.kind))
+        .map(|statement| &*statement.sql)
+        .collect();
+    if !writes.is_empty() {
+        return Err(format!("an observer wrote: {writes:?}"));
     }
     Ok(())
 }

@@ -128,6 +128,7 @@ scenarios![
     election::killed_leader_is_replaced_within_a_lease,
     election::stopped_leader_knows_it_lost_before_acting_again,
     election::observers_in_another_process_see_every_term_in_order,
+    election::observing_only_reads,
     election::leader_proclaim_and_run_while_leader,
     election::tables_from_before_elections,
 ];
