@@ -42,8 +42,9 @@ pub(crate) enum Role {
     /// `RAN <start ns>` or `SKIPPED <start ns>`. Exits at the end of its input.
     Skip,
     /// A candidate of an election (the lock name): campaigns, prints `LEADING <term> <ns>`
-    /// when it leads; on `RESIGN`, prints `RESIGNING <ns>` and resigns, then campaigns
-    /// again. Exits at the end of its input.
+    /// when it leads; on `RESIGN`, prints `RESIGNING <ns>` and resigns, then stands aside
+    /// until `CAMPAIGN` (else, polling where no notice wakes the others, it would often
+    /// win again itself). Exits at the end of its input.
     Candidate,
     /// Observes the election, printing `SAW <term> <ns>` for every new leader. Exits at
     /// the end of its input.
@@ -248,6 +249,11 @@ async fn candidate(election: &Election) -> Result<(), String> {
             }
             Ok(None) => return Ok(()),
             other => return Err(format!("unexpected input while leading: {other:?}")),
+        }
+        match commands.next_line().await {
+            Ok(Some(command)) if command == "CAMPAIGN" => {}
+            Ok(None) => return Ok(()),
+            other => return Err(format!("unexpected input while aside: {other:?}")),
         }
     }
 }

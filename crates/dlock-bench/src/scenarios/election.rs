@@ -43,7 +43,9 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
     let mut leading = HashMap::new();
     let mut saw = HashMap::new();
 
-    let (mut leader, _) = next_leader(&mut lines, &mut leading, &mut saw, None).await?;
+    let (mut leader, _, _) = next_leader(&mut lines, &mut leading, &mut saw, None).await?;
+    // The observer may start after the first leader: its lag is not measured.
+    let first_term = leading.keys().copied().max();
     let (mut handovers, mut crashes) = (Vec::new(), Vec::new());
     for trial in 0..resignations + KILLS {
         let (from_ns, killing) = if trial < resignations {
@@ -57,24 +59,26 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
             processes[leader].kill().await?;
             (killed_at, true)
         };
-        let (next, at) = next_leader(&mut lines, &mut leading, &mut saw, Some(leader)).await?;
+        let (next, term, at) =
+            next_leader(&mut lines, &mut leading, &mut saw, Some(leader)).await?;
         let took_ms = at.saturating_sub(from_ns) as f64 / 1e6;
         if killing {
-            crashes.push(took_ms)
+            crashes.push(took_ms);
         } else {
-            handovers.push(took_ms)
+            handovers.push(took_ms);
+            // Stood aside until another led; now a candidate again.
+            processes[leader].send("CAMPAIGN").await?;
         }
         leader = next;
         // Until the observer has seen it: each term is then observed, none coalesced.
-        let term = leading
-            .iter()
-            .find(|(_, (who, _))| *who == leader)
-            .map(|(term, _)| *term);
         seen_by_observer(&mut lines, &mut leading, &mut saw, term).await?;
     }
     // Stops the candidates and the observer.
     drop(processes);
     let lags = Latencies::from_ms(saw.iter().filter_map(|(term, seen_at)| {
+        if Some(*term) <= first_term {
+            return None;
+        }
         let (_, led_at) = leading.get(term)?;
         Some(seen_at.saturating_sub(*led_at) as f64 / 1e6)
     }));
@@ -146,17 +150,19 @@ async fn next_line(
     Ok(line)
 }
 
-/// Waits for a candidate other than `not` to lead; its index and when it led.
+/// Waits for a candidate other than `not` to lead; its index, its term and when it led.
 async fn next_leader(
     lines: &mut mpsc::UnboundedReceiver<Line>,
     leading: &mut HashMap<i64, (usize, u64)>,
     saw: &mut HashMap<i64, u64>,
     not: Option<usize>,
-) -> Result<(usize, u64), String> {
+) -> Result<(usize, i64, u64), String> {
     loop {
         let line = next_line(lines, leading, saw).await?;
-        if line.event == "LEADING" && Some(line.from) != not {
-            return Ok((line.from, line.at));
+        if let ("LEADING", Some(term)) = (line.event.as_str(), line.term)
+            && Some(line.from) != not
+        {
+            return Ok((line.from, term, line.at));
         }
     }
 }
@@ -181,9 +187,8 @@ async fn seen_by_observer(
     lines: &mut mpsc::UnboundedReceiver<Line>,
     leading: &mut HashMap<i64, (usize, u64)>,
     saw: &mut HashMap<i64, u64>,
-    term: Option<i64>,
+    term: i64,
 ) -> Result<(), String> {
-    let Some(term) = term else { return Ok(()) };
     while !saw.contains_key(&term) {
         next_line(lines, leading, saw).await?;
     }
