@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use dlock_seaorm::{Dialect, Durability, Effect, ForceRelease, LockInfo, LockState, TableName};
+use dlock_seaorm::{
+    Dialect, Durability, ForceRelease, LockInfo, LockState, SettingEffect, TableName,
+};
 use serde_json::{Value, json};
 
 use crate::select::Selection;
@@ -316,8 +318,8 @@ pub(crate) fn durability(durability: &Durability, json: bool) -> String {
         .iter()
         .map(|setting| {
             let (effect, detail) = match &setting.effect {
-                Effect::Caveat(text) => ("caveat", Some(text)),
-                Effect::Breaks(text) => ("breaks", Some(text)),
+                SettingEffect::Caveat(text) => ("caveat", Some(text)),
+                SettingEffect::Breaks(text) => ("breaks", Some(text)),
                 _ => ("keeps", None),
             };
             json!({

@@ -20,9 +20,9 @@ use dlock_core::adapter::{
 };
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Effect, Error,
+    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Error,
     FencingToken, ForceRelease, Holder, Lease, LockAdmin, LockBuilder, LockGuard, LockInfo,
-    LockState, LossReason, Outcome, Result, TableName,
+    LockState, LossReason, Outcome, Result, SettingEffect, TableName,
 };
 #[doc(no_inline)]
 pub use tokio_postgres;
