@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use dlock_seaorm::{
-    Dialect, Durability, Effect, ForceRelease, Leader, LockInfo, LockState, TableName,
+    Dialect, Durability, ForceRelease, Leader, LockInfo, LockState, SettingEffect, TableName,
 };
 use serde_json::{Value, json};
 
@@ -346,8 +346,8 @@ pub(crate) fn durability(durability: &Durability, json: bool) -> String {
         .iter()
         .map(|setting| {
             let (effect, detail) = match &setting.effect {
-                Effect::Caveat(text) => ("caveat", Some(text)),
-                Effect::Breaks(text) => ("breaks", Some(text)),
+                SettingEffect::Caveat(text) => ("caveat", Some(text)),
+                SettingEffect::Breaks(text) => ("breaks", Some(text)),
                 _ => ("keeps", None),
             };
             json!({

@@ -32,7 +32,7 @@ pub use adapter::BoxError;
 pub use admin::{ForceRelease, LockAdmin, LockInfo, LockState};
 pub use builder::LockBuilder;
 pub use dialect::Dialect;
-pub use durability::{Durability, DurabilitySetting, Effect};
+pub use durability::{Durability, DurabilitySetting, SettingEffect};
 pub use election::{Election, ElectionBuilder, Leader};
 pub use error::{Error, Result};
 pub use guard::LockGuard;

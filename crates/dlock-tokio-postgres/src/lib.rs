@@ -20,10 +20,10 @@ use dlock_core::adapter::{
 };
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Effect, Election,
+    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Election,
     ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
     LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
-    TableName,
+    SettingEffect, TableName,
 };
 #[doc(no_inline)]
 pub use tokio_postgres;

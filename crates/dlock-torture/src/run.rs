@@ -111,8 +111,8 @@ impl Report {
              the signal until the holder's name was entered by a later holder; \
              delayed-acquire: from the acquire until its name was entered by a later holder; \
              terminate: from the termination until the next section entered; unreachable, \
-             restart, hung-renewal: from the end of the fault until the next section entered \
-             (database clock)"
+             restart, hung-renewal: from the end of the fault until the next section entered; \
+             failover: from the promotion until the next section entered (database clock)"
         );
         for detail in self.verdict.details.iter().take(20) {
             println!("violation: {detail}");
