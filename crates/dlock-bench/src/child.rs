@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dlock_core::{DistributedLock, Error, Outcome};
+use dlock_core::{DistributedLock, Election, Error, Outcome};
 use dlock_testkit::{
     Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child,
     wall_ns,
@@ -23,6 +23,10 @@ const URL: &str = "DLOCK_BENCH_CHILD_URL";
 const ROUTE: &str = "DLOCK_BENCH_CHILD_ROUTE";
 const LOCK_NAME: &str = "DLOCK_BENCH_CHILD_LOCK";
 const WORKER: &str = "DLOCK_BENCH_CHILD_WORKER";
+const TTL_MS: &str = "DLOCK_BENCH_CHILD_TTL_MS";
+
+/// The lock table of the election scenario.
+const ELECTION_TABLE: &str = "dlock_bench_elections";
 
 /// How long a critical section of a contended worker lasts.
 pub(crate) const SECTION: Duration = Duration::from_millis(1);
@@ -39,6 +43,14 @@ pub(crate) enum Role {
     /// On each `GO`: runs `lock(200 ms job)` once with `skip_if_obtained`, printing
     /// `RAN <start ns>` or `SKIPPED <start ns>`. Exits at the end of its input.
     Skip,
+    /// A candidate of an election (the lock name): campaigns, prints `LEADING <term> <ns>`
+    /// when it leads; on `RESIGN`, prints `RESIGNING <ns>` and resigns, then stands aside
+    /// until `CAMPAIGN` (else, polling where no notice wakes the others, it would often
+    /// win again itself). Exits at the end of its input.
+    Candidate,
+    /// Observes the election, printing `SAW <term> <ns>` for every new leader. Exits at
+    /// the end of its input.
+    Observer,
 }
 
 impl Role {
@@ -46,6 +58,8 @@ impl Role {
         match self {
             Self::Contend => "contend",
             Self::Skip => "skip",
+            Self::Candidate => "candidate",
+            Self::Observer => "observer",
         }
     }
 }
@@ -58,6 +72,17 @@ pub(crate) async fn start_workers(
     lock_name: &str,
     count: usize,
 ) -> Result<Vec<ChildProcess>, String> {
+    start_workers_with_ttl(context, role, lock_name, count, None).await
+}
+
+/// [`start_workers`], their locks with `ttl` instead of the default.
+pub(crate) async fn start_workers_with_ttl(
+    context: &Context,
+    role: Role,
+    lock_name: &str,
+    count: usize,
+    ttl: Option<Duration>,
+) -> Result<Vec<ChildProcess>, String> {
     let starting: Vec<_> = (0..count)
         .map(|index| {
             let env = [
@@ -68,6 +93,7 @@ pub(crate) async fn start_workers(
                 (ROUTE, context.route.key().to_owned()),
                 (LOCK_NAME, lock_name.to_owned()),
                 (WORKER, index.to_string()),
+                (TTL_MS, ttl.map_or(0, |ttl| ttl.as_millis()).to_string()),
             ];
             let name = format!("worker {index}");
             tokio::spawn(ChildProcess::spawn_ready(
@@ -107,8 +133,31 @@ async fn worker_main(role: &str) -> Result<(), String> {
             PoolOptions::new(2).with_route(Route::named(&variable(ROUTE)?)?),
         )
         .await?;
-    let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries)
-        .holder(format!("dlock-bench worker {}", variable(WORKER)?));
+    let holder = format!("dlock-bench worker {}", variable(WORKER)?);
+    if matches!(role, "candidate" | "observer") {
+        // A table of its own: one created with the `value` columns, whatever older table
+        // the database keeps under the default name.
+        let mut builder = Election::builder(variable(LOCK_NAME)?, queries)
+            .table(ELECTION_TABLE)
+            .holder(holder);
+        if let Ok(ttl_ms) = variable(TTL_MS)?.parse::<u64>()
+            && ttl_ms > 0
+        {
+            builder = builder.ttl(Duration::from_millis(ttl_ms));
+        }
+        let election = builder.build().map_err(|error| error_chain(&error))?;
+        // Opens the pool's connection (and the table) before the clock starts.
+        election
+            .leader()
+            .await
+            .map_err(|error| error_chain(&error))?;
+        println!("READY");
+        return match role {
+            "candidate" => candidate(&election).await,
+            _ => observer(&election).await,
+        };
+    }
+    let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries).holder(holder);
     let lock = match role {
         "contend" => builder.build(),
         "skip" => builder.skip_if_obtained(true).build(),
@@ -183,4 +232,51 @@ async fn skip_once(lock: &DistributedLock) -> Result<(), String> {
         Outcome::Skipped(_) => println!("SKIPPED {started}"),
     }
     Ok(())
+}
+
+/// A candidate: leads whenever it can, resigning on `RESIGN`, until its input ends.
+async fn candidate(election: &Election) -> Result<(), String> {
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let leadership = tokio::select! {
+            leadership = election.campaign() => leadership.map_err(|error| error_chain(&error))?,
+            command = commands.next_line() => match command {
+                Ok(None) => return Ok(()),
+                other => return Err(format!("unexpected input while campaigning: {other:?}")),
+            },
+        };
+        println!("LEADING {} {}", leadership.term(), wall_ns());
+        match commands.next_line().await {
+            Ok(Some(command)) if command == "RESIGN" => {
+                println!("RESIGNING {}", wall_ns());
+                leadership
+                    .resign()
+                    .await
+                    .map_err(|error| error_chain(&error))?;
+            }
+            Ok(None) => return Ok(()),
+            other => return Err(format!("unexpected input while leading: {other:?}")),
+        }
+        match commands.next_line().await {
+            Ok(Some(command)) if command == "CAMPAIGN" => {}
+            Ok(None) => return Ok(()),
+            other => return Err(format!("unexpected input while aside: {other:?}")),
+        }
+    }
+}
+
+/// An observer: prints every new leader, until its input ends.
+async fn observer(election: &Election) -> Result<(), String> {
+    let mut observer = election.observe();
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            changed = observer.changed() => {
+                if let Some(leader) = changed.map_err(|error| error_chain(&error))? {
+                    println!("SAW {} {}", leader.term, wall_ns());
+                }
+            }
+            _ = commands.next_line() => return Ok(()),
+        }
+    }
 }

@@ -65,9 +65,10 @@ impl Failure {
                 "{error}; to create it with another role, print its SQL with `dlock init \
                  --print-sql --table {table}` (it also lists the privileges dlock needs)"
             )),
-            Error::InvalidTableName { .. } | Error::InvalidToken { .. } => {
+            Error::InvalidTableName { .. } | Error::InvalidToken { .. } | Error::EmptyName => {
                 Self::Usage(error.to_string())
             }
+            Error::NoValueColumn { .. } => Self::Refused(error.to_string()),
             // dlock's messages carry their cause already (`source()` is `None`).
             other => Self::Database(other.to_string()),
         }

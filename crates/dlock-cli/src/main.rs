@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dlock_seaorm::{
-    Dialect, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries, TableName,
-    TransactionPooler,
+    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries,
+    TableName, TransactionPooler,
 };
 
 use crate::failure::Failure;
@@ -127,6 +127,16 @@ enum Command {
         /// whoever acquires the lock meanwhile.
         #[arg(long)]
         now: bool,
+    },
+    /// Who leads the election NAME (a dlock `Election`): its value, holder, term and
+    /// lease, or that nobody leads.
+    Leader {
+        /// The election's name.
+        name: String,
+        /// Keep watching: print a line at every change (a new term, a new value, nobody
+        /// leading) until interrupted. Reads only; woken by notices on PostgreSQL.
+        #[arg(long)]
+        watch: bool,
     },
     /// Create the lock table if it does not exist (for SQLite, the file too).
     Init {
@@ -295,6 +305,13 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
     let queries = SeaOrmQueries::new(db)
         .through_pooler(TransactionPooler::LosesPreparedStatements)
         .without_listening();
+    if let Command::Leader { name, watch } = cli.command {
+        let election = Election::builder(name, queries)
+            .table(table.to_string())
+            .build()
+            .map_err(Failure::from_dlock)?;
+        return leader(&election, watch, cli.json).await.map(Into::into);
+    }
     let admin = LockAdmin::with_table(queries, table);
     let fail = Failure::from_dlock;
     let json = cli.json;
@@ -330,6 +347,7 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
             init(&admin).await?;
             render::initialised(admin.table(), json)
         }
+        Command::Leader { .. } => unreachable!("handled above"),
         Command::Doctor => {
             let durability = admin.durability().await.map_err(fail)?;
             return Ok(Printed {
@@ -339,4 +357,19 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
         }
     };
     Ok(text.into())
+}
+
+/// `dlock leader`: the leader now, or, watching, a line per change (never returns but
+/// on an error).
+async fn leader(election: &Election, watch: bool, json: bool) -> Result<String, Failure> {
+    let name = election.name();
+    if !watch {
+        let leader = election.leader().await.map_err(Failure::from_dlock)?;
+        return Ok(render::leader(name, leader.as_ref(), json));
+    }
+    let mut observer = election.observe();
+    loop {
+        let leader = observer.changed().await.map_err(Failure::from_dlock)?;
+        println!("{}", render::leader(name, leader.as_ref(), json));
+    }
 }

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use dlock_seaorm::{Dialect, Durability, Effect, ForceRelease, LockInfo, LockState, TableName};
+use dlock_seaorm::{
+    Dialect, Durability, ForceRelease, Leader, LockInfo, LockState, SettingEffect, TableName,
+};
 use serde_json::{Value, json};
 
 use crate::select::Selection;
@@ -65,14 +67,35 @@ pub(crate) fn list(
             ]
         })
         .collect();
-    let mut out = aligned(&header, &rows);
+    // Elections' values, in a column of their own only where there are any: a table of
+    // plain locks lists as it always did.
+    let values: Option<Vec<String>> = selected.iter().any(|lock| lock.value.is_some()).then(|| {
+        selected
+            .iter()
+            .map(|lock| column(holder_or_dash(lock.value.as_deref())))
+            .collect()
+    });
+    let has_values = values.is_some();
+    let mut out = match values {
+        None => aligned(&header, &rows),
+        Some(values) => {
+            let header = with_value(header, "VALUE".into());
+            let rows: Vec<[String; 7]> = rows
+                .into_iter()
+                .zip(values)
+                .map(|(row, value)| with_value(row, value))
+                .collect();
+            aligned(&header, &rows)
+        }
+    };
     out.push('\n');
     out.push_str(&summary(locks, &selected, selection));
     if cut_short > 0 {
-        let (what, them) = if cut_short == 1 {
-            ("name or holder", "it")
-        } else {
-            ("names or holders", "them")
+        let (what, them) = match (cut_short == 1, has_values) {
+            (true, false) => ("name or holder", "it"),
+            (false, false) => ("names or holders", "them"),
+            (true, true) => ("name, holder or value", "it"),
+            (false, true) => ("names, holders or values", "them"),
         };
         let _ = write!(
             out,
@@ -80,6 +103,12 @@ pub(crate) fn list(
         );
     }
     out
+}
+
+/// A `list` row (or its header) with the value after the holder.
+fn with_value(row: [String; 6], value: String) -> [String; 7] {
+    let [name, state, token, holder, acquired, lease] = row;
+    [name, state, token, holder, value, acquired, lease]
 }
 
 /// "851 locks: 1 held, 2 expired, 848 free", or "3 of 851 locks shown: 3 held".
@@ -226,6 +255,7 @@ pub(crate) fn inspect(lock: &LockInfo, json: bool) -> String {
         ("state", lock.state.to_string()),
         ("fencing token", lock.fencing_token.to_string()),
         ("holder", holder_or_dash(lock.holder.as_deref())),
+        ("value", holder_or_dash(lock.value.as_deref())),
         ("owner id", holder_or_dash(lock.owner_id.as_deref())),
         ("acquired at", when(lock.acquired_at)),
         ("expires at", when(lock.expires_at)),
@@ -316,8 +346,8 @@ pub(crate) fn durability(durability: &Durability, json: bool) -> String {
         .iter()
         .map(|setting| {
             let (effect, detail) = match &setting.effect {
-                Effect::Caveat(text) => ("caveat", Some(text)),
-                Effect::Breaks(text) => ("breaks", Some(text)),
+                SettingEffect::Caveat(text) => ("caveat", Some(text)),
+                SettingEffect::Breaks(text) => ("breaks", Some(text)),
                 _ => ("keeps", None),
             };
             json!({
@@ -355,7 +385,37 @@ fn lock_json(lock: &LockInfo) -> Value {
         "expires_at": lock.expires_at.map(timestamp),
         "remaining_lease_ms": lock.remaining_lease().map(millis),
         "read_at": timestamp(lock.read_at),
+        "value": lock.value,
     })
+}
+
+/// `dlock leader`: "NAME is led by VALUE (holder …, term N, since …, lease ends in …)",
+/// or "nobody leads NAME".
+pub(crate) fn leader(name: &str, leader: Option<&Leader>, json: bool) -> String {
+    if json {
+        let leader = leader.map(|leader| {
+            json!({
+                "value": leader.value,
+                "holder": leader.holder,
+                "term": leader.term.get(),
+                "since": timestamp(leader.since),
+                "lease_ends_in_ms": u64::try_from(leader.lease_ends_in.as_millis()).unwrap_or(u64::MAX),
+            })
+        });
+        return json_text(&json!({ "name": name, "leader": leader }));
+    }
+    let name = terminal::shown(name);
+    match leader {
+        None => format!("nobody leads {name}"),
+        Some(leader) => format!(
+            "{name} is led by {} (holder {}, term {}, since {}, lease ends in {})",
+            terminal::shown(&leader.value),
+            terminal::shown(&leader.holder),
+            leader.term,
+            timestamp(leader.since),
+            span(leader.lease_ends_in),
+        ),
+    }
 }
 
 /// "expires in 12 s", "expired 3 min ago", "revoked, free in 12 s" or "free".

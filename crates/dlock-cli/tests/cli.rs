@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use dlock_seaorm::{
-    Dialect, DistributedLock, LockGuard, LossReason, SeaOrmQueries, TransactionPooler,
+    Dialect, DistributedLock, Election, LockGuard, LossReason, SeaOrmQueries, TransactionPooler,
 };
 use dlock_testkit::{TestDatabase, unique_name as unique};
 use serde_json::Value;
@@ -613,6 +613,63 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     assert!(stderr(&not_a_token).contains("\"two\" is not a fencing token"));
 
     hostile_names(&url, table, &db).await;
+    elections(&url, table, &db).await;
+}
+
+/// `dlock leader` says who leads an election, or that nobody does; `list` and `inspect`
+/// show the leader's value, in a column of their own that a table of plain locks lacks.
+async fn elections(url: &str, table: &str, db: &DatabaseConnection) {
+    let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    let name = "scheduler";
+    assert_eq!(stdout(&run(&["leader", name])), "nobody leads scheduler\n");
+    let nobody = json(&run(&["leader", name, "--json"]));
+    assert_eq!(nobody, serde_json::json!({ "name": name, "leader": null }));
+    assert!(!stdout(&run(&["list"])).contains("VALUE"));
+
+    let election = Election::builder(name, db)
+        .table(table)
+        .ttl(TTL)
+        .holder(LABEL)
+        .value("10.0.0.7:8080")
+        .build()
+        .expect("election options");
+    let leadership = election.campaign().await.expect("campaign");
+    let term = leadership.term();
+    let led = run(&["leader", name]);
+    assert_eq!(code(&led), 0, "{}", stderr(&led));
+    let text = stdout(&led);
+    assert!(
+        text.starts_with(&format!(
+            "scheduler is led by 10.0.0.7:8080 (holder {LABEL} "
+        )) && text.contains(&format!(", term {term}, since ")),
+        "{text}"
+    );
+    let led = json(&run(&["leader", name, "--json"]));
+    assert_eq!(led["leader"]["value"], "10.0.0.7:8080");
+    assert_eq!(led["leader"]["term"], term.get());
+    assert!(
+        led["leader"]["lease_ends_in_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms <= 5_000)
+    );
+
+    let listed = stdout(&run(&["list", "--match", name]));
+    let header = listed.lines().next().expect("a header");
+    assert!(
+        header.contains("HOLDER") && header.contains("VALUE"),
+        "{listed}"
+    );
+    assert!(listed.contains("10.0.0.7:8080"), "{listed}");
+    let inspected = stdout(&run(&["inspect", name]));
+    assert!(
+        inspected.contains("value:         10.0.0.7:8080"),
+        "{inspected}"
+    );
+    let listed = json(&run(&["list", "--json", "--match", name]));
+    assert_eq!(listed[0]["value"], "10.0.0.7:8080");
+
+    leadership.resign().await.expect("resign");
+    assert_eq!(stdout(&run(&["leader", name])), "nobody leads scheduler\n");
 }
 
 /// What an application may name a lock: a name that would clear the operator's screen,

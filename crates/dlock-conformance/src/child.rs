@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dlock_core::DistributedLock;
+use dlock_core::{DistributedLock, Election, ElectionBuilder};
 use dlock_testkit::{Backend, ChildProcess, Route, wall_ns};
 
 use crate::support::Env;
@@ -35,6 +35,19 @@ pub(crate) enum Mode {
     /// Finds the lock held, prints `WAITING`, waits in `acquire` with the default poll
     /// interval, prints `ACQUIRED <wall-clock ns>`, releases and exits.
     Wait,
+    /// Elections. Leads `sections` terms of the election, one after another, printing
+    /// `TERM <term> <entry ns> <exit ns>` for each (as `Contend`), resigning after each.
+    Candidate { sections: usize },
+    /// Leads, prints `LEADING <term>`, then every 10 ms, while it leads, `ALIVE <ns>`: a
+    /// wall-clock instant taken *before* it checked that it still leads. Prints `LOST`
+    /// once the leadership is lost, and waits to be killed.
+    Lead,
+    /// Finds someone else leading, prints `CAMPAIGNING`, campaigns with the default poll
+    /// interval, prints `LEADING <term> <wall-clock ns>`, resigns and exits.
+    Campaign,
+    /// Observes the election (poll interval 50 ms), printing `LEADER <term> <value>` or
+    /// `NONE` for every change, until it sees the value `last`.
+    Observe,
 }
 
 /// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
@@ -51,6 +64,10 @@ pub(crate) fn spawn(
         Mode::Once => ("once", 0),
         Mode::DropAtExit => ("drop-at-exit", 0),
         Mode::Wait => ("wait", 0),
+        Mode::Candidate { sections } => ("candidate", sections),
+        Mode::Lead => ("lead", 0),
+        Mode::Campaign => ("campaign", 0),
+        Mode::Observe => ("observe", 0),
     };
     ChildProcess::spawn(
         format!("the {mode_name} child"),
@@ -91,6 +108,15 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
     let queries = Env::new(backend, dialect, var(URL)?, route)
         .connect()
         .await?;
+    if let Some(election) = election_mode(mode) {
+        let builder = Election::builder(var(NAME)?, queries)
+            .table(crate::support::ELECTION_TABLE)
+            .ttl(ttl)
+            .holder(format!("conformance child {mode}"))
+            .value(format!("{mode} {}", std::process::id()));
+        let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
+        return election_child(builder, election, sections).await;
+    }
     let builder = DistributedLock::builder(var(NAME)?, queries)
         .ttl(ttl)
         .holder(format!("conformance child {mode}"));
@@ -152,6 +178,102 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
             guard.release().await.map_err(|e| e.to_string())?;
         }
         other => return Err(format!("unknown child mode {other:?}")),
+    }
+    Ok(())
+}
+
+/// The election part of a child, for the election modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ElectionMode {
+    Candidate,
+    Lead,
+    Campaign,
+    Observe,
+}
+
+fn election_mode(mode: &str) -> Option<ElectionMode> {
+    Some(match mode {
+        "candidate" => ElectionMode::Candidate,
+        "lead" => ElectionMode::Lead,
+        "campaign" => ElectionMode::Campaign,
+        "observe" => ElectionMode::Observe,
+        _ => return None,
+    })
+}
+
+async fn election_child(
+    builder: ElectionBuilder,
+    mode: ElectionMode,
+    sections: usize,
+) -> Result<(), String> {
+    // Candidates poll fast to keep the suite quick; a campaigner keeps the default, so
+    // that only a wake-up on resignation makes it fast.
+    let builder = match mode {
+        ElectionMode::Candidate | ElectionMode::Lead => {
+            builder.poll_interval(Duration::from_millis(5))
+        }
+        ElectionMode::Observe => builder.poll_interval(Duration::from_millis(50)),
+        ElectionMode::Campaign => builder,
+    };
+    let election = builder.build().map_err(|e| e.to_string())?;
+    match mode {
+        ElectionMode::Candidate => {
+            let mut report = String::new();
+            for _ in 0..sections {
+                let leadership = election.campaign().await.map_err(|e| e.to_string())?;
+                let entry = wall_ns();
+                tokio::task::yield_now().await;
+                let exit = wall_ns();
+                if leadership.is_lost() {
+                    return Err(format!("lost the leadership in a term: {leadership:?}"));
+                }
+                report.push_str(&format!("TERM {} {entry} {exit}\n", leadership.term()));
+                leadership.resign().await.map_err(|e| e.to_string())?;
+            }
+            print!("{report}");
+        }
+        ElectionMode::Lead => {
+            let leadership = election.campaign().await.map_err(|e| e.to_string())?;
+            println!("LEADING {}", leadership.term());
+            loop {
+                let at = wall_ns();
+                if leadership.is_lost() {
+                    println!("LOST");
+                    break;
+                }
+                println!("ALIVE {at}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            std::future::pending::<()>().await;
+        }
+        ElectionMode::Campaign => {
+            if election
+                .leader()
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err("nobody leads; the parent should".into());
+            }
+            println!("CAMPAIGNING");
+            let leadership = election.campaign().await.map_err(|e| e.to_string())?;
+            println!("LEADING {} {}", leadership.term(), wall_ns());
+            leadership.resign().await.map_err(|e| e.to_string())?;
+        }
+        ElectionMode::Observe => {
+            let mut observer = election.observe();
+            loop {
+                match observer.changed().await.map_err(|e| e.to_string())? {
+                    Some(leader) => {
+                        println!("LEADER {} {}", leader.term, leader.value);
+                        if leader.value == "last" {
+                            break;
+                        }
+                    }
+                    None => println!("NONE"),
+                }
+            }
+        }
     }
     Ok(())
 }

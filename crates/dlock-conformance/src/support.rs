@@ -134,6 +134,21 @@ pub(crate) fn quick(builder: LockBuilder) -> LockBuilder {
         .poll_interval(Duration::from_millis(20))
 }
 
+/// The lock table of the election scenarios, parent and children alike: one created by
+/// this version, with the `value` columns, whatever older table the shared test
+/// databases keep under the default name.
+pub(crate) const ELECTION_TABLE: &str = "dlock_elections";
+
+/// An election on a new pool, in [`ELECTION_TABLE`], with short timings for tests.
+impl Env {
+    pub(crate) async fn election(&self, name: &str) -> Result<dlock_core::ElectionBuilder, String> {
+        Ok(dlock_core::Election::builder(name, self.connect().await?)
+            .table(ELECTION_TABLE)
+            .ttl(Duration::from_secs(5))
+            .poll_interval(Duration::from_millis(20)))
+    }
+}
+
 /// A lock name no other test or run uses.
 pub(crate) fn unique_name(scenario: &str) -> String {
     dlock_testkit::unique_name(&format!("conformance/{scenario}"))

@@ -77,6 +77,10 @@ pub enum StatementKind {
     Revoke,
     /// Frees the lock at once (administration).
     ForceRelease,
+    /// Publishes an election leader's value with its lease (owner-checked).
+    Proclaim,
+    /// Reads an election's current leader; never writes.
+    Leader,
     /// Reads the database's settings that decide whether what it acknowledges survives a
     /// crash or a failover; never writes.
     Durability,

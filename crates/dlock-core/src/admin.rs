@@ -120,7 +120,9 @@ impl LockAdmin {
     ///
     /// Cancel safe: it only reads.
     pub async fn list(&self) -> Result<Vec<LockInfo>> {
-        let rows = self.query("list the locks", self.sql.list()).await?;
+        let rows = self
+            .read_info("list the locks", |with_value| self.sql.list(with_value))
+            .await?;
         rows.into_iter().map(LockInfo::from_row).collect()
     }
 
@@ -135,7 +137,11 @@ impl LockAdmin {
     ///
     /// Cancel safe: it only reads.
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        let rows = self.query("read the lock", self.sql.inspect(name)).await?;
+        let rows = self
+            .read_info("read the lock", |with_value| {
+                self.sql.inspect(name, with_value)
+            })
+            .await?;
         match rows.into_iter().next() {
             Some(row) => LockInfo::from_row(row),
             None => Err(Error::NoSuchLock {
@@ -262,6 +268,21 @@ impl LockAdmin {
         }
     }
 
+    /// Runs `statement(true)`, which reads the elections' values too, or, on a table
+    /// created before elections (no `value` column), `statement(false)`.
+    async fn read_info(
+        &self,
+        action: &'static str,
+        statement: impl Fn(bool) -> Statement,
+    ) -> Result<Vec<Row>> {
+        match self.queries.query(&statement(true)).await {
+            Err(error) if self.dialect().is_missing_column(&error) => {
+                self.query(action, statement(false)).await
+            }
+            other => other.map_err(|error| self.error(action, error)),
+        }
+    }
+
     async fn query(&self, action: &'static str, statement: Statement) -> Result<Vec<Row>> {
         self.queries
             .query(&statement)
@@ -374,6 +395,10 @@ pub struct LockInfo {
     /// The database's clock when this was read: the "now" every relative time is
     /// measured from, so that the client's clock never enters.
     pub read_at: SystemTime,
+    /// For the lock of an [`Election`](crate::Election): the value its leader proclaimed
+    /// with the last acquisition (`None` if it proclaimed none, or for a plain lock).
+    /// Shown whatever the state: a free or expired lock shows its last leader's.
+    pub value: Option<String>,
 }
 
 impl LockInfo {
@@ -404,8 +429,17 @@ impl LockInfo {
                 ),
             )
         };
-        let [name, owner, fencing, holder, acquired, expires, now, live]: [Value; 8] =
-            row.try_into().map_err(|_| malformed())?;
+        let [
+            name,
+            owner,
+            fencing,
+            holder,
+            acquired,
+            expires,
+            now,
+            live,
+            value,
+        ]: [Value; 9] = row.try_into().map_err(|_| malformed())?;
         let (Value::Text(name), Value::Int(fencing), Value::Int(now)) = (name, fencing, now) else {
             return Err(malformed());
         };
@@ -426,6 +460,7 @@ impl LockInfo {
             acquired_at: instant(acquired),
             expires_at: instant(expires),
             read_at: epoch_millis(now),
+            value: text(value),
         })
     }
 }
@@ -444,7 +479,7 @@ fn instant(value: Value) -> Option<SystemTime> {
     }
 }
 
-fn epoch_millis(millis: i64) -> SystemTime {
+pub(crate) fn epoch_millis(millis: i64) -> SystemTime {
     let offset = Duration::from_millis(millis.unsigned_abs());
     let time = if millis >= 0 {
         UNIX_EPOCH.checked_add(offset)
@@ -483,6 +518,7 @@ mod tests {
             Value::Int(31_000),
             Value::Int(19_000),
             Value::Int(live),
+            Value::Text("10.0.0.7:8080".into()),
         ]
     }
 
@@ -491,6 +527,7 @@ mod tests {
         let held = LockInfo::from_row(row(Value::Text("o".into()), 1)).unwrap();
         assert_eq!(held.state, LockState::Held);
         assert_eq!(held.fencing_token, FencingToken(7));
+        assert_eq!(held.value.as_deref(), Some("10.0.0.7:8080"));
         assert_eq!(held.remaining_lease(), Some(Duration::from_secs(12)));
         assert_eq!(
             held.age_of(held.acquired_at.unwrap()),

@@ -35,13 +35,13 @@ pub struct DurabilitySetting {
     /// Its value, as the database reports it.
     pub value: String,
     /// What it does.
-    pub effect: Effect,
+    pub effect: SettingEffect,
 }
 
 /// What a setting does to dlock's guarantees across a crash or failover of the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Effect {
+pub enum SettingEffect {
     /// Nothing acknowledged is lost.
     Keeps,
     /// The guarantees hold, under the condition or at the cost it states.
@@ -57,14 +57,14 @@ impl Durability {
         !self
             .settings
             .iter()
-            .any(|setting| matches!(setting.effect, Effect::Breaks(_)))
+            .any(|setting| matches!(setting.effect, SettingEffect::Breaks(_)))
     }
 
     /// The settings that break the guarantees.
     pub fn problems(&self) -> impl Iterator<Item = &DurabilitySetting> {
         self.settings
             .iter()
-            .filter(|setting| matches!(setting.effect, Effect::Breaks(_)))
+            .filter(|setting| matches!(setting.effect, SettingEffect::Breaks(_)))
     }
 
     /// Judges the `(name, value)` rows of the dialect's `durability` statement.
@@ -107,7 +107,7 @@ impl Settings<'_> {
 
 const REPEAT: &str = "fencing tokens are issued again and a second holder can overlap the first";
 
-fn postgres(name: &str, value: &str, other: &Settings<'_>) -> Effect {
+fn postgres(name: &str, value: &str, other: &Settings<'_>) -> SettingEffect {
     let standbys = other
         .get("streaming standbys")
         .is_some_and(|count| count != "0");
@@ -117,15 +117,15 @@ fn postgres(name: &str, value: &str, other: &Settings<'_>) -> Effect {
         .is_empty()
         && !matches!(other.get("synchronous_commit"), Some("local" | "off"));
     match (name, value) {
-        ("fsync", "off") | ("full_page_writes", "off") => Effect::Breaks(format!(
+        ("fsync", "off") | ("full_page_writes", "off") => SettingEffect::Breaks(format!(
             "a crash of the server can lose or corrupt what it acknowledged: {REPEAT}; set {name} = on"
         )),
-        ("synchronous_commit", "off") => Effect::Breaks(format!(
+        ("synchronous_commit", "off") => SettingEffect::Breaks(format!(
             "a crash of the server loses the last commits it acknowledged, and it comes back \
              on the same timeline: {REPEAT}; set synchronous_commit = on for the role dlock \
              connects as (ALTER ROLE … SET synchronous_commit = on)"
         )),
-        ("streaming standbys", _) if standbys && !synchronous => Effect::Caveat(
+        ("streaming standbys", _) if standbys && !synchronous => SettingEffect::Caveat(
             "asynchronous replication: a failover can lose acquisitions the old primary \
              acknowledged; dlock's tokens carry the timeline, so they still only grow, and \
              for one lease after a failover nobody acquires (lock-delay), which keeps holders \
@@ -133,15 +133,15 @@ fn postgres(name: &str, value: &str, other: &Settings<'_>) -> Effect {
              (synchronous_standby_names, synchronous_commit = on or remote_apply) loses none"
                 .into(),
         ),
-        ("timeline", timeline) if timeline != "1" => Effect::Caveat(format!(
+        ("timeline", timeline) if timeline != "1" => SettingEffect::Caveat(format!(
             "the server has been promoted or recovered (timeline {timeline}): fencing tokens \
              are at least (timeline - 1) × 2^40"
         )),
-        _ => Effect::Keeps,
+        _ => SettingEffect::Keeps,
     }
 }
 
-fn mysql(name: &str, value: &str, other: &Settings<'_>) -> Effect {
+fn mysql(name: &str, value: &str, other: &Settings<'_>) -> SettingEffect {
     let on = |value: &str| value.eq_ignore_ascii_case("on") || value == "1";
     let binlog = other.get("log_bin").is_some_and(on);
     let semi_sync = [
@@ -151,56 +151,56 @@ fn mysql(name: &str, value: &str, other: &Settings<'_>) -> Effect {
     .into_iter()
     .any(|name| other.get(name).is_some_and(on));
     match name {
-        "innodb_flush_log_at_trx_commit" if value != "1" => Effect::Breaks(format!(
+        "innodb_flush_log_at_trx_commit" if value != "1" => SettingEffect::Breaks(format!(
             "a crash of the server (or of its machine) loses the last commits it acknowledged: \
              {REPEAT}; set innodb_flush_log_at_trx_commit = 1"
         )),
-        "sync_binlog" if binlog && value != "1" => Effect::Breaks(format!(
+        "sync_binlog" if binlog && value != "1" => SettingEffect::Breaks(format!(
             "a crash of the source can lose from its binary log commits it acknowledged, which \
              replicas then never receive: after a failover {REPEAT}; set sync_binlog = 1"
         )),
-        "log_bin" if on(value) && !semi_sync => Effect::Caveat(format!(
+        "log_bin" if on(value) && !semi_sync => SettingEffect::Caveat(format!(
             "if replicas of this server can be promoted: MySQL and MariaDB have no epoch dlock \
              can read, so a failover to a replica that lacks acquisitions the source \
              acknowledged (asynchronous replication) means {REPEAT}. Use semi-synchronous \
              replication with rpl_semi_sync_master_wait_point = AFTER_SYNC, or wait one lease \
              after a failover before taking locks"
         )),
-        "wsrep_on" if on(value) => Effect::Breaks(
+        "wsrep_on" if on(value) => SettingEffect::Breaks(
             "Galera (multi-primary): a fenced transaction's row lock holds only on its own \
              node, so a takeover through another node does not wait for it; send every \
              statement on the lock table to one node"
                 .into(),
         ),
-        "group_replication_single_primary_mode" if !on(value) => Effect::Breaks(
+        "group_replication_single_primary_mode" if !on(value) => SettingEffect::Breaks(
             "Group Replication in multi-primary mode: a fenced transaction's row lock holds \
              only on its own member; use single-primary mode"
                 .into(),
         ),
-        _ => Effect::Keeps,
+        _ => SettingEffect::Keeps,
     }
 }
 
-fn sqlite(name: &str, value: &str, other: &Settings<'_>) -> Effect {
+fn sqlite(name: &str, value: &str, other: &Settings<'_>) -> SettingEffect {
     let wal = other
         .get("journal_mode")
         .is_some_and(|mode| mode.eq_ignore_ascii_case("wal"));
     match (name, value) {
-        ("synchronous", "0") => Effect::Breaks(format!(
+        ("synchronous", "0") => SettingEffect::Breaks(format!(
             "a crash of the machine or a power loss can lose acquisitions or corrupt the file: \
              {REPEAT}; set PRAGMA synchronous = FULL (or NORMAL in WAL mode)"
         )),
-        ("synchronous", "1") if wal => Effect::Caveat(
+        ("synchronous", "1") if wal => SettingEffect::Caveat(
             "synchronous = NORMAL in WAL mode: a power loss can roll back the last \
              acquisitions; their holders, on the same machine, stop with it, but tokens \
              recorded elsewhere can be issued again"
                 .into(),
         ),
-        ("synchronous", "1") => Effect::Breaks(format!(
+        ("synchronous", "1") => SettingEffect::Breaks(format!(
             "synchronous = NORMAL without WAL: a power loss can corrupt the file: {REPEAT}; \
              set PRAGMA synchronous = FULL, or use WAL mode"
         )),
-        _ => Effect::Keeps,
+        _ => SettingEffect::Keeps,
     }
 }
 
@@ -209,9 +209,9 @@ impl fmt::Display for Durability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for setting in &self.settings {
             let (mark, text) = match &setting.effect {
-                Effect::Keeps => ("ok", None),
-                Effect::Caveat(text) => ("note", Some(text)),
-                Effect::Breaks(text) => ("PROBLEM", Some(text)),
+                SettingEffect::Keeps => ("ok", None),
+                SettingEffect::Caveat(text) => ("note", Some(text)),
+                SettingEffect::Breaks(text) => ("PROBLEM", Some(text)),
             };
             write!(f, "{mark:>7}  {} = {}", setting.name, setting.value)?;
             match text {
@@ -319,7 +319,7 @@ mod tests {
         let caveats: Vec<&str> = durability
             .settings
             .iter()
-            .filter(|s| matches!(s.effect, Effect::Caveat(_)))
+            .filter(|s| matches!(s.effect, SettingEffect::Caveat(_)))
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(caveats, ["streaming standbys", "timeline"]);
@@ -339,7 +339,7 @@ mod tests {
             durability
                 .settings
                 .iter()
-                .all(|s| s.effect == Effect::Keeps)
+                .all(|s| s.effect == SettingEffect::Keeps)
         );
     }
 
@@ -372,9 +372,9 @@ mod tests {
                 .effect
                 .clone()
         };
-        assert!(matches!(judge("0", "wal"), Effect::Breaks(_)));
-        assert!(matches!(judge("1", "delete"), Effect::Breaks(_)));
-        assert!(matches!(judge("1", "wal"), Effect::Caveat(_)));
-        assert_eq!(judge("2", "delete"), Effect::Keeps);
+        assert!(matches!(judge("0", "wal"), SettingEffect::Breaks(_)));
+        assert!(matches!(judge("1", "delete"), SettingEffect::Breaks(_)));
+        assert!(matches!(judge("1", "wal"), SettingEffect::Caveat(_)));
+        assert_eq!(judge("2", "delete"), SettingEffect::Keeps);
     }
 }

@@ -123,6 +123,20 @@ pub enum Error {
         table: String,
     },
 
+    /// The lock table was created before elections and has no `value` column, which an
+    /// [`Election`](crate::Election) needs to publish its leader's value. Plain locks
+    /// keep working on it. dlock never alters a table by itself: the roles it needs
+    /// (SELECT, INSERT, UPDATE) cannot, and on PostgreSQL an `ALTER TABLE` waits behind
+    /// every open fenced transaction while blocking every statement on the table, the
+    /// renewals of every holder among them.
+    NoValueColumn {
+        /// The table's name.
+        table: String,
+        /// The statements that add the columns
+        /// ([`Dialect::add_value_columns_sql`](crate::Dialect::add_value_columns_sql)).
+        sql: String,
+    },
+
     /// The lock table has no row for this name: it was never acquired.
     NoSuchLock {
         /// The name looked for.
@@ -257,6 +271,7 @@ impl fmt::Display for Error {
             Self::Timeout { .. }
             | Self::Lost { .. }
             | Self::NoSuchTable { .. }
+            | Self::NoValueColumn { .. }
             | Self::NoSuchLock { .. }
             | Self::TokenChanged { .. }
             | Self::Fenced { .. } => self.fmt_lock(f),
@@ -376,6 +391,12 @@ impl Error {
                      and the table name, or create the table (`LockAdmin::create_table`, `dlock \
                      init`)"
             ),
+            Self::NoValueColumn { table, sql } => write!(
+                f,
+                "the lock table {table} has no `value` column: it was created before \
+                     elections (plain locks keep working on it); to hold elections in it, have \
+                     a role allowed to alter the table run `{sql}`"
+            ),
             Self::NoSuchLock { name, table } => write!(
                 f,
                 "there is no lock named {name:?} in table {table}; list the locks to see their \
@@ -478,6 +499,7 @@ mod tests {
             (Dialect::Postgres, "53300", true),
             (Dialect::Postgres, "57P01", true),
             (Dialect::Postgres, "55P03", true),
+            (Dialect::Postgres, "25006", true), // a standby, during a failover
             (Dialect::Postgres, "22021", false), // a NUL byte in a text
             (Dialect::Postgres, "42601", false),
             (Dialect::Postgres, "42501", false),

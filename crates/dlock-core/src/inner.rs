@@ -10,11 +10,12 @@ use tokio::time::Instant;
 use crate::adapter::{QueryError, QueryErrorKind, QueryInterface, Row, Statement, Value};
 use crate::clock;
 use crate::dialect::Sql;
+use crate::election::proclamation_notice;
 use crate::lease::{Acquisition, lease_end};
 use crate::listening::ReleaseBroadcast;
 use crate::options::Options;
 use crate::telemetry::LockTelemetry;
-use crate::{Dialect, Error, FencingToken, Holder, Result};
+use crate::{Dialect, Error, FencingToken, Holder, Leader, Result};
 
 /// How long a process that released a contended lock waits before it tries to take the
 /// same lock again: long enough for waiters woken by the release (a notification and one
@@ -280,6 +281,70 @@ impl LockInner {
                 }
             }
             other => other.map_err(|error| Error::query(action, error)),
+        }
+    }
+}
+
+/// The statements of elections: publishing the leader's value, reading the leader.
+impl LockInner {
+    /// Publishes `value` with the lease of `owner`, whose fencing token is `token`;
+    /// `false` if the row is no longer `owner`'s live lease. Wakes observers (this
+    /// process's at once, others' by a notice in the background, where the dialect can).
+    pub(crate) async fn proclaim(
+        &self,
+        owner: &str,
+        token: FencingToken,
+        value: &str,
+    ) -> Result<bool> {
+        let statement = self.sql.proclaim(&self.name, owner, value);
+        let action = "publish the leader's value";
+        let publishing = async {
+            self.queries
+                .execute(&statement)
+                .await
+                .map_err(|error| self.election_error(action, error))
+        };
+        let affected = within(action, self.options.renew_attempt_bound(), publishing).await?;
+        // 0 rows may be an unchanged value on MySQL; the leader's row tells.
+        let proclaimed = affected == 1
+            || self
+                .leader()
+                .await?
+                .is_some_and(|leader| leader.term == token && leader.value == value);
+        if proclaimed {
+            let notice = proclamation_notice(&self.name);
+            let _sending = self
+                .releases
+                .announce(&notice, &self.queries, self.sql.notify(&notice));
+        }
+        Ok(proclaimed)
+    }
+
+    /// The current leader, if a live lease's holder proclaimed its value. Never writes;
+    /// bounded by the TTL, as a probe. A table that does not exist yet has no leader.
+    pub(crate) async fn leader(&self) -> Result<Option<Leader>> {
+        let statement = self.sql.leader(&self.name);
+        let action = "read the leader";
+        let reading = async {
+            match self.queries.query(&statement).await {
+                Err(error) if self.dialect.is_missing_table(&error) => Ok(Vec::new()),
+                other => other.map_err(|error| self.election_error(action, error)),
+            }
+        };
+        let rows = within(action, self.options.ttl, reading).await?;
+        Ok(rows.into_iter().next().and_then(Leader::from_row))
+    }
+
+    /// A statement of elections failed: a table without the `value` column says how to
+    /// add it.
+    fn election_error(&self, action: &'static str, error: QueryError) -> Error {
+        if self.dialect.is_missing_column(&error) {
+            Error::NoValueColumn {
+                table: self.options.table.to_string(),
+                sql: self.dialect.add_value_columns_sql(&self.options.table),
+            }
+        } else {
+            Error::query(action, error)
         }
     }
 }

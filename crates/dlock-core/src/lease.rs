@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -232,6 +233,25 @@ impl Lease {
                 () = clock::sleep_until(safe_until) => {}
             }
         }
+    }
+
+    /// Runs `work` while the lease is held: its output, or, at the moment of a loss (or
+    /// a release) the reason, `work` then being dropped unfinished. The lease's own clock
+    /// is read before every poll of `work`, so it is never polled past the deadline, even
+    /// when its thread was blocked and no timer has fired yet.
+    pub(crate) async fn run_while_held<F: Future>(&self, work: F) -> Result<F::Output, LossReason> {
+        let mut work = std::pin::pin!(work);
+        let mut lost = std::pin::pin!(self.lost());
+        std::future::poll_fn(|cx| {
+            if let Some(reason) = self.loss_reason() {
+                return Poll::Ready(Err(reason));
+            }
+            if let Poll::Ready(reason) = lost.as_mut().poll(cx) {
+                return Poll::Ready(Err(reason));
+            }
+            work.as_mut().poll(cx).map(Ok)
+        })
+        .await
     }
 
     /// The error that reports this lease's loss, for `reason`.

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -52,6 +51,10 @@ impl DistributedLock {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<LockInner> {
+        &self.inner
     }
 
     /// A lock named `name` on the database behind `pool`, with the default options.
@@ -221,21 +224,10 @@ impl DistributedLock {
             self.acquire().await?
         };
         let lease = guard.lease().clone();
-        let mut job = std::pin::pin!(job(lease.clone()));
-        let mut lost = std::pin::pin!(lease.lost());
-        // The lease's own clock is read before every poll of the job, so the job is never
-        // polled past the deadline, even when its thread was blocked and no timer has
-        // fired yet.
-        let result = std::future::poll_fn(|cx| {
-            if let Some(reason) = lease.loss_reason() {
-                return Poll::Ready(Err(lease.lost_error(reason).into()));
-            }
-            if let Poll::Ready(reason) = lost.as_mut().poll(cx) {
-                return Poll::Ready(Err(lease.lost_error(reason).into()));
-            }
-            job.as_mut().poll(cx)
-        })
-        .await;
+        let result = match lease.run_while_held(job(lease.clone())).await {
+            Ok(result) => result,
+            Err(reason) => Err(lease.lost_error(reason).into()),
+        };
         // A job that blocked its thread past the deadline finished unprotected.
         let result = match (result, lease.loss_reason()) {
             (Ok(_), Some(reason)) if reason != LossReason::Released => {

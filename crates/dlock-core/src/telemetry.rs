@@ -163,7 +163,7 @@ pub(crate) fn waiting_error(lock: &LockInner, error: &crate::Error, retry_in: Du
 /// lose acknowledged acquisitions.
 pub(crate) fn durability(lock: &LockInner, durability: &crate::Durability) {
     for setting in &durability.settings {
-        if let crate::Effect::Breaks(problem) = &setting.effect {
+        if let crate::SettingEffect::Breaks(problem) = &setting.effect {
             tracing::warn!(
                 name: "dlock.durability",
                 target: TARGET,

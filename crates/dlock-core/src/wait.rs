@@ -48,7 +48,7 @@ enum Step {
 }
 
 /// While other processes' releases are heard, waiters probe this many times less often.
-const SAFETY_NET_FACTOR: u32 = 10;
+pub(crate) const SAFETY_NET_FACTOR: u32 = 10;
 
 /// One waiting `acquire` and what it has seen.
 struct Waiter<'a> {
@@ -119,7 +119,8 @@ impl<'a> Waiter<'a> {
             let left = lease_end.saturating_duration_since(Instant::now());
             nap = nap.min(left + Duration::from_millis(5));
         }
-        match wait_for_release(&mut self.releases, &self.lock.name, nap).await {
+        let name = &*self.lock.name;
+        match wait_for_notice(&mut self.releases, |notice| notice == name, nap).await {
             // Just released: attempt at once, without a probe's round trip.
             Woken::Released => Step::Attempt,
             Woken::Resync | Woken::Timeout => Step::Probe,
@@ -142,7 +143,7 @@ impl<'a> Waiter<'a> {
 
 /// What ended a waiter's nap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Woken {
+pub(crate) enum Woken {
     /// A notice that the lock was released.
     Released,
     /// Notices may have been missed (the listener was found deaf or reconnected, or this
@@ -152,18 +153,18 @@ enum Woken {
     Timeout,
 }
 
-/// Waits up to `nap` for a notice that `name` was released, or the hub's call to resync
-/// ([`RESYNC`], which no lock name can be).
-async fn wait_for_release(
+/// Waits up to `nap` for a notice that is `wanted` (that a lock was released, for a
+/// waiter: its name), or the hub's call to resync ([`RESYNC`], which no lock name can be).
+pub(crate) async fn wait_for_notice(
     releases: &mut broadcast::Receiver<Arc<str>>,
-    name: &str,
+    wanted: impl Fn(&str) -> bool,
     nap: Duration,
 ) -> Woken {
     let deadline = Instant::now() + nap;
     loop {
         match tokio::time::timeout_at(deadline, releases.recv()).await {
             Err(_elapsed) => return Woken::Timeout,
-            Ok(Ok(released)) if &*released == name => return Woken::Released,
+            Ok(Ok(released)) if wanted(&released) => return Woken::Released,
             Ok(Ok(released)) if &*released == RESYNC => return Woken::Resync,
             Ok(Ok(_other_lock)) => {}
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Woken::Resync,

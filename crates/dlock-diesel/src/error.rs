@@ -16,7 +16,8 @@ pub(crate) fn statement_error(dialect: Dialect, error: DieselError) -> QueryErro
 /// constraint and transaction kinds) and the server's message, and neither the SQLSTATE
 /// of tokio-postgres nor the error number of mysql_async survives. The core recognises a
 /// missing lock table (to create it) and a lost race (a deadlock or serialization
-/// failure, reported as "not acquired") by code on PostgreSQL and MySQL/MariaDB, so
+/// failure, reported as "not acquired"), and a lock table from before elections (a
+/// missing `value` column), by code on PostgreSQL and MySQL/MariaDB, so
 /// those codes are recovered here from the kind and from the server's message. Server
 /// messages are English unless the server is configured otherwise (`lc_messages`); with
 /// translated messages the lock table is not created on first use — create it at start-up
@@ -34,6 +35,7 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
                 "42P01"
             }
             _ if message.starts_with("schema ") && message.ends_with(" does not exist") => "3F000",
+            _ if message.starts_with("column ") && message.ends_with(" does not exist") => "42703",
             _ if message == "deadlock detected" => "40P01",
             // Prepared statements a pooler in transaction mode lost (see dlock-core's
             // advice for these codes).
@@ -58,6 +60,8 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
         Dialect::Mysql => {
             if message.starts_with("Table '") && message.ends_with("' doesn't exist") {
                 "1146"
+            } else if message.starts_with("Unknown column '") {
+                "1054"
             } else if message.starts_with("Deadlock found when trying to get lock") {
                 "1213"
             } else if message.contains(" command denied to user ") {

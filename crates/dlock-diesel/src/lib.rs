@@ -24,9 +24,10 @@ pub use diesel_async;
 pub use dlock_core::adapter;
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Effect, Error,
-    FencingToken, ForceRelease, Holder, Lease, LockAdmin, LockBuilder, LockGuard, LockInfo,
-    LockState, LossReason, Outcome, Result, TableName, TransactionPooler,
+    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Election,
+    ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
+    SettingEffect, TableName, TransactionPooler,
 };
 
 #[cfg(feature = "bb8")]

@@ -40,3 +40,8 @@ pub struct RepositoryReadme;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/migrations.md")]
 pub struct MigrationsGuide;
+
+/// `docs/elections.md`, doc-tested like the README.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/elections.md")]
+pub struct ElectionsGuide;

@@ -21,9 +21,10 @@ pub use dlock_core::adapter;
 use dlock_core::adapter::{IntoQueryInterface, Listen, QueryError, QueryInterface, Row, Statement};
 #[doc(no_inline)]
 pub use dlock_core::{
-    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Effect, Error,
-    FencingToken, ForceRelease, Holder, Lease, LockAdmin, LockBuilder, LockGuard, LockInfo,
-    LockState, LossReason, Outcome, Result, TableName, TransactionPooler,
+    Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Election,
+    ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
+    SettingEffect, TableName, TransactionPooler,
 };
 #[doc(no_inline)]
 pub use sqlx;

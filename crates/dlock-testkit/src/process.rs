@@ -131,6 +131,22 @@ impl ChildProcess {
         self.lines.take()
     }
 
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to it, with `kill`.
+    pub async fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self.pid;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await
+            .map_err(|error| format!("cannot run kill: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {pid} failed: {status}"))
+        }
+    }
+
     /// Kills it at once and waits for it to die.
     pub async fn kill(&mut self) -> Result<(), String> {
         self.child

@@ -9,7 +9,7 @@ use dlock_core::adapter::{
     Listen, QueryError, QueryInterface, Row, Statement, StatementKind, async_trait,
 };
 
-/// Whether a statement of the core only reads: it probes, reads a token or lists, or
+/// Whether a statement of the core only reads: it probes, reads a token or a leader, or lists, or
 /// notifies (which writes no row). Everything else takes, renews or frees a lock, or
 /// creates its table.
 pub fn only_reads(kind: StatementKind) -> bool {
@@ -19,6 +19,7 @@ pub fn only_reads(kind: StatementKind) -> bool {
             | StatementKind::ReadToken
             | StatementKind::List
             | StatementKind::Inspect
+            | StatementKind::Leader
             | StatementKind::Notify
             | StatementKind::Durability
     )

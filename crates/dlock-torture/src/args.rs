@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use dlock_core::Dialect;
+use dlock_testkit::failover::Replication;
 use dlock_testkit::{Backend, dialect_parser};
 
 use crate::faults::FaultKind;
@@ -54,9 +55,19 @@ pub(crate) struct Args {
     /// it at a server others use.
     #[arg(long)]
     pub(crate) restart_command: Option<String>,
+    /// Run on a PostgreSQL primary and streaming standby of the suite's own (the failover
+    /// rig, on ports of its own), replicating this way, instead of --url; adds the
+    /// failover fault.
+    #[arg(long, value_enum, conflicts_with_all = ["url", "restart_command"])]
+    failover: Option<ReplicationArg>,
     /// Workers print every error they meet.
     #[arg(long)]
     pub(crate) verbose: bool,
+    /// Leader elections instead of locks: each name is an election, each critical section
+    /// a term (campaign, entry, work, exit, resign), and every worker also observes
+    /// every election; the run fails if an observer sees a term go backwards.
+    #[arg(long)]
+    pub(crate) election: bool,
 }
 
 impl Args {
@@ -74,6 +85,9 @@ impl Args {
     /// What clap cannot check alone: the adapter, the dialect and the faults together.
     fn check(&self) -> Result<(), String> {
         self.adapter().check(self.dialect)?;
+        if self.failover.is_some() && self.dialect != Dialect::Postgres {
+            return Err("--failover runs PostgreSQL; use it with --dialect postgres".into());
+        }
         if self.restart_command.is_some() && self.dialect != Dialect::Postgres {
             return Err(
                 "--restart-command restarts PostgreSQL; use it with --dialect postgres".into(),
@@ -108,6 +122,14 @@ impl Args {
         Duration::from_millis(self.ttl_ms)
     }
 
+    /// How the failover rig replicates, if the run is on it.
+    pub(crate) fn failover(&self) -> Option<Replication> {
+        self.failover.map(|replication| match replication {
+            ReplicationArg::Async => Replication::Asynchronous,
+            ReplicationArg::Sync => Replication::Synchronous,
+        })
+    }
+
     pub(crate) fn fault_gap(&self) -> Duration {
         Duration::from_millis(self.fault_gap_ms)
     }
@@ -134,8 +156,20 @@ impl Args {
         if kind == FaultKind::Restart && self.restart_command.is_none() {
             return Err("the restart fault needs --restart-command".into());
         }
+        if kind == FaultKind::Failover && self.failover.is_none() {
+            return Err("the failover fault needs --failover async or --failover sync".into());
+        }
         Ok(())
     }
+}
+
+/// `--failover`'s values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReplicationArg {
+    /// Asynchronous: commits are acknowledged before the standby has them.
+    Async,
+    /// Synchronous (`synchronous_standby_names`): after.
+    Sync,
 }
 
 #[cfg(test)]
@@ -166,6 +200,11 @@ mod tests {
         assert!(parse(&["--workers", "1"]).is_err());
         let error = parse(&["--dialect", "sqlite", "--faults", "kill,hung-renewal"]).unwrap_err();
         assert!(error.contains("SQLite"), "{error}");
+        let error = parse(&["--dialect", "sqlite", "--failover", "async"]).unwrap_err();
+        assert!(error.contains("--dialect postgres"), "{error}");
+        let error = parse(&["--faults", "failover"]).unwrap_err();
+        assert!(error.contains("--failover async"), "{error}");
+        assert!(parse(&["--failover", "sync", "--url", "postgres://h:1/d"]).is_err());
         let error = parse(&["--faults", "stop,pause"]).unwrap_err();
         assert!(error.contains("short-stop"), "{error}");
     }
@@ -195,6 +234,7 @@ mod tests {
                 "hung-renewal"
             ]
         );
+        assert!(rotation(&["--failover", "async"]).contains(&"failover"));
         assert_eq!(
             rotation(&["--faults", "hung-renewal,short-stop"]),
             ["hung-renewal", "short-stop"]

@@ -28,6 +28,10 @@ pub(crate) enum FaultKind {
     HungRenewal,
     /// The PostgreSQL server restarted.
     Restart,
+    /// The PostgreSQL primary killed (`-m immediate`) and its standby promoted (the
+    /// failover rig of `--failover`); asynchronous, the standby stopped receiving half a
+    /// TTL before, so acquisitions the primary acknowledged are lost.
+    Failover,
 }
 
 impl FaultKind {
@@ -41,6 +45,7 @@ impl FaultKind {
             Self::DelayedAcquire => "delayed-acquire",
             Self::HungRenewal => "hung-renewal",
             Self::Restart => "restart",
+            Self::Failover => "failover",
         }
     }
 
@@ -84,7 +89,9 @@ impl Fault {
     ///   holder;
     /// - terminate: from the termination until the next section entered, on any name;
     /// - unreachable, restart, hung-renewal: from the end of the fault (partition or
-    ///   connection lifted, server back) until the next section entered, on any name.
+    ///   connection lifted, server back) until the next section entered, on any name;
+    /// - failover: from the promotion until the next section entered, on any name (the
+    ///   lock-delay, a TTL, included).
     ///
     /// `None` if that never happened before the run ended.
     pub(crate) fn recovery_ms(&self, sections: &[Section]) -> Option<i64> {

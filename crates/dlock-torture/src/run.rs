@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dlock_core::adapter::{QueryInterface, Statement};
-use dlock_core::{Dialect, LockAdmin, TableName};
+use dlock_core::{Dialect, Election, Error, LockAdmin, TableName};
+use dlock_testkit::failover::FailoverRig;
 use dlock_testkit::proxy::Proxy;
 use dlock_testkit::{PoolOptions, TestDatabase, dialect_key, statement, wall_ns};
 use tokio::task::JoinSet;
@@ -56,8 +57,10 @@ pub(crate) struct Report {
     /// Short stops whose holder was resumed before its lease ended by the database's
     /// clock (the others came too late to test the window they aim at).
     pub(crate) short_stops_in_window: usize,
+    /// `--election`: how many leaders the workers' observers saw.
+    pub(crate) observed: Option<usize>,
     /// Broken promises other than the checker's: hangs, losses not reported, slow or no
-    /// recovery.
+    /// recovery, an observer that saw a term go backwards.
     pub(crate) problems: Vec<String>,
 }
 
@@ -92,6 +95,9 @@ impl Report {
                 recoveries.len()
             );
         }
+        if let Some(observed) = self.observed {
+            println!("election: leaders_observed={observed}");
+        }
         let (held, kept) = self.restart_holds;
         println!(
             "refused_late_attempts={} losses_noticed={} worker_errors={} restart_holds_kept={kept}/{held} problems={}",
@@ -105,8 +111,8 @@ impl Report {
              the signal until the holder's name was entered by a later holder; \
              delayed-acquire: from the acquire until its name was entered by a later holder; \
              terminate: from the termination until the next section entered; unreachable, \
-             restart, hung-renewal: from the end of the fault until the next section entered \
-             (database clock)"
+             restart, hung-renewal: from the end of the fault until the next section entered; \
+             failover: from the promotion until the next section entered (database clock)"
         );
         for detail in self.verdict.details.iter().take(20) {
             println!("violation: {detail}");
@@ -136,6 +142,8 @@ struct Database {
     /// MySQL database).
     session: String,
     proxy: Option<Proxy>,
+    /// The primary and standby of `--failover`, behind the URL.
+    rig: Option<FailoverRig>,
     /// Kept to the end of the run: a SQLite file made for it is then removed.
     _database: TestDatabase,
 }
@@ -180,7 +188,15 @@ async fn admin_execute(
 }
 
 async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, RunError> {
-    let database = TestDatabase::given(args.dialect, args.url.clone(), "dlock-torture")?;
+    let rig = match args.failover() {
+        Some(replication) => Some(FailoverRig::up(replication).await?),
+        None => None,
+    };
+    let url = rig
+        .as_ref()
+        .map(|rig| rig.url().to_owned())
+        .or(args.url.clone());
+    let database = TestDatabase::given(args.dialect, url, "dlock-torture")?;
     let url = database.url().to_owned();
     let (worker_url, admin_url, session) = match args.dialect {
         Dialect::Postgres => {
@@ -205,6 +221,9 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
     for statement in sql.create_tables() {
         admin_execute(&admin, &statement).await?;
     }
+    if args.election {
+        add_value_columns(&admin).await?;
+    }
     let proxy = match args.dialect {
         Dialect::Sqlite => None,
         _ => Some(Proxy::start(&worker_url).await?),
@@ -216,8 +235,34 @@ async fn prepare(args: &Args, run: &str, sql: LedgerSql) -> Result<Database, Run
         admin,
         session,
         proxy,
+        rig,
         _database: database,
     })
+}
+
+/// Makes the lock table ready for elections: created, or given the `value` columns if a
+/// run from before elections created it (the statements that the error names, run as
+/// an administrator would).
+async fn add_value_columns(admin: &Arc<dyn QueryInterface>) -> Result<(), RunError> {
+    let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    LockAdmin::with_table(Arc::clone(admin), table)
+        .create_table()
+        .await
+        .map_err(|error| error.to_string())?;
+    let election = Election::builder("torture/schema", Arc::clone(admin))
+        .table(ledger::LOCK_TABLE)
+        .build()
+        .map_err(|error| error.to_string())?;
+    match election.leader().await {
+        Err(Error::NoValueColumn { sql, .. }) => {
+            for alter in sql.split(';').filter(|alter| !alter.trim().is_empty()) {
+                admin_execute(admin, &statement(admin.dialect(), alter, Vec::new(), &[])).await?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(error.to_string().into()),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn micros(duration: Duration) -> i64 {
@@ -258,6 +303,8 @@ struct Coordinator {
     inject_until: Instant,
     /// Short stops resumed before their holder's lease ended by the database's clock.
     short_stops_in_window: usize,
+    /// Each failover: when the primary was killed, and when the standby was promoted.
+    failovers: Vec<(Instant, Instant)>,
 }
 
 impl Coordinator {
@@ -339,6 +386,10 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         ]
         .into_iter()
         .chain(args.verbose.then(|| (worker_main::VERBOSE, "1".to_owned())))
+        .chain(
+            args.election
+                .then(|| (worker_main::ELECTION, "1".to_owned())),
+        )
         .collect(),
     };
     let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
@@ -359,6 +410,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         names: names.clone(),
         inject_until: Instant::now() + args.duration(),
         short_stops_in_window: 0,
+        failovers: Vec::new(),
     };
     let result = coordinator.drive(&names).await;
     let report = coordinator.conclude(result, &run).await;
@@ -437,7 +489,8 @@ impl Coordinator {
         driven?;
         let (sections, losses) =
             patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
-        let verdict = check(&sections, &losses);
+        let mut verdict = check(&sections, &losses);
+        check_failovers(&self.failovers, &states, &mut verdict);
         let faults: Vec<_> = self
             .faults
             .iter()
@@ -464,11 +517,13 @@ impl Coordinator {
                 _ => {}
             }
         }
-        let (mut refused, mut worker_errors) = (0, 0);
+        let (mut refused, mut worker_errors, mut observed) = (0, 0, 0);
         for state in &states {
             let state = state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            observed += state.saw.len();
+            self.problems.extend(terms_gone_back(&state.saw));
             refused += u64::try_from(state.refused.len()).unwrap_or(u64::MAX);
             self.problems.extend(
                 state
@@ -491,8 +546,90 @@ impl Coordinator {
             worker_errors,
             restart_holds: self.restart_holds,
             short_stops_in_window: self.short_stops_in_window,
+            observed: self.args.election.then_some(observed),
             problems: std::mem::take(&mut self.problems),
         })
+    }
+}
+
+/// Where an observer, seeing `saw` in order, saw a term smaller than one it had seen
+/// before on the same election.
+fn terms_gone_back(saw: &[Hold]) -> Vec<String> {
+    let mut highest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (name, term) in saw {
+        let seen = highest.entry(name).or_insert(*term);
+        if *term < *seen {
+            problems.push(format!(
+                "an observer of {name} saw term {term} after term {seen}"
+            ));
+        }
+        *seen = (*seen).max(*term);
+    }
+    problems
+}
+
+/// What the workers themselves saw across each failover, which the ledger cannot show: it
+/// lives on the database that failed over, and loses what the standby never received.
+/// Per name: every token handed out after the promotion exceeds every token handed out
+/// before the crash, and every acquisition held at the crash was given up (lost or
+/// released, or its worker killed) before anyone acquired after it. Times are when the
+/// coordinator heard the workers' lines.
+fn check_failovers(
+    failovers: &[(Instant, Instant)],
+    states: &[Arc<std::sync::Mutex<WorkerState>>],
+    verdict: &mut Verdict,
+) {
+    struct Held {
+        hold: Hold,
+        at: Instant,
+        ended: Option<Instant>,
+    }
+    let held: Vec<Held> = states
+        .iter()
+        .flat_map(|state| {
+            let state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state
+                .held
+                .iter()
+                .zip(&state.held_at)
+                .map(|(hold, at)| Held {
+                    hold: hold.clone(),
+                    at: *at,
+                    ended: state.ended_at(hold),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for &(crashed, promoted) in failovers {
+        for after in held.iter().filter(|h| h.at > promoted) {
+            let (name, token) = &after.hold;
+            let before: Vec<&Held> = held
+                .iter()
+                .filter(|h| &h.hold.0 == name && h.at < crashed)
+                .collect();
+            if let Some(highest) = before.iter().map(|h| h.hold.1).max()
+                && highest >= *token
+            {
+                verdict.fencing_violations += 1;
+                verdict.details.push(format!(
+                    "{name}: token {token} handed out after a failover, not above token {highest} handed out before it"
+                ));
+            }
+            let still_held = before.iter().filter(|h| {
+                h.ended
+                    .is_none_or(|ended| ended > crashed && ended > after.at)
+            });
+            for before in still_held {
+                verdict.overlaps += 1;
+                verdict.details.push(format!(
+                    "{name}: token {token} handed out after a failover while token {} (held at the crash) was still held",
+                    before.hold.1
+                ));
+            }
+        }
     }
 }
 
@@ -517,6 +654,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_observer_going_back_a_term_is_a_problem() {
+        let saw = |terms: &[(&str, i64)]| -> Vec<Hold> {
+            terms
+                .iter()
+                .map(|(name, term)| ((*name).to_owned(), *term))
+                .collect()
+        };
+        let in_order = saw(&[("a", 1), ("b", 7), ("a", 2), ("a", 2), ("b", 9)]);
+        assert!(terms_gone_back(&in_order).is_empty());
+        let problems = terms_gone_back(&saw(&[("a", 3), ("b", 1), ("a", 5), ("a", 4)]));
+        assert_eq!(problems, ["an observer of a saw term 4 after term 5"]);
+    }
 
     #[test]
     fn urls_get_their_own_database_and_parameters() {

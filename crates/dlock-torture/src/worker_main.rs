@@ -14,10 +14,14 @@
 //! | `HANG <name> <token> <what>` | a library call took longer than it may              |
 //! | `FREE <name> <token>` | released (or gave up releasing)                             |
 //! | `ERRORS <n> <last>`   | at exit: how many operations failed, and the last failure   |
+//! | `SAW <name> <term>`   | `--election`: its observer of `name` saw a leader in `term` |
 //!
 //! The coordinator speaks to it on stdin: `LONG <ms>` makes its next section's work last
 //! that long (so that it spans renewals, or the whole lease), and the end of the input
 //! stops it.
+//!
+//! With `--election` each name is an election: a section is a term, from `campaign` to
+//! `resign`, and the worker also observes every election, from start to exit.
 //!
 //! Database errors never end a worker: faults cause them by design. It logs them (on
 //! stderr with `--verbose`) and goes on.
@@ -28,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
-use dlock_core::{DistributedLock, Error, Lease};
+use dlock_core::{DistributedLock, Election, Error, Leadership, Lease, LockGuard};
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
@@ -44,6 +48,8 @@ pub(crate) const RUN: &str = "DLOCK_TORTURE_RUN";
 pub(crate) const NAMES: &str = "DLOCK_TORTURE_NAMES";
 pub(crate) const TTL_MS: &str = "DLOCK_TORTURE_TTL_MS";
 pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
+/// Set for `--election`.
+pub(crate) const ELECTION: &str = "DLOCK_TORTURE_ELECTION";
 
 /// How long the work of a section lasts, at most (it is random from a fifth of this).
 const WORK: Duration = Duration::from_millis(60);
@@ -130,19 +136,37 @@ async fn worker_main() -> Result<(), String> {
     let (pool, queries) = adapter
         .pool(dialect, &variable(URL)?, PoolOptions::new(3))
         .await?;
+    let election = std::env::var_os(ELECTION).is_some();
     let locks = variable(NAMES)?
         .split(',')
         .map(|name| {
-            DistributedLock::builder(name, Arc::clone(&queries))
+            let lock = DistributedLock::builder(name, Arc::clone(&queries))
                 .table(LOCK_TABLE)
                 .ttl(ttl)
                 .poll_interval(POLL)
                 .acquire_timeout(ttl * 3)
                 .holder(holder_label(index))
                 .build()
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string())?;
+            if !election {
+                return Ok(Contested::Lock(lock));
+            }
+            let election = Election::builder(name, Arc::clone(&queries))
+                .table(LOCK_TABLE)
+                .ttl(ttl)
+                .poll_interval(POLL)
+                .holder(holder_label(index))
+                .value(format!("worker {index}"))
+                .build()
+                .map_err(|error| error.to_string())?;
+            Ok(Contested::Election(election))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
+    for lock in &locks {
+        if let Contested::Election(election) = lock {
+            tokio::spawn(observe(election.clone()));
+        }
+    }
     let worker = Worker {
         index,
         run: variable(RUN)?,
@@ -188,10 +212,78 @@ async fn follow_input(stopping: Arc<AtomicBool>, long_work_ms: Arc<AtomicU64>) {
     stopping.store(true, Ordering::Relaxed);
 }
 
+/// What the workers contend for: a lock, or, with `--election`, the leadership of an
+/// election of the same name (the same lock, campaigned for).
+enum Contested {
+    Lock(DistributedLock),
+    Election(Election),
+}
+
+/// A held lock, or a leadership.
+enum Held {
+    Guard(LockGuard),
+    Leadership(Leadership),
+}
+
+impl Contested {
+    fn name(&self) -> &str {
+        match self {
+            Self::Lock(lock) => lock.name(),
+            Self::Election(election) => election.name(),
+        }
+    }
+
+    /// Acquires the lock, or campaigns until leading; [`Error::Timeout`] after the lock's
+    /// acquire timeout, which a campaign, waiting for as long as it takes, is given here.
+    async fn take(&self, ttl: Duration) -> Result<Held, Error> {
+        match self {
+            Self::Lock(lock) => lock.acquire().await.map(Held::Guard),
+            Self::Election(election) => {
+                match tokio::time::timeout(ttl * 3, election.campaign()).await {
+                    Ok(leadership) => leadership.map(Held::Leadership),
+                    Err(_) => Err(Error::Timeout {
+                        name: election.name().to_owned(),
+                        waited: ttl * 3,
+                        holder: None,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl Held {
+    fn lease(&self) -> &Lease {
+        match self {
+            Self::Guard(guard) => guard.lease(),
+            Self::Leadership(leadership) => leadership.lease(),
+        }
+    }
+
+    /// Releases the lock, or resigns.
+    async fn release(self) -> Result<(), Error> {
+        match self {
+            Self::Guard(guard) => guard.release().await,
+            Self::Leadership(leadership) => leadership.resign().await,
+        }
+    }
+}
+
+/// Observes `election` until the worker exits, printing each term it sees.
+async fn observe(election: Election) {
+    let mut observer = election.observe();
+    loop {
+        // Nobody leads, or the database is away for a while (a fault): look again.
+        if let Ok(Some(leader)) = observer.changed().await {
+            println!("SAW {} {}", election.name(), leader.term);
+        }
+    }
+}
+
 /// Acquires, writes the entry, works (for `long_work_ms` if the coordinator asked for a
 /// long section), writes the exit, releases.
-async fn section(worker: &Worker, lock: &DistributedLock, long_work_ms: &AtomicU64) {
-    let guard = match lock.acquire().await {
+async fn section(worker: &Worker, lock: &Contested, long_work_ms: &AtomicU64) {
+    let guard = match lock.take(worker.ttl).await {
         Ok(guard) => guard,
         Err(Error::Timeout { .. }) => return,
         Err(error) => {

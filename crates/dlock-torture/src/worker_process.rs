@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_testkit::{ChildLines, ChildProcess};
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::worker_main;
@@ -22,6 +21,12 @@ pub(crate) struct WorkerState {
     pub(crate) owner: Option<String>,
     /// Every acquisition it was handed (`HOLD`), in order.
     pub(crate) held: Vec<Hold>,
+    /// When the coordinator heard each `HOLD`, in the same order.
+    pub(crate) held_at: Vec<Instant>,
+    /// Every acquisition it released (`FREE`), and when the coordinator heard of it.
+    pub(crate) freed: Vec<(Hold, Instant)>,
+    /// When it was killed, if it was: from then on it holds nothing.
+    pub(crate) killed_at: Option<Instant>,
     /// Whether its section's entry committed and it is working, outside any transaction,
     /// its exit not yet begun (`WORK` to `DONE`).
     pub(crate) working: bool,
@@ -35,6 +40,8 @@ pub(crate) struct WorkerState {
     pub(crate) hangs: Vec<String>,
     /// Its final `ERRORS` line: how many operations failed, and the last failure.
     pub(crate) errors: Option<(u64, String)>,
+    /// `--election`: the terms its observers saw, in order.
+    pub(crate) saw: Vec<Hold>,
 }
 
 impl WorkerState {
@@ -44,6 +51,20 @@ impl WorkerState {
             .iter()
             .find(|(lost, _)| lost == hold)
             .map(|(_, at)| *at)
+    }
+
+    /// When it stopped believing it held `hold`: the loss or the release it reported
+    /// first, or its death.
+    pub(crate) fn ended_at(&self, hold: &Hold) -> Option<Instant> {
+        let freed = self
+            .freed
+            .iter()
+            .find(|(freed, _)| freed == hold)
+            .map(|(_, at)| *at);
+        [self.lost_at(hold), freed, self.killed_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -100,18 +121,7 @@ impl WorkerProcess {
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
     pub(crate) async fn signal(&self, signal: &str) -> Result<(), String> {
-        let pid = self.process.pid();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .await
-            .map_err(|error| format!("cannot run kill: {error}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{signal} {pid} failed: {status}"))
-        }
+        self.process.signal(signal).await
     }
 
     /// Kills the process and waits for it to die.
@@ -142,7 +152,10 @@ async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
             Some("HOLD") => {
                 state.holding = hold();
                 state.owner = third.map(str::to_owned);
-                state.held.extend(hold());
+                if let Some(hold) = hold() {
+                    state.held.push(hold);
+                    state.held_at.push(Instant::now());
+                }
             }
             Some("WORK") => {
                 state.working = true;
@@ -153,12 +166,16 @@ async fn follow(mut lines: ChildLines, state: Arc<Mutex<WorkerState>>) {
                 state.working_long = false;
             }
             Some("FREE") => {
+                if let Some(hold) = state.holding.clone() {
+                    state.freed.push((hold, Instant::now()));
+                }
                 state.holding = None;
                 state.owner = None;
                 state.working = false;
                 state.working_long = false;
             }
             Some("REFUSED") => state.refused.extend(hold()),
+            Some("SAW") => state.saw.extend(hold()),
             Some("HANG") => state.hangs.push(line.clone()),
             Some("LOST") => {
                 if let Some(hold) = hold() {

@@ -1,6 +1,9 @@
 //! The short torture run, part of `cargo test --workspace`: each adapter and each dialect
-//! once, 25 s each, the four runs side by side. No server is restarted (other tests
+//! once, 25 s each, the runs side by side. No server is restarted (other tests
 //! use the same servers); that fault belongs to the long run.
+//!
+//! A fifth run holds elections instead of locks (tokio-postgres on PostgreSQL, a leader
+//! killed or frozen): terms must not overlap, and observers must never see one go back.
 //!
 //! The faults that aim at the windows between a holder's local deadline and its lease's
 //! end (short-stop, delayed-acquire, hung-renewal) do not fit in 25 s after the four
@@ -16,7 +19,7 @@ use std::process::{Command, ExitCode};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// The runs; each is a test of its own, so a skipped one shows as ignored by name.
-static RUNS: [Run; 4] = [
+static RUNS: [Run; 5] = [
     Run {
         args: &["--adapter", "tokio-postgres", "--dialect", "postgres"],
         url_var: "DLOCK_TEST_POSTGRES_URL",
@@ -39,6 +42,17 @@ static RUNS: [Run; 4] = [
         url_var: "DLOCK_TEST_POSTGRES_URL",
         faults: &["short-stop", "delayed-acquire", "hung-renewal"],
     },
+    Run {
+        args: &[
+            "--adapter",
+            "tokio-postgres",
+            "--dialect",
+            "postgres",
+            "--election",
+        ],
+        url_var: "DLOCK_TEST_POSTGRES_URL",
+        faults: &["kill", "stop"],
+    },
 ];
 
 struct Run {
@@ -50,13 +64,17 @@ struct Run {
 fn main() -> ExitCode {
     let mut arguments = Arguments::from_args();
     // Side by side unless told otherwise: libtest-mimic runs as many tests at once as there
-    // are cores, which on two cores would run the four 25 s runs one pair after another.
+    // are cores, which on two cores would run the 25 s runs one pair after another.
     arguments.test_threads.get_or_insert(RUNS.len());
     let trials = RUNS
         .iter()
         .map(|run| {
+            let elections = match run.args.contains(&"--election") {
+                true => "_elections",
+                false => "",
+            };
             let name = format!(
-                "{}_on_{}_survives_the_faults",
+                "{}_on_{}{elections}_survives_the_faults",
                 run.args[1].replace('-', "_"),
                 run.args[3]
             );

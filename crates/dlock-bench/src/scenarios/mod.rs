@@ -1,6 +1,7 @@
 //! The scenarios (see BENCHMARKS.md), and what they share.
 
 mod contended;
+mod election;
 mod floors;
 mod idle_waiters;
 mod locking;
@@ -29,6 +30,7 @@ pub(crate) enum Scenario {
     Independent,
     Skip,
     IdleWaiters,
+    Election,
 }
 
 impl Scenario {
@@ -42,6 +44,7 @@ impl Scenario {
             Self::Independent => "independent",
             Self::Skip => "skip",
             Self::IdleWaiters => "idle_waiters",
+            Self::Election => "election",
         }
     }
 
@@ -56,6 +59,7 @@ impl Scenario {
             Self::Independent => locking::independent(context).await,
             Self::Skip => skip::run(context).await,
             Self::IdleWaiters => idle_waiters::run(context).await,
+            Self::Election => election::run(context).await,
         }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) async fn mutual_exclusion(env: Env) -> Verdict {
     let mut sections = Vec::new();
     for child in children {
         for line in child.finish(Duration::from_secs(240)).await? {
-            sections.push(parse_section(&line)?);
+            sections.push(parse_section("SECTION", &line)?);
         }
     }
     let elapsed = started.elapsed();
@@ -34,20 +34,7 @@ pub(crate) async fn mutual_exclusion(env: Env) -> Verdict {
             sections.len()
         ));
     }
-    sections.sort_by_key(|section| section.entry);
-    let mut overlaps = 0;
-    for pair in sections.windows(2) {
-        let (earlier, later) = (&pair[0], &pair[1]);
-        if later.entry < earlier.exit {
-            overlaps += 1;
-        }
-        if later.token <= earlier.token {
-            return Err(format!(
-                "fencing token {} entered after token {}: tokens must grow in entry order",
-                later.token, earlier.token
-            ));
-        }
-    }
+    let overlaps = overlaps(&mut sections, "fencing token")?;
     eprintln!(
         "mutual_exclusion: {} critical sections by {CONTENDERS} processes in {elapsed:.1?}, \
          {overlaps} overlaps",
@@ -59,16 +46,38 @@ pub(crate) async fn mutual_exclusion(env: Env) -> Verdict {
     Ok(())
 }
 
-struct Section {
-    token: i64,
-    entry: u64,
-    exit: u64,
+/// The critical sections that overlap another, once sorted by entry; an error if
+/// `token`s (fencing tokens, terms) do not grow in entry order.
+pub(crate) fn overlaps(sections: &mut [Section], token: &str) -> Result<usize, String> {
+    sections.sort_by_key(|section| section.entry);
+    let mut overlaps = 0;
+    for pair in sections.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        if later.entry < earlier.exit {
+            overlaps += 1;
+        }
+        if later.token <= earlier.token {
+            return Err(format!(
+                "{token} {} entered after {token} {}: they must grow in entry order",
+                later.token, earlier.token
+            ));
+        }
+    }
+    Ok(overlaps)
 }
 
-fn parse_section(line: &str) -> Result<Section, String> {
+/// A critical section (a term, for elections) as a child reports it.
+pub(crate) struct Section {
+    pub(crate) token: i64,
+    pub(crate) entry: u64,
+    pub(crate) exit: u64,
+}
+
+/// Parses `<word> <token> <entry ns> <exit ns>`.
+pub(crate) fn parse_section(word: &str, line: &str) -> Result<Section, String> {
     let bad = || format!("unexpected child output {line:?}");
     let mut words = line.split_whitespace();
-    if words.next() != Some("SECTION") {
+    if words.next() != Some(word) {
         return Err(bad());
     }
     let mut number = || {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlock_core::adapter::{ColumnType, QueryInterface, Value};
-use dlock_core::{DistributedLock, LockGuard};
+use dlock_core::{DistributedLock, LockAdmin, LockGuard};
 use dlock_testkit::Partition;
 use dlock_testkit::failover::{FailoverRig, Replication};
 use tokio::time::Instant;
@@ -46,8 +46,10 @@ pub(crate) async fn tokens_grow_and_lost_holders_end_first_across_a_failover(env
     let rig = FailoverRig::up(Replication::Asynchronous).await?;
     let (known, fresh) = (unique_name("failover-known"), unique_name("failover-fresh"));
     let queries = env.connect_to(rig.url()).await?;
+    let mut warmed_up = 0;
     for _ in 0..3 {
         let guard = acquire(&lock(&known, Arc::clone(&queries), "warm-up")?).await?;
+        warmed_up = guard.fencing_token().get();
         guard.release().await.map_err(|e| e.to_string())?;
     }
     // What the standby has of `known`, before it stops receiving.
@@ -58,7 +60,7 @@ pub(crate) async fn tokens_grow_and_lost_holders_end_first_across_a_failover(env
         || {
             let (standby, known) = (Arc::clone(&standby), known.clone());
             // Until the standby has the table, reading it fails.
-            async move { Ok(token_on(&standby, &known).await.ok().flatten() == Some(3)) }
+            async move { Ok(token_on(&standby, &known).await.ok().flatten() == Some(warmed_up)) }
         },
     )
     .await?;
@@ -120,28 +122,53 @@ pub(crate) async fn tokens_grow_and_lost_holders_end_first_across_a_failover(env
 }
 
 /// Synchronous replication loses nothing: a holder keeps its lock across the failover,
-/// renewing on the new primary, and the next holder's token exceeds its.
+/// renewing on the new primary, and the next holder's token exceeds its. Its lease is
+/// longer than the others': until the new primary has a standby again, it commits
+/// nothing, renewals included.
 pub(crate) async fn a_holder_keeps_its_lock_across_a_synchronous_failover(env: Env) -> Verdict {
+    const LONGER: Duration = Duration::from_secs(6);
     let rig = FailoverRig::up(Replication::Synchronous).await?;
     let name = unique_name("failover-sync");
-    let guard = acquire(&lock(
-        &name,
-        env.connect_to(rig.url()).await?,
-        "across the failover",
-    )?)
-    .await?;
+    let holder = DistributedLock::builder(&name, env.connect_to(rig.url()).await?)
+        .ttl(LONGER)
+        .renew_interval(Duration::from_millis(200))
+        .holder("across the failover")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let guard = acquire(&holder).await?;
     rig.crash().await?;
-    // The new primary waits for a standby of its own before it commits anything.
     rig.rebuild().await?;
-    let contenders = env.connect_to(rig.url()).await?;
-    let contender = lock(&name, contenders, "after the failover")?;
-    tokio::time::sleep(TTL * 2).await;
+    let rebuilt = Instant::now();
+    // A lease renewed on the new primary: more of it left than any renewal before the
+    // crash (over a second ago: the rebuild alone takes that) can have left.
+    let admin = LockAdmin::new(env.connect_to(rig.url()).await?);
+    eventually(
+        Duration::from_secs(5),
+        "the holder renews on the new primary",
+        || {
+            let (admin, name) = (&admin, &name);
+            async move {
+                let left = admin.inspect(name).await.map_err(|e| e.to_string())?;
+                Ok(left.remaining_lease() > Some(LONGER - Duration::from_millis(500)))
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "renewed on the new primary {:.0?} after the rebuild",
+        rebuilt.elapsed()
+    );
     if guard.is_lost() {
         return Err(format!(
             "the holder lost its lock in the failover: {}",
             guard.lost().await
         ));
     }
+    let contender = lock(
+        &name,
+        env.connect_to(rig.url()).await?,
+        "after the failover",
+    )?;
     if contender
         .try_acquire()
         .await

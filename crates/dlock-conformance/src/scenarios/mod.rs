@@ -2,6 +2,7 @@
 
 mod admin;
 mod crash;
+mod election;
 mod errors;
 mod exclusion;
 mod failover;
@@ -129,4 +130,12 @@ scenarios![
     admin::force_release_never_lets_anyone_in_first,
     admin::durability_reports_the_database_settings,
     sql_mode::acquire_is_independent_of_assignment_order,
+    election::one_leader_among_candidate_processes,
+    election::resignation_hands_over_to_another_process,
+    election::killed_leader_is_replaced_within_a_lease,
+    election::stopped_leader_knows_it_lost_before_acting_again,
+    election::observers_in_another_process_see_every_term_in_order,
+    election::observing_only_reads,
+    election::leader_proclaim_and_run_while_leader,
+    election::tables_from_before_elections,
 ];

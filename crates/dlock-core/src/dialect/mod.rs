@@ -62,6 +62,16 @@ impl Dialect {
         }
     }
 
+    /// Whether `error` says that a column does not exist: a lock table created before
+    /// elections, without the `value` columns.
+    pub(crate) fn is_missing_column(self, error: &QueryError) -> bool {
+        match self {
+            Self::Postgres => error.code() == Some("42703"),
+            Self::Mysql => matches!(error.code(), Some("1054" | "42S22")),
+            Self::Sqlite => error.to_string().contains("no such column"),
+        }
+    }
+
     /// Whether `error` says that the statement lost a race with a concurrent one (a
     /// deadlock or serialization failure) and was rolled back, changing nothing.
     pub(crate) fn is_conflict(self, error: &QueryError) -> bool {
@@ -84,13 +94,16 @@ impl Dialect {
         };
         match self {
             // Classes 08 (connection), 40 (rollback), 53 (resources), 57 (operator
-            // intervention: shutdown, cancel) and 55P03 (lock not available).
+            // intervention: shutdown, cancel), 55P03 (lock not available) and 25006
+            // (read-only transaction: a standby, during a failover, until it is promoted
+            // or the address leads to the new primary).
             Self::Postgres => {
                 code.len() == 5
                     && (["08", "40", "53", "57"]
                         .iter()
                         .any(|class| code.starts_with(class))
-                        || code == "55P03")
+                        || code == "55P03"
+                        || code == "25006")
             }
             // SQLSTATE as some drivers report it, or the error number (what the adapters
             // report): HY000 is the SQLSTATE of lock wait timeouts (1205), 40001 of
@@ -135,6 +148,20 @@ impl Dialect {
     /// sequence or trigger.
     pub fn create_table_sql(self, table: &TableName) -> String {
         self.sql(table).create_table.sql.to_string()
+    }
+
+    /// The statements that add the columns elections need, `value` and `value_term`,
+    /// to a lock table created before them (plain locks never read them), for an
+    /// administrator to run: dlock never alters a table by itself (see
+    /// [`Error::NoValueColumn`](crate::Error::NoValueColumn)). Nullable columns without a
+    /// default, which PostgreSQL, MySQL 8, MariaDB and SQLite add without rewriting the
+    /// table.
+    pub fn add_value_columns_sql(self, table: &TableName) -> String {
+        match self {
+            Self::Postgres => postgres::add_value_columns(table),
+            Self::Mysql => mysql::add_value_columns(table),
+            Self::Sqlite => sqlite::add_value_columns(table),
+        }
     }
 }
 
@@ -199,6 +226,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
 /// | `revoke`        | name, fencing               | 1 affected row iff held with that token |
 /// | `force_release` | name, fencing               | 1 affected row iff held or revoked, that token |
+/// | `proclaim`      | name, owner, value          | 1 affected row iff still ours (\*\*\*\*)  |
+/// | `leader`        | name                        | `LEADER` row iff held and proclaimed    |
 ///
 /// Each [`Template`] lists the parameters in the order its placeholders take them, since
 /// MySQL's `?` placeholders are positional and cannot be referred to twice.
@@ -213,6 +242,15 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// (\*\*\*) The prober's TTL: on PostgreSQL, after a failover, every lock is held by the
 /// lock-delay for one lease, and the probe says so (see `postgres.rs`). Other dialects
 /// ignore it.
+///
+/// (\*\*\*\*) MySQL counts a row whose values did not change as unaffected unless the
+/// driver asks for found rows, so 0 is confirmed with `leader`.
+///
+/// **Elections** publish a value with the lease: `proclaim` stores it in `value` and the
+/// row's current fencing token in `value_term`, so a value is the current leader's
+/// only while `value_term = fencing` — the acquisition (`acquire`, which never reads
+/// or writes these columns, so plain locks work on tables without them) moves `fencing`
+/// on and leaves the last leader's value behind, disowned.
 ///
 /// A row is **free** when `expires_at` is NULL (released) or past, whatever `owner` says:
 /// `revoke` clears `owner` but keeps the lease's end, so the revoked holder's renewal
@@ -237,6 +275,12 @@ pub(crate) struct Sql {
     pub(crate) inspect: Template,
     pub(crate) revoke: Template,
     pub(crate) force_release: Template,
+    pub(crate) proclaim: Template,
+    pub(crate) leader: Template,
+    /// `list` and `inspect` for a table without the `value` columns: `INFO` with a NULL
+    /// value.
+    pub(crate) list_without_value: Template,
+    pub(crate) inspect_without_value: Template,
     /// `(name, value)` rows of the settings that decide whether acknowledged acquisitions
     /// survive a crash or failover (see `durability.rs`).
     pub(crate) durability: Template,
@@ -254,6 +298,7 @@ pub(crate) enum Param {
     TtlMs,
     Token,
     Channel,
+    Value,
 }
 
 /// SQL text and the parameters its placeholders take, in order.
@@ -281,6 +326,7 @@ struct Args<'a> {
     ttl: Duration,
     token: i64,
     channel: &'a str,
+    value: &'a str,
 }
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
@@ -289,8 +335,9 @@ const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
 /// `acquired_at`, `expires_at` and the database's current time as Unix epoch
-/// milliseconds, then 1 if the lease is live by the database's clock, else 0. Times come
-/// as integers because [`Value`] has no time type, and with the database's "now" so that
+/// milliseconds, then 1 if the lease is live by the database's clock, else 0, then the
+/// value its leader proclaimed for this acquisition (NULL if none). Times come as
+/// integers because [`Value`] has no time type, and with the database's "now" so that
 /// every relative time is measured on one clock.
 pub(crate) const INFO: &[ColumnType] = &[
     ColumnType::Text,
@@ -301,7 +348,29 @@ pub(crate) const INFO: &[ColumnType] = &[
     ColumnType::Int,
     ColumnType::Int,
     ColumnType::Int,
+    ColumnType::Text,
 ];
+
+/// What `leader` returns: the value, the holder, the fencing token (the term), when it
+/// was acquired (Unix epoch milliseconds) and how many milliseconds its lease has left,
+/// by the database's clock.
+pub(crate) const LEADER: &[ColumnType] = &[
+    ColumnType::Text,
+    ColumnType::Text,
+    ColumnType::Int,
+    ColumnType::Int,
+    ColumnType::Int,
+];
+
+/// The SQL of the value a leader proclaimed for the row's current acquisition, NULL if
+/// it proclaimed none (or the value is a former leader's).
+const CURRENT_VALUE: &str = "CASE WHEN value_term = fencing THEN value END";
+
+/// What `list` and `inspect` select as the value: [`CURRENT_VALUE`], or NULL for a
+/// table without the `value` columns.
+fn value_column(with_value: bool) -> &'static str {
+    if with_value { CURRENT_VALUE } else { "NULL" }
+}
 
 impl Sql {
     pub(crate) fn create_table(&self) -> Statement {
@@ -422,16 +491,46 @@ impl Sql {
         )
     }
 
-    pub(crate) fn list(&self) -> Statement {
-        bind(StatementKind::List, &self.list, &Args::default(), INFO)
+    /// `list`, or, `with_value` false, the one for a table without the `value` columns.
+    pub(crate) fn list(&self, with_value: bool) -> Statement {
+        let template = match with_value {
+            true => &self.list,
+            false => &self.list_without_value,
+        };
+        bind(StatementKind::List, template, &Args::default(), INFO)
     }
 
-    pub(crate) fn inspect(&self, name: &str) -> Statement {
+    /// `inspect`, or, `with_value` false, the one for a table without the `value` columns.
+    pub(crate) fn inspect(&self, name: &str, with_value: bool) -> Statement {
         let args = Args {
             name,
             ..Args::default()
         };
-        bind(StatementKind::Inspect, &self.inspect, &args, INFO)
+        let template = match with_value {
+            true => &self.inspect,
+            false => &self.inspect_without_value,
+        };
+        bind(StatementKind::Inspect, template, &args, INFO)
+    }
+
+    /// Publishes `value` as the leader's, if `owner` still holds a live lease.
+    pub(crate) fn proclaim(&self, name: &str, owner: &str, value: &str) -> Statement {
+        let args = Args {
+            name,
+            owner,
+            value,
+            ..Args::default()
+        };
+        bind(StatementKind::Proclaim, &self.proclaim, &args, &[])
+    }
+
+    /// The current leader of the election `name`: a live lease whose holder proclaimed.
+    pub(crate) fn leader(&self, name: &str) -> Statement {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        bind(StatementKind::Leader, &self.leader, &args, LEADER)
     }
 
     /// Takes the lock from whoever holds it, but only while its fencing token is
@@ -473,6 +572,7 @@ fn bind(
             Param::TtlMs => millis(args.ttl),
             Param::Token => Value::Int(args.token),
             Param::Channel => Value::Text(args.channel.to_owned()),
+            Param::Value => Value::Text(args.value.to_owned()),
         })
         .collect();
     Statement {
@@ -541,8 +641,12 @@ mod tests {
                 ("renew", sql.renew("n", "o", ttl)),
                 ("release", sql.release("n", "o")),
                 ("fence", sql.fence("n", "o", FencingToken(1))),
-                ("list", sql.list()),
-                ("inspect", sql.inspect("n")),
+                ("list", sql.list(true)),
+                ("list_without_value", sql.list(false)),
+                ("inspect", sql.inspect("n", true)),
+                ("inspect_without_value", sql.inspect("n", false)),
+                ("proclaim", sql.proclaim("n", "o", "v")),
+                ("leader", sql.leader("n")),
                 ("revoke", sql.revoke("n", FencingToken(1))),
                 ("force_release", sql.force_release("n", FencingToken(1))),
             ];

@@ -41,8 +41,8 @@
 //! lost if it does not commit within 0.9·TTL − renew interval of the last renewal sent
 //! before it (see the adapters' `fence` docs).
 
-use super::Param::{Holder, Name, Owner, Token, TtlMs};
-use super::{Sql, Template};
+use super::Param::{Holder, Name, Owner, Token, TtlMs, Value};
+use super::{Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -75,20 +75,32 @@ const FREE: &str = "(expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6))";
 /// The `INFO` columns of every lock (see [`super::INFO`]). `UTC_TIMESTAMP(6)` is one
 /// instant for the whole statement, and the `DATETIME(6)` columns hold UTC, so the epoch
 /// is `1970-01-01 00:00:00` with no zone conversion.
-fn info(t: &str) -> String {
-    let epoch_ms = |column: &str| {
-        format!(
-            "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000 AS SIGNED)"
-        )
-    };
+/// The value only `with_value` (a table that has the column).
+fn info(t: &str, with_value: bool) -> String {
     format!(
         "SELECT name, owner, fencing, holder, {}, {}, {},
-                CAST(COALESCE(expires_at > {NOW}, 0) AS SIGNED)
+                CAST(COALESCE(expires_at > {NOW}, 0) AS SIGNED), {}
          FROM {t}",
         epoch_ms("acquired_at"),
         epoch_ms("expires_at"),
         epoch_ms(NOW),
+        value_column(with_value),
     )
+}
+
+fn epoch_ms(column: &str) -> String {
+    format!("CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000 AS SIGNED)")
+}
+
+/// Every lock but the reserved row named `''` (never a lock: the builder refuses empty
+/// names), by name.
+fn list(t: &str, with_value: bool) -> String {
+    format!("{} WHERE name <> '' ORDER BY name", info(t, with_value))
+}
+
+pub(super) fn add_value_columns(table: &TableName) -> String {
+    let t = table.quoted('`');
+    format!("ALTER TABLE {t} ADD COLUMN value TEXT, ADD COLUMN value_term BIGINT")
 }
 
 pub(super) fn sql(table: &TableName) -> Sql {
@@ -103,7 +115,9 @@ pub(super) fn sql(table: &TableName) -> Sql {
                     fencing     BIGINT NOT NULL,
                     holder      TEXT,
                     acquired_at DATETIME(6),
-                    expires_at  DATETIME(6)
+                    expires_at  DATETIME(6),
+                    value       TEXT,
+                    value_term  BIGINT
                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
             ),
             &[],
@@ -164,8 +178,38 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Token],
         ),
-        list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
-        inspect: Template::new(format!("{} WHERE name_hash = {KEY}", info(&t)), &[Name]),
+        list: Template::new(list(&t, true), &[]),
+        inspect: Template::new(
+            format!("{} WHERE name_hash = {KEY}", info(&t, true)),
+            &[Name],
+        ),
+        list_without_value: Template::new(list(&t, false), &[]),
+        inspect_without_value: Template::new(
+            format!("{} WHERE name_hash = {KEY}", info(&t, false)),
+            &[Name],
+        ),
+        // Owner-checked like a renewal, and only while the lease is live. An unchanged
+        // value is 0 affected rows to a driver that counts changed rows; `leader` then
+        // tells.
+        proclaim: Template::new(
+            format!(
+                "UPDATE {t} SET value = ?, value_term = fencing
+                 WHERE name_hash = {KEY} AND owner = ? AND expires_at > {NOW}"
+            ),
+            &[Value, Name, Owner],
+        ),
+        // A plain read, as `probe`. Not a revoked lease (no owner).
+        leader: Template::new(
+            format!(
+                "SELECT value, holder, fencing, {},
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
+                 FROM {t}
+                 WHERE name_hash = {KEY} AND owner IS NOT NULL AND expires_at > {NOW}
+                   AND value_term = fencing",
+                epoch_ms("acquired_at")
+            ),
+            &[Name],
+        ),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
         // at every acquisition, so a lock that changed hands since is left alone. The
         // lease's end stays, so nobody acquires before it (see `FREE`).

@@ -1,8 +1,8 @@
 //! PostgreSQL. `clock_timestamp()`, not `now()`: `now()` is frozen at the start of the
 //! transaction, which may be long before the statement runs.
 
-use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs};
-use super::{Sql, Template};
+use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs, Value};
+use super::{Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -25,18 +25,35 @@ pub(super) fn is_conflict(error: &QueryError) -> bool {
         .is_some_and(|code| CONFLICT_CODES.contains(&code))
 }
 
+fn epoch_ms(column: &str) -> String {
+    format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column}) * 1000) AS BIGINT)")
+}
+
 /// The `INFO` columns of every lock (see [`super::INFO`]), read at one instant of the
-/// database's clock.
-fn info(t: &str) -> String {
-    let epoch_ms =
-        |column: &str| format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column}) * 1000) AS BIGINT)");
+/// database's clock; the value only `with_value` (a table that has the column).
+fn info(t: &str, with_value: bool) -> String {
     format!(
         "SELECT l.name, l.owner, l.fencing, l.holder, {}, {}, {},
-                CAST(CASE WHEN l.expires_at > c.now THEN 1 ELSE 0 END AS BIGINT)
+                CAST(CASE WHEN l.expires_at > c.now THEN 1 ELSE 0 END AS BIGINT), {}
          FROM {t} AS l, (SELECT clock_timestamp() AS now) AS c",
         epoch_ms("l.acquired_at"),
         epoch_ms("l.expires_at"),
         epoch_ms("c.now"),
+        value_column(with_value),
+    )
+}
+
+/// Every lock but the reserved row named `''` (never a lock: the builder refuses empty
+/// names), by name.
+fn list(t: &str, with_value: bool) -> String {
+    format!("{} WHERE l.name <> '' ORDER BY l.name", info(t, with_value))
+}
+
+pub(super) fn add_value_columns(table: &TableName) -> String {
+    let t = table.quoted('"');
+    format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS value TEXT, \
+         ADD COLUMN IF NOT EXISTS value_term BIGINT"
     )
 }
 
@@ -79,7 +96,9 @@ pub(super) fn sql(table: &TableName) -> Sql {
                 fencing     BIGINT NOT NULL,
                 holder      TEXT,
                 acquired_at TIMESTAMPTZ,
-                expires_at  TIMESTAMPTZ
+                expires_at  TIMESTAMPTZ,
+                value       TEXT,
+                value_term  BIGINT
             )"
             ),
             &[],
@@ -213,12 +232,37 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner, Token],
         ),
-        // Not the epoch row, which is no lock.
-        list: Template::new(
-            format!("{} WHERE l.name <> '' ORDER BY l.name", info(&t)),
-            &[],
+        list: Template::new(list(&t, true), &[]),
+        inspect: Template::new(format!("{} WHERE l.name = $1", info(&t, true)), &[Name]),
+        list_without_value: Template::new(list(&t, false), &[]),
+        inspect_without_value: Template::new(
+            format!("{} WHERE l.name = $1", info(&t, false)),
+            &[Name],
         ),
-        inspect: Template::new(format!("{} WHERE l.name = $1", info(&t)), &[Name]),
+        // Owner-checked like a renewal, and only while the lease is live: a value
+        // proclaimed for a lease that ended would be read as the next term's. Changes no
+        // key column, so it takes `FOR NO KEY UPDATE` and, like a renewal, does not wait
+        // for fenced transactions.
+        proclaim: Template::new(
+            format!(
+                "UPDATE {t} SET value = $3, value_term = fencing
+                 WHERE name = $1 AND owner = $2 AND expires_at > clock_timestamp()"
+            ),
+            &[Name, Owner, Value],
+        ),
+        // A plain read, as `probe`. Not a revoked lease (no owner): its holder is about to
+        // hear of the loss.
+        leader: Template::new(
+            format!(
+                "SELECT value, holder, fencing, {},
+                        CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS BIGINT)
+                 FROM {t}
+                 WHERE name = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()
+                   AND value_term = fencing",
+                epoch_ms("acquired_at")
+            ),
+            &[Name],
+        ),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
         // at every acquisition, so a lock that changed hands since is left alone. The
         // lease's end stays, so nobody acquires before it (see `FREE`). `FOR UPDATE`, as

@@ -25,8 +25,8 @@
 //! other lock's on the file): the guard is lost unless the transaction ends within
 //! 0.9·TTL − renew interval of the last renewal sent before it.
 
-use super::Param::{Holder, Name, Owner, Token, TtlMs};
-use super::{Sql, Template};
+use super::Param::{Holder, Name, Owner, Token, TtlMs, Value};
+use super::{Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -39,12 +39,26 @@ const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGE
 
 /// The `INFO` columns of every lock (see [`super::INFO`]). `'now'` is one instant per
 /// row returned (per `sqlite3_step`), so each row's times and liveness agree.
-fn info(t: &str) -> String {
+/// The value only `with_value` (a table that has the column).
+fn info(t: &str, with_value: bool) -> String {
+    let value = value_column(with_value);
     format!(
         "SELECT name, owner, fencing, holder, acquired_at, expires_at, {NOW_MS},
-                COALESCE(expires_at > {NOW_MS}, 0)
+                COALESCE(expires_at > {NOW_MS}, 0), {value}
          FROM {t}"
     )
+}
+
+/// Every lock but the reserved row named `''` (never a lock: the builder refuses empty
+/// names), by name.
+fn list(t: &str, with_value: bool) -> String {
+    format!("{} WHERE name <> '' ORDER BY name", info(t, with_value))
+}
+
+/// Two statements: SQLite adds one column per `ALTER TABLE`.
+pub(super) fn add_value_columns(table: &TableName) -> String {
+    let t = table.quoted('"');
+    format!("ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_term INTEGER")
 }
 
 pub(super) fn sql(table: &TableName) -> Sql {
@@ -58,7 +72,9 @@ pub(super) fn sql(table: &TableName) -> Sql {
                     fencing     INTEGER NOT NULL,
                     holder      TEXT,
                     acquired_at INTEGER,
-                    expires_at  INTEGER
+                    expires_at  INTEGER,
+                    value       TEXT,
+                    value_term  INTEGER
                 )"
             ),
             &[],
@@ -114,8 +130,31 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Token],
         ),
         // Times are stored as epoch milliseconds already.
-        list: Template::new(format!("{} ORDER BY name", info(&t)), &[]),
-        inspect: Template::new(format!("{} WHERE name = ?1", info(&t)), &[Name]),
+        list: Template::new(list(&t, true), &[]),
+        inspect: Template::new(format!("{} WHERE name = ?1", info(&t, true)), &[Name]),
+        list_without_value: Template::new(list(&t, false), &[]),
+        inspect_without_value: Template::new(
+            format!("{} WHERE name = ?1", info(&t, false)),
+            &[Name],
+        ),
+        // Owner-checked like a renewal, and only while the lease is live.
+        proclaim: Template::new(
+            format!(
+                "UPDATE {t} SET value = ?3, value_term = fencing
+                 WHERE name = ?1 AND owner = ?2 AND expires_at > {NOW_MS}"
+            ),
+            &[Name, Owner, Value],
+        ),
+        // A plain read, as `probe`. Not a revoked lease (no owner).
+        leader: Template::new(
+            format!(
+                "SELECT value, holder, fencing, acquired_at, expires_at - {NOW_MS}
+                 FROM {t}
+                 WHERE name = ?1 AND owner IS NOT NULL AND expires_at > {NOW_MS}
+                   AND value_term = fencing"
+            ),
+            &[Name],
+        ),
         // Whoever holds it, but only the acquisition the operator saw: the token changes
         // at every acquisition, so a lock that changed hands since is left alone. The
         // lease's end stays, so nobody acquires before it (`acquire` takes a row whose

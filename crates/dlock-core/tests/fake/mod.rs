@@ -42,6 +42,8 @@ fn check(statement: &Statement, wants_rows: bool) {
         Kind::Release => (&[&[], &[Text]], &[2, 3]),
         Kind::Fence => (&[&[Int]], &[3]),
         Kind::Notify => (&[&[]], &[2]),
+        Kind::Proclaim => (&[&[]], &[3]),
+        Kind::Leader => (&[&[Text, Text, Int, Int, Int]], &[1]),
         other => panic!("the fake does not know {other:?} statements"),
     };
     let kind = statement.kind;
@@ -100,6 +102,8 @@ pub(crate) struct LockRow {
     pub(crate) fencing: i64,
     pub(crate) holder: Option<String>,
     pub(crate) expires_at: Option<Instant>,
+    /// An election's value, and the term (fencing token) it was proclaimed in.
+    pub(crate) value: Option<(String, i64)>,
 }
 
 impl LockRow {
@@ -270,6 +274,24 @@ impl FakeDb {
                 fencing,
                 holder: Some(holder.to_owned()),
                 expires_at: Some(now + ttl),
+                value: None,
+            },
+        );
+    }
+
+    /// Another process leads election `name` with `value` in term `fencing` for `ttl`
+    /// from now; or the row a reader sees says so (a replica behind the primary, when
+    /// `fencing` is smaller than before).
+    pub(crate) fn lead_elsewhere(&self, name: &str, fencing: i64, value: &str, ttl: Duration) {
+        let now = self.now();
+        self.state().rows.insert(
+            name.to_owned(),
+            LockRow {
+                owner: Some("someone-else".to_owned()),
+                fencing,
+                holder: Some("elsewhere".to_owned()),
+                expires_at: Some(now + ttl),
+                value: Some((value.to_owned(), fencing)),
             },
         );
     }
@@ -349,7 +371,7 @@ impl FakeDb {
             };
             let owner = match (kind, statement.params.get(1)) {
                 (
-                    Kind::Acquire | Kind::Renew | Kind::Release | Kind::Fence,
+                    Kind::Acquire | Kind::Renew | Kind::Release | Kind::Fence | Kind::Proclaim,
                     Some(Value::Text(o)),
                 ) => Some(o.clone()),
                 _ => None,
@@ -432,6 +454,7 @@ impl FakeDb {
                     fencing: 1,
                     holder: Some(holder),
                     expires_at: Some(now + ttl),
+                    value: None,
                 };
                 let fencing = match state.rows.get_mut(&name) {
                     None => {
@@ -442,7 +465,13 @@ impl FakeDb {
                     // a revoked row (no owner, lease running) is not free yet.
                     Some(row) if row.expires_at.is_none_or(|at| at <= now) => {
                         let fencing = row.fencing + 1;
-                        *row = LockRow { fencing, ..taken };
+                        // The last leader's value stays, disowned by the new term.
+                        let value = row.value.take();
+                        *row = LockRow {
+                            fencing,
+                            value,
+                            ..taken
+                        };
                         Some(fencing)
                     }
                     Some(_) => None,
@@ -518,6 +547,39 @@ impl FakeDb {
                     _ => (Effect::Nothing, vec![]),
                 }
             }
+            Kind::Proclaim => {
+                let (owner, value) = (text(1), text(2));
+                match state.rows.get_mut(&text(0)) {
+                    Some(row) if row.owner.as_ref() == Some(&owner) && row.is_live(now) => {
+                        row.value = Some((value, row.fencing));
+                        (Effect::Done, affected(1))
+                    }
+                    _ => (Effect::Nothing, affected(0)),
+                }
+            }
+            Kind::Leader => match state.rows.get(&text(0)) {
+                Some(LockRow {
+                    value: Some((value, term)),
+                    fencing,
+                    holder,
+                    expires_at: Some(expires_at),
+                    ..
+                }) if term == fencing && state.rows[&text(0)].is_live(now) => {
+                    let left = i64::try_from((*expires_at - now).as_millis()).expect("short");
+                    let holder = holder.clone().expect("live rows name a holder");
+                    (
+                        Effect::Held(holder.clone()),
+                        vec![vec![
+                            Value::Text(value.clone()),
+                            Value::Text(holder),
+                            Value::Int(*fencing),
+                            Value::Int(0),
+                            Value::Int(left),
+                        ]],
+                    )
+                }
+                _ => (Effect::Nothing, vec![]),
+            },
             other => panic!("the fake does not know {other:?} statements"),
         };
         state.log[index].effect = effect;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dlock_core::adapter::Value;
 use dlock_core::{Dialect, LockInfo};
+use dlock_testkit::failover::Replication;
 use dlock_testkit::proxy::{ConnectionFault, Proxy};
 use tokio::time::Instant;
 
@@ -39,6 +40,7 @@ impl Coordinator {
             FaultKind::DelayedAcquire => self.delayed_acquire().await,
             FaultKind::HungRenewal => self.hung_renewal().await,
             FaultKind::Restart => self.restart().await,
+            FaultKind::Failover => self.failover().await,
         }
     }
 
@@ -52,6 +54,10 @@ impl Coordinator {
         let victim = self.workers.remove(position);
         let state = Arc::clone(&victim.state);
         victim.kill().await?;
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .killed_at = Some(Instant::now());
         let hold = held_when_signalled(&state).await;
         self.departed.push(state);
         self.record(FaultKind::Kill, at_us, hold);
@@ -163,6 +169,72 @@ impl Coordinator {
         self.restart_holds.0 += holds.len();
         self.restart_holds.1 += kept;
         Ok(true)
+    }
+
+    /// `failover`: the primary killed and the standby promoted while the workers take
+    /// locks; a new standby is then made, for the next failover (and, synchronous, for
+    /// the new primary to commit at all). Asynchronous, the standby stops receiving first,
+    /// and a worker is caught at work under an acquisition made after that, which the new
+    /// primary never hears of: it must report the loss, and fencing refuse its exit write.
+    /// What all the workers saw across the failover is checked at the end
+    /// (`check_failovers`).
+    async fn failover(&mut self) -> Result<bool, String> {
+        let ttl = self.args.ttl();
+        let asynchronous = self.args.failover() == Some(Replication::Asynchronous);
+        let mut lost = None;
+        if asynchronous {
+            self.rig()?.hold_replication().await?;
+            let work = ttl * 2;
+            lost = self
+                .long_section(work)
+                .await?
+                .map(|(position, hold, _)| (position, hold, work));
+        }
+        let crashed = Instant::now();
+        self.rig()?.crash().await?;
+        let promoted = Instant::now();
+        let at_us = self.db_now_us();
+        self.rig()?.rebuild().await?;
+        self.failovers.push((crashed, promoted));
+        let target = lost.as_ref().map(|(_, hold, _)| hold.clone());
+        self.record(FaultKind::Failover, at_us, target);
+        if let Some((position, hold, work)) = lost {
+            self.check_lost_in_failover(position, &hold, crashed + work)
+                .await;
+        }
+        Ok(true)
+    }
+
+    /// A worker at work under an acquisition the new primary never received: by the end of
+    /// its work (and two seconds more) it has reported the loss and its exit write was
+    /// refused.
+    async fn check_lost_in_failover(&mut self, position: usize, hold: &Hold, work_ends: Instant) {
+        let Some(worker) = self.workers.get(position) else {
+            return;
+        };
+        let limit = work_ends + Duration::from_secs(2);
+        let done =
+            |state: &WorkerState| state.lost_at(hold).is_some() && state.refused.contains(hold);
+        while !done(&worker.state()) && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let state = worker.state();
+        if !done(&state) {
+            self.problems.push(format!(
+                "worker {} at work under {hold:?}, an acquisition lost in a failover, did not report the loss (reported: {}) and have its exit write refused (refused: {}) by the end of its work",
+                worker.index,
+                state.lost_at(hold).is_some(),
+                state.refused.contains(hold)
+            ));
+        }
+    }
+
+    /// The failover rig the run is on.
+    fn rig(&self) -> Result<&dlock_testkit::failover::FailoverRig, String> {
+        self.database
+            .rig
+            .as_ref()
+            .ok_or_else(|| "BUG: a failover without the rig".to_owned())
     }
 
     /// After a worker frozen past its local deadline was resumed: its timers are all past
