@@ -626,7 +626,7 @@ async fn elections(url: &str, table: &str, db: &DatabaseConnection) {
     assert_eq!(nobody, serde_json::json!({ "name": name, "leader": null }));
     assert!(!stdout(&run(&["list"])).contains("VALUE"));
 
-    let election = Election::builder(name, db)
+    let election = Election::builder(name, queries(url, db))
         .table(table)
         .ttl(TTL)
         .holder(LABEL)
