@@ -84,7 +84,9 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
 
 /// A connection that could not be opened. The server's refusals (a wrong password, an
 /// unknown user) keep their code, so that the core reports them as permanent and not as
-/// an unreachable server: with Diesel both are otherwise one `ConnectionError`.
+/// an unreachable server: with Diesel both are otherwise one `ConnectionError`. Pools
+/// open connections; a connection passed alone comes open.
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
 pub(crate) fn connection_error(
     dialect: Dialect,
     error: &diesel::ConnectionError,
