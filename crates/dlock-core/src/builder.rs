@@ -1,6 +1,7 @@
 //! Setting a lock's options: the builder.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +134,7 @@ impl LockBuilder {
             releases: ReleaseBroadcast::for_table(&self.queries, &options.table, &sql),
             sql,
             courtesy_until: Mutex::new(None),
+            durability_checked: AtomicBool::new(false),
             telemetry: LockTelemetry::new(&self.name),
             name: self.name,
             queries: self.queries,

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::Instrument;
@@ -250,6 +251,11 @@ pub(crate) async fn read(
 /// lock works without.
 pub(crate) fn check_once(lock: &Arc<LockInner>) {
     static CHECKED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    // Each lock looks the database up once: the lookup allocates, and acquisitions are
+    // the hot path.
+    if lock.durability_checked.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let source = lock
         .queries
         .listener()

@@ -2,6 +2,7 @@
 //! statement of the algorithm, run through the query interface, with its result decoded
 //! and its errors classified.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub(crate) struct LockInner {
     pub(crate) releases: Arc<ReleaseBroadcast>,
     /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
+    /// Whether this lock has had the database's durability checked (see
+    /// `durability::check_once`): after its first acquisition, one load per acquisition.
+    pub(crate) durability_checked: AtomicBool,
     pub(crate) telemetry: LockTelemetry,
 }
 
