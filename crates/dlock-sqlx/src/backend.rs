@@ -43,6 +43,21 @@ pub trait SqlxDatabase: Database + sealed::Sealed {
     ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'c;
 }
 
+/// `statement`'s SQL as an sqlx query for `$database`, its values bound in order.
+macro_rules! bound {
+    ($database:ty, $statement:expr) => {{
+        let mut query = sqlx::query::<$database>(AssertSqlSafe($statement.sql.clone()));
+        for value in &$statement.params {
+            query = match value {
+                Value::Null => query.bind(None::<String>),
+                Value::Int(int) => query.bind(*int),
+                Value::Text(text) => query.bind(text.clone()),
+            };
+        }
+        query
+    }};
+}
+
 macro_rules! database {
     ($feature:literal, $database:ty, $variant:ident, $dialect:expr) => {
         #[cfg(feature = $feature)]
@@ -64,14 +79,7 @@ macro_rules! database {
                 unnamed: bool,
             ) -> impl Future<Output = Result<u64, QueryError>> + Send + 'c {
                 async move {
-                    let mut query = sqlx::query::<$database>(AssertSqlSafe(statement.sql.clone()));
-                    for value in &statement.params {
-                        query = match value {
-                            Value::Null => query.bind(None::<String>),
-                            Value::Int(int) => query.bind(*int),
-                            Value::Text(text) => query.bind(text.clone()),
-                        };
-                    }
+                    let query = bound!($database, statement);
                     let result = query
                         .persistent(!unnamed)
                         .execute(conn)
@@ -87,14 +95,7 @@ macro_rules! database {
                 unnamed: bool,
             ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'c {
                 async move {
-                    let mut query = sqlx::query::<$database>(AssertSqlSafe(statement.sql.clone()));
-                    for value in &statement.params {
-                        query = match value {
-                            Value::Null => query.bind(None::<String>),
-                            Value::Int(int) => query.bind(*int),
-                            Value::Text(text) => query.bind(text.clone()),
-                        };
-                    }
+                    let query = bound!($database, statement);
                     let rows = query
                         .persistent(!unnamed)
                         .fetch_all(conn)

@@ -129,12 +129,19 @@ impl FailoverRig {
         self.run(&["rebuild"]).await.map(drop)
     }
 
-    async fn run(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(SCRIPT)
-            .args(args)
+    /// The rig script, set to this rig's directory and ports.
+    fn script(&self) -> std::process::Command {
+        let mut script = std::process::Command::new(SCRIPT);
+        script
             .env("DLOCK_FAILOVER_DIR", &self.dir)
             .env("DLOCK_FAILOVER_PORT_A", self.ports[0].to_string())
-            .env("DLOCK_FAILOVER_PORT_B", self.ports[1].to_string())
+            .env("DLOCK_FAILOVER_PORT_B", self.ports[1].to_string());
+        script
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::from(self.script())
+            .args(args)
             .output()
             .await
             .map_err(|error| format!("cannot run {SCRIPT}: {error}"))?;
@@ -152,12 +159,7 @@ impl FailoverRig {
 
 impl Drop for FailoverRig {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(SCRIPT)
-            .arg("down")
-            .env("DLOCK_FAILOVER_DIR", &self.dir)
-            .env("DLOCK_FAILOVER_PORT_A", self.ports[0].to_string())
-            .env("DLOCK_FAILOVER_PORT_B", self.ports[1].to_string())
-            .status();
+        let _ = self.script().arg("down").status();
     }
 }
 
