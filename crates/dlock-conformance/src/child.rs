@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Election, ElectionBuilder};
+use dlock_core::{DistributedLock, Election, ElectionBuilder, MultiLock, MultiLockBuilder};
 use dlock_testkit::{Backend, ChildProcess, Route, wall_ns};
 
 use crate::support::Env;
@@ -48,6 +48,12 @@ pub(crate) enum Mode {
     /// Observes the election (poll interval 50 ms), printing `LEADER <term> <value>` or
     /// `NONE` for every change, until it sees the value `last`.
     Observe,
+    /// Multi-locks, on the names given as the lock name, one per line. Runs `sections`
+    /// critical sections holding all of them, printing
+    /// `SECTION <name> <token> <entry ns> <exit ns>` for each name of each.
+    MultiContend { sections: usize },
+    /// Acquires all the names, prints `ACQUIRED`, and waits to be killed.
+    MultiHold,
 }
 
 /// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
@@ -68,6 +74,8 @@ pub(crate) fn spawn(
         Mode::Lead => ("lead", 0),
         Mode::Campaign => ("campaign", 0),
         Mode::Observe => ("observe", 0),
+        Mode::MultiContend { sections } => ("multi-contend", sections),
+        Mode::MultiHold => ("multi-hold", 0),
     };
     ChildProcess::spawn(
         format!("the {mode_name} child"),
@@ -108,6 +116,15 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
     let queries = Env::new(backend, dialect, var(URL)?, route)
         .connect()
         .await?;
+    if mode.starts_with("multi-") {
+        let names = var(NAME)?;
+        let builder = MultiLock::builder(names.lines(), queries)
+            .ttl(ttl)
+            .holder(format!("conformance child {mode}"))
+            .poll_interval(Duration::from_millis(5));
+        let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
+        return multi_child(builder, mode, sections).await;
+    }
     if let Some(election) = election_mode(mode) {
         let builder = Election::builder(var(NAME)?, queries)
             .table(crate::support::ELECTION_TABLE)
@@ -274,6 +291,37 @@ async fn election_child(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The multi-lock part of a child, for the `multi-` modes.
+async fn multi_child(builder: MultiLockBuilder, mode: &str, sections: usize) -> Result<(), String> {
+    let lock = builder.build().map_err(|e| e.to_string())?;
+    match mode {
+        "multi-contend" => {
+            let mut report = String::new();
+            for _ in 0..sections {
+                let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+                let entry = wall_ns();
+                tokio::task::yield_now().await;
+                let exit = wall_ns();
+                if guard.is_lost() {
+                    return Err(format!("lost the multi-lock in a section: {guard:?}"));
+                }
+                for (name, token) in guard.fencing_tokens() {
+                    report.push_str(&format!("SECTION {name} {token} {entry} {exit}\n"));
+                }
+                guard.release().await.map_err(|e| e.to_string())?;
+            }
+            print!("{report}");
+        }
+        "multi-hold" => {
+            let _guard = lock.acquire().await.map_err(|e| e.to_string())?;
+            println!("ACQUIRED");
+            std::future::pending::<()>().await;
+        }
+        other => return Err(format!("unknown child mode {other:?}")),
     }
     Ok(())
 }

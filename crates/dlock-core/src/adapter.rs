@@ -58,6 +58,8 @@ pub enum StatementKind {
     Acquire,
     /// Reads the fencing token after an `Acquire` that cannot return it (MySQL).
     ReadToken,
+    /// Adds the missing rows of a multi-lock's names, free, before it acquires them all.
+    CreateRows,
     /// Reads who holds the lock and until when; never writes.
     Probe,
     /// Extends a held lease.

@@ -9,11 +9,11 @@ use tracing::Instrument;
 use crate::adapter::{QueryError, QueryErrorKind};
 use crate::clock;
 use crate::inner::{LockInner, Released, within};
-use crate::lease::Acquisition;
+use crate::lease::{Acquisition, Taken};
 use crate::telemetry;
-use crate::{Error, FencingToken, LockGuard, Result};
+use crate::{Error, LockGuard, Result};
 
-type Answer = Result<Option<FencingToken>>;
+type Answer = Result<Option<Taken>>;
 
 /// Makes one acquisition attempt, as the waiting `acquire` does after another holder when
 /// `contended`. Whoever ends up with an unclaimed acquisition — the statement's task, or
@@ -50,11 +50,11 @@ pub(crate) async fn attempt(
             ),
         ));
     };
-    let Some(token) = taken? else {
+    let Some(taken) = taken? else {
         return Ok(None);
     };
     if clock::now() >= acquisition.safe_until(&lock.options) {
-        telemetry::answered_too_late(lock, token);
+        telemetry::answered_too_late(lock, taken.token);
         // In a task of its own, so that a cancelled caller still frees it; awaited, so
         // that the probe which follows does not find this acquisition holding it.
         let lock = Arc::clone(lock);
@@ -62,9 +62,9 @@ pub(crate) async fn attempt(
         let _ = tokio::spawn(release.in_current_span()).await;
         return Ok(None);
     }
-    telemetry::acquired(lock, token, started);
+    telemetry::acquired(lock, taken.token, started);
     crate::durability::check_once(lock);
-    Ok(Some(LockGuard::start(Arc::clone(lock), acquisition, token)))
+    Ok(Some(LockGuard::start(Arc::clone(lock), acquisition, taken)))
 }
 
 /// Runs the acquire statement and hands the answer to the caller, releasing the lock

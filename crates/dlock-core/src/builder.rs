@@ -1,34 +1,134 @@
 //! Setting a lock's options: the builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::adapter::QueryInterface;
+use crate::dialect::Sql;
 use crate::inner::LockInner;
 use crate::listening::ReleaseBroadcast;
+use crate::name_set::NameSet;
 use crate::options::{Options, RawOptions};
 use crate::telemetry::LockTelemetry;
-use crate::{DistributedLock, Error, Result};
+use crate::{Dialect, DistributedLock, Error, MultiLock, Result};
 
-/// Sets the options of a [`DistributedLock`]; [`build`](Self::build) validates them.
+/// Sets the options of a [`DistributedLock`] (or, as [`MultiLockBuilder`], of a
+/// [`MultiLock`]); [`build`](Self::build) validates them.
 #[must_use]
-pub struct LockBuilder {
+pub struct LockBuilder<L = DistributedLock> {
+    /// A lock's name; empty for a multi-lock until built.
     name: String,
+    /// A multi-lock's names, as given.
+    names: Vec<String>,
     queries: Arc<dyn QueryInterface>,
     options: RawOptions,
+    built: PhantomData<fn() -> L>,
 }
+
+/// Sets the options of a [`MultiLock`]: the same options as a lock's, with the same
+/// defaults; [`build`](LockBuilder::build) validates them and the names.
+pub type MultiLockBuilder = LockBuilder<MultiLock>;
 
 impl LockBuilder {
     pub(crate) fn new(name: String, queries: Arc<dyn QueryInterface>) -> Self {
         Self {
             name,
+            names: Vec::new(),
             queries,
             options: RawOptions::default(),
+            built: PhantomData,
+        }
+    }
+}
+
+impl MultiLockBuilder {
+    pub(crate) fn for_names(names: Vec<String>, queries: Arc<dyn QueryInterface>) -> Self {
+        Self {
+            name: String::new(),
+            names,
+            queries,
+            options: RawOptions::default(),
+            built: PhantomData,
         }
     }
 
+    /// Validates the names and options.
+    ///
+    /// The names are a set: duplicates are merged, and the order they are given in does
+    /// not matter (they are always taken in name order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for an empty set of names; for any name, what
+    /// [`LockBuilder::build`] returns for a lock's; and the same option errors. Building
+    /// never touches the database.
+    pub fn build(self) -> Result<MultiLock> {
+        let dialect = self.queries.dialect();
+        let options = Options::validate(self.options)?;
+        let (sql, set_sql) = dialect.set_sql(&options.table);
+        let (set, name) = NameSet::new(self.names, dialect, set_sql)?;
+        let mut options = options;
+        // Operators see, on each name's row, that it is held together with others.
+        options.holder = format!(
+            "{} in a multi-lock of {} names",
+            options.holder,
+            set.members.len()
+        );
+        let inner = inner(name, Some(set), self.queries, sql, options);
+        Ok(MultiLock::from_lock(DistributedLock::from_inner(inner)))
+    }
+}
+
+/// Refuses a name that no lock could have: empty, with a NUL character, or longer than
+/// `dialect`'s key holds.
+pub(crate) fn validate_name(name: &str, dialect: Dialect) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::EmptyName);
+    }
+    if name.contains('\0') {
+        return Err(Error::InvalidOption(
+            "the lock name contains a NUL character, which PostgreSQL cannot store; \
+             remove it (or use a hash of the name)"
+                .into(),
+        ));
+    }
+    if name.len() > dialect.max_name_bytes() {
+        return Err(Error::NameTooLong {
+            len: name.len(),
+            max: dialect.max_name_bytes(),
+            dialect: dialect.name(),
+        });
+    }
+    Ok(())
+}
+
+/// The state a lock's clones share, for `name` (a multi-lock's: its JSON array, with
+/// `set`).
+fn inner(
+    name: String,
+    set: Option<NameSet>,
+    queries: Arc<dyn QueryInterface>,
+    sql: Sql,
+    options: Options,
+) -> LockInner {
+    LockInner {
+        releases: ReleaseBroadcast::for_table(&queries, &options.table, &sql),
+        sql,
+        courtesy_until: Mutex::new(None),
+        durability_checked: AtomicBool::new(false),
+        telemetry: LockTelemetry::new(&name),
+        name,
+        set,
+        dialect: queries.dialect(),
+        queries,
+        options,
+    }
+}
+
+impl<L> LockBuilder<L> {
     /// The lock table, `table` or `schema.table`, made of lower-case ASCII letters, digits
     /// and `_` (upper case is refused: SQLite folds it, so two names differing only in
     /// case would be one table there and two elsewhere).
@@ -98,7 +198,9 @@ impl LockBuilder {
         self.options.skip_if_obtained = skip;
         self
     }
+}
 
+impl LockBuilder {
     /// Validates the name and options.
     ///
     /// # Errors
@@ -111,43 +213,19 @@ impl LockBuilder {
     /// to change. Building never touches the database.
     pub fn build(self) -> Result<DistributedLock> {
         let dialect = self.queries.dialect();
-        if self.name.is_empty() {
-            return Err(Error::EmptyName);
-        }
-        if self.name.contains('\0') {
-            return Err(Error::InvalidOption(
-                "the lock name contains a NUL character, which PostgreSQL cannot store; \
-                 remove it (or use a hash of the name)"
-                    .into(),
-            ));
-        }
-        if self.name.len() > dialect.max_name_bytes() {
-            return Err(Error::NameTooLong {
-                len: self.name.len(),
-                max: dialect.max_name_bytes(),
-                dialect: dialect.name(),
-            });
-        }
+        validate_name(&self.name, dialect)?;
         let options = Options::validate(self.options)?;
         let sql = dialect.sql(&options.table);
-        Ok(DistributedLock::from_inner(LockInner {
-            releases: ReleaseBroadcast::for_table(&self.queries, &options.table, &sql),
-            sql,
-            courtesy_until: Mutex::new(None),
-            durability_checked: AtomicBool::new(false),
-            telemetry: LockTelemetry::new(&self.name),
-            name: self.name,
-            queries: self.queries,
-            dialect,
-            options,
-        }))
+        let inner = inner(self.name, None, self.queries, sql, options);
+        Ok(DistributedLock::from_inner(inner))
     }
 }
 
-impl fmt::Debug for LockBuilder {
+impl<L> fmt::Debug for LockBuilder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockBuilder")
             .field("name", &self.name)
+            .field("names", &self.names)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::inner::LockInner;
 use crate::keep_alive::KeepAlive;
-use crate::lease::Acquisition;
+use crate::lease::{Acquisition, Taken};
 use crate::{FencingToken, Lease, LossReason, Result};
 
 /// Where the keep-alive task reports how a release asked for by the guard went.
@@ -58,13 +58,9 @@ pub struct LockGuard {
 
 impl LockGuard {
     /// Starts the keep-alive task of an acquisition whose deadline has not passed.
-    pub(crate) fn start(
-        lock: Arc<LockInner>,
-        acquisition: Acquisition,
-        token: FencingToken,
-    ) -> Self {
+    pub(crate) fn start(lock: Arc<LockInner>, acquisition: Acquisition, taken: Taken) -> Self {
         let (release_tx, release_rx) = oneshot::channel();
-        let lease = KeepAlive::spawn(lock, acquisition, token, release_rx);
+        let lease = KeepAlive::spawn(lock, acquisition, taken, release_rx);
         Self {
             lease,
             release: Some(release_tx),

@@ -12,8 +12,9 @@ use crate::adapter::{QueryError, QueryErrorKind, QueryInterface, Row, Statement,
 use crate::clock;
 use crate::dialect::Sql;
 use crate::election::proclamation_notice;
-use crate::lease::{Acquisition, lease_end};
+use crate::lease::{Acquisition, Taken, lease_end};
 use crate::listening::ReleaseBroadcast;
+use crate::name_set::NameSet;
 use crate::options::Options;
 use crate::telemetry::LockTelemetry;
 use crate::{Dialect, Error, FencingToken, Holder, Leader, Result};
@@ -26,7 +27,11 @@ const COURTESY: Duration = Duration::from_millis(3);
 
 #[derive(Debug)]
 pub(crate) struct LockInner {
+    /// The lock's name; a multi-lock's is the JSON array of its names, which its
+    /// statements bind where a lock's bind its name.
     pub(crate) name: String,
+    /// A multi-lock's names and statements; `None` for a lock.
+    pub(crate) set: Option<NameSet>,
     pub(crate) queries: Arc<dyn QueryInterface>,
     pub(crate) dialect: Dialect,
     pub(crate) sql: Sql,
@@ -106,10 +111,14 @@ impl LockInner {
     /// would make `skip_if_obtained` skip a job nobody runs. If it keeps losing, the lock
     /// most likely went to the other: the attempt reports "not acquired" and the caller
     /// probes for the holder.
-    pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<FencingToken>> {
+    pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<Taken>> {
         const RUNS: usize = 3;
         for run in 1..=RUNS {
-            match self.take(owner).await {
+            let taken = match &self.set {
+                None => self.take(owner).await.map(|token| token.map(Taken::one)),
+                Some(set) => self.take_all(set, owner).await,
+            };
+            match taken {
                 Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => {
                     if run == RUNS {
                         return Ok(None);
@@ -179,13 +188,28 @@ impl LockInner {
         }))
     }
 
-    /// Extends `owner`'s lease, if the row is still `owner`'s live lease.
+    /// How many rows an acquisition holds: one, or a multi-lock's one per name. A
+    /// renewal or release that finds fewer found the lock (some of its names) not ours.
+    pub(crate) fn rows(&self) -> u64 {
+        self.set.as_ref().map_or(1, NameSet::rows)
+    }
+
+    /// Whether a release notice for `released` (a lock's name) may let this lock in.
+    pub(crate) fn is_released_by(&self, released: &str) -> bool {
+        match &self.set {
+            None => released == self.name,
+            Some(set) => set.contains(released),
+        }
+    }
+
+    /// Extends `owner`'s lease, if the row (every row of a multi-lock) is still `owner`'s
+    /// live lease.
     pub(crate) async fn renew(&self, owner: &str) -> Result<Renewal> {
         let statement = self.sql.renew(&self.name, owner, self.options.ttl);
         let action = "renew the lease";
         if statement.columns.is_empty() {
             // The dialect cannot return its clock from an UPDATE (MySQL).
-            let renewed = self.execute(action, &statement).await? == 1;
+            let renewed = self.execute(action, &statement).await? == self.rows();
             return Ok(if renewed {
                 Renewal::Renewed { database_ms: None }
             } else {
@@ -196,6 +220,10 @@ impl LockInner {
             .query(&statement)
             .await
             .map_err(|error| Error::query(action, error))?;
+        if u64::try_from(rows.len()) != Ok(self.rows()) {
+            // A multi-lock renewed fewer names than it holds: some are no longer its own.
+            return Ok(Renewal::NotOurs);
+        }
         Ok(match rows.first().map(Vec::as_slice) {
             Some([Value::Int(database_ms)]) => Renewal::Renewed {
                 database_ms: Some(*database_ms),
@@ -210,15 +238,19 @@ impl LockInner {
     /// notice in the background (not on the release path: see `notify` in the dialect).
     /// `contended` says whether the acquisition had to wait: then this lock's next
     /// `acquire` lets the other waiters go first.
-    async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
+    pub(crate) async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
-        if self.execute("release the lock", &statement).await? != 1 {
+        if self.execute("release the lock", &statement).await? != self.rows() {
             return Ok(false);
         }
-        // Not awaited: waiting for it would add a round trip to every release.
-        let _sending =
-            self.releases
-                .announce(&self.name, &self.queries, self.sql.notify(&self.name));
+        if let Some(set) = &self.set {
+            set.announce(self);
+        } else {
+            // Not awaited: waiting for it would add a round trip to every release.
+            let _sending =
+                self.releases
+                    .announce(&self.name, &self.queries, self.sql.notify(&self.name));
+        }
         if contended {
             *self.courtesy() = Some(Instant::now() + COURTESY);
         }
@@ -247,7 +279,10 @@ impl LockInner {
         Error::create_table(&self.options.table, source)
     }
 
-    async fn query(&self, statement: &Statement) -> std::result::Result<Vec<Row>, QueryError> {
+    pub(crate) async fn query(
+        &self,
+        statement: &Statement,
+    ) -> std::result::Result<Vec<Row>, QueryError> {
         self.queries.query(statement).await
     }
 
@@ -264,7 +299,7 @@ impl LockInner {
     /// succeeds. Only acquiring creates it: a renewal or release that finds it gone (an
     /// operator dropped it) must fail, not start the fencing tokens again from 1 under a
     /// live holder.
-    async fn or_create_table<T, F>(
+    pub(crate) async fn or_create_table<T, F>(
         &self,
         action: &'static str,
         first: std::result::Result<T, QueryError>,

@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use crate::clock;
 use crate::guard::ReleaseReply;
 use crate::inner::{LockInner, Released, Renewal, within};
-use crate::lease::{Acquisition, Status, lease_end};
+use crate::lease::{Acquisition, Status, Taken, lease_end};
 use crate::telemetry;
-use crate::{FencingToken, Lease, LossReason, Result};
+use crate::{Lease, LossReason, Result};
 
 /// The keep-alive task's state: the lease it publishes to, and its deadline.
 pub(crate) struct KeepAlive {
@@ -44,7 +44,7 @@ impl KeepAlive {
     pub(crate) fn spawn(
         lock: Arc<LockInner>,
         acquisition: Acquisition,
-        token: FencingToken,
+        taken: Taken,
         release: oneshot::Receiver<ReleaseReply>,
     ) -> Lease {
         let safe_until = acquisition.safe_until(&lock.options);
@@ -52,7 +52,7 @@ impl KeepAlive {
             safe_until,
             last_error: None,
         });
-        let lease = Lease::new(lock, acquisition, token, status_rx);
+        let lease = Lease::new(lock, acquisition, taken, status_rx);
         let task = Self {
             lease: lease.clone(),
             status,

@@ -69,6 +69,25 @@ impl fmt::Display for FencingToken {
     }
 }
 
+/// The fencing tokens an acquisition took: a lock's one, or a multi-lock's, one per name.
+#[derive(Debug, Clone)]
+pub(crate) struct Taken {
+    /// The lock's token; a multi-lock's first name's (in name order).
+    pub(crate) token: FencingToken,
+    /// A multi-lock's tokens, one per name in name order; empty for a lock (no allocation
+    /// on the lock's path).
+    pub(crate) tokens: Vec<FencingToken>,
+}
+
+impl Taken {
+    pub(crate) fn one(token: FencingToken) -> Self {
+        Self {
+            token,
+            tokens: Vec::new(),
+        }
+    }
+}
+
 /// Why a lease ended: it was lost, or this holder released it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -145,7 +164,7 @@ pub struct Lease {
 struct LeaseInner {
     lock: Arc<LockInner>,
     acquisition: Acquisition,
-    token: FencingToken,
+    taken: Taken,
     status: watch::Receiver<Status>,
 }
 
@@ -153,14 +172,14 @@ impl Lease {
     pub(crate) fn new(
         lock: Arc<LockInner>,
         acquisition: Acquisition,
-        token: FencingToken,
+        taken: Taken,
         status: watch::Receiver<Status>,
     ) -> Self {
         Self {
             inner: Arc::new(LeaseInner {
                 lock,
                 acquisition,
-                token,
+                taken,
                 status,
             }),
         }
@@ -174,14 +193,43 @@ impl Lease {
         &self.inner.acquisition
     }
 
-    /// The lock's name.
+    /// The lock's name; a [`MultiLock`](crate::MultiLock)'s is the JSON array of its
+    /// names (see [`MultiLock::name`](crate::MultiLock::name)).
     pub fn name(&self) -> &str {
         &self.inner.lock.name
     }
 
-    /// The fencing token of this acquisition.
+    /// The fencing token of this acquisition; of a [`MultiLock`](crate::MultiLock)'s, the
+    /// token of its first name, in name order (each name has its own: see
+    /// [`fencing_tokens`](Self::fencing_tokens)).
     pub fn fencing_token(&self) -> FencingToken {
-        self.inner.token
+        self.inner.taken.token
+    }
+
+    /// Each name this acquisition holds with its fencing token, in name order: the lock's
+    /// one, or each name of a [`MultiLock`](crate::MultiLock). A name's token is the one
+    /// a [`DistributedLock`](crate::DistributedLock) of that name gets, from the same
+    /// counter, so a resource can order writes under either.
+    pub fn fencing_tokens(&self) -> impl Iterator<Item = (&str, FencingToken)> {
+        let lock = &self.inner.lock;
+        let taken = &self.inner.taken;
+        let single = lock
+            .set
+            .is_none()
+            .then(|| (lock.name.as_str(), taken.token));
+        let members = lock.set.iter().flat_map(|set| set.members.iter());
+        let multi = members
+            .map(String::as_str)
+            .zip(taken.tokens.iter().copied());
+        single.into_iter().chain(multi)
+    }
+
+    /// The fencing token of `name`, if this acquisition holds it: see
+    /// [`fencing_tokens`](Self::fencing_tokens).
+    pub fn fencing_token_of(&self, name: &str) -> Option<FencingToken> {
+        self.fencing_tokens()
+            .find(|(held, _)| *held == name)
+            .map(|(_, token)| token)
     }
 
     /// The id of this acquisition, as stored in the lock table's `owner` column.
@@ -267,13 +315,14 @@ impl Lease {
     pub(crate) fn fence_statement(&self) -> Statement {
         let lock = &self.inner.lock;
         let owner = &self.inner.acquisition.owner;
-        lock.sql.fence(&lock.name, owner, self.inner.token)
+        lock.sql.fence(&lock.name, owner, self.inner.taken.token)
     }
 
     /// `Ok` when the fence found this acquisition holding the lock with this token (one
-    /// row) and the lease is still held by the local clock after it ran.
+    /// row; a multi-lock: one per name) and the lease is still held by the local clock
+    /// after it ran.
     pub(crate) fn check_fence(&self, rows: usize) -> Result<()> {
-        if rows == 1 && self.is_held() {
+        if u64::try_from(rows) == Ok(self.inner.lock.rows()) && self.is_held() {
             Ok(())
         } else {
             Err(Error::Fenced {
@@ -308,7 +357,7 @@ impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("name", &self.name())
-            .field("fencing_token", &self.inner.token)
+            .field("fencing_token", &self.inner.taken.token)
             .field("owner_id", &self.inner.acquisition.owner)
             .field("ended", &self.loss_reason())
             .finish()

@@ -5,19 +5,21 @@ use std::time::Duration;
 
 use crate::LockGuard;
 
-/// The result of [`DistributedLock::try_acquire`](crate::DistributedLock::try_acquire).
+/// The result of [`DistributedLock::try_acquire`](crate::DistributedLock::try_acquire)
+/// (and, with a [`MultiLockGuard`](crate::MultiLockGuard), of
+/// [`MultiLock::try_acquire`](crate::MultiLock::try_acquire)).
 #[derive(Debug)]
 #[must_use]
-pub enum Attempt {
+pub enum Attempt<G = LockGuard> {
     /// The lock is ours.
-    Acquired(LockGuard),
+    Acquired(G),
     /// Someone else holds a live lease.
     Held(Holder),
 }
 
-impl Attempt {
+impl<G> Attempt<G> {
     /// The guard, if the lock was acquired.
-    pub fn acquired(self) -> Option<LockGuard> {
+    pub fn acquired(self) -> Option<G> {
         match self {
             Self::Acquired(guard) => Some(guard),
             Self::Held(_) => None,

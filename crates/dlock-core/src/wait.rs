@@ -119,8 +119,14 @@ impl<'a> Waiter<'a> {
             let left = lease_end.saturating_duration_since(Instant::now());
             nap = nap.min(left + Duration::from_millis(5));
         }
-        let name = &*self.lock.name;
-        match wait_for_notice(&mut self.releases, |notice| notice == name, nap).await {
+        let lock = self.lock;
+        match wait_for_notice(
+            &mut self.releases,
+            |notice| lock.is_released_by(notice),
+            nap,
+        )
+        .await
+        {
             // Just released: attempt at once, without a probe's round trip.
             Woken::Released => Step::Attempt,
             Woken::Resync | Woken::Timeout => Step::Probe,

@@ -9,6 +9,7 @@ mod failover;
 mod fencing;
 mod herd;
 mod loss;
+mod multi;
 mod names;
 mod refusals;
 mod release;
@@ -138,4 +139,8 @@ scenarios![
     election::observing_only_reads,
     election::leader_proclaim_and_run_while_leader,
     election::tables_from_before_elections,
+    multi::multi_lock_is_all_or_none_under_contention,
+    multi::multi_lock_and_lock_exclude_each_other,
+    multi::multi_lock_loss_of_one_name_is_the_loss_of_all,
+    multi::multi_lock_killed_holder_frees_every_name_within_ttl,
 ];

@@ -289,6 +289,133 @@ pub(crate) struct Sql {
     pub(crate) channel: Option<Arc<str>>,
 }
 
+/// The statements of a multi-lock, per dialect. They bind the set of names as one
+/// parameter (`Name`), a JSON array of distinct names in name order (see
+/// `name_set::json_array`), so that their text is the same for any number of names:
+///
+/// | statement      | parameters                     | result                                     |
+/// |----------------|--------------------------------|--------------------------------------------|
+/// | `acquire`      | names, owner, holder, ttl_ms   | `(name, fencing)` per name iff it took all (\*) |
+/// | `read_tokens`  | names, owner                   | `(name, fencing)` per name `owner` holds   |
+/// | `create_rows`  | names                          | — (adds the missing rows, free)            |
+/// | `probe`        | names, ttl_ms (as `probe`)     | `(holder, remaining_ms)` of the held name whose lease ends last |
+/// | `renew`        | names, owner, ttl_ms           | as `renew`, per name renewed               |
+/// | `release`      | names, owner                   | 1 affected row per name freed              |
+/// | `fence`        | names, owner                   | one row per name still ours, locked        |
+///
+/// (\*) With `read_tokens` set (MySQL) it is executed: as many affected rows as names
+/// when it took all, fewer when rows are missing (it took those it found: the caller
+/// frees them), and an error that [`Dialect::is_not_all_free`] recognises when one was
+/// not free (it took none). Elsewhere, where `create_rows` is set (PostgreSQL), a row
+/// `(NULL, NULL)` says rows are missing and it took none.
+///
+/// Rows are created free by `create_rows` (PostgreSQL, MySQL) or by `acquire` itself
+/// (SQLite), never held by an acquisition that then fails, so no partial acquisition is
+/// ever visible. Each row is the single lock's row of that name: its token, its holder,
+/// its expiry; a lock and a multi-lock over one name exclude each other.
+#[derive(Debug, Clone)]
+pub(crate) struct SetTemplates {
+    acquire: Template,
+    read_tokens: Option<Template>,
+    create_rows: Option<Template>,
+    probe: Template,
+    renew: Template,
+    release: Template,
+    fence: Template,
+}
+
+/// A multi-lock's own statements: those that have no counterpart among a lock's (the
+/// others are in its [`Sql`], see [`Dialect::set_sql`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SetSql {
+    acquire: Template,
+    read_tokens: Option<Template>,
+    create_rows: Option<Template>,
+}
+
+/// What a multi-lock's `acquire` and `read_tokens` return: name, fencing token.
+const NAMED_FENCING: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+
+impl SetSql {
+    /// With `read_tokens` set, `acquire` returns no rows: it is executed, not queried.
+    pub(crate) fn acquire(
+        &self,
+        names: &str,
+        owner: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Statement {
+        let args = Args {
+            name: names,
+            owner,
+            holder,
+            ttl,
+            ..Args::default()
+        };
+        let columns = if self.read_tokens.is_some() {
+            &[]
+        } else {
+            NAMED_FENCING
+        };
+        bind(StatementKind::Acquire, &self.acquire, &args, columns)
+    }
+
+    pub(crate) fn read_tokens(&self, names: &str, owner: &str) -> Option<Statement> {
+        let args = Args {
+            name: names,
+            owner,
+            ..Args::default()
+        };
+        let template = self.read_tokens.as_ref()?;
+        Some(bind(
+            StatementKind::ReadToken,
+            template,
+            &args,
+            NAMED_FENCING,
+        ))
+    }
+
+    pub(crate) fn create_rows(&self, names: &str) -> Option<Statement> {
+        let args = Args {
+            name: names,
+            ..Args::default()
+        };
+        let template = self.create_rows.as_ref()?;
+        Some(bind(StatementKind::CreateRows, template, &args, &[]))
+    }
+}
+
+impl Dialect {
+    /// The statements of a multi-lock on `table`: a lock's [`Sql`] whose probe, renewal,
+    /// release and fence act on the set (bound as a lock's name is), and the set's own.
+    pub(crate) fn set_sql(self, table: &TableName) -> (Sql, SetSql) {
+        let set = match self {
+            Self::Postgres => postgres::set_templates(table),
+            Self::Mysql => mysql::set_templates(table),
+            Self::Sqlite => sqlite::set_templates(table),
+        };
+        let sql = Sql {
+            probe: set.probe,
+            renew: set.renew,
+            release: set.release,
+            fence: set.fence,
+            ..self.sql(table)
+        };
+        let own = SetSql {
+            acquire: set.acquire,
+            read_tokens: set.read_tokens,
+            create_rows: set.create_rows,
+        };
+        (sql, own)
+    }
+
+    /// Whether `error` is a multi-lock's acquire refusing because a name was not free
+    /// (MySQL, which has no other way to take all rows or none in one statement).
+    pub(crate) fn is_not_all_free(self, error: &QueryError) -> bool {
+        self == Self::Mysql && mysql::is_not_all_free(error)
+    }
+}
+
 /// A value bound to a statement of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Param {

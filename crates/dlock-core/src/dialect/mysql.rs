@@ -42,7 +42,7 @@
 //! before it (see the adapters' `fence` docs).
 
 use super::Param::{Holder, Name, Owner, Token, TtlMs, Value};
-use super::{Sql, Template, value_column};
+use super::{SetTemplates, Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -240,5 +240,109 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         notify: None,
         channel: None,
+    }
+}
+
+/// The names of a multi-lock, bound as one JSON array of distinct names in name order,
+/// joined to their rows by key: `JSON_TABLE` first (`STRAIGHT_JOIN`), so that each row
+/// is found by its primary key and locked in name order, never by a scan of the table
+/// (an UPDATE locks every row it scans).
+fn wanted(t: &str) -> String {
+    format!(
+        "JSON_TABLE(?, '$[*]' COLUMNS (n TEXT PATH '$')) AS w
+         STRAIGHT_JOIN {t} AS l ON l.name_hash = UNHEX(SHA2(CONVERT(w.n USING utf8mb4), 256))"
+    )
+}
+
+/// Fails the whole statement (`ER_SUBQUERY_NO_1_ROW`, 1242, whatever the `sql_mode`):
+/// correlated with the row, so that it is evaluated only for a row that is not free.
+const NOT_ALL_FREE: &str = "(SELECT l.fencing UNION ALL SELECT l.fencing)";
+
+/// `ER_SUBQUERY_NO_1_ROW` as error number and as SQLSTATE: raised by [`NOT_ALL_FREE`].
+const NOT_ALL_FREE_CODES: [&str; 2] = ["1242", "21000"];
+
+pub(super) fn is_not_all_free(error: &QueryError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| NOT_ALL_FREE_CODES.contains(&code))
+}
+
+/// The statements of a multi-lock (see [`super::SetTemplates`]).
+pub(super) fn set_templates(table: &TableName) -> SetTemplates {
+    let t = table.quoted('`');
+    let wanted = wanted(&t);
+    // The lock's `FREE`, on the joined row.
+    let free = "(l.expires_at IS NULL OR l.expires_at <= UTC_TIMESTAMP(6))";
+    SetTemplates {
+        // All or none in one statement, without `RETURNING`: the UPDATE locks each row
+        // (newest version) in name order and checks it there; a row that is not free
+        // makes the statement fail ([`NOT_ALL_FREE`]), and InnoDB rolls a failed
+        // statement back whole, rows already changed included. So it either takes every
+        // row it found or changes none, and the check reads only the old row, in the
+        // join condition, so the order of the assignments (unspecified for a multi-table
+        // UPDATE) does not matter. Rows locked in one order: two multi-locks over
+        // overlapping names wait for each other at most, never in a cycle (and a deadlock
+        // reported anyway is retried as a conflict). It cannot create missing rows:
+        // `create_rows` does first, and fewer affected rows than names say some are
+        // missing.
+        acquire: Template::new(
+            format!(
+                "UPDATE {wanted} AND IF({free}, TRUE, {NOT_ALL_FREE})
+                 SET l.owner = ?, l.fencing = l.fencing + 1, l.holder = ?,
+                     l.acquired_at = {NOW}, l.expires_at = {NOW} + INTERVAL (? * 1000) MICROSECOND"
+            ),
+            &[Name, Owner, Holder, TtlMs],
+        ),
+        read_tokens: Some(Template::new(
+            format!("SELECT l.name, l.fencing FROM {wanted} WHERE l.owner = ?"),
+            &[Name, Owner],
+        )),
+        // Free rows (no owner, no lease, token 0: the first acquisition makes it 1), in
+        // name order. The no-op update on a duplicate rather than `INSERT IGNORE`, which
+        // would turn every other error into a warning.
+        create_rows: Some(Template::new(
+            format!(
+                "INSERT INTO {t} (name_hash, name, owner, fencing)
+                 SELECT UNHEX(SHA2(CONVERT(w.n USING utf8mb4), 256)), CONVERT(w.n USING utf8mb4),
+                        NULL, 0
+                 FROM JSON_TABLE(?, '$[*]' COLUMNS (n TEXT PATH '$')) AS w ORDER BY w.n
+                 ON DUPLICATE KEY UPDATE fencing = fencing"
+            ),
+            &[Name],
+        )),
+        // A plain read: the held name whose lease ends last (all must be free).
+        probe: Template::new(
+            format!(
+                "SELECT CONCAT(IF(l.owner IS NULL,
+                                  CONCAT('revoked by an operator (was: ',
+                                         COALESCE(l.holder, 'an unnamed holder'), ')'),
+                                  l.holder), ', holding ', l.name),
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, l.expires_at) DIV 1000 AS SIGNED)
+                 FROM {wanted}
+                 WHERE l.expires_at > {NOW}
+                 ORDER BY 2 DESC LIMIT 1"
+            ),
+            &[Name],
+        ),
+        // Affects one row per name renewed; the holder counts them.
+        renew: Template::new(
+            format!(
+                "UPDATE {wanted} SET l.expires_at = {NOW} + INTERVAL (? * 1000) MICROSECOND
+                 WHERE l.owner = ? AND l.expires_at > {NOW}"
+            ),
+            &[Name, TtlMs, Owner],
+        ),
+        release: Template::new(
+            format!("UPDATE {wanted} SET l.owner = NULL, l.expires_at = NULL WHERE l.owner = ?"),
+            &[Name, Owner],
+        ),
+        fence: Template::new(
+            format!(
+                "SELECT l.fencing FROM {wanted}
+                 WHERE l.owner = ? AND l.expires_at > {NOW}
+                 LOCK IN SHARE MODE"
+            ),
+            &[Name, Owner],
+        ),
     }
 }

@@ -2,7 +2,7 @@
 //! transaction, which may be long before the statement runs.
 
 use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs, Value};
-use super::{Sql, Template, value_column};
+use super::{SetTemplates, Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -85,6 +85,35 @@ const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over, and holde
 /// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
 const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
 
+/// The common table expressions that make every acquisition, of one name or of several,
+/// respect failovers: `epoch` (the server's), `seen` (the newest the table recorded),
+/// `sighting` (records a new one) and `gate` (`open` unless in the lock-delay). The TTL
+/// is `$4`. See `acquire` in [`sql`].
+fn epoch_gate(t: &str) -> String {
+    format!(
+        "epoch AS (
+                     SELECT {EPOCH} AS now
+                 ), seen AS (
+                     SELECT fencing AS epoch, acquired_at AS since FROM {t} WHERE name = ''
+                 ), sighting AS (
+                     INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at)
+                     SELECT '', NULL, epoch.now, '{EPOCH_HOLDER}',
+                            CASE WHEN EXISTS (SELECT FROM seen) THEN clock_timestamp() END
+                     FROM epoch
+                     WHERE NOT EXISTS (SELECT FROM seen WHERE seen.epoch >= epoch.now)
+                     ON CONFLICT (name) DO UPDATE
+                     SET fencing = excluded.fencing, acquired_at = excluded.acquired_at
+                     WHERE l.fencing < excluded.fencing
+                 ), gate AS (
+                     SELECT NOT EXISTS (
+                         SELECT FROM seen, epoch
+                         WHERE seen.epoch < epoch.now
+                            OR seen.since + $4 * INTERVAL '1 millisecond' > clock_timestamp()
+                     ) AS open
+                 )"
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -127,26 +156,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // lock-delay, see `LOCK_DELAY_HOLDER`.
         acquire: Template::new(
             format!(
-                "WITH epoch AS (
-                     SELECT {EPOCH} AS now
-                 ), seen AS (
-                     SELECT fencing AS epoch, acquired_at AS since FROM {t} WHERE name = ''
-                 ), sighting AS (
-                     INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at)
-                     SELECT '', NULL, epoch.now, '{EPOCH_HOLDER}',
-                            CASE WHEN EXISTS (SELECT FROM seen) THEN clock_timestamp() END
-                     FROM epoch
-                     WHERE NOT EXISTS (SELECT FROM seen WHERE seen.epoch >= epoch.now)
-                     ON CONFLICT (name) DO UPDATE
-                     SET fencing = excluded.fencing, acquired_at = excluded.acquired_at
-                     WHERE l.fencing < excluded.fencing
-                 ), gate AS (
-                     SELECT NOT EXISTS (
-                         SELECT FROM seen, epoch
-                         WHERE seen.epoch < epoch.now
-                            OR seen.since + $4 * INTERVAL '1 millisecond' > clock_timestamp()
-                     ) AS open
-                 ), candidate AS (
+                "WITH {gate}, candidate AS (
                      SELECT name FROM {t}
                      WHERE name = $1 AND {FREE} AND (SELECT open FROM gate)
                      FOR UPDATE
@@ -168,7 +178,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                      ON CONFLICT (name) DO NOTHING
                      RETURNING fencing
                  )
-                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created"
+                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created",
+                gate = epoch_gate(&t),
             ),
             &[Name, Owner, Holder, TtlMs],
         ),
@@ -316,5 +327,119 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Channel, Name],
         )),
         channel: Some(super::channel(table)),
+    }
+}
+
+/// The names of a multi-lock, bound as one JSON array of distinct names (`$1`), so that
+/// the statements are the same text for any number of names.
+const WANTED: &str = "SELECT value AS name FROM json_array_elements_text($1::json)";
+
+/// The statements of a multi-lock (see [`super::SetTemplates`]).
+pub(super) fn set_templates(table: &TableName) -> SetTemplates {
+    let t = table.quoted('"');
+    SetTemplates {
+        // All or none, decided on the rows this statement locks itself: under READ
+        // COMMITTED a subquery sees the statement's snapshot, but a row locked `FOR UPDATE`
+        // is re-checked on its newest version, so counting the free rows it locked is the
+        // only sound "all are free". `SKIP LOCKED`: a row another statement is changing
+        // (taking, renewing, releasing, fencing it) is not waited for but left out, and
+        // the count falls short, so the attempt takes nothing and waits for nobody: no
+        // multi-lock can deadlock with another over overlapping names. Unless every name
+        // was locked free, `taken` updates nothing. Missing rows are not created here
+        // (an INSERT in the same statement could lose a race after the UPDATE took the
+        // others): a `(NULL, NULL)` row says some are missing, and `create_rows` adds them
+        // free before the next attempt. The epoch gate is the single lock's.
+        acquire: Template::new(
+            format!(
+                "WITH {gate}, wanted AS (
+                     {WANTED}
+                 ), present AS (
+                     SELECT count(*) AS n FROM {t} WHERE name IN (SELECT name FROM wanted)
+                 ), candidate AS (
+                     SELECT name FROM {t}
+                     WHERE name IN (SELECT name FROM wanted) AND {FREE}
+                       AND (SELECT open FROM gate)
+                     FOR UPDATE SKIP LOCKED
+                 ), taken AS (
+                     UPDATE {t} AS l
+                     SET owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
+                         acquired_at = clock_timestamp(),
+                         expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     FROM candidate AS c, epoch
+                     WHERE l.name = c.name
+                       AND (SELECT count(*) FROM candidate) = (SELECT count(*) FROM wanted)
+                     RETURNING l.name, l.fencing
+                 )
+                 SELECT name, fencing FROM taken
+                 UNION ALL
+                 SELECT NULL, NULL FROM present WHERE n < (SELECT count(*) FROM wanted)",
+                gate = epoch_gate(&t),
+            ),
+            &[Name, Owner, Holder, TtlMs],
+        ),
+        read_tokens: None,
+        // Free rows (no owner, no lease, token 0: the first acquisition makes it 1), in
+        // name order, so that concurrent creators of overlapping sets wait for each other
+        // in one order. Nothing here is held, so nobody can see a partial acquisition.
+        create_rows: Some(Template::new(
+            format!(
+                "INSERT INTO {t} (name, owner, fencing)
+                 SELECT name, NULL, 0 FROM ({WANTED}) AS wanted ORDER BY name
+                 ON CONFLICT (name) DO NOTHING"
+            ),
+            &[Name],
+        )),
+        // The single lock's probe over the set: the held name whose lease ends last
+        // (all must be free), or the lock-delay.
+        probe: Template::new(
+            format!(
+                "SELECT holder, remaining_ms FROM (
+                     SELECT CASE WHEN owner IS NULL
+                                 THEN 'revoked by an operator (was: '
+                                      || COALESCE(holder, 'an unnamed holder') || ')'
+                                 ELSE holder END || ', holding ' || name AS holder,
+                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
+                                 AS BIGINT) AS remaining_ms
+                     FROM {t}
+                     WHERE name IN ({WANTED}) AND expires_at > clock_timestamp()
+                     UNION ALL
+                     SELECT '{LOCK_DELAY_HOLDER}',
+                            CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
+                                                    - clock_timestamp()) * 1000 AS BIGINT)
+                     FROM {t}
+                     WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
+                                         > clock_timestamp()
+                 ) AS holders
+                 ORDER BY remaining_ms DESC LIMIT 1"
+            ),
+            &[Name, TtlMs],
+        ),
+        // One row per name renewed; the holder counts them.
+        renew: Template::new(
+            format!(
+                "UPDATE {t} SET expires_at = clock_timestamp() + $3 * INTERVAL '1 millisecond'
+                 WHERE name IN ({WANTED}) AND owner = $2 AND expires_at > clock_timestamp()
+                 RETURNING CAST(FLOOR(EXTRACT(EPOCH FROM expires_at) * 1000) AS BIGINT) - $3"
+            ),
+            &[Name, Owner, TtlMs],
+        ),
+        release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name IN ({WANTED}) AND owner = $2"
+            ),
+            &[Name, Owner],
+        ),
+        // The owner id is the acquisition's, on every row of the set; the rows' tokens
+        // are its own.
+        fence: Template::new(
+            format!(
+                "SELECT fencing FROM {t}
+                 WHERE name IN ({WANTED}) AND owner = $2 AND expires_at > clock_timestamp()
+                 ORDER BY name
+                 FOR KEY SHARE"
+            ),
+            &[Name, Owner],
+        ),
     }
 }

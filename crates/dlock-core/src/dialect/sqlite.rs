@@ -26,7 +26,7 @@
 //! 0.9·TTL − renew interval of the last renewal sent before it.
 
 use super::Param::{Holder, Name, Owner, Token, TtlMs, Value};
-use super::{Sql, Template, value_column};
+use super::{SetTemplates, Sql, Template, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -185,5 +185,73 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         notify: None,
         channel: None,
+    }
+}
+
+/// The names of a multi-lock, bound as one JSON array of distinct names (`?1`).
+const WANTED: &str = "SELECT value FROM json_each(?1)";
+
+/// The statements of a multi-lock (see [`super::SetTemplates`]).
+pub(super) fn set_templates(table: &TableName) -> SetTemplates {
+    let t = table.quoted('"');
+    SetTemplates {
+        // The single lock's upsert for every name, only if none of them is held. SQLite
+        // runs one writer at a time and the statement is atomic, so the check and the
+        // upsert see one state; the check is not correlated, so it is evaluated once,
+        // before the first row is written (not again after this statement took some).
+        // Missing rows are created with the others.
+        acquire: Template::new(
+            format!(
+                "INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at, expires_at)
+                 SELECT value, ?2, 1, ?3, {NOW_MS}, {NOW_MS} + ?4 FROM json_each(?1)
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM {t} WHERE name IN ({WANTED}) AND expires_at > {NOW_MS}
+                 )
+                 ON CONFLICT (name) DO UPDATE
+                 SET owner = excluded.owner, fencing = l.fencing + 1, holder = excluded.holder,
+                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                 RETURNING name, fencing"
+            ),
+            &[Name, Owner, Holder, TtlMs],
+        ),
+        read_tokens: None,
+        create_rows: None,
+        // A plain read: the held name whose lease ends last (all must be free).
+        probe: Template::new(
+            format!(
+                "SELECT CASE WHEN owner IS NULL
+                             THEN 'revoked by an operator (was: '
+                                  || COALESCE(holder, 'an unnamed holder') || ')'
+                             ELSE holder END || ', holding ' || name,
+                        expires_at - {NOW_MS}
+                 FROM {t}
+                 WHERE name IN ({WANTED}) AND expires_at > {NOW_MS}
+                 ORDER BY 2 DESC LIMIT 1"
+            ),
+            &[Name],
+        ),
+        // One row per name renewed; the holder counts them.
+        renew: Template::new(
+            format!(
+                "UPDATE {t} SET expires_at = {NOW_MS} + ?3
+                 WHERE name IN ({WANTED}) AND owner = ?2 AND expires_at > {NOW_MS}
+                 RETURNING expires_at - ?3"
+            ),
+            &[Name, Owner, TtlMs],
+        ),
+        release: Template::new(
+            format!(
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name IN ({WANTED}) AND owner = ?2"
+            ),
+            &[Name, Owner],
+        ),
+        fence: Template::new(
+            format!(
+                "SELECT fencing FROM {t}
+                 WHERE name IN ({WANTED}) AND owner = ?2 AND expires_at > {NOW_MS}"
+            ),
+            &[Name, Owner],
+        ),
     }
 }
