@@ -64,6 +64,9 @@ pub(crate) fn database_code(dialect: Dialect, error: &DieselError) -> Option<Str
                 "1054"
             } else if message.starts_with("Deadlock found when trying to get lock") {
                 "1213"
+            } else if message == "Subquery returns more than 1 row" {
+                // How a multi-lock's acquire refuses when a name is not free.
+                "1242"
             } else if message.contains(" command denied to user ") {
                 "1142"
             } else if message.starts_with("Access denied for user ") {

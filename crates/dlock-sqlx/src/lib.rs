@@ -23,8 +23,9 @@ use dlock_core::adapter::{IntoQueryInterface, Listen, QueryError, QueryInterface
 pub use dlock_core::{
     Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Election,
     ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
-    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
-    SettingEffect, TableName, TransactionPooler,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, MultiLock,
+    MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
+    TransactionPooler,
 };
 #[doc(no_inline)]
 pub use sqlx;

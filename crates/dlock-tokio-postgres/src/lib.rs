@@ -22,8 +22,8 @@ use dlock_core::adapter::{
 pub use dlock_core::{
     Attempt, BoxError, Dialect, DistributedLock, Durability, DurabilitySetting, Election,
     ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
-    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, Observer, Outcome, Result,
-    SettingEffect, TableName,
+    LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, MultiLock,
+    MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
 };
 #[doc(no_inline)]
 pub use tokio_postgres;

@@ -5,6 +5,7 @@ mod election;
 mod floors;
 mod idle_waiters;
 mod locking;
+mod multi;
 mod skip;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) enum Scenario {
     Skip,
     IdleWaiters,
     Election,
+    MultiUncontended,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ impl Scenario {
             Self::Skip => "skip",
             Self::IdleWaiters => "idle_waiters",
             Self::Election => "election",
+            Self::MultiUncontended => "multi_uncontended",
         }
     }
 
@@ -60,6 +63,7 @@ impl Scenario {
             Self::Skip => skip::run(context).await,
             Self::IdleWaiters => idle_waiters::run(context).await,
             Self::Election => election::run(context).await,
+            Self::MultiUncontended => multi::uncontended(context).await,
         }
     }
 }
