@@ -67,7 +67,7 @@ pub(crate) async fn holder_through(
 
 const LEDGER: &str = "dlock_conformance_ledger";
 
-async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Verdict {
+pub(crate) async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Verdict {
     let create = sql(
         queries.dialect(),
         &format!("CREATE TABLE IF NOT EXISTS {LEDGER} (name TEXT, token BIGINT, writer TEXT)"),
@@ -81,7 +81,11 @@ async fn create_ledger(queries: &Arc<dyn QueryInterface>) -> Verdict {
     }
 }
 
-fn ledger_write(queries: &Arc<dyn QueryInterface>, lease: &Lease, writer: &str) -> Statement {
+pub(crate) fn ledger_write(
+    queries: &Arc<dyn QueryInterface>,
+    lease: &Lease,
+    writer: &str,
+) -> Statement {
     sql(
         queries.dialect(),
         &format!("INSERT INTO {LEDGER} (name, token, writer) VALUES (?, ?, ?)"),

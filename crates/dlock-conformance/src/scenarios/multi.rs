@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use dlock_core::adapter::QueryInterface;
 use dlock_core::{
-    Attempt, DistributedLock, ForceRelease, LockAdmin, LockState, LossReason, MultiLock,
+    Attempt, DistributedLock, Error, ForceRelease, LockAdmin, LockState, LossReason, MultiLock,
 };
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
 use crate::scenarios::exclusion::{overlaps, parse_section};
+use crate::scenarios::fencing::{create_ledger, ledger_write};
 use crate::support::{Env, Verdict, eventually, is_free, quick, unique_name};
 
 const NAMES: usize = 5;
@@ -207,7 +208,8 @@ async fn take(multi: &MultiLock) -> Result<dlock_core::MultiLockGuard, String> {
 
 /// An operator revokes one name of a held multi-lock: the whole guard reports the loss,
 /// before a waiter on that name gets it; the other names are freed when the guard goes;
-/// `list` shows each name held as part of a multi-lock.
+/// `list` shows each name held as part of a multi-lock. A fence with the lease passes
+/// before, and is refused after.
 pub(crate) async fn multi_lock_loss_of_one_name_is_the_loss_of_all(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(2);
     let base = unique_name("multi_loss");
@@ -219,6 +221,11 @@ pub(crate) async fn multi_lock_loss_of_one_name_is_the_loss_of_all(env: Env) -> 
         .build()
         .map_err(|e| e.to_string())?;
     let guard = take(&multi).await?;
+    create_ledger(&queries).await?;
+    let write = ledger_write(&queries, guard.lease(), "multi-lock");
+    env.fenced_write(guard.lease(), &write, Duration::ZERO)
+        .await
+        .map_err(|e| format!("a fenced write by the live multi-lock failed: {e}"))?;
 
     let admin = LockAdmin::new(Arc::clone(&queries));
     let revoked = &names[1];
@@ -252,6 +259,14 @@ pub(crate) async fn multi_lock_loss_of_one_name_is_the_loss_of_all(env: Env) -> 
     let lost_at = Instant::now();
     if reason != LossReason::TakenOver {
         return Err(format!("lost for another reason: {reason}"));
+    }
+    match env
+        .fenced_write(guard.lease(), &write, Duration::ZERO)
+        .await
+    {
+        Err(error) if matches!(error.downcast_ref::<Error>(), Some(Error::Fenced { .. })) => {}
+        Err(error) => return Err(format!("the late fenced write failed oddly: {error}")),
+        Ok(()) => return Err("a fenced write after the loss of a name was accepted".into()),
     }
     let taken_at = waiting.await.map_err(|e| e.to_string())??;
     if taken_at <= lost_at {
