@@ -199,3 +199,47 @@ impl LockInner {
         .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TableName;
+
+    fn set(names: &[&str]) -> Result<(NameSet, String)> {
+        let (_, sql) = Dialect::Postgres.set_sql(&TableName::default());
+        NameSet::new(
+            names.iter().map(|&n| n.to_owned()).collect(),
+            Dialect::Postgres,
+            sql,
+        )
+    }
+
+    #[test]
+    fn names_are_merged_sorted_and_bound_as_json() {
+        let (set, json) = set(&["b", "a\"q\"", "b", "c\\\n"]).unwrap();
+        assert_eq!(set.members, ["a\"q\"", "b", "c\\\n"]);
+        assert_eq!(json, r#"["a\"q\"","b","c\\\u000a"]"#);
+        assert_eq!(set.rows(), 3);
+        assert!(set.contains("b") && !set.contains("d"));
+    }
+
+    #[test]
+    fn bad_sets_are_errors() {
+        assert!(matches!(set(&[]), Err(Error::InvalidOption(_))));
+        assert!(matches!(set(&["a", ""]), Err(Error::EmptyName)));
+        assert!(matches!(set(&["a\0"]), Err(Error::InvalidOption(_))));
+        let long = "x".repeat(2001);
+        assert!(matches!(set(&[&long]), Err(Error::NameTooLong { .. })));
+    }
+
+    #[test]
+    fn tokens_need_every_name_once() {
+        let (set, _) = set(&["a", "b"]).unwrap();
+        let row = |name: &str, token| vec![Value::Text(name.into()), Value::Int(token)];
+        let taken = set.tokens(vec![row("b", 7), row("a", 3)]).unwrap();
+        assert_eq!(taken.token, FencingToken(3));
+        assert_eq!(taken.tokens, [FencingToken(3), FencingToken(7)]);
+        assert!(set.tokens(vec![row("a", 3)]).is_none());
+        assert!(set.tokens(vec![row("a", 3), row("a", 4)]).is_none());
+    }
+}

@@ -778,6 +778,17 @@ mod tests {
                 ("force_release", sql.force_release("n", FencingToken(1))),
             ];
             statements.extend(sql.read_token("n", "o").map(|s| ("read_token", s)));
+            let (set, own) = dialect.set_sql(&table);
+            let names = r#"["a","b"]"#;
+            statements.extend([
+                ("set acquire", own.acquire(names, "o", "h", ttl)),
+                ("set probe", set.probe(names, ttl)),
+                ("set renew", set.renew(names, "o", ttl)),
+                ("set release", set.release(names, "o")),
+                ("set fence", set.fence(names, "o", FencingToken(1))),
+            ]);
+            statements.extend(own.read_tokens(names, "o").map(|s| ("set read_tokens", s)));
+            statements.extend(own.create_rows(names).map(|s| ("set create_rows", s)));
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
             for (what, statement) in statements {
                 assert_eq!(
