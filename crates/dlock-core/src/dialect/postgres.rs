@@ -114,6 +114,32 @@ fn epoch_gate(t: &str) -> String {
     )
 }
 
+/// The probe of the rows `which` selects (`name = $1`), with the prober's TTL as `$2`:
+/// the holder (`holder_suffix` appended to it) whose lease ends last, or the lock-delay
+/// after a failover. See `probe` in [`sql`].
+fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
+    format!(
+        "SELECT holder, remaining_ms FROM (
+                     SELECT CASE WHEN owner IS NULL
+                                 THEN 'revoked by an operator (was: '
+                                      || COALESCE(holder, 'an unnamed holder') || ')'
+                                 ELSE holder END{holder_suffix} AS holder,
+                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
+                                 AS BIGINT) AS remaining_ms
+                     FROM {t}
+                     WHERE {which} AND expires_at > clock_timestamp()
+                     UNION ALL
+                     SELECT '{LOCK_DELAY_HOLDER}',
+                            CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
+                                                    - clock_timestamp()) * 1000 AS BIGINT)
+                     FROM {t}
+                     WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
+                                         > clock_timestamp()
+                 ) AS holders
+                 ORDER BY remaining_ms DESC LIMIT 1"
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -187,29 +213,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // A plain read: waiters probe with it and never write while they wait. A revoked
         // lease is held until it ends, by the operator; after a failover, every lock is
         // held by the lock-delay until it ends (see `acquire`).
-        probe: Template::new(
-            format!(
-                "SELECT holder, remaining_ms FROM (
-                     SELECT CASE WHEN owner IS NULL
-                                 THEN 'revoked by an operator (was: '
-                                      || COALESCE(holder, 'an unnamed holder') || ')'
-                                 ELSE holder END AS holder,
-                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
-                                 AS BIGINT) AS remaining_ms
-                     FROM {t}
-                     WHERE name = $1 AND expires_at > clock_timestamp()
-                     UNION ALL
-                     SELECT '{LOCK_DELAY_HOLDER}',
-                            CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
-                                                    - clock_timestamp()) * 1000 AS BIGINT)
-                     FROM {t}
-                     WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
-                                         > clock_timestamp()
-                 ) AS holders
-                 ORDER BY remaining_ms DESC LIMIT 1"
-            ),
-            &[Name, TtlMs],
-        ),
+        probe: Template::new(probe(&t, "name = $1", ""), &[Name, TtlMs]),
         // Only a live lease is extended: an expired one may already be someone else's
         // to take, even if nobody has yet. Returns the database's clock when it renewed
         // (the new expiry less the TTL), so the holder can tell if that clock jumped.
@@ -392,25 +396,10 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
         // The single lock's probe over the set: the held name whose lease ends last
         // (all must be free), or the lock-delay.
         probe: Template::new(
-            format!(
-                "SELECT holder, remaining_ms FROM (
-                     SELECT CASE WHEN owner IS NULL
-                                 THEN 'revoked by an operator (was: '
-                                      || COALESCE(holder, 'an unnamed holder') || ')'
-                                 ELSE holder END || ', holding ' || name AS holder,
-                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
-                                 AS BIGINT) AS remaining_ms
-                     FROM {t}
-                     WHERE name IN ({WANTED}) AND expires_at > clock_timestamp()
-                     UNION ALL
-                     SELECT '{LOCK_DELAY_HOLDER}',
-                            CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
-                                                    - clock_timestamp()) * 1000 AS BIGINT)
-                     FROM {t}
-                     WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
-                                         > clock_timestamp()
-                 ) AS holders
-                 ORDER BY remaining_ms DESC LIMIT 1"
+            probe(
+                &t,
+                &format!("name IN ({WANTED})"),
+                " || ', holding ' || name",
             ),
             &[Name, TtlMs],
         ),
