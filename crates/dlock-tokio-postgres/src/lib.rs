@@ -144,14 +144,8 @@ impl QueryInterface for PostgresQueries {
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let params = bind(&statement.params);
-        let rows = self
-            .with_client(async |client| client.query_typed(&statement.sql, &params).await)
-            .await?;
-        rows.iter()
-            .map(|row| decode(row, statement.columns))
-            .collect::<Result<_, _>>()
-            .map_err(statement_error)
+        self.with_client(async |client| query_on(client, statement).await)
+            .await
     }
 
     fn listener(&self) -> Option<&dyn Listen> {
@@ -192,8 +186,15 @@ where
                 .await
                 .map_err(statement_error)?;
             notices.listening();
-            notices.closed().await;
-            Ok(())
+            loop {
+                tokio::select! {
+                    request = notices.request() => {
+                        let rows = query_on(&client, request.statement()).await;
+                        request.reply(rows.map_err(statement_error));
+                    }
+                    () = notices.closed() => return Ok(()),
+                }
+            }
         };
         // The connection delivers notifications only while it is polled, which also
         // sends the LISTEN; so poll it alongside.
@@ -328,6 +329,18 @@ fn bind(values: &[Value]) -> Vec<(&(dyn ToSql + Sync), Type)> {
             Value::Int(int) => (int as &(dyn ToSql + Sync), Type::INT8),
             Value::Text(text) => (text as &(dyn ToSql + Sync), Type::TEXT),
         })
+        .collect()
+}
+
+/// Runs `statement` on `client` and decodes its rows.
+async fn query_on(
+    client: &tokio_postgres::Client,
+    statement: &Statement,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let params = bind(&statement.params);
+    let rows = client.query_typed(&statement.sql, &params).await?;
+    rows.iter()
+        .map(|row| decode(row, statement.columns))
         .collect()
 }
 

@@ -240,5 +240,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         notify: None,
         channel: None,
+        watch: None,
+        unwatch: None,
     }
 }

@@ -185,5 +185,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         notify: None,
         channel: None,
+        watch: None,
+        unwatch: None,
     }
 }
