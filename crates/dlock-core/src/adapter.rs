@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use async_trait::async_trait;
 
-pub use crate::listening::ReleaseNotices;
+pub use crate::listening::{ListenerRequest, ReleaseNotices};
 use crate::{Dialect, Error, Lease};
 
 /// A boxed error from a database driver or pool.
@@ -86,6 +86,9 @@ pub enum StatementKind {
     /// Reads the database's settings that decide whether what it acknowledges survives a
     /// crash or a failover; never writes.
     Durability,
+    /// Announces on the listening connection that this process waits for a lock, or
+    /// withdraws that (PostgreSQL advisory locks), so that its release is notified.
+    Watch,
     /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
     Other,
 }
@@ -233,7 +236,10 @@ pub trait Listen: Send + Sync {
     /// Listens for notifications on `channel` until [`ReleaseNotices::closed`] completes or
     /// the connection fails. Calls [`ReleaseNotices::listening`] once listening, and
     /// [`ReleaseNotices::notify`] with each payload — including empty ones, which are the
-    /// core's heartbeats.
+    /// core's heartbeats. Meanwhile runs each statement of [`ReleaseNotices::request`] on
+    /// the same connection and replies with its result: with them, waiters tell
+    /// releasers that they wait, and releases are only notified then. An adapter that
+    /// ignores them still works, but its waiters are not notified: they poll.
     ///
     /// The core may drop this future at any await point (when it finds the listener deaf:
     /// its own heartbeats do not come back), and dropping it must close the connection.

@@ -234,22 +234,41 @@ impl LockInner {
     }
 
     /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
-    /// process's waiters at once and, where the dialect can, sends other processes a
-    /// notice in the background (not on the release path: see `notify` in the dialect).
-    /// `contended` says whether the acquisition had to wait: then this lock's next
-    /// `acquire` lets the other waiters go first.
+    /// process's waiters at once and, where the dialect can and another process waits,
+    /// sends a notice in the background (not on the release path: see `notify` in the
+    /// dialect). `contended` says whether the acquisition had to wait: then this lock's
+    /// next `acquire` lets the other waiters go first.
     pub(crate) async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
-        if self.execute("release the lock", &statement).await? != self.rows() {
-            return Ok(false);
-        }
+        let action = "release the lock";
+        let watched = if statement.columns.is_empty() {
+            if self.execute(action, &statement).await? != self.rows() {
+                return Ok(false);
+            }
+            true
+        } else {
+            let rows = self
+                .query(&statement)
+                .await
+                .map_err(|error| Error::query(action, error))?;
+            match rows.first().map(Vec::as_slice) {
+                None => return Ok(false),
+                Some([Value::Int(watched)]) => *watched != 0,
+                // Not as expected: notify, as the safe side.
+                Some(_) => true,
+            }
+        };
         if let Some(set) = &self.set {
+            // Every name, whether or not anyone watches it (see `NameSet::announce`).
             set.announce(self);
         } else {
+            let notice = if watched {
+                self.sql.notify(&self.name)
+            } else {
+                None
+            };
             // Not awaited: waiting for it would add a round trip to every release.
-            let _sending =
-                self.releases
-                    .announce(&self.name, &self.queries, self.sql.notify(&self.name));
+            let _sending = self.releases.announce(&self.name, &self.queries, notice);
         }
         if contended {
             *self.courtesy() = Some(Instant::now() + COURTESY);

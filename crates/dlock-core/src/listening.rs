@@ -13,18 +13,24 @@
 //! it sends a heartbeat — a notification with the empty payload, which no lock name can
 //! be — and if nothing comes back in time, it declares the listener deaf, closes it and
 //! tells the waiters to look for themselves ([`RESYNC`]); the next waiter listens anew.
+//!
+//! Releases send a notice only when some process waits for the lock (where the dialect
+//! has `watch`): a waiter announces itself through its hub ([`Interest`]), which has the
+//! adapter run `watch` on the listening connection — the announcement lasts as long as
+//! that session — before the waiter looks at the lock, and `unwatch` when it stops
+//! waiting. An uncontended lock thus costs two statements, its acquire and its release.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::TableName;
-use crate::adapter::{QueryInterface, Statement};
+use crate::adapter::{QueryError, QueryInterface, Row, Statement, Value};
 use crate::dialect::Sql;
 
 /// How long sending a release notice may take: past it, waiters have probed by themselves
@@ -78,10 +84,12 @@ pub(crate) struct ReleaseBroadcast {
     notices: Option<NoticeChannel>,
 }
 
-/// The channel to listen on and the heartbeat to send on it.
+/// The channel to listen on, the heartbeat to send on it, and the statements with which
+/// waiters announce themselves.
 struct NoticeChannel {
     channel: Arc<str>,
     heartbeat: Statement,
+    sql: Sql,
 }
 
 struct Shared {
@@ -106,6 +114,8 @@ struct Listener {
     not_before: Option<Instant>,
     /// Whether the WARN that waiters poll because no listener was ever heard was logged.
     warned: bool,
+    /// Where this session takes statements for its connection, while it runs.
+    requests: Option<mpsc::UnboundedSender<ListenerRequest>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +187,7 @@ impl ReleaseBroadcast {
                     Some(NoticeChannel {
                         heartbeat: sql.notify(RESYNC)?,
                         channel,
+                        sql: sql.clone(),
                     })
                 }),
         });
@@ -236,19 +247,92 @@ impl ReleaseBroadcast {
                 listener.state = State::Starting;
                 listener.session += 1;
                 listener.last_heard = None;
+                let (requests, requested) = mpsc::unbounded_channel();
+                listener.requests = Some(requests);
                 let session = listener.session;
                 drop(listener);
-                self.start_listening(notices, session);
+                self.start_listening(notices, session, requested);
                 false
             }
         }
+    }
+
+    /// A waiter's interest in the releases of lock `name`, not yet announced.
+    pub(crate) fn interest(&self, name: &str) -> Interest {
+        Interest {
+            name: name.into(),
+            announced: None,
+        }
+    }
+
+    /// Whether releases of `interest`'s lock by other processes reach this hub: the
+    /// listener is live and has announced the interest. Announces it first if need be,
+    /// waiting for that (one statement on the listening connection), so that a look at
+    /// the lock after this returned `true` misses no release (see `waiters_key` in
+    /// `dialect/postgres.rs`). Starts listening if nobody does.
+    pub(crate) async fn hears(&self, interest: &mut Interest) -> bool {
+        let Some(notices) = &self.notices else {
+            return false;
+        };
+        let live = self.ensure_listening();
+        let (session, requests) = {
+            let listener = self.shared.listener();
+            match (&listener.state, &listener.requests) {
+                (State::Listening, Some(requests)) => (listener.session, requests.clone()),
+                _ => return false,
+            }
+        };
+        if interest
+            .announced
+            .as_ref()
+            .is_some_and(|announced| announced.session == session)
+        {
+            return live;
+        }
+        // An announcement of an earlier session ended with its connection.
+        interest.announced = None;
+        let (Some(watch), Some(unwatch)) = (
+            notices.sql.watch(&interest.name),
+            notices.sql.unwatch(&interest.name),
+        ) else {
+            return live;
+        };
+        let (reply, replied) = oneshot::channel();
+        let request = ListenerRequest {
+            statement: watch,
+            reply: Some(reply),
+            undo: Some((unwatch.clone(), requests.clone())),
+        };
+        if requests.send(request).is_err() {
+            return false;
+        }
+        // Not announced in time (or a release held the key: see `waiters_key`): the
+        // waiter naps as one that hears nothing, and asks again after. A `watch` that
+        // runs after all is withdrawn by its undo.
+        let announced = matches!(
+            tokio::time::timeout(ECHO_WITHIN, replied).await,
+            Ok(Ok(Ok(rows))) if is_done(&rows)
+        );
+        if announced {
+            interest.announced = Some(Announced {
+                session,
+                requests,
+                unwatch,
+            });
+        }
+        announced && live
     }
 
     /// Runs one listening session in the background: the adapter's `listen` alongside a
     /// watchdog that ends the session (dropping the adapter's future, which closes its
     /// connection) when the listener turns out deaf. Either way, when the session ends
     /// the hub is idle again and waiters are told to resync.
-    fn start_listening(&self, notices: &NoticeChannel, session: u64) {
+    fn start_listening(
+        &self,
+        notices: &NoticeChannel,
+        session: u64,
+        requested: mpsc::UnboundedReceiver<ListenerRequest>,
+    ) {
         let shared = Arc::clone(&self.shared);
         let mut alive = self.alive.subscribe();
         let queries = Arc::clone(&self.queries);
@@ -260,6 +344,7 @@ impl ReleaseBroadcast {
             session,
             alive: alive.clone(),
             over: over_seen,
+            requested: tokio::sync::Mutex::new(requested),
         };
         // Moved into the task, so that it ends the session however the task ends: also
         // when it is dropped with its runtime, even before it first ran.
@@ -428,6 +513,7 @@ impl Drop for SessionEnd {
         }
         listener.state = State::Idle;
         listener.last_heard = None;
+        listener.requests = None;
         drop(listener);
         if was_listening {
             // NoticeChannel may have been missed; waiters napping on the listener's word look.
@@ -447,7 +533,8 @@ impl fmt::Debug for ReleaseBroadcast {
 
 /// Handed to [`Listen::listen`](crate::adapter::Listen::listen): the adapter calls
 /// [`listening`](Self::listening) once its `LISTEN` is in place, reports each
-/// notification's payload with [`notify`](Self::notify), and stops when
+/// notification's payload with [`notify`](Self::notify), runs each statement of
+/// [`request`](Self::request) on the listening connection, and stops when
 /// [`closed`](Self::closed) completes (the core may also simply drop the `listen`
 /// future, which must close the connection).
 pub struct ReleaseNotices {
@@ -455,6 +542,7 @@ pub struct ReleaseNotices {
     session: u64,
     alive: watch::Receiver<()>,
     over: watch::Receiver<()>,
+    requested: tokio::sync::Mutex<mpsc::UnboundedReceiver<ListenerRequest>>,
 }
 
 impl ReleaseNotices {
@@ -485,6 +573,23 @@ impl ReleaseNotices {
         self.shared.changed.notify_one();
     }
 
+    /// The next statement to run on the listening connection, once it listens: waiters
+    /// announcing that this process waits for a lock, or withdrawing that (session-level
+    /// advisory locks, which is why they must run on the listening session and nowhere
+    /// else). Pending while there is none. Run it, between notifications, and hand its
+    /// result to [`ListenerRequest::reply`].
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: a request is taken only when this returns it.
+    pub async fn request(&self) -> ListenerRequest {
+        match self.requested.lock().await.recv().await {
+            Some(request) => request,
+            // The hub keeps a sender while this session is current; after, nothing comes.
+            None => std::future::pending().await,
+        }
+    }
+
     /// Completes when the notifications are not needed any more (no lock of this process
     /// uses them) or this listener was given up (it did not hear its heartbeat); the
     /// listening connection should then be closed.
@@ -497,6 +602,75 @@ impl ReleaseNotices {
         tokio::select! {
             () = until_closed(&mut alive) => {}
             () = until_closed(&mut over) => {}
+        }
+    }
+}
+
+/// A statement for the listening connection, from [`ReleaseNotices::request`].
+#[derive(Debug)]
+pub struct ListenerRequest {
+    statement: Statement,
+    reply: Option<oneshot::Sender<Result<Vec<Row>, QueryError>>>,
+    /// What withdraws the statement's effect if nobody is left to hear that it succeeded
+    /// (the waiter stopped waiting for the answer), and where to send it.
+    undo: Option<(Statement, mpsc::UnboundedSender<ListenerRequest>)>,
+}
+
+impl ListenerRequest {
+    /// The statement to run, with [`QueryInterface::query`]'s contract: its rows decoded
+    /// per [`Statement::columns`].
+    pub fn statement(&self) -> &Statement {
+        &self.statement
+    }
+
+    /// Hands the statement's rows, or its error, back to the core.
+    pub fn reply(self, result: Result<Vec<Row>, QueryError>) {
+        let Some(reply) = self.reply else {
+            return;
+        };
+        if let Err(Ok(rows)) = reply.send(result) {
+            if let Some((undo, requests)) = self.undo.filter(|_| is_done(&rows)) {
+                let _ = requests.send(ListenerRequest {
+                    statement: undo,
+                    reply: None,
+                    undo: None,
+                });
+            }
+        }
+    }
+}
+
+/// Whether `watch` or `unwatch` answered that it did its part.
+fn is_done(rows: &[Row]) -> bool {
+    matches!(rows, [row] if matches!(row.as_slice(), [Value::Int(1)]))
+}
+
+/// A waiter's interest in the releases of one lock by other processes: announced on the
+/// listening connection by [`ReleaseBroadcast::hears`], withdrawn when dropped.
+#[derive(Debug)]
+pub(crate) struct Interest {
+    name: Arc<str>,
+    announced: Option<Announced>,
+}
+
+/// Where an [`Interest`] was announced, and how to withdraw it there.
+#[derive(Debug)]
+struct Announced {
+    session: u64,
+    requests: mpsc::UnboundedSender<ListenerRequest>,
+    unwatch: Statement,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        // Not awaited: the waiter is done. If the session has ended, the send fails, and
+        // the announcement has already ended with the session's connection.
+        if let Some(announced) = self.announced.take() {
+            let _ = announced.requests.send(ListenerRequest {
+                statement: announced.unwatch,
+                reply: None,
+                undo: None,
+            });
         }
     }
 }

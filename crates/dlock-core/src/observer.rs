@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::election::proclamation_notice;
 use crate::inner::LockInner;
+use crate::listening::Interest;
 use crate::wait::{SAFETY_NET_FACTOR, wait_for_notice};
 use crate::{FencingToken, Leader, Result};
 
@@ -51,6 +52,11 @@ struct Watch {
     lease_end: Option<Instant>,
     /// Whether to read at once rather than wait first.
     read_now: bool,
+    /// The observer's announcement to releasers in other processes: a release of the
+    /// election's lock is how a resignation is heard.
+    interest: Interest,
+    /// Whether, at the last read, other processes' releases and proclamations were heard.
+    hears_releases: bool,
 }
 
 impl Observer {
@@ -58,6 +64,8 @@ impl Observer {
         let watch = Watch {
             // Subscribed before the first read, so that no change after it goes unseen.
             notices: lock.releases.subscribe(),
+            interest: lock.releases.interest(&lock.name),
+            hears_releases: false,
             lock,
             shown: None,
             highest: None,
@@ -113,6 +121,7 @@ impl Watch {
             if !std::mem::take(&mut self.read_now) {
                 self.nap().await;
             }
+            self.hears_releases = self.lock.releases.hears(&mut self.interest).await;
             let leader = match self.lock.leader().await {
                 Ok(leader) => leader,
                 Err(error) => return (Err(error), self),
@@ -143,7 +152,7 @@ impl Watch {
     /// notices are heard), or until just after the leader's lease ends.
     async fn nap(&mut self) {
         let poll_interval = self.lock.options.poll_interval;
-        let mut nap = if self.lock.releases.ensure_listening() {
+        let mut nap = if self.hears_releases {
             poll_interval * SAFETY_NET_FACTOR
         } else {
             poll_interval

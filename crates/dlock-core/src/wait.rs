@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::attempt::attempt;
 use crate::backoff::{Backoff, jittered};
 use crate::inner::LockInner;
-use crate::listening::RESYNC;
+use crate::listening::{Interest, RESYNC};
 use crate::telemetry::{self, WaitingReports};
 use crate::{Error, Holder, LockGuard, Result};
 
@@ -55,6 +55,10 @@ struct Waiter<'a> {
     lock: &'a LockInner,
     started: Instant,
     releases: broadcast::Receiver<Arc<str>>,
+    /// This waiter's announcement to releasers in other processes.
+    interest: Interest,
+    /// Whether, at the last probe, other processes' releases of the lock were heard.
+    hears_releases: bool,
     backoff: Backoff,
     reports: WaitingReports,
     /// Whether it has had to wait for another holder.
@@ -69,6 +73,8 @@ impl<'a> Waiter<'a> {
         Self {
             // Subscribed before the first attempt, so that no release after it goes unseen.
             releases: lock.releases.subscribe(),
+            interest: lock.releases.interest(&lock.name),
+            hears_releases: false,
             backoff: Backoff::new(lock.options.poll_interval),
             reports: WaitingReports::default(),
             contended: false,
@@ -91,7 +97,15 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// Looks at the lock, after announcing to releasers that this process waits for it
+    /// (where they can notify), so that no release after the look goes unheard.
     async fn probe(&mut self) -> Result<Step> {
+        // A multi-lock's waiter cannot announce itself for each of its names (an
+        // interest is one name), so releases by locks of those names would not notify
+        // it: it probes with back-off instead, and still wakes on the notices that
+        // multi-lock releases send for every name.
+        self.hears_releases =
+            self.lock.set.is_none() && self.lock.releases.hears(&mut self.interest).await;
         match self.lock.probe().await {
             Ok(Some(holder)) => {
                 self.reports.holder_seen(&holder, self.started);
@@ -107,7 +121,7 @@ impl<'a> Waiter<'a> {
     async fn nap(&mut self) -> Step {
         self.contended = true;
         let poll_interval = self.lock.options.poll_interval;
-        let mut nap = if self.lock.releases.ensure_listening() {
+        let mut nap = if self.hears_releases {
             // Notices wake us; probing is only a safety net, so no ramp either.
             jittered(poll_interval * SAFETY_NET_FACTOR)
         } else {

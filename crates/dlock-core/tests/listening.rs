@@ -35,6 +35,18 @@ struct Process {
     heartbeats: AtomicUsize,
 }
 
+/// A listening connection's session: its watches end with it.
+struct Session {
+    db: Arc<FakeDb>,
+    watches: Vec<String>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.db.end_watches(&self.watches);
+    }
+}
+
 /// Counts a listening connection as closed when dropped.
 struct Closing(Arc<AtomicUsize>);
 
@@ -113,6 +125,10 @@ impl Listen for Process {
     async fn listen(&self, _channel: &str, wake: ReleaseNotices) -> Result<(), QueryError> {
         self.listens.fetch_add(1, Ordering::Relaxed);
         let _closing = Closing(Arc::clone(&self.closed));
+        let mut session = Session {
+            db: Arc::clone(&self.db),
+            watches: Vec::new(),
+        };
         let mut notifications = self.notifications.subscribe();
         wake.listening();
         loop {
@@ -123,6 +139,18 @@ impl Listen for Process {
                             wake.notify(&payload);
                         }
                     }
+                }
+                request = wake.request() => {
+                    let statement = request.statement();
+                    if let Some(Value::Text(name)) = statement.params.first() {
+                        if statement.sql.contains("unlock") {
+                            session.watches.retain(|watched| watched != name);
+                        } else {
+                            session.watches.push(name.clone());
+                        }
+                    }
+                    let rows = self.db.query(statement).await;
+                    request.reply(rows);
                 }
                 () = wake.closed() => return Ok(()),
             }
@@ -256,5 +284,60 @@ async fn a_listener_that_goes_deaf_is_given_up_and_napping_waiters_look() {
         late < POLL,
         "after its listener was found deaf the waiter found the release {late:?} late; \
          it should poll at most every {POLL:?}"
+    );
+}
+
+/// The notices `bus` carried for the lock (not heartbeats) since `since` was subscribed.
+fn notices_of_the_lock(since: &mut broadcast::Receiver<String>) -> usize {
+    std::iter::from_fn(|| since.try_recv().ok())
+        .filter(|payload| payload == NAME)
+        .count()
+}
+
+/// A release sends a notice only while a process waits for the lock: waiters announce
+/// themselves on their listening connection before they look, and withdraw when they
+/// stop waiting. Uncontended, a lock costs its acquire and its release, nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_release_is_notified_only_while_another_process_waits() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let listening = Process::new(&db, "listening", &bus, true);
+    let other = Process::new(&db, "other", &bus, true);
+    let mut sent = bus.subscribe();
+    let lock = other.lock(Duration::from_secs(60));
+
+    for _ in 0..3 {
+        lock.acquire().await.unwrap().release().await.unwrap();
+    }
+    fake::settle().await;
+    assert_eq!(
+        notices_of_the_lock(&mut sent),
+        0,
+        "notices with nobody waiting"
+    );
+    assert_eq!(db.count(Kind::Watch), 0);
+
+    let held = lock.acquire().await.unwrap();
+    let waiter = listening.lock(Duration::from_secs(60));
+    let acquiring = tokio::spawn(async move { waiter.acquire().await.unwrap() });
+    sleep(Duration::from_secs(5)).await;
+    held.release().await.unwrap();
+    let released_at = Instant::now();
+    let guard = acquiring.await.unwrap();
+    let late = released_at.elapsed();
+    fake::settle().await;
+
+    assert!(late <= ms(5), "a notified waiter took {late:?}");
+    assert_eq!(notices_of_the_lock(&mut sent), 1, "the waited-for release");
+    // The waiter announced itself once and withdrew once it had the lock.
+    assert_eq!(db.count(Kind::Watch), 2);
+    guard.release().await.unwrap();
+    for _ in 0..3 {
+        lock.acquire().await.unwrap().release().await.unwrap();
+    }
+    fake::settle().await;
+    assert_eq!(
+        notices_of_the_lock(&mut sent),
+        0,
+        "notices after the waiter left"
     );
 }

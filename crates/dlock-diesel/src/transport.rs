@@ -148,35 +148,39 @@ diesel_connection!(
                     .await
                     .map_err(|error| statement_error(Dialect::Postgres, error))?;
                 notices.listening();
-                // diesel-async's connection task queues every notification from the
-                // `LISTEN` on, so none is lost before the stream is polled.
-                let stream = std::pin::pin!(self.notifications_stream());
-                tokio::select! {
-                    ended = relay(stream, &notices) => ended,
-                    () = notices.closed() => Ok(()),
+                loop {
+                    // diesel-async's connection task queues every notification from the
+                    // `LISTEN` on, so none is lost while the stream is not polled (a
+                    // request runs) or is dropped between notifications.
+                    let request = {
+                        let mut stream = std::pin::pin!(self.notifications_stream());
+                        tokio::select! {
+                            notice = std::future::poll_fn(|cx| {
+                                futures_core::Stream::poll_next(stream.as_mut(), cx)
+                            }) => {
+                                match notice {
+                                    Some(Ok(notice)) => {
+                                        notices.notify(&notice.payload);
+                                        continue;
+                                    }
+                                    Some(Err(error)) => {
+                                        return Err(statement_error(Dialect::Postgres, error));
+                                    }
+                                    // The connection's task ended: the connection is closed.
+                                    None => return Ok(()),
+                                }
+                            }
+                            request = notices.request() => request,
+                            () = notices.closed() => return Ok(()),
+                        }
+                    };
+                    let rows = self.query_statement(request.statement()).await;
+                    request.reply(rows);
                 }
             }
         }
     }
 );
-/// Passes each notification's payload on until the connection fails (notices may have
-/// been missed: the next waiter listens anew, and probes meanwhile) or closes.
-#[cfg(feature = "postgres")]
-async fn relay(
-    mut stream: std::pin::Pin<
-        &mut impl futures_core::Stream<Item = diesel::QueryResult<diesel::pg::PgNotification>>,
-    >,
-    notices: &ReleaseNotices,
-) -> Result<(), QueryError> {
-    loop {
-        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
-            Some(Ok(notice)) => notices.notify(&notice.payload),
-            Some(Err(error)) => return Err(statement_error(Dialect::Postgres, error)),
-            // The connection's task ended: the connection is closed.
-            None => return Ok(()),
-        }
-    }
-}
 
 diesel_connection!(
     #[cfg(feature = "mysql")]

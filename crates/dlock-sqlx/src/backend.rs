@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use dlock_core::Dialect;
-use dlock_core::adapter::{ColumnType, QueryError, Row, Statement, Value};
-use sqlx::{AssertSqlSafe, Connection, Database, Row as _};
+use dlock_core::adapter::{QueryError, Row, Statement, Value};
+use sqlx::{AssertSqlSafe, Connection, Database};
 
 use crate::AnyPool;
 use crate::error::{checkout_error, statement_error};
@@ -58,6 +58,37 @@ macro_rules! bound {
     }};
 }
 
+/// `rows` decoded per `statement.columns`, as the core's rows.
+macro_rules! decoded {
+    ($rows:expr, $statement:expr) => {{
+        use dlock_core::adapter::{ColumnType, Row, Value};
+        use sqlx::Row as _;
+        $rows
+            .iter()
+            .map(|row| {
+                $statement
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(index, column)| {
+                        Ok(match column {
+                            ColumnType::Int => {
+                                row.try_get::<Option<i64>, _>(index)?.map(Value::Int)
+                            }
+                            ColumnType::Text => {
+                                row.try_get::<Option<String>, _>(index)?.map(Value::Text)
+                            }
+                        }
+                        .unwrap_or(Value::Null))
+                    })
+                    .collect::<Result<Row, sqlx::Error>>()
+            })
+            .collect::<Result<Vec<Row>, sqlx::Error>>()
+    }};
+}
+#[cfg(feature = "postgres")]
+pub(crate) use {bound, decoded};
+
 macro_rules! database {
     ($feature:literal, $database:ty, $variant:ident, $dialect:expr) => {
         #[cfg(feature = $feature)]
@@ -101,27 +132,7 @@ macro_rules! database {
                         .fetch_all(conn)
                         .await
                         .map_err(|error| statement_error(Self::DIALECT, error))?;
-                    rows.iter()
-                        .map(|row| {
-                            statement
-                                .columns
-                                .iter()
-                                .enumerate()
-                                .map(|(index, column)| {
-                                    Ok(match column {
-                                        ColumnType::Int => {
-                                            row.try_get::<Option<i64>, _>(index)?.map(Value::Int)
-                                        }
-                                        ColumnType::Text => row
-                                            .try_get::<Option<String>, _>(index)?
-                                            .map(Value::Text),
-                                    }
-                                    .unwrap_or(Value::Null))
-                                })
-                                .collect::<Result<Row, sqlx::Error>>()
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(|error| statement_error(Self::DIALECT, error))
+                    decoded!(rows, statement).map_err(|error| statement_error(Self::DIALECT, error))
                 }
             }
         }

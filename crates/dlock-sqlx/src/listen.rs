@@ -163,6 +163,9 @@ pub(crate) async fn listen(
     listener.listen(channel).await.map_err(unreachable)?;
     notices.listening();
     loop {
+        // `try_recv` is dropped when another branch wins: a notification it was reading
+        // stays in the connection's buffer, and one that arrives while a request runs
+        // is kept for the next `try_recv`.
         tokio::select! {
             notice = listener.try_recv() => match notice {
                 Ok(Some(notice)) => notices.notify(notice.payload()),
@@ -170,7 +173,32 @@ pub(crate) async fn listen(
                 // next waiter listens anew (and probes meanwhile).
                 Ok(None) | Err(_) => return Ok(()),
             },
+            request = notices.request() => {
+                let rows = fetch(&mut listener, request.statement()).await;
+                request.reply(rows);
+            }
             () = notices.closed() => return Ok(()),
         }
     }
+}
+
+/// Runs `statement` on the listening connection: always unnamed, since a `PgListener`
+/// reconnects on its own and would lose prepared statements with the connection.
+#[cfg(feature = "postgres")]
+async fn fetch(
+    listener: &mut sqlx::postgres::PgListener,
+    statement: &dlock_core::adapter::Statement,
+) -> Result<Vec<dlock_core::adapter::Row>, QueryError> {
+    use dlock_core::adapter::Value;
+    use sqlx::AssertSqlSafe;
+
+    use crate::backend::{bound, decoded};
+
+    let rows = bound!(sqlx::Postgres, statement)
+        .persistent(false)
+        .fetch_all(&mut *listener)
+        .await
+        .map_err(|error| crate::error::statement_error(dlock_core::Dialect::Postgres, error))?;
+    decoded!(rows, statement)
+        .map_err(|error| crate::error::statement_error(dlock_core::Dialect::Postgres, error))
 }

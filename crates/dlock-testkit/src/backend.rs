@@ -333,7 +333,11 @@ impl Pool {
             Clients::TokioPostgres(pool) => {
                 let config = tokio_postgres::Config::from_str(&listen_url)
                     .map_err(|error| format!("invalid PostgreSQL URL {listen_url:?}: {error}"))?;
-                Arc::new(PostgresQueries::from_pool(pool).listen_with(config, NoTls))
+                let queries = PostgresQueries::from_pool(pool).listen_with(config, NoTls);
+                Arc::new(match pooled {
+                    true => queries.through_pooler(pooler),
+                    false => queries,
+                })
             }
             Clients::SeaOrm(db) if pooled => Arc::new(
                 SeaOrmQueries::new(db)

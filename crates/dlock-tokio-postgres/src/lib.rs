@@ -24,6 +24,7 @@ pub use dlock_core::{
     ElectionBuilder, Error, FencingToken, ForceRelease, Holder, Leader, Leadership, Lease,
     LockAdmin, LockBuilder, LockGuard, LockInfo, LockState, LossReason, MultiLock,
     MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
+    TransactionPooler,
 };
 #[doc(no_inline)]
 pub use tokio_postgres;
@@ -32,9 +33,16 @@ pub use tokio_postgres;
 ///
 /// With a pool, every statement checks out a connection and returns it at once, so a
 /// held lock holds no connection. With a client, statements share that one connection.
+///
+/// On a pool, statements are prepared once per connection (deadpool's statement cache):
+/// PostgreSQL then parses and plans the acquire statement once, not at every acquisition.
+/// A client runs them unnamed, as does a pool [`through_pooler`](Self::through_pooler)
+/// that loses prepared statements.
 pub struct PostgresQueries {
     source: Source,
     listener: Option<Arc<dyn Listen>>,
+    /// Whether statements run unnamed rather than prepared and cached.
+    unnamed: bool,
 }
 
 enum Source {
@@ -48,6 +56,7 @@ impl PostgresQueries {
         Self {
             source: Source::Pool(pool),
             listener: None,
+            unnamed: false,
         }
     }
 
@@ -56,7 +65,22 @@ impl PostgresQueries {
         Self {
             source: Source::Client(client),
             listener: None,
+            unnamed: true,
         }
+    }
+
+    /// The pool reaches PostgreSQL through a connection pooler in transaction mode
+    /// (PgBouncer with `pool_mode = transaction`). With
+    /// [`TransactionPooler::LosesPreparedStatements`] (PgBouncer before 1.21), every
+    /// statement runs unnamed — parsed and planned each time, in one round trip, on
+    /// whichever server connection the pooler gives it; with
+    /// [`TransactionPooler::KeepsPreparedStatements`] statements stay prepared. Listen
+    /// ([`listen_with`](Self::listen_with)) with a configuration that reaches PostgreSQL
+    /// directly: a pooler in transaction mode cannot carry `LISTEN`.
+    #[must_use]
+    pub fn through_pooler(mut self, pooler: TransactionPooler) -> Self {
+        self.unnamed |= pooler == TransactionPooler::LosesPreparedStatements;
+        self
     }
 
     /// Also opens one connection per process and lock table, with `config` and `tls`,
@@ -88,18 +112,36 @@ impl PostgresQueries {
         self
     }
 
-    async fn with_client<T, F>(&self, run: F) -> Result<T, QueryError>
+    /// Runs `run` with the client to use and `statement` prepared on it, or `None` to
+    /// run it unnamed.
+    async fn with_client<T, F>(&self, statement: &Statement, run: F) -> Result<T, QueryError>
     where
-        F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+        F: AsyncFnOnce(
+            &tokio_postgres::Client,
+            Option<tokio_postgres::Statement>,
+        ) -> Result<T, tokio_postgres::Error>,
     {
         match &self.source {
             Source::Pool(pool) => {
                 let checkout = Checkout(Some(pool.get().await.map_err(pool_error)?));
-                let result = run(checkout.client()).await.map_err(statement_error);
+                let client = checkout.client();
+                let result = async {
+                    let prepared = match self.unnamed {
+                        true => None,
+                        false => Some(
+                            client
+                                .prepare_typed_cached(&statement.sql, &types(&statement.params))
+                                .await?,
+                        ),
+                    };
+                    run(client, prepared).await
+                }
+                .await
+                .map_err(statement_error);
                 checkout.finish();
                 result
             }
-            Source::Client(client) => run(client).await.map_err(statement_error),
+            Source::Client(client) => run(client, None).await.map_err(statement_error),
         }
     }
 }
@@ -139,19 +181,18 @@ impl QueryInterface for PostgresQueries {
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
         let params = bind(&statement.params);
-        self.with_client(async |client| client.execute_typed(&statement.sql, &params).await)
-            .await
+        self.with_client(statement, async |client, prepared| match prepared {
+            Some(prepared) => client.execute(&prepared, &values(&params)).await,
+            None => client.execute_typed(&statement.sql, &params).await,
+        })
+        .await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        let params = bind(&statement.params);
-        let rows = self
-            .with_client(async |client| client.query_typed(&statement.sql, &params).await)
-            .await?;
-        rows.iter()
-            .map(|row| decode(row, statement.columns))
-            .collect::<Result<_, _>>()
-            .map_err(statement_error)
+        self.with_client(statement, async |client, prepared| {
+            query_on(client, prepared, statement).await
+        })
+        .await
     }
 
     fn listener(&self) -> Option<&dyn Listen> {
@@ -192,8 +233,15 @@ where
                 .await
                 .map_err(statement_error)?;
             notices.listening();
-            notices.closed().await;
-            Ok(())
+            loop {
+                tokio::select! {
+                    request = notices.request() => {
+                        let rows = query_on(&client, None, request.statement()).await;
+                        request.reply(rows.map_err(statement_error));
+                    }
+                    () = notices.closed() => return Ok(()),
+                }
+            }
         };
         // The connection delivers notifications only while it is polled, which also
         // sends the LISTEN; so poll it alongside.
@@ -319,6 +367,16 @@ pub async fn fence(transaction: &tokio_postgres::Transaction<'_>, lease: &Lease)
     .await
 }
 
+/// The types `bind` gives `values`: what a statement is prepared with.
+fn types(values: &[Value]) -> Vec<Type> {
+    bind(values).into_iter().map(|(_, type_)| type_).collect()
+}
+
+/// The values of `bind`'s pairs, for a prepared statement.
+fn values<'a>(params: &[(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(value, _)| *value).collect()
+}
+
 fn bind(values: &[Value]) -> Vec<(&(dyn ToSql + Sync), Type)> {
     const NULL: Option<&str> = None;
     values
@@ -328,6 +386,22 @@ fn bind(values: &[Value]) -> Vec<(&(dyn ToSql + Sync), Type)> {
             Value::Int(int) => (int as &(dyn ToSql + Sync), Type::INT8),
             Value::Text(text) => (text as &(dyn ToSql + Sync), Type::TEXT),
         })
+        .collect()
+}
+
+/// Runs `statement` on `client` — `prepared`, or unnamed — and decodes its rows.
+async fn query_on(
+    client: &tokio_postgres::Client,
+    prepared: Option<tokio_postgres::Statement>,
+    statement: &Statement,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let params = bind(&statement.params);
+    let rows = match prepared {
+        Some(prepared) => client.query(&prepared, &values(&params)).await?,
+        None => client.query_typed(&statement.sql, &params).await?,
+    };
+    rows.iter()
+        .map(|row| decode(row, statement.columns))
         .collect()
 }
 

@@ -177,14 +177,15 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
         Ok::<_, String>(acquired_at)
     });
     if listens {
-        let listener = format!("LISTEN \"dlock:{table}\"%");
-        eventually(Duration::from_secs(10), "the waiter listens", || {
-            listeners(&queries, &listener, false)
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the waiter listens and has announced itself",
+            || listeners(&queries, &name, false),
+        )
         .await?;
         // Long enough for the waiter to trust its listener and take a long nap.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        listeners(&queries, &listener, true).await?;
+        listeners(&queries, &name, true).await?;
     } else {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -216,11 +217,13 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
     Ok(())
 }
 
-/// Whether a backend listens with a statement like `listen` (a `LIKE` pattern); with
-/// `terminate`, terminates those backends, failing if there were none.
+/// Whether a backend other than this one waits for lock `name`: its listening session
+/// announces that with a shared advisory lock keyed by the name's `hashtext` (see
+/// `waiters_key` in the core's `dialect/postgres.rs`), which no other test's lock shares.
+/// With `terminate`, terminates those backends, failing if there were none.
 async fn listeners(
     queries: &Arc<dyn QueryInterface>,
-    listen: &str,
+    name: &str,
     terminate: bool,
 ) -> Result<bool, String> {
     let select = if terminate {
@@ -231,19 +234,20 @@ async fn listeners(
     let statement = dlock_testkit::statement(
         Dialect::Postgres,
         &format!(
-            "SELECT count(*) FROM (SELECT {select} FROM pg_stat_activity \
-             WHERE query LIKE ? AND pid <> pg_backend_pid()) AS listeners"
+            "SELECT count(*) FROM (SELECT {select} FROM pg_locks \
+             WHERE locktype = 'advisory' AND mode = 'ShareLock' AND objsubid = 2 \
+               AND objid = CAST(hashtext(?) AS oid) AND pid <> pg_backend_pid()) AS listeners"
         ),
-        vec![Value::Text(listen.to_owned())],
+        vec![Value::Text(name.to_owned())],
         &[ColumnType::Int],
     );
     let rows = queries
         .query(&statement)
         .await
-        .map_err(|e| format!("cannot read pg_stat_activity: {e}"))?;
+        .map_err(|e| format!("cannot read pg_locks: {e}"))?;
     let found = matches!(rows.first().map(Vec::as_slice), Some([Value::Int(n)]) if *n > 0);
     if terminate && !found {
-        return Err(format!("no backend to terminate runs {listen:?}"));
+        return Err(format!("no backend waits for {name:?} to terminate"));
     }
     Ok(found)
 }

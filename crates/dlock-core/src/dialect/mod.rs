@@ -219,8 +219,10 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
 /// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms)` iff held       |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
-/// | `release`       | name, owner                 | 1 affected row iff still ours           |
+/// | `release`       | name, owner                 | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
+/// | `watch`         | name                        | `(1)` iff it now tells releasers of `name` that this process waits |
+/// | `unwatch`       | name                        | `(1)` iff it withdrew one `watch`       |
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
 /// | `list`          | —                           | one `INFO` row per lock, by name        |
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
@@ -260,6 +262,12 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 ///
 /// `notify` and `channel` are set where the dialect can wake waiters in other processes
 /// (PostgreSQL's `LISTEN`/`NOTIFY`).
+///
+/// (\*\*\*\*\*) **Notices only when someone waits**: where the dialect notifies, a process
+/// that waits for a lock runs `watch` on its listening connection before it looks at the
+/// lock, and `unwatch` when it stops waiting; `release` then returns 1 in `watched` when
+/// some process watches the name, and `notify` is sent only then. See `postgres.rs` for
+/// why no release can slip between a waiter's `watch` and its look.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) create_table: Template,
@@ -287,6 +295,9 @@ pub(crate) struct Sql {
     pub(crate) notify: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
+    /// Set with `notify`: waiters announce themselves, and `release` reports them.
+    pub(crate) watch: Option<Template>,
+    pub(crate) unwatch: Option<Template>,
 }
 
 /// The statements of a multi-lock, per dialect. They bind the set of names as one
@@ -457,6 +468,10 @@ struct Args<'a> {
 }
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
+/// `release` where waiters announce themselves: 1 if some process waits for the lock.
+const WATCHED: &[ColumnType] = &[ColumnType::Int];
+/// `watch` and `unwatch`: 1 if done.
+const DONE: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
 const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
@@ -575,13 +590,45 @@ impl Sql {
         bind(StatementKind::Renew, &self.renew, &args, columns)
     }
 
+    /// Where waiters announce themselves (`watch` is set), the release returns one row
+    /// `(watched)` iff it released; elsewhere it is executed for its affected-row count.
     pub(crate) fn release(&self, name: &str, owner: &str) -> Statement {
         let args = Args {
             name,
             owner,
             ..Args::default()
         };
-        bind(StatementKind::Release, &self.release, &args, &[])
+        let columns = if self.watch.is_some() { WATCHED } else { &[] };
+        bind(StatementKind::Release, &self.release, &args, columns)
+    }
+
+    /// Announces, for the session that runs it (the listening connection), that this
+    /// process waits for `name`; where the dialect notifies.
+    pub(crate) fn watch(&self, name: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Watch,
+            self.watch.as_ref()?,
+            &args,
+            DONE,
+        ))
+    }
+
+    /// Withdraws one [`watch`](Self::watch) of `name`, on the session that ran it.
+    pub(crate) fn unwatch(&self, name: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Watch,
+            self.unwatch.as_ref()?,
+            &args,
+            DONE,
+        ))
     }
 
     /// The notice that `name` was released, for dialects that can send one.
@@ -717,13 +764,15 @@ fn channel(table: &TableName) -> Arc<str> {
     if readable.len() <= 63 {
         return readable.into();
     }
-    // FNV-1a: a fixed hash, unlike the standard library's randomly seeded one.
-    let hash = readable
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    format!("dlock:{hash:016x}").into()
+    format!("dlock:{:016x}", fnv1a(&readable)).into()
+}
+
+/// FNV-1a: a fixed hash, unlike the standard library's randomly seeded one, so every
+/// process computes the same.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Options validation bounds every duration far below `i64::MAX` milliseconds.
@@ -790,6 +839,8 @@ mod tests {
             statements.extend(own.read_tokens(names, "o").map(|s| ("set read_tokens", s)));
             statements.extend(own.create_rows(names).map(|s| ("set create_rows", s)));
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
+            statements.extend(sql.watch("n").map(|s| ("watch", s)));
+            statements.extend(sql.unwatch("n").map(|s| ("unwatch", s)));
             for (what, statement) in statements {
                 assert_eq!(
                     placeholders(dialect, &statement.sql),

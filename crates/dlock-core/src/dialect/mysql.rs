@@ -240,6 +240,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         notify: None,
         channel: None,
+        watch: None,
+        unwatch: None,
     }
 }
 

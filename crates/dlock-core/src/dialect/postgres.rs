@@ -2,7 +2,7 @@
 //! transaction, which may be long before the statement runs.
 
 use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs, Value};
-use super::{SetTemplates, Sql, Template, value_column};
+use super::{SetTemplates, Sql, Template, channel, fnv1a, value_column};
 use crate::TableName;
 use crate::adapter::QueryError;
 
@@ -140,8 +140,31 @@ fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
     )
 }
 
+/// The advisory lock through which waiters tell releasers that they wait, for the lock
+/// named by `$1`: the two-key form, the first key the table's (from its channel), the
+/// second the name's, by `hashtext`, the server's own hash of text, on which all of its
+/// sessions agree. A waiting process holds it shared on its listening connection; a
+/// release tries to take it exclusively for its transaction, which fails exactly while
+/// someone holds it shared — so the release learns in its own round trip, without
+/// writing, whether to send a notice.
+///
+/// Why no release slips between a waiter's `watch` and its look at the lock: a release
+/// whose try came first holds the lock exclusively until its transaction has committed
+/// and become visible, and the waiter's `watch` (a try too) fails meanwhile — the waiter
+/// then naps briefly and tries again, as one that hears nothing — so the look after a
+/// successful `watch` sees that release; a release whose try came after the `watch` fails
+/// to take it and notifies. Keys that collide (two names of one hash, or an application's
+/// own two-key advisory lock) cost a needless notice, or make waiters poll as they would
+/// without listening; never a missed one.
+fn waiters_key(table: &TableName) -> String {
+    let [a, b, c, d, ..] = fnv1a(&channel(table)).to_be_bytes();
+    let table_key = i32::from_be_bytes([a, b, c, d]);
+    format!("{table_key}, hashtext($1)")
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
+    let waiters = waiters_key(table);
     Sql {
         create_table: Template::new(
             format!(
@@ -226,9 +249,13 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, TtlMs],
         ),
         renew_returns_clock: true,
+        // Returns whether any process waits for the lock (see `waiters_key`); the
+        // transaction-scoped advisory lock it takes when nobody does is gone at commit.
         release: Template::new(
             format!(
-                "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2"
+                "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2
+                 RETURNING CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0 ELSE 1 END
+                                AS BIGINT)"
             ),
             &[Name, Owner],
         ),
@@ -321,7 +348,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        // Sent after a release, as a statement of its own: a transaction that notifies
+        // Sent after a release that found waiters (`watched`), as a statement of its own: a transaction that notifies
         // holds a database-wide lock from before its commit until the commit is done, so
         // a NOTIFY riding on the release (which waits for the disk to commit) would make
         // every release in the database, of any name, wait its turn. Alone, it writes no
@@ -330,7 +357,21 @@ pub(super) fn sql(table: &TableName) -> Sql {
             "SELECT pg_notify($1, $2)".into(),
             &[Channel, Name],
         )),
-        channel: Some(super::channel(table)),
+        channel: Some(channel(table)),
+        watch: Some(Template::new(
+            format!(
+                "SELECT CAST(CASE WHEN pg_try_advisory_lock_shared({waiters}) THEN 1 ELSE 0 END
+                             AS BIGINT)"
+            ),
+            &[Name],
+        )),
+        unwatch: Some(Template::new(
+            format!(
+                "SELECT CAST(CASE WHEN pg_advisory_unlock_shared({waiters}) THEN 1 ELSE 0 END
+                             AS BIGINT)"
+            ),
+            &[Name],
+        )),
     }
 }
 

@@ -37,11 +37,11 @@ fn check(statement: &Statement, wants_rows: bool) {
         Kind::Probe => (&[&[Text, Int]], &[1, 2]),
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
-        // Counted by affected rows, or by the released names it returns (with the
-        // notification channel as a third parameter).
-        Kind::Release => (&[&[], &[Text]], &[2, 3]),
+        // Returns whether any process waits (`watched`) when it released.
+        Kind::Release => (&[&[Int]], &[2]),
         Kind::Fence => (&[&[Int]], &[3]),
         Kind::Notify => (&[&[]], &[2]),
+        Kind::Watch => (&[&[Int]], &[1]),
         Kind::Proclaim => (&[&[]], &[3]),
         Kind::Leader => (&[&[Text, Text, Int, Int, Int]], &[1]),
         other => panic!("the fake does not know {other:?} statements"),
@@ -151,6 +151,9 @@ struct State {
     acquired: Vec<String>,
     /// Every owner a release statement freed the lock of.
     released: HashSet<String>,
+    /// How many `watch`es of each lock name are in place (PostgreSQL: shared advisory
+    /// locks on listening connections), less the `unwatch`es.
+    watchers: HashMap<String, usize>,
     /// How far the database's clock is ahead of tokio's (see [`FakeDb::step_clock`]).
     clock_ahead: Duration,
 }
@@ -320,6 +323,17 @@ impl FakeDb {
     }
 
     /// How many statements of `kind` were sent so far.
+    /// Withdraws `names`' watches, as PostgreSQL does when the listening session that
+    /// took them ends.
+    pub(crate) fn end_watches(&self, names: &[String]) {
+        let mut state = self.state();
+        for name in names {
+            if let Some(count) = state.watchers.get_mut(name) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+
     pub(crate) fn count(&self, kind: Kind) -> usize {
         self.state()
             .log
@@ -447,6 +461,18 @@ impl FakeDb {
             }
             // Nobody listens to the fake: a notice changes nothing.
             Kind::Notify => (Effect::Nothing, affected(1)),
+            Kind::Watch => {
+                let watchers = state.watchers.entry(text(0)).or_default();
+                let done = if statement.sql.contains("unlock") {
+                    let had = *watchers > 0;
+                    *watchers = watchers.saturating_sub(1);
+                    had
+                } else {
+                    *watchers += 1;
+                    true
+                };
+                (Effect::Done, vec![vec![Value::Int(i64::from(done))]])
+            }
             Kind::Acquire => {
                 let (name, owner, holder, ttl) = (text(0), text(1), text(2), millis(int(3)));
                 let taken = LockRow {
@@ -527,10 +553,10 @@ impl FakeDb {
                 } else {
                     Effect::Nothing
                 };
-                let rows = match (statement.columns.is_empty(), freed) {
-                    (true, _) => affected(u64::from(freed)),
-                    (false, true) => vec![vec![Value::Text(name)]],
-                    (false, false) => vec![],
+                let watched = state.watchers.get(&name).is_some_and(|count| *count > 0);
+                let rows = match freed {
+                    true => vec![vec![Value::Int(i64::from(watched))]],
+                    false => vec![],
                 };
                 (effect, rows)
             }
