@@ -54,6 +54,8 @@ pub(crate) enum Mode {
     MultiContend { sections: usize },
     /// Acquires all the names, prints `ACQUIRED`, and waits to be killed.
     MultiHold,
+    /// As `Wait`, for all the names.
+    MultiWait,
 }
 
 /// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
@@ -76,6 +78,7 @@ pub(crate) fn spawn(
         Mode::Observe => ("observe", 0),
         Mode::MultiContend { sections } => ("multi-contend", sections),
         Mode::MultiHold => ("multi-hold", 0),
+        Mode::MultiWait => ("multi-wait", 0),
     };
     ChildProcess::spawn(
         format!("the {mode_name} child"),
@@ -120,8 +123,13 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
         let names = var(NAME)?;
         let builder = MultiLock::builder(names.lines(), queries)
             .ttl(ttl)
-            .holder(format!("conformance child {mode}"))
-            .poll_interval(Duration::from_millis(5));
+            .holder(format!("conformance child {mode}"));
+        // As for a lock: only a wake-up on release makes a waiter with the default poll
+        // interval fast.
+        let builder = match mode {
+            "multi-wait" => builder,
+            _ => builder.poll_interval(Duration::from_millis(5)),
+        };
         let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
         return multi_child(builder, mode, sections).await;
     }
@@ -315,6 +323,21 @@ async fn multi_child(builder: MultiLockBuilder, mode: &str, sections: usize) -> 
                 guard.release().await.map_err(|e| e.to_string())?;
             }
             print!("{report}");
+        }
+        "multi-wait" => {
+            if lock
+                .try_acquire()
+                .await
+                .map_err(|e| e.to_string())?
+                .acquired()
+                .is_some()
+            {
+                return Err("the names were free; the parent should hold one".into());
+            }
+            println!("WAITING");
+            let guard = lock.acquire().await.map_err(|e| e.to_string())?;
+            println!("ACQUIRED {}", wall_ns());
+            guard.release().await.map_err(|e| e.to_string())?;
         }
         "multi-hold" => {
             let _guard = lock.acquire().await.map_err(|e| e.to_string())?;

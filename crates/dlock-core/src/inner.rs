@@ -251,6 +251,10 @@ impl LockInner {
                 .query(&statement)
                 .await
                 .map_err(|error| Error::query(action, error))?;
+            if u64::try_from(rows.len()) != Ok(self.rows()) {
+                // None freed, or only some of a multi-lock's: it was not (all) ours.
+                return Ok(false);
+            }
             match rows.first().map(Vec::as_slice) {
                 None => return Ok(false),
                 Some([Value::Int(watched)]) => *watched != 0,

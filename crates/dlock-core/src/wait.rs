@@ -55,8 +55,12 @@ struct Waiter<'a> {
     lock: &'a LockInner,
     started: Instant,
     releases: broadcast::Receiver<Arc<str>>,
-    /// This waiter's announcement to releasers in other processes.
+    /// This waiter's announcement to releasers in other processes; a multi-lock's for
+    /// its first name.
     interest: Interest,
+    /// A multi-lock's announcements for its other names (a release of any of them may
+    /// let it in); empty for a lock.
+    more_interests: Vec<Interest>,
     /// Whether, at the last probe, other processes' releases of the lock were heard.
     hears_releases: bool,
     backoff: Backoff,
@@ -73,7 +77,13 @@ impl<'a> Waiter<'a> {
         Self {
             // Subscribed before the first attempt, so that no release after it goes unseen.
             releases: lock.releases.subscribe(),
-            interest: lock.releases.interest(&lock.name),
+            interest: lock.releases.interest(first_name(lock)),
+            more_interests: lock
+                .set
+                .iter()
+                .flat_map(|set| set.members.iter().skip(1))
+                .map(|name| lock.releases.interest(name))
+                .collect(),
             hears_releases: false,
             backoff: Backoff::new(lock.options.poll_interval),
             reports: WaitingReports::default(),
@@ -100,12 +110,11 @@ impl<'a> Waiter<'a> {
     /// Looks at the lock, after announcing to releasers that this process waits for it
     /// (where they can notify), so that no release after the look goes unheard.
     async fn probe(&mut self) -> Result<Step> {
-        // A multi-lock's waiter cannot announce itself for each of its names (an
-        // interest is one name), so releases by locks of those names would not notify
-        // it: it probes with back-off instead, and still wakes on the notices that
-        // multi-lock releases send for every name.
-        self.hears_releases =
-            self.lock.set.is_none() && self.lock.releases.hears(&mut self.interest).await;
+        let mut hears = self.lock.releases.hears(&mut self.interest).await;
+        for interest in &mut self.more_interests {
+            hears &= self.lock.releases.hears(interest).await;
+        }
+        self.hears_releases = hears;
         match self.lock.probe().await {
             Ok(Some(holder)) => {
                 self.reports.holder_seen(&holder, self.started);
@@ -193,5 +202,13 @@ pub(crate) async fn wait_for_notice(
                 return Woken::Timeout;
             }
         }
+    }
+}
+
+/// The name a waiter announces its interest in first: the lock's, or a multi-lock's first.
+fn first_name(lock: &LockInner) -> &str {
+    match &lock.set {
+        None => &lock.name,
+        Some(set) => set.members.first().unwrap_or(&lock.name),
     }
 }

@@ -143,4 +143,5 @@ scenarios![
     multi::multi_lock_and_lock_exclude_each_other,
     multi::multi_lock_loss_of_one_name_is_the_loss_of_all,
     multi::multi_lock_killed_holder_frees_every_name_within_ttl,
+    multi::multi_lock_waiter_in_another_process_wakes_on_a_release,
 ];

@@ -15,7 +15,7 @@ use crate::child::{self, Mode};
 use crate::support::{Env, Verdict, eventually, quick, unique_name};
 
 /// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
-const WAKE_SLACK: Duration = Duration::from_millis(250);
+pub(crate) const WAKE_SLACK: Duration = Duration::from_millis(250);
 
 pub(crate) async fn waiter_in_another_process_wakes_on_release(env: Env) -> Verdict {
     wakes_waiter(env, Freeing::Release).await

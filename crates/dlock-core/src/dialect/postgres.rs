@@ -453,10 +453,13 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
             ),
             &[Name, Owner, TtlMs],
         ),
+        // One row per name freed, each saying "watched" (1): a multi-lock's release
+        // notifies every name, without asking whether anyone waits (see `waiters_key`).
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL
-                 WHERE name IN ({WANTED}) AND owner = $2"
+                 WHERE name IN ({WANTED}) AND owner = $2
+                 RETURNING CAST(1 AS BIGINT)"
             ),
             &[Name, Owner],
         ),
