@@ -311,7 +311,7 @@ pub(crate) struct Sql {
 /// | `create_rows`  | names                          | — (adds the missing rows, free)            |
 /// | `probe`        | names, ttl_ms (as `probe`)     | `(holder, remaining_ms)` of the held name whose lease ends last |
 /// | `renew`        | names, owner, ttl_ms           | as `renew`, per name renewed               |
-/// | `release`      | names, owner                   | 1 affected row per name freed              |
+/// | `release`      | names, owner                   | per name freed: 1 affected row, or (where `release` returns whether anyone watches) a row `(1)` |
 /// | `fence`        | names, owner                   | one row per name still ours, locked        |
 ///
 /// (\*) With `read_tokens` set (MySQL) it is executed: as many affected rows as names
