@@ -23,6 +23,10 @@ use crate::{Dialect, Error, FencingToken, Holder, Leader, Result};
 /// statement away) to get there first, so a node looping back into `acquire` cannot win
 /// every race. Short enough to cost nothing noticeable when nobody else was waiting.
 const COURTESY: Duration = Duration::from_millis(3);
+/// The same where nobody is notified (MySQL/MariaDB, SQLite) and waiters in other
+/// processes poll: as long as the first pause of their back-off at its longest, which a
+/// busy lock keeps them at (see `wait.rs`), so that one of them looks in that time.
+const COURTESY_TO_POLLERS: Duration = crate::backoff::FIRST_PAUSE;
 
 #[derive(Debug)]
 pub(crate) struct LockInner {
@@ -77,6 +81,14 @@ pub(crate) async fn create_table(
         return Ok(());
     }
     Err(Error::create_table(table, source))
+}
+
+/// What a probe saw: who holds the lock, and which acquisition (its fencing token, which
+/// tells a waiter whether the lock changed hands since it last looked).
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) holder: Holder,
+    pub(crate) token: Option<i64>,
 }
 
 /// What a renewal found.
@@ -156,7 +168,7 @@ impl LockInner {
 
     /// Who holds the lock now, if anyone holds a live lease. Never writes. Bounded by the
     /// TTL, so that a waiter on a dead connection tries again rather than hang.
-    pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
+    pub(crate) async fn probe(&self) -> Result<Option<Held>> {
         let statement = self.sql.probe(&self.name, self.options.ttl);
         let action = "read the lock";
         let reading = async {
@@ -175,7 +187,14 @@ impl LockInner {
                 Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
                 _ => Duration::ZERO,
             };
-            Holder { holder, expires_in }
+            let token = match columns.next() {
+                Some(Value::Int(token)) => Some(token),
+                _ => None,
+            };
+            Held {
+                holder: Holder { holder, expires_in },
+                token,
+            }
         }))
     }
 
@@ -238,7 +257,11 @@ impl LockInner {
         // Not awaited: waiting for it would add a round trip to every release.
         let _sending = self.releases.announce(&self.name, &self.queries, notice);
         if contended {
-            *self.courtesy() = Some(Instant::now() + COURTESY);
+            let courtesy = match self.sql.notify {
+                Some(_) => COURTESY,
+                None => COURTESY_TO_POLLERS,
+            };
+            *self.courtesy() = Some(Instant::now() + courtesy);
         }
         Ok(true)
     }

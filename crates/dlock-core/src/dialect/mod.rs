@@ -217,7 +217,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
-/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms)` iff held       |
+/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms, fencing)` iff held |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
@@ -345,7 +345,7 @@ const FENCING: &[ColumnType] = &[ColumnType::Int];
 const WATCHED: &[ColumnType] = &[ColumnType::Int];
 /// `watch` and `unwatch`: 1 if done.
 const DONE: &[ColumnType] = &[ColumnType::Int];
-const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int, ColumnType::Int];
 const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then

@@ -148,7 +148,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                            CONCAT('revoked by an operator (was: ',
                                   COALESCE(holder, 'an unnamed holder'), ')'),
                            holder),
-                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED),
+                        fencing
                  FROM {t}
                  WHERE name_hash = {KEY} AND expires_at > {NOW}"
             ),

@@ -201,19 +201,21 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // held by the lock-delay until it ends (see `acquire`).
         probe: Template::new(
             format!(
-                "SELECT holder, remaining_ms FROM (
+                "SELECT holder, remaining_ms, fencing FROM (
                      SELECT CASE WHEN owner IS NULL
                                  THEN 'revoked by an operator (was: '
                                       || COALESCE(holder, 'an unnamed holder') || ')'
                                  ELSE holder END AS holder,
                             CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
-                                 AS BIGINT) AS remaining_ms
+                                 AS BIGINT) AS remaining_ms,
+                            fencing
                      FROM {t}
                      WHERE name = $1 AND expires_at > clock_timestamp()
                      UNION ALL
                      SELECT '{LOCK_DELAY_HOLDER}',
                             CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
-                                                    - clock_timestamp()) * 1000 AS BIGINT)
+                                                    - clock_timestamp()) * 1000 AS BIGINT),
+                            fencing
                      FROM {t}
                      WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
                                          > clock_timestamp()

@@ -100,7 +100,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                              THEN 'revoked by an operator (was: '
                                   || COALESCE(holder, 'an unnamed holder') || ')'
                              ELSE holder END,
-                        expires_at - {NOW_MS}
+                        expires_at - {NOW_MS}, fencing
                  FROM {t}
                  WHERE name = ?1 AND expires_at > {NOW_MS}"
             ),
