@@ -135,6 +135,7 @@ impl LockBuilder {
             sql,
             courtesy_until: Mutex::new(None),
             durability_checked: AtomicBool::new(false),
+            returning_refused: AtomicBool::new(false),
             telemetry: LockTelemetry::new(&self.name),
             name: self.name,
             queries: self.queries,

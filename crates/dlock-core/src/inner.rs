@@ -2,7 +2,7 @@
 //! statement of the algorithm, run through the query interface, with its result decoded
 //! and its errors classified.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub(crate) struct LockInner {
     /// Whether this lock has had the database's durability checked (see
     /// `durability::check_once`): after its first acquisition, one load per acquisition.
     pub(crate) durability_checked: AtomicBool,
+    /// Whether the server refused `acquire_returning` (MySQL, unlike MariaDB, has no
+    /// `RETURNING`): the lock then acquires with the upsert and a read of the token.
+    pub(crate) returning_refused: AtomicBool,
     pub(crate) telemetry: LockTelemetry,
 }
 
@@ -134,10 +137,34 @@ impl LockInner {
     }
 
     async fn take(&self, owner: &str) -> Result<Option<FencingToken>> {
+        let action = "acquire the lock";
+        if let Some(statement) = self
+            .sql
+            .acquire_returning(&self.name, owner, &self.options.holder, self.options.ttl)
+            .filter(|_| !self.returning_refused.load(Ordering::Relaxed))
+        {
+            // MariaDB: the upsert returns the row; it is ours iff it names our owner.
+            match self.queries.query(&statement).await {
+                Err(error) if self.dialect.is_syntax_error(&error) => {
+                    // MySQL, which has no RETURNING: the upsert and a read from now on.
+                    self.returning_refused.store(true, Ordering::Relaxed);
+                }
+                first => {
+                    let rows = self
+                        .or_create_table(action, first, || self.queries.query(&statement))
+                        .await?;
+                    return Ok(match rows.first().map(Vec::as_slice) {
+                        Some([Value::Text(holder), Value::Int(token)]) if holder == owner => {
+                            Some(FencingToken(*token))
+                        }
+                        _ => None,
+                    });
+                }
+            }
+        }
         let statement = self
             .sql
             .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
-        let action = "acquire the lock";
         let Some(read_token) = self.sql.read_token(&self.name, owner) else {
             let first = self.queries.query(&statement).await;
             let rows = self

@@ -196,6 +196,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Holder, TtlMs],
         ),
         read_token: None,
+        acquire_returning: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
         // lease is held until it ends, by the operator; after a failover, every lock is
         // held by the lock-delay until it ends (see `acquire`).

@@ -92,6 +92,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Holder, TtlMs],
         ),
         read_token: None,
+        acquire_returning: None,
         // A plain read: waiters never take the write lock. A revoked lease is held
         // until it ends, by the operator.
         probe: Template::new(
