@@ -76,7 +76,7 @@ enum Figure {
     /// finite, e.g. a percentile of no samples.
     Float(Option<f64>),
     Ints(Vec<u64>),
-    Text(&'static str),
+    Text(String),
 }
 
 impl ResultLine {
@@ -108,8 +108,8 @@ impl ResultLine {
         self
     }
 
-    pub(crate) fn text(self, key: &'static str, value: &'static str) -> Self {
-        self.with(key, Figure::Text(value))
+    pub(crate) fn text(self, key: &'static str, value: impl Into<String>) -> Self {
+        self.with(key, Figure::Text(value.into()))
     }
 
     pub(crate) fn int(self, key: &'static str, value: u64) -> Self {

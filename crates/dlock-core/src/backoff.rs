@@ -9,10 +9,13 @@ pub(crate) struct Backoff {
     current: Duration,
 }
 
+/// The first pause, before jitter.
+pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(10);
+
 impl Backoff {
     pub(crate) fn new(cap: Duration) -> Self {
         Self {
-            current: Duration::from_millis(10).min(cap),
+            current: FIRST_PAUSE.min(cap),
         }
     }
 

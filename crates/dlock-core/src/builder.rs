@@ -119,6 +119,7 @@ fn inner(
         sql,
         courtesy_until: Mutex::new(None),
         durability_checked: AtomicBool::new(false),
+        returning_refused: AtomicBool::new(false),
         telemetry: LockTelemetry::new(&name),
         name,
         set,

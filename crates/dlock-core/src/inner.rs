@@ -2,7 +2,7 @@
 //! statement of the algorithm, run through the query interface, with its result decoded
 //! and its errors classified.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ use crate::{Dialect, Error, FencingToken, Holder, Leader, Result};
 /// statement away) to get there first, so a node looping back into `acquire` cannot win
 /// every race. Short enough to cost nothing noticeable when nobody else was waiting.
 const COURTESY: Duration = Duration::from_millis(3);
+/// The same where nobody is notified (MySQL/MariaDB, SQLite) and waiters in other
+/// processes poll: as long as the first pause of their back-off at its longest, which a
+/// busy lock keeps them at (see `wait.rs`), so that one of them looks in that time.
+const COURTESY_TO_POLLERS: Duration = crate::backoff::FIRST_PAUSE;
 
 #[derive(Debug)]
 pub(crate) struct LockInner {
@@ -42,6 +46,9 @@ pub(crate) struct LockInner {
     /// Whether this lock has had the database's durability checked (see
     /// `durability::check_once`): after its first acquisition, one load per acquisition.
     pub(crate) durability_checked: AtomicBool,
+    /// Whether the server refused `acquire_returning` (MySQL, unlike MariaDB, has no
+    /// `RETURNING`): the lock then acquires with the upsert and a read of the token.
+    pub(crate) returning_refused: AtomicBool,
     pub(crate) telemetry: LockTelemetry,
 }
 
@@ -82,6 +89,14 @@ pub(crate) async fn create_table(
         return Ok(());
     }
     Err(Error::create_table(table, source))
+}
+
+/// What a probe saw: who holds the lock, and which acquisition (its fencing token, which
+/// tells a waiter whether the lock changed hands since it last looked).
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) holder: Holder,
+    pub(crate) token: Option<i64>,
 }
 
 /// What a renewal found.
@@ -131,10 +146,34 @@ impl LockInner {
     }
 
     async fn take(&self, owner: &str) -> Result<Option<FencingToken>> {
+        let action = "acquire the lock";
+        if let Some(statement) = self
+            .sql
+            .acquire_returning(&self.name, owner, &self.options.holder, self.options.ttl)
+            .filter(|_| !self.returning_refused.load(Ordering::Relaxed))
+        {
+            // MariaDB: the upsert returns the row; it is ours iff it names our owner.
+            match self.queries.query(&statement).await {
+                Err(error) if self.dialect.is_syntax_error(&error) => {
+                    // MySQL, which has no RETURNING: the upsert and a read from now on.
+                    self.returning_refused.store(true, Ordering::Relaxed);
+                }
+                first => {
+                    let rows = self
+                        .or_create_table(action, first, || self.queries.query(&statement))
+                        .await?;
+                    return Ok(match rows.first().map(Vec::as_slice) {
+                        Some([Value::Text(holder), Value::Int(token)]) if holder == owner => {
+                            Some(FencingToken(*token))
+                        }
+                        _ => None,
+                    });
+                }
+            }
+        }
         let statement = self
             .sql
             .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
-        let action = "acquire the lock";
         let Some(read_token) = self.sql.read_token(&self.name, owner) else {
             let first = self.queries.query(&statement).await;
             let rows = self
@@ -165,7 +204,7 @@ impl LockInner {
 
     /// Who holds the lock now, if anyone holds a live lease. Never writes. Bounded by the
     /// TTL, so that a waiter on a dead connection tries again rather than hang.
-    pub(crate) async fn probe(&self) -> Result<Option<Holder>> {
+    pub(crate) async fn probe(&self) -> Result<Option<Held>> {
         let statement = self.sql.probe(&self.name, self.options.ttl);
         let action = "read the lock";
         let reading = async {
@@ -184,7 +223,14 @@ impl LockInner {
                 Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
                 _ => Duration::ZERO,
             };
-            Holder { holder, expires_in }
+            let token = match columns.next() {
+                Some(Value::Int(token)) => Some(token),
+                _ => None,
+            };
+            Held {
+                holder: Holder { holder, expires_in },
+                token,
+            }
         }))
     }
 
@@ -275,7 +321,11 @@ impl LockInner {
             let _sending = self.releases.announce(&self.name, &self.queries, notice);
         }
         if contended {
-            *self.courtesy() = Some(Instant::now() + COURTESY);
+            let courtesy = match self.sql.notify {
+                Some(_) => COURTESY,
+                None => COURTESY_TO_POLLERS,
+            };
+            *self.courtesy() = Some(Instant::now() + courtesy);
         }
         Ok(true)
     }

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::adapter::IntoQueryInterface;
 use crate::attempt::attempt;
-use crate::inner::LockInner;
+use crate::inner::{Held, LockInner};
 use crate::telemetry;
 use crate::wait::wait_and_take;
 use crate::{Attempt, Error, Holder, Lease, LockBuilder, LockGuard, LossReason, Outcome, Result};
@@ -128,7 +128,7 @@ impl DistributedLock {
             if let Some(guard) = attempt(&self.inner, false, started).await? {
                 return Ok(Attempt::Acquired(guard));
             }
-            if let Some(holder) = self.inner.probe().await? {
+            if let Some(Held { holder, .. }) = self.inner.probe().await? {
                 telemetry::skipped(&self.inner, &holder);
                 return Ok(Attempt::Held(holder));
             }

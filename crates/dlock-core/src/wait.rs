@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::attempt::attempt;
 use crate::backoff::{Backoff, jittered};
-use crate::inner::LockInner;
+use crate::inner::{Held, LockInner};
 use crate::listening::{Interest, RESYNC};
 use crate::telemetry::{self, WaitingReports};
 use crate::{Error, Holder, LockGuard, Result};
@@ -69,6 +69,8 @@ struct Waiter<'a> {
     contended: bool,
     /// When the holder's lease ends unless renewed, by the last probe.
     holder_lease_end: Option<Instant>,
+    /// The fencing token of the acquisition the last probe saw.
+    seen_token: Option<i64>,
     last_holder: &'a mut Option<Holder>,
 }
 
@@ -89,6 +91,7 @@ impl<'a> Waiter<'a> {
             reports: WaitingReports::default(),
             contended: false,
             holder_lease_end: None,
+            seen_token: None,
             lock,
             started,
             last_holder,
@@ -116,7 +119,15 @@ impl<'a> Waiter<'a> {
         }
         self.hears_releases = hears;
         match self.lock.probe().await {
-            Ok(Some(holder)) => {
+            Ok(Some(Held { holder, token })) => {
+                // The lock changed hands since the last look: it is busy with short
+                // holds, and the next release is likely soon. Polling waiters (nobody
+                // notifies them) look again soon rather than after a long back-off; a
+                // lock held by one holder all along still backs off to the cap.
+                if self.seen_token.is_some() && token != self.seen_token {
+                    self.backoff = Backoff::new(self.lock.options.poll_interval);
+                }
+                self.seen_token = token;
                 self.reports.holder_seen(&holder, self.started);
                 self.holder_lease_end = Some(Instant::now() + holder.expires_in);
                 *self.last_holder = Some(holder);

@@ -432,3 +432,44 @@ async fn try_acquire_runs_an_acquire_that_lost_a_serialization_conflict_again() 
     );
     assert_eq!(fake.count(Kind::Probe), 1);
 }
+
+/// A waiter that nobody notifies (it polls) looks again soon whenever it finds the lock
+/// changed hands since its last look: a busy lock of short holds frees often, and a long
+/// back-off would miss every chance. Held by one holder all along, it backs off as usual.
+#[tokio::test(start_paused = true)]
+async fn a_polling_waiter_looks_again_soon_while_the_lock_changes_hands() {
+    let fake = FakeDb::new();
+    fake.hold_elsewhere(NAME, "other (host pid 1)", ms(60_000));
+    let waiter = builder(&fake).acquire_timeout(ms(6_000)).build().unwrap();
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    // One holder for 3 s: backed off to the cap, as usual.
+    sleep(ms(3_000)).await;
+    let t_busy = Instant::now();
+    // Then the lock changes hands every 100 ms between other processes.
+    for _ in 0..30 {
+        sleep(ms(100)).await;
+        fake.hold_elsewhere(NAME, "other (host pid 2)", ms(60_000));
+    }
+
+    let error = waiting.await.unwrap().expect_err("never free");
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    let probes = fake.entries(Kind::Probe);
+    let steady = probes
+        .iter()
+        .filter(|entry| entry.at > t_busy - ms(1_500) && entry.at <= t_busy)
+        .count();
+    let busy = probes
+        .iter()
+        .filter(|entry| entry.at > t_busy + ms(1_500) && entry.at <= t_busy + ms(3_000))
+        .count();
+    assert!(
+        steady <= 4,
+        "{steady} probes in 1.5 s with one holder all along"
+    );
+    // Every hand-over seen starts the back-off again at 10 ms, so the waiter looks at
+    // least once per hand-over (100 ms): fifteen in 1.5 s; capped, it would look ~2 times.
+    assert!(
+        busy >= 12,
+        "{busy} probes in 1.5 s while the lock changed hands every 100 ms"
+    );
+}

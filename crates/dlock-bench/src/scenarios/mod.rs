@@ -7,6 +7,7 @@ mod idle_waiters;
 mod locking;
 mod multi;
 mod skip;
+mod statements;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ pub(crate) enum Scenario {
     FloorSelect1,
     FloorCommit2,
     FloorAdvisory,
+    Statements,
     Uncontended,
     Contended,
     Independent,
@@ -41,6 +43,7 @@ impl Scenario {
             Self::FloorSelect1 => "floor_select1",
             Self::FloorCommit2 => "floor_commit2",
             Self::FloorAdvisory => "floor_advisory",
+            Self::Statements => "statements",
             Self::Uncontended => "uncontended",
             Self::Contended => "contended",
             Self::Independent => "independent",
@@ -57,6 +60,7 @@ impl Scenario {
             Self::FloorSelect1 => floors::select1(context).await,
             Self::FloorCommit2 => floors::commit2(context).await,
             Self::FloorAdvisory => floors::advisory(context).await,
+            Self::Statements => statements::run(context).await,
             Self::Uncontended => locking::uncontended(context).await,
             Self::Contended => contended::run(context).await,
             Self::Independent => locking::independent(context).await,

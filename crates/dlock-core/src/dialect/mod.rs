@@ -72,6 +72,12 @@ impl Dialect {
         }
     }
 
+    /// Whether `error` says that the server did not understand the statement: MySQL's
+    /// 1064 (`ER_PARSE_ERROR`), which is how MySQL refuses MariaDB's `RETURNING`.
+    pub(crate) fn is_syntax_error(self, error: &QueryError) -> bool {
+        self == Self::Mysql && error.code() == Some("1064")
+    }
+
     /// Whether `error` says that the statement lost a race with a concurrent one (a
     /// deadlock or serialization failure) and was rolled back, changing nothing.
     pub(crate) fn is_conflict(self, error: &QueryError) -> bool {
@@ -217,7 +223,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
-/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms)` iff held       |
+/// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms, fencing)` iff held |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
@@ -273,6 +279,10 @@ pub(crate) struct Sql {
     pub(crate) create_table: Template,
     pub(crate) acquire: Template,
     pub(crate) read_token: Option<Template>,
+    /// `acquire` returning `(owner, fencing)` of the row, whoever holds it, where the
+    /// server may support it (MariaDB, not MySQL: tried first, see `inner.rs`), saving
+    /// `read_token`'s round trip.
+    pub(crate) acquire_returning: Option<Template>,
     pub(crate) probe: Template,
     pub(crate) renew: Template,
     /// Whether `renew` returns the database's clock (`RETURNING`): not on MySQL.
@@ -468,11 +478,12 @@ struct Args<'a> {
 }
 
 const FENCING: &[ColumnType] = &[ColumnType::Int];
+const OWNER_AND_FENCING: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
 /// `release` where waiters announce themselves: 1 if some process waits for the lock.
 const WATCHED: &[ColumnType] = &[ColumnType::Int];
 /// `watch` and `unwatch`: 1 if done.
 const DONE: &[ColumnType] = &[ColumnType::Int];
-const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
+const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int, ColumnType::Int];
 const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
 
 /// What `list` and `inspect` return per lock: name, owner, fencing, holder, then
@@ -545,6 +556,29 @@ impl Sql {
             FENCING
         };
         bind(StatementKind::Acquire, &self.acquire, &args, columns)
+    }
+
+    /// `acquire` with `RETURNING owner, fencing`, where the dialect's server may take it.
+    pub(crate) fn acquire_returning(
+        &self,
+        name: &str,
+        owner: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Option<Statement> {
+        let args = Args {
+            name,
+            owner,
+            holder,
+            ttl,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Acquire,
+            self.acquire_returning.as_ref()?,
+            &args,
+            OWNER_AND_FENCING,
+        ))
     }
 
     /// The token read that follows an executed `acquire`, for dialects that need one.
@@ -827,6 +861,10 @@ mod tests {
                 ("force_release", sql.force_release("n", FencingToken(1))),
             ];
             statements.extend(sql.read_token("n", "o").map(|s| ("read_token", s)));
+            statements.extend(
+                sql.acquire_returning("n", "o", "h", ttl)
+                    .map(|s| ("acquire_returning", s)),
+            );
             let (set, own) = dialect.set_sql(&table);
             let names = r#"["a","b"]"#;
             statements.extend([

@@ -103,6 +103,23 @@ pub(super) fn add_value_columns(table: &TableName) -> String {
     format!("ALTER TABLE {t} ADD COLUMN value TEXT, ADD COLUMN value_term BIGINT")
 }
 
+/// The upsert that takes the lock if it is free (see `sql`), followed by `returning`.
+fn acquire(t: &str, returning: &str) -> String {
+    format!(
+        "INSERT INTO {t} (name_hash, name, owner, fencing, holder, acquired_at, expires_at)
+                 VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, 1, ?, {NOW},
+                         {NOW} + INTERVAL (? * 1000) MICROSECOND)
+                 ON DUPLICATE KEY UPDATE
+                     owner = IF({FREE}, VALUES(owner), owner),
+                     fencing = IF({FREE}, fencing + 1, fencing),
+                     holder = IF({FREE}, VALUES(holder), holder),
+                     acquired_at = IF({FREE}, VALUES(acquired_at), acquired_at),
+                     expires_at = IF({FREE}, VALUES(expires_at), expires_at){returning}"
+    )
+}
+
+const ACQUIRE_PARAMS: &[super::Param] = &[Name, Name, Owner, Holder, TtlMs];
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('`');
     Sql {
@@ -122,20 +139,12 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        acquire: Template::new(
-            format!(
-                "INSERT INTO {t} (name_hash, name, owner, fencing, holder, acquired_at, expires_at)
-                 VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, 1, ?, {NOW},
-                         {NOW} + INTERVAL (? * 1000) MICROSECOND)
-                 ON DUPLICATE KEY UPDATE
-                     owner = IF({FREE}, VALUES(owner), owner),
-                     fencing = IF({FREE}, fencing + 1, fencing),
-                     holder = IF({FREE}, VALUES(holder), holder),
-                     acquired_at = IF({FREE}, VALUES(acquired_at), acquired_at),
-                     expires_at = IF({FREE}, VALUES(expires_at), expires_at)"
-            ),
-            &[Name, Name, Owner, Holder, TtlMs],
-        ),
+        acquire: Template::new(acquire(&t, ""), ACQUIRE_PARAMS),
+        // MariaDB 10.5+ returns the row from the upsert: taken or not, it names its owner.
+        acquire_returning: Some(Template::new(
+            acquire(&t, " RETURNING owner, fencing"),
+            ACQUIRE_PARAMS,
+        )),
         read_token: Some(Template::new(
             format!("SELECT fencing FROM {t} WHERE name_hash = {KEY} AND owner = ?"),
             &[Name, Owner],
@@ -148,7 +157,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
                            CONCAT('revoked by an operator (was: ',
                                   COALESCE(holder, 'an unnamed holder'), ')'),
                            holder),
-                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED)
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED),
+                        fencing
                  FROM {t}
                  WHERE name_hash = {KEY} AND expires_at > {NOW}"
             ),
@@ -319,7 +329,8 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
                                   CONCAT('revoked by an operator (was: ',
                                          COALESCE(l.holder, 'an unnamed holder'), ')'),
                                   l.holder), ', holding ', l.name),
-                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, l.expires_at) DIV 1000 AS SIGNED)
+                        CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, l.expires_at) DIV 1000 AS SIGNED),
+                        l.fencing
                  FROM {wanted}
                  WHERE l.expires_at > {NOW}
                  ORDER BY 2 DESC LIMIT 1"

@@ -119,19 +119,21 @@ fn epoch_gate(t: &str) -> String {
 /// after a failover. See `probe` in [`sql`].
 fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
     format!(
-        "SELECT holder, remaining_ms FROM (
+        "SELECT holder, remaining_ms, fencing FROM (
                      SELECT CASE WHEN owner IS NULL
                                  THEN 'revoked by an operator (was: '
                                       || COALESCE(holder, 'an unnamed holder') || ')'
                                  ELSE holder END{holder_suffix} AS holder,
                             CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
-                                 AS BIGINT) AS remaining_ms
+                                 AS BIGINT) AS remaining_ms,
+                            fencing
                      FROM {t}
                      WHERE {which} AND expires_at > clock_timestamp()
                      UNION ALL
                      SELECT '{LOCK_DELAY_HOLDER}',
                             CAST(EXTRACT(EPOCH FROM acquired_at + $2 * INTERVAL '1 millisecond'
-                                                    - clock_timestamp()) * 1000 AS BIGINT)
+                                                    - clock_timestamp()) * 1000 AS BIGINT),
+                            fencing
                      FROM {t}
                      WHERE name = '' AND acquired_at + $2 * INTERVAL '1 millisecond'
                                          > clock_timestamp()
@@ -233,6 +235,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Holder, TtlMs],
         ),
         read_token: None,
+        acquire_returning: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
         // lease is held until it ends, by the operator; after a failover, every lock is
         // held by the lock-delay until it ends (see `acquire`).

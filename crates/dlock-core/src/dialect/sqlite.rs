@@ -92,6 +92,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, Holder, TtlMs],
         ),
         read_token: None,
+        acquire_returning: None,
         // A plain read: waiters never take the write lock. A revoked lease is held
         // until it ends, by the operator.
         probe: Template::new(
@@ -100,7 +101,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                              THEN 'revoked by an operator (was: '
                                   || COALESCE(holder, 'an unnamed holder') || ')'
                              ELSE holder END,
-                        expires_at - {NOW_MS}
+                        expires_at - {NOW_MS}, fencing
                  FROM {t}
                  WHERE name = ?1 AND expires_at > {NOW_MS}"
             ),
@@ -225,7 +226,7 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
                              THEN 'revoked by an operator (was: '
                                   || COALESCE(holder, 'an unnamed holder') || ')'
                              ELSE holder END || ', holding ' || name,
-                        expires_at - {NOW_MS}
+                        expires_at - {NOW_MS}, fencing
                  FROM {t}
                  WHERE name IN ({WANTED}) AND expires_at > {NOW_MS}
                  ORDER BY 2 DESC LIMIT 1"

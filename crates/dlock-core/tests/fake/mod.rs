@@ -34,7 +34,7 @@ fn check(statement: &Statement, wants_rows: bool) {
         Kind::CreateTable => (&[&[]], &[0]),
         Kind::Acquire => (&[&[Int]], &[4]),
         // With the prober's TTL on PostgreSQL (the lock-delay after a failover).
-        Kind::Probe => (&[&[Text, Int]], &[1, 2]),
+        Kind::Probe => (&[&[Text, Int, Int]], &[1, 2]),
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
         // Returns whether any process waits (`watched`) when it released.
@@ -521,7 +521,11 @@ impl FakeDb {
                     let ms = i64::try_from(left.as_millis()).expect("short leases");
                     (
                         Effect::Held(holder.clone()),
-                        vec![vec![Value::Text(holder), Value::Int(ms)]],
+                        vec![vec![
+                            Value::Text(holder),
+                            Value::Int(ms),
+                            Value::Int(row.fencing),
+                        ]],
                     )
                 }
                 _ => (Effect::Nothing, vec![]),
