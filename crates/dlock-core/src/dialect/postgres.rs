@@ -81,6 +81,17 @@ const EPOCH_HOLDER: &str = "dlock: the newest epoch (timeline) seen, and since w
 const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over, and holders the new \
      primary never heard of may still hold their leases (lock-delay)";
 
+/// What taking a row over sets (`l`, the row; `$2`, `$3`, `$4`: owner, holder, TTL in
+/// ms): the lock's and the multi-lock's acquire take rows alike. Needs `epoch` in the
+/// statement's `FROM`, as [`BASE`].
+fn take() -> String {
+    format!(
+        "owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
+                         acquired_at = clock_timestamp(),
+                         expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'"
+    )
+}
+
 /// Whether the row is free to take: released (no lease) or its lease has ended. Not
 /// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
 const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
@@ -166,6 +177,7 @@ fn waiters_key(table: &TableName) -> String {
 
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
+    let take = take();
     let waiters = waiters_key(table);
     Sql {
         create_table: Template::new(
@@ -213,9 +225,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
                      FOR UPDATE
                  ), taken AS (
                      UPDATE {t} AS l
-                     SET owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
-                         acquired_at = clock_timestamp(),
-                         expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     SET {take}
                      FROM candidate AS c, epoch
                      WHERE l.name = c.name
                      RETURNING l.fencing
@@ -385,6 +395,7 @@ const WANTED: &str = "SELECT value AS name FROM json_array_elements_text($1::jso
 /// The statements of a multi-lock (see [`super::SetTemplates`]).
 pub(super) fn set_templates(table: &TableName) -> SetTemplates {
     let t = table.quoted('"');
+    let take = take();
     SetTemplates {
         // All or none, decided on the rows this statement locks itself: under READ
         // COMMITTED a subquery sees the statement's snapshot, but a row locked `FOR UPDATE`
@@ -410,9 +421,7 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
                      FOR UPDATE SKIP LOCKED
                  ), taken AS (
                      UPDATE {t} AS l
-                     SET owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
-                         acquired_at = clock_timestamp(),
-                         expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     SET {take}
                      FROM candidate AS c, epoch
                      WHERE l.name = c.name
                        AND (SELECT count(*) FROM candidate) = (SELECT count(*) FROM wanted)
