@@ -31,6 +31,9 @@ impl TableName {
     /// The default table name, `distributed_lock`.
     pub const DEFAULT: &'static str = "distributed_lock";
 
+    /// What [`companion`](Self::companion) appends to the lock table's name.
+    pub const COMPANION_SUFFIX: &'static str = "_slots";
+
     /// Validates `name` as a table name, `table` or `schema.table`.
     ///
     /// # Errors
@@ -75,6 +78,35 @@ impl TableName {
     /// The table name without its schema.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The companion table of this lock table: `{table}_slots`, in the same schema, with
+    /// the lock table's columns. Semaphores and reader-writer locks keep their rows there
+    /// (one row per permit or holder), so that they never share a name with a lock, and
+    /// `dlock list` of the lock table shows locks only. It is created on first use, as
+    /// the lock table is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTableName`] when the table's name is too long to take the suffix
+    /// (more than 57 characters).
+    pub fn companion(&self) -> Result<Self> {
+        let table = format!("{}{}", self.table, Self::COMPANION_SUFFIX);
+        if table.len() > MAX_PART_LEN {
+            return Err(Error::InvalidTableName {
+                name: self.to_string(),
+                reason: format!(
+                    "semaphores and reader-writer locks keep their rows in the companion \
+                     table {table:?}, which is longer than {MAX_PART_LEN} characters; use a \
+                     lock table name of at most {} characters",
+                    MAX_PART_LEN - Self::COMPANION_SUFFIX.len()
+                ),
+            });
+        }
+        Ok(Self {
+            schema: self.schema.clone(),
+            table,
+        })
     }
 
     /// The name quoted for SQL, each part between `quote` characters. Validation
@@ -177,6 +209,28 @@ mod tests {
                 "{bad:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_companion_table_sits_beside_the_lock_table() {
+        let companion = TableName::parse("ops.locks").unwrap().companion().unwrap();
+        assert_eq!(companion.to_string(), "ops.locks_slots");
+        assert_eq!(
+            TableName::default().companion().unwrap().to_string(),
+            "distributed_lock_slots"
+        );
+        assert!(
+            TableName::parse(&"x".repeat(57))
+                .unwrap()
+                .companion()
+                .is_ok()
+        );
+        let long = "x".repeat(58);
+        let error = TableName::parse(&long).unwrap().companion().unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidTableName { name, reason } if *name == long && reason.contains("at most 57")),
+            "{error}"
+        );
     }
 
     /// SQLite folds case: `peer_TCase` and `peer_tcase` would be one table there and two
