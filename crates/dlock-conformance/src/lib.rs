@@ -9,6 +9,10 @@
 //! }
 //! ```
 //!
+//! An adapter that only wraps another's query interface (SeaORM's runs its statements
+//! through dlock-sqlx's) runs the concerns its own code touches, with [`run_concerns`]:
+//! the other adapter's suite runs every scenario on the same code.
+//!
 //! Each scenario becomes one test named `dialect::scenario`. Scenarios that need separate
 //! processes re-run the test binary itself in a child mode (see `child.rs`).
 //!
@@ -26,7 +30,7 @@ mod scenarios;
 mod support;
 
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use dlock_core::Dialect;
 pub use dlock_testkit::Backend;
@@ -38,10 +42,29 @@ use support::Env;
 /// Runs the suite for `backend` on each of `dialects` (or, when started as a child by
 /// the suite, the child's part).
 pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
+    run_suite(backend, dialects, None)
+}
+
+/// Runs the scenarios of `concerns` only — modules of `scenarios/`, such as `"exclusion"`,
+/// `"fencing"` or `"errors"` — for `backend` on each of `dialects`: for an adapter whose
+/// other code paths are another adapter's, whose suite runs them all.
+pub fn run_concerns(backend: Backend, dialects: &[Dialect], concerns: &[&str]) -> ExitCode {
+    if let Some(unknown) = concerns.iter().find(|c| !scenarios::is_concern(c)) {
+        eprintln!("dlock-conformance: no scenarios are about {unknown:?}");
+        return ExitCode::FAILURE;
+    }
+    run_suite(backend, dialects, Some(concerns))
+}
+
+fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) -> ExitCode {
     if let Some(code) = child::run_if_child(backend) {
         return code;
     }
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // Most scenarios spend their time waiting for leases to end and processes to answer,
+    // not computing: several at once finish the suite in about half the time on two
+    // cores. Those that measure how soon something happens run alone (see `TIMED`).
+    args.test_threads.get_or_insert(CONCURRENT_SCENARIOS);
     let mut targets = Vec::new();
     for &dialect in dialects {
         match TestDatabase::new(dialect, "dlock-conformance") {
@@ -56,31 +79,52 @@ pub fn run(backend: Backend, dialects: &[Dialect]) -> ExitCode {
             targets.push((route.key(), TestDatabase::pgbouncer(), route));
         }
     }
-    let mut trials = Vec::new();
+    // Timed scenarios first: each then runs alone while the others wait to start, rather
+    // than stopping the others mid-run to wait for them to drain.
+    let (mut timed_trials, mut trials) = (Vec::new(), Vec::new());
     for (prefix, database, route) in &targets {
         let dialect = database.dialect();
         let env = Env::new(backend, dialect, database.url().to_owned(), *route);
         let about = Arc::new(database.describe());
         let reachable = Arc::new(OnceLock::new());
-        for (name, scenario) in scenarios::all(dialect, *route) {
+        for (name, scenario) in scenarios::all(dialect, *route, concerns) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
             let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
-            trials.push(Trial::ignorable_test(
+            let timed = scenarios::TIMED.contains(&name);
+            let queue = if timed {
+                &mut timed_trials
+            } else {
+                &mut trials
+            };
+            queue.push(Trial::ignorable_test(
                 format!("{prefix}::{name}"),
                 move || {
                     if needs_rig && let Err(error) = dlock_testkit::failover::available() {
                         return dlock_testkit::unreachable(&error);
                     }
+                    // A timed scenario waits for the others to finish and keeps new
+                    // ones out until it is done; the others run side by side.
+                    let _alone =
+                        timed.then(|| TURNS.write().unwrap_or_else(PoisonError::into_inner));
+                    let _shared =
+                        (!timed).then(|| TURNS.read().unwrap_or_else(PoisonError::into_inner));
                     run_trial(env, &about, &reachable, scenario)
                 },
             ));
         }
     }
     // The databases (a SQLite file made for this run) live until every trial has run.
-    let conclusion = libtest_mimic::run(&args, trials);
+    timed_trials.append(&mut trials);
+    let conclusion = libtest_mimic::run(&args, timed_trials);
     drop(targets);
     conclusion.exit_code()
 }
+
+/// How many scenarios run at once by default (`--test-threads` overrides it).
+const CONCURRENT_SCENARIOS: usize = 4;
+
+/// Taken shared by every scenario, and exclusively by a timed one.
+static TURNS: RwLock<()> = RwLock::new(());
 
 fn run_trial(
     env: Env,

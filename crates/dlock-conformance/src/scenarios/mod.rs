@@ -30,11 +30,16 @@ pub(crate) type Scenario = fn(Env) -> Pin<Box<dyn Future<Output = Verdict> + Sen
 
 macro_rules! scenarios {
     ($($module:ident::$name:ident),* $(,)?) => {
-        /// Every scenario, by name.
-        fn every() -> Vec<(&'static str, Scenario)> {
-            vec![$((stringify!($name), |env| Box::pin($module::$name(env)))),*]
+        /// Every scenario: its concern (module) and name.
+        fn every() -> Vec<(&'static str, &'static str, Scenario)> {
+            vec![$((stringify!($module), stringify!($name), |env| Box::pin($module::$name(env)))),*]
         }
     };
+}
+
+/// Whether `concern` names a module of scenarios.
+pub(crate) fn is_concern(concern: &str) -> bool {
+    every().iter().any(|(module, _, _)| *module == concern)
 }
 
 /// Scenarios that refuse connections at the network level (a proxy that cuts them, a
@@ -71,14 +76,47 @@ pub(crate) const NEEDS_FAILOVER_RIG: &[&str] = &[
     "a_holder_keeps_its_lock_across_a_synchronous_failover",
 ];
 
-/// The scenarios that apply to `dialect` reached by `route`, by name. Through a pooler,
-/// every scenario but those of the failover rig, which go to the rig's own servers, not
-/// to the database at the route's end: they would only run again, and contend for the
-/// one rig.
-pub(crate) fn all(dialect: Dialect, route: Route) -> Vec<(&'static str, Scenario)> {
+/// Scenarios that assert how soon something happens — a wake-up, a takeover, a loss
+/// signal before a deadline — with a slack sized for a machine doing nothing else. They
+/// run alone: the suite runs the others several at once (see `lib.rs`), and their
+/// processes would eat into the slack.
+pub(crate) const TIMED: &[&str] = &[
+    "waiter_in_another_process_wakes_on_release",
+    "waiter_in_another_process_wakes_on_force_release",
+    "waiter_wakes_within_a_poll_after_its_listener_dies",
+    "killed_holder_is_taken_over_within_ttl",
+    "warm_waiters_take_over_a_killed_holder_within_its_lease",
+    "a_warm_waiter_alone_takes_over_a_killed_holder_within_its_lease",
+    "loss_fires_when_row_is_tampered_with",
+    "loss_fires_before_a_takeover",
+    "loss_fires_before_expiry_when_database_unreachable",
+    "tokens_grow_and_lost_holders_end_first_across_a_failover",
+    "a_holder_keeps_its_lock_across_a_synchronous_failover",
+    "resignation_hands_over_to_another_process",
+    "killed_leader_is_replaced_within_a_lease",
+    "stopped_leader_knows_it_lost_before_acting_again",
+    "multi_lock_killed_holder_frees_every_name_within_ttl",
+    "multi_lock_waiter_in_another_process_wakes_on_a_release",
+    "force_release_never_lets_anyone_in_first",
+    "observers_in_another_process_see_every_term_in_order",
+    "a_herd_of_waiters_on_a_small_pool_all_get_their_turn",
+    "try_acquire_names_the_holder",
+];
+
+/// The scenarios that apply to `dialect` reached by `route`, by name, of the `concerns`
+/// given (all if `None`). Through a pooler, every scenario but those of the failover rig,
+/// which go to the rig's own servers, not to the database at the route's end: they would
+/// only run again, and contend for the one rig.
+pub(crate) fn all(
+    dialect: Dialect,
+    route: Route,
+    concerns: Option<&[&str]>,
+) -> Vec<(&'static str, Scenario)> {
     let network = dialect != Dialect::Sqlite;
     every()
         .into_iter()
+        .filter(|(concern, _, _)| concerns.is_none_or(|concerns| concerns.contains(concern)))
+        .map(|(_, name, scenario)| (name, scenario))
         .filter(|(name, _)| network || !NETWORK_ONLY.contains(name))
         .filter(|(name, _)| route == Route::Direct || !NEEDS_FAILOVER_RIG.contains(name))
         .filter(|(name, _)| {
@@ -145,3 +183,22 @@ scenarios![
     multi::multi_lock_killed_holder_frees_every_name_within_ttl,
     multi::multi_lock_waiter_in_another_process_wakes_on_a_release,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A misspelt name in a list would silently leave its scenario out of it.
+    #[test]
+    fn every_listed_name_is_a_scenario() {
+        let names: Vec<&str> = every().into_iter().map(|(_, name, _)| name).collect();
+        let listed = TIMED
+            .iter()
+            .chain(NETWORK_ONLY)
+            .chain(NEEDS_FAILOVER_RIG)
+            .chain(ONLY_ON.iter().map(|(name, _)| name));
+        for name in listed {
+            assert!(names.contains(name), "{name} is not a scenario");
+        }
+    }
+}
