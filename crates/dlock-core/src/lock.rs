@@ -223,29 +223,7 @@ impl DistributedLock {
         } else {
             self.acquire().await?
         };
-        let lease = guard.lease().clone();
-        let result = match lease.run_while_held(job(lease.clone())).await {
-            Ok(result) => result,
-            Err(reason) => Err(lease.lost_error(reason).into()),
-        };
-        // A job that blocked its thread past the deadline finished unprotected.
-        let result = match (result, lease.loss_reason()) {
-            (Ok(_), Some(reason)) if reason != LossReason::Released => {
-                Err(lease.lost_error(reason).into())
-            }
-            (result, _) => result,
-        };
-        let released = guard.release().await;
-        match result {
-            // The job finished while the lock was held (the select above would have caught
-            // a loss first). A failed release only means the lease expires by its TTL, so
-            // the job's value is not thrown away for it.
-            Ok(value) => {
-                drop(released);
-                Ok(Outcome::Ran(value))
-            }
-            Err(error) => Err(error),
-        }
+        run_under(guard, job).await
     }
 
     /// Creates the lock table if it does not exist. Optional: the table is created on
@@ -271,5 +249,39 @@ impl fmt::Debug for DistributedLock {
             .field("dialect", &self.inner.dialect)
             .field("options", &self.inner.options)
             .finish()
+    }
+}
+
+/// Runs `job` under the lease of `guard` and releases it afterwards, on every path: what
+/// `lock(f)` does once it holds the lock (see [`DistributedLock::lock`]), for every
+/// primitive built on the lock.
+pub(crate) async fn run_under<F, Fut, T, E>(guard: LockGuard, job: F) -> Result<Outcome<T>, E>
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<Error>,
+{
+    let lease = guard.lease().clone();
+    let result = match lease.run_while_held(job(lease.clone())).await {
+        Ok(result) => result,
+        Err(reason) => Err(lease.lost_error(reason).into()),
+    };
+    // A job that blocked its thread past the deadline finished unprotected.
+    let result = match (result, lease.loss_reason()) {
+        (Ok(_), Some(reason)) if reason != LossReason::Released => {
+            Err(lease.lost_error(reason).into())
+        }
+        (result, _) => result,
+    };
+    let released = guard.release().await;
+    match result {
+        // The job finished while the lock was held (the select above would have caught
+        // a loss first). A failed release only means the lease expires by its TTL, so
+        // the job's value is not thrown away for it.
+        Ok(value) => {
+            drop(released);
+            Ok(Outcome::Ran(value))
+        }
+        Err(error) => Err(error),
     }
 }
