@@ -7,9 +7,9 @@
 //! on all of them at once, and the definition of the number of permits (the row
 //! `{name}#0`, see `dialect/semaphore.rs`).
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -601,19 +601,22 @@ impl Semaphore {
                         let left = lease_end.saturating_duration_since(Instant::now());
                         nap = nap.min(left + Duration::from_millis(5));
                     }
-                    let released = Cell::new(None);
+                    // The permit heard released (0: none). Atomic, not a `Cell`, so that
+                    // the future stays `Send`.
+                    let released = AtomicU32::new(0);
                     let wanted = |notice: &str| {
-                        released.set(self.permit_named(notice));
-                        released.get().is_some()
+                        let permit = self.permit_named(notice).unwrap_or(0);
+                        released.store(permit, Ordering::Relaxed);
+                        permit != 0
                     };
                     match wait_for_notice(&mut releases, wanted, nap).await {
                         // Just released: attempt it at once, without a read's round trip.
-                        Woken::Released => match released.get() {
-                            Some(permit) => Step::Attempt {
+                        Woken::Released => match released.load(Ordering::Relaxed) {
+                            0 => Step::Read,
+                            permit => Step::Attempt {
                                 permits: vec![permit],
                                 found_free: false,
                             },
-                            None => Step::Read,
                         },
                         Woken::Resync | Woken::Timeout => Step::Read,
                     }
