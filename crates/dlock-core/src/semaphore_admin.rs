@@ -44,7 +44,6 @@ pub struct PermitInfo {
 /// What [`LockAdmin::remove_semaphore`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-#[non_exhaustive]
 pub enum SemaphoreRemoval {
     /// The definition was removed: the next process to use the name defines it anew,
     /// with its own number of permits. This is how the semaphore was.
