@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dlock_core::{
     Attempt, Error, ForceRelease, LockAdmin, LossReason, MAX_PERMITS, Outcome, Semaphore,
-    SemaphoreBuilder, TableName,
+    SemaphoreBuilder,
 };
 use dlock_testkit::wall_ns;
 use tokio::time::Instant;
@@ -291,8 +291,8 @@ pub(crate) async fn semaphore_waiter_in_another_process_wakes_on_a_release(env: 
     Ok(())
 }
 
-/// An operator revokes one permit (its row in the companion table): its holder hears of
-/// the loss before a waiter gets that permit; the other permit stays held.
+/// An operator sees the semaphore (`LockAdmin`) and revokes one permit: its holder hears
+/// of the loss before a waiter gets that permit; the other permit stays held.
 pub(crate) async fn semaphore_permit_loss_fires_before_another_takes_it(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(2);
     let name = unique_name("semaphore_loss");
@@ -302,19 +302,32 @@ pub(crate) async fn semaphore_permit_loss_fires_before_another_takes_it(env: Env
         .map_err(|e| e.to_string())?;
     let kept = holder.acquire().await.map_err(|e| e.to_string())?;
     let revoked = holder.acquire().await.map_err(|e| e.to_string())?;
-    let admin = LockAdmin::with_table(
-        env.connect().await?,
-        TableName::default()
-            .companion()
-            .map_err(|e| e.to_string())?,
-    );
-    let row = format!("{name}#{}", revoked.permit());
-    let info = admin.inspect(&row).await.map_err(|e| e.to_string())?;
-    if info.fencing_token != revoked.fencing_token() {
-        return Err(format!("the permit's row is not its lease: {info:?}"));
+    // The operator's view: the semaphore, its count, and who holds each permit.
+    let admin = LockAdmin::new(env.connect().await?);
+    let info = admin
+        .inspect_semaphore(&name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held: Vec<u32> = info.holders().map(|slot| slot.permit).collect();
+    let listed = admin.semaphores().await.map_err(|e| e.to_string())?;
+    if info.permits != 2
+        || held.len() != 2
+        || !listed.iter().any(|semaphore| {
+            semaphore.name == name && semaphore.permits == 2 && semaphore.holders().count() == 2
+        })
+    {
+        return Err(format!("the admin view is wrong: {info:?}"));
+    }
+    let slot = info
+        .slots
+        .iter()
+        .find(|slot| slot.permit == revoked.permit())
+        .ok_or("the revoked permit is not listed")?;
+    if slot.lock.fencing_token != revoked.fencing_token() {
+        return Err(format!("the permit's row is not its lease: {slot:?}"));
     }
     let revoking = admin
-        .force_release(&row, info.fencing_token)
+        .force_release_permit(&name, revoked.permit(), slot.lock.fencing_token)
         .await
         .map_err(|e| e.to_string())?;
     if !matches!(revoking, ForceRelease::Revoked(_)) {
