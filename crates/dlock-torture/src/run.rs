@@ -390,9 +390,17 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
             args.election
                 .then(|| (worker_main::ELECTION, "1".to_owned())),
         )
+        .chain(
+            args.semaphore
+                .map(|permits| (worker_main::SEMAPHORE, permits.to_string())),
+        )
         .collect(),
     };
-    let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    let mut table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    if args.semaphore.is_some() {
+        // The permits' rows, which the workers report holding, are in the companion table.
+        table = table.companion().map_err(|error| error.to_string())?;
+    }
     let locks = LockAdmin::with_table(Arc::clone(&database.admin), table);
     let mut coordinator = Coordinator {
         args: args.clone(),
@@ -490,6 +498,10 @@ impl Coordinator {
         let (sections, losses) =
             patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
         let mut verdict = check(&sections, &losses);
+        if let Some(permits) = self.args.semaphore {
+            let most = crate::check::check_permits(&sections, permits, &mut verdict);
+            println!("semaphore: permits={permits} most_at_once={most}");
+        }
         check_failovers(&self.failovers, &states, &mut verdict);
         let faults: Vec<_> = self
             .faults
