@@ -151,4 +151,5 @@ scenarios![
     semaphore::semaphore_waiter_in_another_process_wakes_on_a_release,
     semaphore::semaphore_permit_loss_fires_before_another_takes_it,
     semaphore::semaphore_permits_mismatch_and_zero_are_errors,
+    semaphore::semaphore_waiting_only_reads,
 ];

@@ -4,13 +4,15 @@
 //! loss before anyone takes it; the count is part of the name's definition.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dlock_core::adapter::{QueryInterface, Statement, StatementKind};
 use dlock_core::{
     Attempt, Error, ForceRelease, LockAdmin, LossReason, MAX_PERMITS, Outcome, Semaphore,
     SemaphoreBuilder,
 };
-use dlock_testkit::wall_ns;
+use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
@@ -412,4 +414,100 @@ pub(crate) async fn semaphore_permits_mismatch_and_zero_are_errors(env: Env) -> 
         .acquired()
         .ok_or("the defined semaphore no longer works")?;
     permit.release().await.map_err(|e| e.to_string())
+}
+
+/// The statements a semaphore sends, counted by a tap: a free permit costs what a lock
+/// costs (one statement to take it, one to release it, after the one read of the
+/// definition), and a waiter, after its first attempt, only reads (one read of every
+/// permit per look), backing off as a lock's waiter does.
+pub(crate) async fn semaphore_waiting_only_reads(env: Env) -> Verdict {
+    const WAIT: Duration = Duration::from_secs(3);
+    let name = unique_name("semaphore_reads");
+    let statements = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&statements);
+    let tapped = Tap::new(env.connect().await?, move |statement| {
+        if let Ok(mut recorded) = recorded.lock() {
+            recorded.push(statement.clone());
+        }
+        Flow::Forward
+    });
+    let tapped = Semaphore::new(&name, 2, Arc::new(tapped) as Arc<dyn QueryInterface>)
+        .map_err(|e| e.to_string())?;
+    let holder = semaphore_for_permits(&env, &name, 2).await?;
+    // The definition, read (and recorded) once per `Semaphore` value.
+    tapped
+        .try_acquire()
+        .await
+        .map_err(|e| e.to_string())?
+        .acquired()
+        .ok_or("no permit free")?
+        .release()
+        .await
+        .map_err(|e| e.to_string())?;
+    statements.lock().map_err(|e| e.to_string())?.clear();
+    let permit = tapped
+        .try_acquire()
+        .await
+        .map_err(|e| e.to_string())?
+        .acquired()
+        .ok_or("no permit free")?;
+    permit.release().await.map_err(|e| e.to_string())?;
+    let uncontended: Vec<StatementKind> = taken(&statements)?
+        .iter()
+        .map(|statement| statement.kind)
+        .filter(|kind| *kind != StatementKind::Notify)
+        .collect();
+    if uncontended != [StatementKind::Acquire, StatementKind::Release] {
+        return Err(format!(
+            "a free permit took {uncontended:?}, not one acquire and one release"
+        ));
+    }
+
+    let first = holder.acquire().await.map_err(|e| e.to_string())?;
+    let second = holder.acquire().await.map_err(|e| e.to_string())?;
+    if tokio::time::timeout(WAIT, tapped.acquire()).await.is_ok() {
+        return Err("acquire returned while every permit was held".into());
+    }
+    first.release().await.map_err(|e| e.to_string())?;
+    second.release().await.map_err(|e| e.to_string())?;
+    let statements = taken(&statements)?;
+    // The first statement is the attempt on a permit picked at random.
+    let waiting = statements.get(1..).unwrap_or_default();
+    let writes: Vec<&str> = waiting
+        .iter()
+        .filter(|statement| !only_reads(statement.kind))
+        .map(|statement| &*statement.sql)
+        .collect();
+    eprintln!(
+        "semaphore_reads: {} statements in {} s of waiting, {} writes",
+        waiting.len(),
+        WAIT.as_secs(),
+        writes.len()
+    );
+    if statements.first().map(|statement| statement.kind) != Some(StatementKind::Acquire)
+        || !writes.is_empty()
+    {
+        return Err(format!("a waiter wrote: {writes:?}"));
+    }
+    // As for a lock's waiter (see `waiting_only_reads`): the back-off's looks in 3 s.
+    if waiting.len() > 13 {
+        return Err(format!(
+            "{} statements in {WAIT:?} of waiting",
+            waiting.len()
+        ));
+    }
+    Ok(())
+}
+
+fn taken(statements: &Mutex<Vec<Statement>>) -> Result<Vec<Statement>, String> {
+    Ok(std::mem::take(
+        &mut *statements.lock().map_err(|e| e.to_string())?,
+    ))
+}
+
+async fn semaphore_for_permits(env: &Env, name: &str, permits: u32) -> Result<Semaphore, String> {
+    semaphore(env, name, permits)
+        .await?
+        .build()
+        .map_err(|e| e.to_string())
 }
