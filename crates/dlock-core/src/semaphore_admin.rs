@@ -220,3 +220,56 @@ fn semaphores_in(rows: Vec<LockInfo>) -> Vec<SemaphoreInfo> {
     }
     semaphores
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn row(name: &str, state: LockState, token: i64) -> LockInfo {
+        LockInfo {
+            name: name.into(),
+            state,
+            holder: None,
+            owner_id: None,
+            fencing_token: FencingToken(token),
+            acquired_at: None,
+            expires_at: None,
+            read_at: SystemTime::UNIX_EPOCH,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn semaphores_are_found_by_their_definition_rows() {
+        let rows = vec![
+            row("", LockState::Free, 1),
+            row("jobs#0", LockState::Free, 2),
+            row("jobs#1", LockState::Held, 7),
+            row("jobs#2", LockState::Free, 3),
+            // Beyond the count, not a number, or written oddly: not permits.
+            row("jobs#3", LockState::Held, 1),
+            row("jobs#x", LockState::Held, 1),
+            row("jobs#01", LockState::Held, 1),
+            // A name with `#` in it is a semaphore of its own.
+            row("a#b#0", LockState::Free, 1),
+            row("a#b#1", LockState::Revoked, 4),
+            // No definition: another primitive's rows.
+            row("other#1", LockState::Held, 1),
+        ];
+        let semaphores = semaphores_in(rows);
+        let names: Vec<&str> = semaphores.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a#b", "jobs"]);
+        let jobs = &semaphores[1];
+        assert_eq!(jobs.permits, 2);
+        let permits: Vec<u32> = jobs.slots.iter().map(|slot| slot.permit).collect();
+        assert_eq!(permits, [1, 2]);
+        assert_eq!(jobs.holders().count(), 1);
+        assert_eq!(
+            semaphores[0].holders().count(),
+            1,
+            "a revoked permit is held"
+        );
+    }
+}
