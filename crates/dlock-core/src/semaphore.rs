@@ -430,9 +430,10 @@ impl Semaphore {
         let mut digest = 0_i64;
         let mut all_held = false;
         for row in rows {
-            let [name, holder, remaining, token] = <[Value; 4]>::try_from(row)
-                .unwrap_or_else(|_| [Value::Null, Value::Null, Value::Null, Value::Null]);
-            let Value::Text(name) = name else { continue };
+            let Ok([Value::Text(name), holder, remaining, token]) = <[Value; 4]>::try_from(row)
+            else {
+                continue;
+            };
             let permit = self.permit_named(&name);
             let lock_delay = name.is_empty();
             if permit.is_none() && !lock_delay {

@@ -159,7 +159,7 @@ fn summarise(context: &Context, sections: &[Section], start_ns: u64, stop_ns: u6
         .iter()
         .filter(|section| (start_ns..stop_ns).contains(&section.entry_ns))
         .count();
-    let handovers = Latencies::from_ms(gaps.into_iter());
+    let handovers = Latencies::from_ms(gaps);
     let seconds = (stop_ns - start_ns) as f64 / 1e9;
     context
         .line(Scenario::SemaphoreHandover, HANDOVER_WORKERS)
