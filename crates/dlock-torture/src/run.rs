@@ -297,7 +297,7 @@ struct Coordinator {
     restart_holds: (usize, usize),
     /// The lock table, read to aim faults at renewals and acquisitions.
     locks: LockAdmin,
-    /// The run's lock names.
+    /// The rows the workers take: the run's lock names, or (`--semaphore`) its permits' rows.
     names: Vec<String>,
     /// After this no fault may begin: a fault that waits for its target gives up then.
     inject_until: Instant,
@@ -415,7 +415,14 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         problems: Vec::new(),
         restart_holds: (0, 0),
         locks,
-        names: names.clone(),
+        // The rows of what the workers hold: the locks', or each semaphore's permits'.
+        names: match args.semaphore {
+            None => names.clone(),
+            Some(permits) => names
+                .iter()
+                .flat_map(|name| (1..=permits).map(move |permit| format!("{name}#{permit}")))
+                .collect(),
+        },
         inject_until: Instant::now() + args.duration(),
         short_stops_in_window: 0,
         failovers: Vec::new(),
