@@ -512,12 +512,9 @@ impl Semaphore {
         let hub = &self.slot(1).releases;
         // Subscribed before the first attempt, so that no release after it goes unseen.
         let mut releases = hub.subscribe();
-        let mut interests: Vec<_> = self
-            .inner
-            .slots
-            .iter()
-            .map(|slot| hub.interest(&slot.name))
-            .collect();
+        // One per permit, made at the first read (an `acquire` whose first attempt takes
+        // a permit needs none).
+        let mut interests = Vec::new();
         let mut backoff = Backoff::new(options.poll_interval);
         let mut reports = WaitingReports::default();
         let mut contended = false;
@@ -558,6 +555,11 @@ impl Semaphore {
                 Step::Read => {
                     // Announced before the read, so that no release after it goes
                     // unheard (see `Waiter::probe` in `wait.rs`).
+                    if interests.is_empty() {
+                        interests = (self.inner.slots.iter())
+                            .map(|slot| hub.interest(&slot.name))
+                            .collect();
+                    }
                     let mut hears = true;
                     for interest in &mut interests {
                         hears &= hub.hears(interest).await;
