@@ -625,6 +625,21 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
 /// definition only when no permit is held.
 async fn semaphores(url: &str, table: &str, db: &DatabaseConnection) {
     let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    // No semaphore yet: no companion table either.
+    let none = run(&["list", "--semaphores"]);
+    assert_eq!(code(&none), 0, "{}", stderr(&none));
+    assert!(
+        stdout(&none).starts_with("no semaphores"),
+        "{}",
+        stdout(&none)
+    );
+    let missing = run(&["inspect", "--semaphore", "exports"]);
+    assert_eq!(code(&missing), 1, "{}", stdout(&missing));
+    assert!(
+        stderr(&missing).contains("\"exports\""),
+        "{}",
+        stderr(&missing)
+    );
     let semaphore = Semaphore::builder("exports", 2, queries(url, db))
         .table(table)
         .ttl(TTL)

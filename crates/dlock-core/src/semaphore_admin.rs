@@ -65,36 +65,57 @@ impl LockAdmin {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchTable`] (naming the companion table) if no semaphore was ever used
-    /// with this lock table; the database's error otherwise.
+    /// [`Error::NoSuchTable`] if the lock table does not exist; the database's error
+    /// otherwise. No semaphore ever used (no companion table) is an empty list.
     ///
     /// # Cancel Safety
     ///
     /// Cancel safe: it only reads.
     pub async fn semaphores(&self) -> Result<Vec<SemaphoreInfo>> {
-        Ok(semaphores_in(self.companion()?.list().await?))
+        Ok(semaphores_in(self.companion_rows().await?))
+    }
+
+    /// Every row of the companion table; none if it does not exist (no semaphore or
+    /// other primitive was ever used beside this lock table), so long as the lock table
+    /// itself does.
+    async fn companion_rows(&self) -> Result<Vec<LockInfo>> {
+        match self.companion()?.list().await {
+            Err(Error::NoSuchTable { .. }) => {
+                // Says which table is missing if the lock table is too.
+                self.inspect("")
+                    .await
+                    .map(|_| Vec::new())
+                    .or_else(|error| match error {
+                        Error::NoSuchLock { .. } => Ok(Vec::new()),
+                        other => Err(other),
+                    })
+            }
+            other => other,
+        }
     }
 
     /// The semaphore `name`.
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchLock`] if no semaphore of that name was ever used;
-    /// [`Error::NoSuchTable`] as for [`semaphores`](Self::semaphores); the database's
-    /// error otherwise.
+    /// [`Error::NoSuchLock`] (naming the semaphore and the companion table) if no
+    /// semaphore of that name was ever used; [`Error::NoSuchTable`] as for
+    /// [`semaphores`](Self::semaphores); the database's error otherwise.
     ///
     /// # Cancel Safety
     ///
     /// Cancel safe: it only reads.
     pub async fn inspect_semaphore(&self, name: &str) -> Result<SemaphoreInfo> {
-        let companion = self.companion()?;
-        let rows = companion.list().await?;
+        let rows = self.companion_rows().await?;
         semaphores_in(rows)
             .into_iter()
             .find(|semaphore| semaphore.name == name)
             .ok_or_else(|| Error::NoSuchLock {
-                name: slot_name(name, 0),
-                table: companion.table().to_string(),
+                name: name.to_owned(),
+                table: self.table().companion().map_or_else(
+                    |_| self.table().to_string(),
+                    |companion| companion.to_string(),
+                ),
             })
     }
 
