@@ -223,7 +223,7 @@ impl DistributedLock {
         } else {
             self.acquire().await?
         };
-        run_under(guard, job).await
+        run_job(guard, job).await
     }
 
     /// Creates the lock table if it does not exist. Optional: the table is created on
@@ -242,20 +242,11 @@ impl DistributedLock {
     }
 }
 
-impl fmt::Debug for DistributedLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DistributedLock")
-            .field("name", &self.inner.name)
-            .field("dialect", &self.inner.dialect)
-            .field("options", &self.inner.options)
-            .finish()
-    }
-}
-
-/// Runs `job` under the lease of `guard` and releases it afterwards, on every path: what
-/// `lock(f)` does once it holds the lock (see [`DistributedLock::lock`]), for every
-/// primitive built on the lock.
-pub(crate) async fn run_under<F, Fut, T, E>(guard: LockGuard, job: F) -> Result<Outcome<T>, E>
+/// Runs `job` under `guard`'s lease and releases it afterwards, as
+/// [`DistributedLock::lock`] describes: the job is dropped at a loss, a job that blocked
+/// its thread past the deadline reports the loss, and a failed release after a job that
+/// succeeded is not an error.
+pub(crate) async fn run_job<F, Fut, T, E>(guard: LockGuard, job: F) -> Result<Outcome<T>, E>
 where
     F: FnOnce(Lease) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -283,5 +274,15 @@ where
             Ok(Outcome::Ran(value))
         }
         Err(error) => Err(error),
+    }
+}
+
+impl fmt::Debug for DistributedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributedLock")
+            .field("name", &self.inner.name)
+            .field("dialect", &self.inner.dialect)
+            .field("options", &self.inner.options)
+            .finish()
     }
 }

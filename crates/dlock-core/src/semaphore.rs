@@ -21,7 +21,7 @@ use crate::backoff::{Backoff, jittered};
 use crate::builder::{LockBuilder, inner, validate_name};
 use crate::dialect::SemaphoreSql;
 use crate::inner::LockInner;
-use crate::lock::run_under;
+use crate::lock::run_job;
 use crate::name_set::json_array;
 use crate::options::Options;
 use crate::telemetry::{self, LockTelemetry, WaitingReports};
@@ -310,7 +310,7 @@ impl Semaphore {
         } else {
             self.acquire().await?
         };
-        run_under(permit.guard, job).await
+        run_job(permit.guard, job).await
     }
 
     /// Creates the companion table, where the semaphore's rows live, if it does not
