@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dlock_core::{DistributedLock, Election, Error, Outcome};
+use dlock_core::{DistributedLock, Election, Error, Outcome, Semaphore};
 use dlock_testkit::{
     Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child,
     wall_ns,
@@ -30,6 +30,8 @@ const ELECTION_TABLE: &str = "dlock_bench_elections";
 
 /// How long a critical section of a contended worker lasts.
 pub(crate) const SECTION: Duration = Duration::from_millis(1);
+/// The permits of the semaphore that [`Role::PermitContend`] workers share.
+pub(crate) const HANDOVER_PERMITS: u32 = 2;
 /// How long the job of a skip worker lasts.
 pub(crate) const SKIP_JOB: Duration = Duration::from_millis(200);
 
@@ -51,6 +53,10 @@ pub(crate) enum Role {
     /// Observes the election, printing `SAW <term> <ns>` for every new leader. Exits at
     /// the end of its input.
     Observer,
+    /// As `Contend`, holding a permit of the semaphore (the lock name) of
+    /// [`HANDOVER_PERMITS`] permits, printing `SECTION <permit> <token> <entry ns> <exit
+    /// ns>`.
+    PermitContend,
 }
 
 impl Role {
@@ -60,6 +66,7 @@ impl Role {
             Self::Skip => "skip",
             Self::Candidate => "candidate",
             Self::Observer => "observer",
+            Self::PermitContend => "permit-contend",
         }
     }
 }
@@ -157,6 +164,30 @@ async fn worker_main(role: &str) -> Result<(), String> {
             _ => observer(&election).await,
         };
     }
+    if role == "permit-contend" {
+        let semaphore = Semaphore::builder(variable(LOCK_NAME)?, HANDOVER_PERMITS, queries)
+            .holder(holder)
+            .build()
+            .map_err(|error| error_chain(&error))?;
+        semaphore
+            .create_table()
+            .await
+            .map_err(|error| error_chain(&error))?;
+        println!("READY");
+        let mut commands = BufReader::new(tokio::io::stdin()).lines();
+        while let Some(command) = commands
+            .next_line()
+            .await
+            .map_err(|error| format!("cannot read commands: {error}"))?
+        {
+            let stop_ns = command
+                .strip_prefix("RUN ")
+                .and_then(|stop_ns| stop_ns.parse().ok())
+                .ok_or_else(|| format!("unexpected command {command:?}"))?;
+            contend_for_permits(&semaphore, stop_ns).await?;
+        }
+        return Ok(());
+    }
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries).holder(holder);
     let lock = match role {
         "contend" => builder.build(),
@@ -213,6 +244,34 @@ async fn contend(lock: &DistributedLock, stop_ns: u64) -> Result<(), String> {
         if let Outcome::Ran((token, entry, exit)) = outcome {
             report.push_str(&format!("SECTION {token} {entry} {exit}\n"));
         }
+    }
+    println!("{report}DONE");
+    Ok(())
+}
+
+/// As [`contend`], for a permit of `semaphore`.
+async fn contend_for_permits(semaphore: &Semaphore, stop_ns: u64) -> Result<(), String> {
+    let mut report = String::new();
+    while wall_ns() < stop_ns {
+        let permit = semaphore
+            .acquire()
+            .await
+            .map_err(|error| error_chain(&error))?;
+        let entry = wall_ns();
+        let started = Instant::now();
+        while started.elapsed() < SECTION {
+            std::hint::spin_loop();
+        }
+        let exit = wall_ns();
+        report.push_str(&format!(
+            "SECTION {} {} {entry} {exit}\n",
+            permit.permit(),
+            permit.fencing_token()
+        ));
+        permit
+            .release()
+            .await
+            .map_err(|error| error_chain(&error))?;
     }
     println!("{report}DONE");
     Ok(())

@@ -206,5 +206,64 @@ pub(crate) fn judge(lines: &[ResultLine], dialect: Dialect) -> Vec<Verdict> {
                 .map(|writes| (writes == 0.0, format!("{writes} writes"))),
         ),
     ]);
+    verdicts.extend(semaphore_verdicts(lines, &bounds));
     verdicts
+}
+
+/// The semaphore's: a permit costs what a lock costs, and a freed permit is handed over
+/// as a lock is.
+fn semaphore_verdicts(lines: &[ResultLine], bounds: &Bounds) -> Vec<Verdict> {
+    const PERMIT_UNCONTENDED: f64 = 1.5;
+    let get = |scenario: &str, workers: usize, key: &str| figure(lines, scenario, workers, key);
+    let verdict = |target: String, figures: Option<(bool, String)>| Verdict {
+        target,
+        met: figures.as_ref().map(|(met, _)| *met),
+        detail: figures.map_or_else(|| "not measured in this run".to_owned(), |(_, d)| d),
+    };
+    let permit_p50 = get("semaphore_uncontended", 1, "p50_ms");
+    let handover_bound = bounds.handover[0];
+    vec![
+        verdict(
+            format!(
+                "permit uncontended acquire+release p50 <= {PERMIT_UNCONTENDED} x floor_commit2 p50 \
+                 (floor measured alternately)"
+            ),
+            permit_p50
+                .zip(get("semaphore_uncontended", 1, "floor_commit2_p50_ms"))
+                .map(|(permit, floor)| {
+                    (
+                        permit <= PERMIT_UNCONTENDED * floor,
+                        format!("{permit:.3} ms / {floor:.3} ms = {:.2}", permit / floor),
+                    )
+                }),
+        ),
+        verdict(
+            format!(
+                "permit hand-over (4 processes, 2 permits) p50 <= {handover_bound} x permit \
+                 uncontended p50"
+            ),
+            get("semaphore_handover", 4, "handover_p50_ms")
+                .zip(permit_p50)
+                .map(|(handover, permit)| {
+                    (
+                        handover <= handover_bound * permit,
+                        format!(
+                            "{handover:.3} ms / {permit:.3} ms = {:.2}",
+                            handover / permit
+                        ),
+                    )
+                }),
+        ),
+        verdict(
+            "permit hand-over: never more than 2 at once, no overlap on a permit".to_owned(),
+            get("semaphore_handover", 4, "most_at_once")
+                .zip(get("semaphore_handover", 4, "overlaps"))
+                .map(|(most, overlaps)| {
+                    (
+                        most <= 2.0 && overlaps == 0.0,
+                        format!("{most} at once, {overlaps} overlaps"),
+                    )
+                }),
+        ),
+    ]
 }

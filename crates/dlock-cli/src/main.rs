@@ -5,6 +5,7 @@ mod connect;
 mod failure;
 mod render;
 mod select;
+mod semaphores;
 mod terminal;
 
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use dlock_seaorm::{
     Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries,
-    TableName, TransactionPooler,
+    SemaphoreRemoval, TableName, TransactionPooler,
 };
 
 use crate::failure::Failure;
@@ -103,11 +104,20 @@ enum Command {
         /// Show names and holders whole: by default they are cut at 40 characters.
         #[arg(long)]
         wide: bool,
+        /// List the semaphores instead (kept in the companion table, TABLE_slots): each
+        /// with its permits and who holds each permit.
+        #[arg(long, conflicts_with_all = ["prefix", "pattern", "state"])]
+        semaphores: bool,
     },
     /// One lock in detail, with its owner id and absolute times.
     Inspect {
         /// The lock's name, as `list` shows it.
-        name: String,
+        #[arg(required_unless_present = "semaphore")]
+        name: Option<String>,
+        /// Inspect the semaphore NAME instead: its permits, and every permit's holder,
+        /// token and lease.
+        #[arg(long, value_name = "NAME", conflicts_with = "name")]
+        semaphore: Option<String>,
     },
     /// Take a lock from whoever holds it, only if its fencing token is still TOKEN.
     ///
@@ -116,12 +126,28 @@ enum Command {
     /// revoked: its holder learns of the loss at its next renewal, and the lock frees
     /// when the revoked lease ends, so that nobody gets in before the holder knows. With
     /// --now it frees at once.
+    ///
+    /// With --semaphore NAME --permit I, the same for one permit of a semaphore (one
+    /// holder), with the token `inspect --semaphore` showed. With --semaphore NAME
+    /// --definition, removes the semaphore's recorded number of permits, so that it can
+    /// be used with another count (refused while any permit is held; stop every process
+    /// using the old count first).
     Release {
         /// The lock's name, as `list` shows it.
-        name: String,
-        /// The fencing token the lock must still have.
-        #[arg(long)]
-        token: FencingToken,
+        #[arg(required_unless_present = "semaphore", conflicts_with = "semaphore")]
+        name: Option<String>,
+        /// The fencing token the lock (or permit) must still have.
+        #[arg(long, required_unless_present = "definition")]
+        token: Option<FencingToken>,
+        /// The semaphore whose permit (--permit) or definition (--definition) to release.
+        #[arg(long, value_name = "NAME")]
+        semaphore: Option<String>,
+        /// Which permit of the semaphore, as `inspect --semaphore` shows it.
+        #[arg(long, requires = "semaphore", required_unless_present_any = ["name", "definition"])]
+        permit: Option<u32>,
+        /// Remove the semaphore's definition (its number of permits) instead.
+        #[arg(long, requires = "semaphore", conflicts_with_all = ["permit", "token", "now"])]
+        definition: bool,
         /// Free the lock at once instead of when its lease ends. Only for a holder known
         /// to be dead: a live one goes on running until its next renewal, alongside
         /// whoever acquires the lock meanwhile.
@@ -321,6 +347,18 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
             pattern,
             state,
             wide,
+            semaphores: true,
+        } => {
+            let _ = (prefix, pattern, state, wide);
+            let semaphores = admin.semaphores().await.map_err(fail)?;
+            semaphores::list(&semaphores, admin.table(), json)
+        }
+        Command::List {
+            prefix,
+            pattern,
+            state,
+            wide,
+            semaphores: false,
         } => {
             let selection = selection(prefix, pattern.as_deref(), state)?;
             let locks = admin.list().await.map_err(fail)?;
@@ -331,14 +369,46 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
                 render::Style { json, wide },
             )
         }
-        Command::Inspect { name } => {
+        Command::Inspect {
+            semaphore: Some(name),
+            ..
+        } => semaphores::inspect(&admin.inspect_semaphore(&name).await.map_err(fail)?, json),
+        Command::Inspect { name, .. } => {
+            let name = name.expect("clap requires a name without --semaphore");
             render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
         }
-        Command::Release { name, token, now } => {
-            let outcome: ForceRelease = if now {
-                admin.force_release_now(&name, token).await
-            } else {
-                admin.force_release(&name, token).await
+        Command::Release {
+            semaphore: Some(name),
+            definition: true,
+            ..
+        } => {
+            let removal = admin.remove_semaphore(&name).await.map_err(fail)?;
+            return Ok(Printed {
+                text: semaphores::removed(&removal, json),
+                problem: matches!(removal, SemaphoreRemoval::InUse(_)),
+            });
+        }
+        Command::Release {
+            name,
+            token,
+            now,
+            semaphore,
+            permit,
+            ..
+        } => {
+            let token = token.expect("clap requires a token without --definition");
+            let outcome: ForceRelease = match (semaphore, permit, name) {
+                (Some(semaphore), Some(permit), _) if now => {
+                    admin
+                        .force_release_permit_now(&semaphore, permit, token)
+                        .await
+                }
+                (Some(semaphore), Some(permit), _) => {
+                    admin.force_release_permit(&semaphore, permit, token).await
+                }
+                (_, _, Some(name)) if now => admin.force_release_now(&name, token).await,
+                (_, _, Some(name)) => admin.force_release(&name, token).await,
+                _ => unreachable!("clap requires a name, or --semaphore with --permit"),
             }
             .map_err(fail)?;
             render::released(&outcome, json)

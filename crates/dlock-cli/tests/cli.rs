@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use dlock_seaorm::{
-    Dialect, DistributedLock, Election, LockGuard, LossReason, SeaOrmQueries, TransactionPooler,
+    Dialect, DistributedLock, Election, LockGuard, LossReason, SeaOrmQueries, Semaphore,
+    TransactionPooler,
 };
 use dlock_testkit::{TestDatabase, unique_name as unique};
 use serde_json::Value;
@@ -414,9 +415,11 @@ fn session(url: &str) {
         let table = unique("dlock_cli");
         // In a task of its own, so that the table is dropped even if a check fails.
         let outcome = tokio::spawn(commands(url.to_owned(), table.clone(), db.clone())).await;
-        let _ = db
-            .execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
-            .await;
+        for table in [table.clone(), format!("{table}_slots")] {
+            let _ = db
+                .execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+                .await;
+        }
         if let Err(failed) = outcome {
             std::panic::resume_unwind(failed.into_panic());
         }
@@ -614,6 +617,98 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
 
     hostile_names(&url, table, &db).await;
     elections(&url, table, &db).await;
+    semaphores(&url, table, &db).await;
+}
+
+/// `list --semaphores`, `inspect --semaphore` and `release --semaphore` show the
+/// semaphores beside the table, revoke or free one permit (one holder), and remove a
+/// definition only when no permit is held.
+async fn semaphores(url: &str, table: &str, db: &DatabaseConnection) {
+    let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    // No semaphore yet: no companion table either.
+    let none = run(&["list", "--semaphores"]);
+    assert_eq!(code(&none), 0, "{}", stderr(&none));
+    assert!(
+        stdout(&none).starts_with("no semaphores"),
+        "{}",
+        stdout(&none)
+    );
+    let missing = run(&["inspect", "--semaphore", "exports"]);
+    assert_eq!(code(&missing), 1, "{}", stdout(&missing));
+    assert!(
+        stderr(&missing).contains("\"exports\""),
+        "{}",
+        stderr(&missing)
+    );
+    let semaphore = Semaphore::builder("exports", 2, queries(url, db))
+        .table(table)
+        .ttl(TTL)
+        .holder(LABEL)
+        .build()
+        .expect("semaphore options");
+    let held = semaphore.acquire().await.expect("a permit");
+    let (permit, token) = (held.permit(), held.fencing_token());
+
+    let listed = run(&["list", "--semaphores"]);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(
+        text.contains("exports") && text.contains(&format!("#{permit} {LABEL}")),
+        "{text}"
+    );
+    let listed = json(&run(&["list", "--semaphores", "--json"]));
+    assert_eq!(listed[0]["name"], "exports");
+    assert_eq!(listed[0]["permits"], 2);
+    assert_eq!(listed[0]["held"], 1);
+    let inspected = stdout(&run(&["inspect", "--semaphore", "exports"]));
+    assert!(
+        inspected.contains("permits:   2 (1 held)") && inspected.contains(LABEL),
+        "{inspected}"
+    );
+
+    let in_use = run(&["release", "--semaphore", "exports", "--definition"]);
+    assert_eq!(code(&in_use), 1, "{}", stdout(&in_use));
+    assert!(
+        stdout(&in_use).starts_with("refused:"),
+        "{}",
+        stdout(&in_use)
+    );
+
+    let (permit_arg, token_arg) = (permit.to_string(), token.to_string());
+    let revoke = ["release", "--semaphore", "exports", "--permit", &permit_arg];
+    let revoked = run(&[&revoke[..], &["--token", &token_arg]].concat());
+    assert_eq!(code(&revoked), 0, "{}", stderr(&revoked));
+    assert!(
+        stdout(&revoked).starts_with("revoked lock"),
+        "{}",
+        stdout(&revoked)
+    );
+    let reason = tokio::time::timeout(TTL, held.lost())
+        .await
+        .expect("the permit's holder hears of the revocation");
+    assert_eq!(reason, LossReason::TakenOver);
+    drop(held);
+    let freed = run(&[&revoke[..], &["--token", &token_arg, "--now"]].concat());
+    assert_eq!(code(&freed), 0, "{}", stderr(&freed));
+
+    let removed = run(&["release", "--semaphore", "exports", "--definition"]);
+    assert_eq!(code(&removed), 0, "{}", stderr(&removed));
+    assert!(
+        stdout(&removed).starts_with("removed the definition"),
+        "{}",
+        stdout(&removed)
+    );
+    let redefined = Semaphore::builder("exports", 3, queries(url, db))
+        .table(table)
+        .build()
+        .expect("semaphore options");
+    let permit = redefined
+        .try_acquire()
+        .await
+        .expect("the count can change once the definition is removed")
+        .acquired()
+        .expect("a free permit");
+    permit.release().await.expect("release");
 }
 
 /// `dlock leader` says who leads an election, or that nobody does; `list` and `inspect`

@@ -5,7 +5,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dlock_core::{DistributedLock, Election, ElectionBuilder, MultiLock, MultiLockBuilder};
+use dlock_core::{
+    DistributedLock, Election, ElectionBuilder, MultiLock, MultiLockBuilder, Semaphore,
+    SemaphoreBuilder,
+};
 use dlock_testkit::{Backend, ChildProcess, Route, wall_ns};
 
 use crate::support::Env;
@@ -17,6 +20,7 @@ const ROUTE: &str = "DLOCK_CONFORMANCE_ROUTE";
 const NAME: &str = "DLOCK_CONFORMANCE_NAME";
 const SECTIONS: &str = "DLOCK_CONFORMANCE_SECTIONS";
 const TTL_MS: &str = "DLOCK_CONFORMANCE_TTL_MS";
+const PERMITS: &str = "DLOCK_CONFORMANCE_PERMITS";
 
 /// What a child does.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +60,14 @@ pub(crate) enum Mode {
     MultiHold,
     /// As `Wait`, for all the names.
     MultiWait,
+    /// Semaphores (see `semaphore_child`), on the semaphore of the name with `permits`.
+    /// Runs `sections` sections each holding a permit for about a millisecond, printing
+    /// `SECTION <permit> <token> <entry ns> <exit ns>` for each.
+    SemContend { sections: usize, permits: u32 },
+    /// Takes a permit, prints `ACQUIRED <permit> <token>`, and waits to be killed.
+    SemHold { permits: u32 },
+    /// As `Wait`, for a permit.
+    SemWait { permits: u32 },
 }
 
 /// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
@@ -66,6 +78,12 @@ pub(crate) fn spawn(
     mode: Mode,
     ttl: Duration,
 ) -> Result<ChildProcess, String> {
+    let permits = match mode {
+        Mode::SemContend { permits, .. }
+        | Mode::SemHold { permits }
+        | Mode::SemWait { permits } => permits,
+        _ => 0,
+    };
     let (mode_name, sections) = match mode {
         Mode::Contend { sections } => ("contend", sections),
         Mode::Hold => ("hold", 0),
@@ -79,6 +97,9 @@ pub(crate) fn spawn(
         Mode::MultiContend { sections } => ("multi-contend", sections),
         Mode::MultiHold => ("multi-hold", 0),
         Mode::MultiWait => ("multi-wait", 0),
+        Mode::SemContend { sections, .. } => ("sem-contend", sections),
+        Mode::SemHold { .. } => ("sem-hold", 0),
+        Mode::SemWait { .. } => ("sem-wait", 0),
     };
     ChildProcess::spawn(
         format!("the {mode_name} child"),
@@ -90,6 +111,7 @@ pub(crate) fn spawn(
             (NAME, name.to_owned()),
             (SECTIONS, sections.to_string()),
             (TTL_MS, ttl.as_millis().to_string()),
+            (PERMITS, permits.to_string()),
         ],
     )
 }
@@ -132,6 +154,20 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
         };
         let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
         return multi_child(builder, mode, sections).await;
+    }
+    if mode.starts_with("sem-") {
+        let permits = var(PERMITS)?.parse().map_err(|e| format!("{e}"))?;
+        let builder = Semaphore::builder(var(NAME)?, permits, queries)
+            .ttl(ttl)
+            .holder(format!("conformance child {mode}"));
+        // As for a lock: only a wake-up on release makes a waiter with the default poll
+        // interval fast.
+        let builder = match mode {
+            "sem-wait" => builder,
+            _ => builder.poll_interval(Duration::from_millis(5)),
+        };
+        let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
+        return semaphore_child(builder, mode, sections).await;
     }
     if let Some(election) = election_mode(mode) {
         let builder = Election::builder(var(NAME)?, queries)
@@ -343,6 +379,59 @@ async fn multi_child(builder: MultiLockBuilder, mode: &str, sections: usize) -> 
             let _guard = lock.acquire().await.map_err(|e| e.to_string())?;
             println!("ACQUIRED");
             std::future::pending::<()>().await;
+        }
+        other => return Err(format!("unknown child mode {other:?}")),
+    }
+    Ok(())
+}
+
+/// The semaphore part of a child, for the `sem-` modes.
+async fn semaphore_child(
+    builder: SemaphoreBuilder,
+    mode: &str,
+    sections: usize,
+) -> Result<(), String> {
+    let semaphore = builder.build().map_err(|e| e.to_string())?;
+    match mode {
+        "sem-contend" => {
+            let mut report = String::new();
+            for _ in 0..sections {
+                let permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+                let entry = wall_ns();
+                // Long enough for sections of other processes to run alongside.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let exit = wall_ns();
+                if permit.is_lost() {
+                    return Err(format!("lost the permit in a section: {permit:?}"));
+                }
+                report.push_str(&format!(
+                    "SECTION {} {} {entry} {exit}\n",
+                    permit.permit(),
+                    permit.fencing_token()
+                ));
+                permit.release().await.map_err(|e| e.to_string())?;
+            }
+            print!("{report}");
+        }
+        "sem-hold" => {
+            let permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+            println!("ACQUIRED {} {}", permit.permit(), permit.fencing_token());
+            std::future::pending::<()>().await;
+        }
+        "sem-wait" => {
+            if semaphore
+                .try_acquire()
+                .await
+                .map_err(|e| e.to_string())?
+                .acquired()
+                .is_some()
+            {
+                return Err("a permit was free; the parent should hold them all".into());
+            }
+            println!("WAITING");
+            let permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+            println!("ACQUIRED {}", wall_ns());
+            permit.release().await.map_err(|e| e.to_string())?;
         }
         other => return Err(format!("unknown child mode {other:?}")),
     }

@@ -68,6 +68,11 @@ impl LockAdmin {
         }
     }
 
+    /// The query interface, for the administration of other primitives' rows.
+    pub(crate) fn queries(&self) -> &Arc<dyn QueryInterface> {
+        &self.queries
+    }
+
     /// The lock table.
     pub fn table(&self) -> &TableName {
         &self.table

@@ -20,11 +20,13 @@ use crate::{Dialect, DistributedLock, Error, MultiLock, Result};
 #[must_use]
 pub struct LockBuilder<L = DistributedLock> {
     /// A lock's name; empty for a multi-lock until built.
-    name: String,
+    pub(crate) name: String,
     /// A multi-lock's names, as given.
     names: Vec<String>,
-    queries: Arc<dyn QueryInterface>,
-    options: RawOptions,
+    /// A semaphore's permits, as given; 0 for other primitives.
+    pub(crate) permits: u32,
+    pub(crate) queries: Arc<dyn QueryInterface>,
+    pub(crate) options: RawOptions,
     built: PhantomData<fn() -> L>,
 }
 
@@ -32,11 +34,30 @@ pub struct LockBuilder<L = DistributedLock> {
 /// defaults; [`build`](LockBuilder::build) validates them and the names.
 pub type MultiLockBuilder = LockBuilder<MultiLock>;
 
+impl<L> LockBuilder<L> {
+    /// A builder for a semaphore (`L`) of `name` with `permits`.
+    pub(crate) fn for_permits(
+        name: String,
+        permits: u32,
+        queries: Arc<dyn QueryInterface>,
+    ) -> Self {
+        Self {
+            name,
+            names: Vec::new(),
+            permits,
+            queries,
+            options: RawOptions::default(),
+            built: PhantomData,
+        }
+    }
+}
+
 impl LockBuilder {
     pub(crate) fn new(name: String, queries: Arc<dyn QueryInterface>) -> Self {
         Self {
             name,
             names: Vec::new(),
+            permits: 0,
             queries,
             options: RawOptions::default(),
             built: PhantomData,
@@ -49,6 +70,7 @@ impl MultiLockBuilder {
         Self {
             name: String::new(),
             names,
+            permits: 0,
             queries,
             options: RawOptions::default(),
             built: PhantomData,
@@ -107,7 +129,7 @@ pub(crate) fn validate_name(name: &str, dialect: Dialect) -> Result<()> {
 
 /// The state a lock's clones share, for `name` (a multi-lock's: its JSON array, with
 /// `set`).
-fn inner(
+pub(crate) fn inner(
     name: String,
     set: Option<NameSet>,
     queries: Arc<dyn QueryInterface>,
@@ -227,6 +249,7 @@ impl<L> fmt::Debug for LockBuilder<L> {
         f.debug_struct("LockBuilder")
             .field("name", &self.name)
             .field("names", &self.names)
+            .field("permits", &self.permits)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }

@@ -171,6 +171,19 @@ pub enum Error {
         /// The fencing token the transaction was fenced with.
         token: FencingToken,
     },
+
+    /// A [`Semaphore`](crate::Semaphore) was built with another number of permits than
+    /// the one its name was defined with (by the first process that used it). The count
+    /// is part of the name's definition: a mix would let more holders in than either
+    /// count says.
+    PermitsMismatch {
+        /// The semaphore's name.
+        name: String,
+        /// The permits this caller asked for.
+        requested: u32,
+        /// The permits recorded for the name.
+        defined: i64,
+    },
 }
 
 impl Error {
@@ -261,7 +274,8 @@ impl fmt::Display for Error {
             | Self::NameTooLong { .. }
             | Self::InvalidTableName { .. }
             | Self::InvalidOption(_)
-            | Self::InvalidToken { .. } => self.fmt_input(f),
+            | Self::InvalidToken { .. }
+            | Self::PermitsMismatch { .. } => self.fmt_input(f),
             Self::Unreachable { .. }
             | Self::Authentication { .. }
             | Self::PermissionDenied { .. }
@@ -301,6 +315,18 @@ impl Error {
                 f,
                 "{input:?} is not a fencing token; tokens are positive whole numbers, as \
                      listed with each lock"
+            ),
+            Self::PermitsMismatch {
+                name,
+                requested,
+                defined,
+            } => write!(
+                f,
+                "the semaphore {name:?} has {defined} permits, but this process asked for \
+                     {requested}; every process must use the same count. To change it, stop \
+                     every process using the old count, then remove the definition \
+                     (`dlock release --semaphore {name:?} --definition`, or \
+                     `LockAdmin::remove_semaphore`) and start them with the new one"
             ),
             _ => unreachable!("BUG: {self:?} is not an error of this kind"),
         }

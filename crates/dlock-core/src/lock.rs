@@ -223,29 +223,7 @@ impl DistributedLock {
         } else {
             self.acquire().await?
         };
-        let lease = guard.lease().clone();
-        let result = match lease.run_while_held(job(lease.clone())).await {
-            Ok(result) => result,
-            Err(reason) => Err(lease.lost_error(reason).into()),
-        };
-        // A job that blocked its thread past the deadline finished unprotected.
-        let result = match (result, lease.loss_reason()) {
-            (Ok(_), Some(reason)) if reason != LossReason::Released => {
-                Err(lease.lost_error(reason).into())
-            }
-            (result, _) => result,
-        };
-        let released = guard.release().await;
-        match result {
-            // The job finished while the lock was held (the select above would have caught
-            // a loss first). A failed release only means the lease expires by its TTL, so
-            // the job's value is not thrown away for it.
-            Ok(value) => {
-                drop(released);
-                Ok(Outcome::Ran(value))
-            }
-            Err(error) => Err(error),
-        }
+        run_job(guard, job).await
     }
 
     /// Creates the lock table if it does not exist. Optional: the table is created on
@@ -261,6 +239,41 @@ impl DistributedLock {
     /// Cancel safe: `CREATE TABLE IF NOT EXISTS` either ran or did not.
     pub async fn create_table(&self) -> Result<()> {
         self.inner.create_table().await
+    }
+}
+
+/// Runs `job` under `guard`'s lease and releases it afterwards, as
+/// [`DistributedLock::lock`] describes: the job is dropped at a loss, a job that blocked
+/// its thread past the deadline reports the loss, and a failed release after a job that
+/// succeeded is not an error.
+pub(crate) async fn run_job<F, Fut, T, E>(guard: LockGuard, job: F) -> Result<Outcome<T>, E>
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<Error>,
+{
+    let lease = guard.lease().clone();
+    let result = match lease.run_while_held(job(lease.clone())).await {
+        Ok(result) => result,
+        Err(reason) => Err(lease.lost_error(reason).into()),
+    };
+    // A job that blocked its thread past the deadline finished unprotected.
+    let result = match (result, lease.loss_reason()) {
+        (Ok(_), Some(reason)) if reason != LossReason::Released => {
+            Err(lease.lost_error(reason).into())
+        }
+        (result, _) => result,
+    };
+    let released = guard.release().await;
+    match result {
+        // The job finished while the lock was held (the select above would have caught
+        // a loss first). A failed release only means the lease expires by its TTL, so
+        // the job's value is not thrown away for it.
+        Ok(value) => {
+            drop(released);
+            Ok(Outcome::Ran(value))
+        }
+        Err(error) => Err(error),
     }
 }
 

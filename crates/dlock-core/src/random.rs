@@ -28,6 +28,20 @@ pub(crate) fn fraction() -> f64 {
     numerator / (1u64 << 53) as f64
 }
 
+/// A uniformly random index below `n` (which must not be 0), as far as a 64-bit draw
+/// modulo `n` is uniform: for the small `n` it picks among, a bias below 2^-50.
+pub(crate) fn below(n: usize) -> usize {
+    let n64 = u64::try_from(n).unwrap_or(u64::MAX).max(1);
+    usize::try_from(random_u64() % n64).unwrap_or(0)
+}
+
+/// `items` in a random order (Fisher–Yates).
+pub(crate) fn shuffle<T>(items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, below(i + 1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,7 +362,7 @@ mod meter {
     use metrics::{SharedString, Unit, describe_counter, describe_histogram};
 
     /// Per-lock state of the metrics, made when the lock is built.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     pub(crate) struct LockTelemetry {
         /// The `lock` label, shared so that recording a metric does not copy the name.
         lock: SharedString,
@@ -420,7 +420,7 @@ mod meter {
 mod meter {
     use tokio::time::Instant;
 
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     pub(crate) struct LockTelemetry;
 
     impl LockTelemetry {

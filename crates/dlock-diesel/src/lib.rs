@@ -30,6 +30,11 @@ pub use dlock_core::{
     MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
     TransactionPooler,
 };
+#[doc(no_inline)]
+pub use dlock_core::{
+    MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
+    SemaphoreRemoval,
+};
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;

@@ -25,6 +25,11 @@ pub use dlock_core::{
     MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
     TransactionPooler,
 };
+#[doc(no_inline)]
+pub use dlock_core::{
+    MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
+    SemaphoreRemoval,
+};
 use dlock_sqlx::SqlxQueries;
 #[doc(no_inline)]
 pub use sea_orm;

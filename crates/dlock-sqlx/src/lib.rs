@@ -28,6 +28,11 @@ pub use dlock_core::{
     TransactionPooler,
 };
 #[doc(no_inline)]
+pub use dlock_core::{
+    MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
+    SemaphoreRemoval,
+};
+#[doc(no_inline)]
 pub use sqlx;
 
 pub use backend::SqlxDatabase;

@@ -27,6 +27,11 @@ pub use dlock_core::{
     TransactionPooler,
 };
 #[doc(no_inline)]
+pub use dlock_core::{
+    MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
+    SemaphoreRemoval,
+};
+#[doc(no_inline)]
 pub use tokio_postgres;
 
 /// The query interface over a `deadpool_postgres::Pool` or a `tokio_postgres::Client`.

@@ -68,6 +68,12 @@ pub(crate) struct Args {
     /// every election; the run fails if an observer sees a term go backwards.
     #[arg(long)]
     pub(crate) election: bool,
+    /// Semaphores of N permits instead of locks: each name is a semaphore, each critical
+    /// section holds one permit (its ledger name is the permit's row, `name#i`); the run
+    /// fails if more than N sections of one semaphore overlap, or any two of one permit.
+    #[arg(long, value_name = "N", conflicts_with = "election",
+          value_parser = clap::value_parser!(u32).range(2..=i64::from(dlock_core::MAX_PERMITS)))]
+    pub(crate) semaphore: Option<u32>,
 }
 
 impl Args {

@@ -91,6 +91,42 @@ pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
     verdict
 }
 
+/// `--semaphore`: checks that no more than `permits` committed sections of one semaphore
+/// (the sections of its permits' rows, `name#i`) ran at any instant; each instant with
+/// more counts as an overlap. Returns the most sections seen at once on any semaphore.
+pub(crate) fn check_permits(sections: &[Section], permits: u32, verdict: &mut Verdict) -> usize {
+    let mut by_semaphore: BTreeMap<&str, Vec<(i64, i32)>> = BTreeMap::new();
+    for section in sections {
+        let (Some((semaphore, _permit)), Some(exit)) =
+            (section.name.rsplit_once('#'), section.exit_us)
+        else {
+            continue;
+        };
+        let events = by_semaphore.entry(semaphore).or_default();
+        events.push((section.entry_us, 1));
+        events.push((exit, -1));
+    }
+    let bound = i32::try_from(permits).unwrap_or(i32::MAX);
+    let mut most = 0;
+    for (semaphore, mut events) in by_semaphore {
+        // At one instant, exits before entries: a section that ends as another starts
+        // does not run alongside it.
+        events.sort_unstable();
+        let mut running = 0;
+        for (at, change) in events {
+            running += change;
+            most = most.max(running);
+            if change > 0 && running > bound {
+                verdict.overlaps += 1;
+                verdict.details.push(format!(
+                    "{semaphore}: {running} sections ran at once at {at} us, on {permits} permits"
+                ));
+            }
+        }
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +139,25 @@ mod tests {
             entry_us,
             exit_us,
         }
+    }
+
+    #[test]
+    fn more_sections_of_a_semaphore_than_permits_are_overlaps() {
+        let sections = [
+            section("s#1", 1, 0, Some(100)),
+            section("s#2", 1, 10, Some(100)),
+            // Ends as the next starts: not alongside it.
+            section("s#3", 1, 20, Some(50)),
+            section("s#3", 2, 50, Some(60)),
+            // Another semaphore is independent; a section without exit is not counted.
+            section("t#1", 1, 0, Some(100)),
+            section("s#1", 2, 30, None),
+        ];
+        let mut verdict = check(&sections, &[]);
+        assert_eq!(check_permits(&sections, 3, &mut verdict), 3);
+        assert!(verdict.is_clean(), "{verdict:?}");
+        assert_eq!(check_permits(&sections, 2, &mut verdict), 3);
+        assert_eq!(verdict.overlaps, 2, "{verdict:?}");
     }
 
     #[test]

@@ -302,7 +302,7 @@ struct Coordinator {
     restart_holds: (usize, usize),
     /// The lock table, read to aim faults at renewals and acquisitions.
     locks: LockAdmin,
-    /// The run's lock names.
+    /// The rows the workers take: the run's lock names, or (`--semaphore`) its permits' rows.
     names: Vec<String>,
     /// After this no fault may begin: a fault that waits for its target gives up then.
     inject_until: Instant,
@@ -395,9 +395,17 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
             args.election
                 .then(|| (worker_main::ELECTION, "1".to_owned())),
         )
+        .chain(
+            args.semaphore
+                .map(|permits| (worker_main::SEMAPHORE, permits.to_string())),
+        )
         .collect(),
     };
-    let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    let mut table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;
+    if args.semaphore.is_some() {
+        // The permits' rows, which the workers report holding, are in the companion table.
+        table = table.companion().map_err(|error| error.to_string())?;
+    }
     let locks = LockAdmin::with_table(Arc::clone(&database.admin), table);
     let mut coordinator = Coordinator {
         args: args.clone(),
@@ -412,7 +420,14 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
         problems: Vec::new(),
         restart_holds: (0, 0),
         locks,
-        names: names.clone(),
+        // The rows of what the workers hold: the locks', or each semaphore's permits'.
+        names: match args.semaphore {
+            None => names.clone(),
+            Some(permits) => names
+                .iter()
+                .flat_map(|name| (1..=permits).map(move |permit| format!("{name}#{permit}")))
+                .collect(),
+        },
         inject_until: Instant::now() + args.duration(),
         short_stops_in_window: 0,
         failovers: Vec::new(),
@@ -495,6 +510,10 @@ impl Coordinator {
         let (sections, losses) =
             patiently(|| ledger::read(&self.database.admin, self.sql, run)).await?;
         let mut verdict = check(&sections, &losses);
+        if let Some(permits) = self.args.semaphore {
+            let most = crate::check::check_permits(&sections, permits, &mut verdict);
+            println!("semaphore: permits={permits} most_at_once={most}");
+        }
         check_failovers(&self.failovers, &states, &mut verdict);
         let faults: Vec<_> = self
             .faults

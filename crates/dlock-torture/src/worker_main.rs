@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
-use dlock_core::{DistributedLock, Election, Error, Leadership, Lease, LockGuard};
+use dlock_core::{
+    DistributedLock, Election, Error, Leadership, Lease, LockGuard, Semaphore, SemaphorePermit,
+};
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
@@ -50,6 +52,8 @@ pub(crate) const TTL_MS: &str = "DLOCK_TORTURE_TTL_MS";
 pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
 /// Set for `--election`.
 pub(crate) const ELECTION: &str = "DLOCK_TORTURE_ELECTION";
+/// `--semaphore`'s number of permits.
+pub(crate) const SEMAPHORE: &str = "DLOCK_TORTURE_SEMAPHORE";
 
 /// How long the work of a section lasts, at most (it is random from a fifth of this).
 const WORK: Duration = Duration::from_millis(60);
@@ -137,9 +141,28 @@ async fn worker_main() -> Result<(), String> {
         .pool(dialect, &variable(URL)?, PoolOptions::new(3))
         .await?;
     let election = std::env::var_os(ELECTION).is_some();
+    let permits: Option<u32> = match std::env::var(SEMAPHORE) {
+        Ok(permits) => Some(
+            permits
+                .parse()
+                .map_err(|_| format!("{SEMAPHORE} is not a number"))?,
+        ),
+        Err(_) => None,
+    };
     let locks = variable(NAMES)?
         .split(',')
         .map(|name| {
+            if let Some(permits) = permits {
+                let semaphore = Semaphore::builder(name, permits, Arc::clone(&queries))
+                    .table(LOCK_TABLE)
+                    .ttl(ttl)
+                    .poll_interval(POLL)
+                    .acquire_timeout(ttl * 3)
+                    .holder(holder_label(index))
+                    .build()
+                    .map_err(|error| error.to_string())?;
+                return Ok(Contested::Semaphore(semaphore));
+            }
             let lock = DistributedLock::builder(name, Arc::clone(&queries))
                 .table(LOCK_TABLE)
                 .ttl(ttl)
@@ -217,27 +240,24 @@ async fn follow_input(stopping: Arc<AtomicBool>, long_work_ms: Arc<AtomicU64>) {
 enum Contested {
     Lock(DistributedLock),
     Election(Election),
+    /// With `--semaphore`: one of its permits.
+    Semaphore(Semaphore),
 }
 
-/// A held lock, or a leadership.
+/// A held lock, a leadership, or a permit.
 enum Held {
     Guard(LockGuard),
     Leadership(Leadership),
+    Permit(SemaphorePermit),
 }
 
 impl Contested {
-    fn name(&self) -> &str {
-        match self {
-            Self::Lock(lock) => lock.name(),
-            Self::Election(election) => election.name(),
-        }
-    }
-
     /// Acquires the lock, or campaigns until leading; [`Error::Timeout`] after the lock's
     /// acquire timeout, which a campaign, waiting for as long as it takes, is given here.
     async fn take(&self, ttl: Duration) -> Result<Held, Error> {
         match self {
             Self::Lock(lock) => lock.acquire().await.map(Held::Guard),
+            Self::Semaphore(semaphore) => semaphore.acquire().await.map(Held::Permit),
             Self::Election(election) => {
                 match tokio::time::timeout(ttl * 3, election.campaign()).await {
                     Ok(leadership) => leadership.map(Held::Leadership),
@@ -257,6 +277,7 @@ impl Held {
         match self {
             Self::Guard(guard) => guard.lease(),
             Self::Leadership(leadership) => leadership.lease(),
+            Self::Permit(permit) => permit.lease(),
         }
     }
 
@@ -265,6 +286,7 @@ impl Held {
         match self {
             Self::Guard(guard) => guard.release().await,
             Self::Leadership(leadership) => leadership.resign().await,
+            Self::Permit(permit) => permit.release().await,
         }
     }
 }
@@ -293,7 +315,9 @@ async fn section(worker: &Worker, lock: &Contested, long_work_ms: &AtomicU64) {
         }
     };
     let lease = guard.lease().clone();
-    let (name, token) = (lock.name(), lease.fencing_token().get());
+    // The lease's name: the lock's, or a semaphore's permit row (`name#i`), so that the
+    // ledger and the checker see each permit as a lock of its own.
+    let (name, token) = (lease.name(), lease.fencing_token().get());
     let owner = lease.owner_id().to_owned();
     println!("HOLD {name} {token} {owner}");
     let (done, done_rx) = oneshot::channel();

@@ -4,6 +4,8 @@
 //!
 //! A fifth run holds elections instead of locks (tokio-postgres on PostgreSQL, a leader
 //! killed or frozen): terms must not overlap, and observers must never see one go back.
+//! A sixth holds semaphore permits (SeaORM on MariaDB, 2 permits, holders killed or
+//! frozen): never more sections at once than permits, never two on one permit.
 //!
 //! The faults that aim at the windows between a holder's local deadline and its lease's
 //! end (short-stop, delayed-acquire, hung-renewal) do not fit in 25 s after the four
@@ -19,7 +21,7 @@ use std::process::{Command, ExitCode};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// The runs; each is a test of its own, so a skipped one shows as ignored by name.
-static RUNS: [Run; 5] = [
+static RUNS: [Run; 6] = [
     Run {
         args: &["--adapter", "tokio-postgres", "--dialect", "postgres"],
         url_var: "DLOCK_TEST_POSTGRES_URL",
@@ -53,6 +55,22 @@ static RUNS: [Run; 5] = [
         url_var: "DLOCK_TEST_POSTGRES_URL",
         faults: &["kill", "stop"],
     },
+    // Semaphores of 2 permits on one name, 4 workers: never more than 2 sections at
+    // once, never 2 on one permit, with holders killed or frozen.
+    Run {
+        args: &[
+            "--adapter",
+            "seaorm",
+            "--dialect",
+            "mysql",
+            "--semaphore",
+            "2",
+            "--names",
+            "1",
+        ],
+        url_var: "DLOCK_TEST_MYSQL_URL",
+        faults: &["kill", "stop"],
+    },
 ];
 
 struct Run {
@@ -69,9 +87,13 @@ fn main() -> ExitCode {
     let trials = RUNS
         .iter()
         .map(|run| {
-            let elections = match run.args.contains(&"--election") {
-                true => "_elections",
-                false => "",
+            let elections = match (
+                run.args.contains(&"--election"),
+                run.args.contains(&"--semaphore"),
+            ) {
+                (true, _) => "_elections",
+                (_, true) => "_semaphores",
+                _ => "",
             };
             let name = format!(
                 "{}_on_{}{elections}_survives_the_faults",

@@ -6,6 +6,7 @@ mod floors;
 mod idle_waiters;
 mod locking;
 mod multi;
+mod semaphore;
 mod skip;
 mod statements;
 
@@ -35,6 +36,8 @@ pub(crate) enum Scenario {
     IdleWaiters,
     Election,
     MultiUncontended,
+    SemaphoreUncontended,
+    SemaphoreHandover,
 }
 
 impl Scenario {
@@ -51,6 +54,8 @@ impl Scenario {
             Self::IdleWaiters => "idle_waiters",
             Self::Election => "election",
             Self::MultiUncontended => "multi_uncontended",
+            Self::SemaphoreUncontended => "semaphore_uncontended",
+            Self::SemaphoreHandover => "semaphore_handover",
         }
     }
 
@@ -68,6 +73,8 @@ impl Scenario {
             Self::IdleWaiters => idle_waiters::run(context).await,
             Self::Election => election::run(context).await,
             Self::MultiUncontended => multi::uncontended(context).await,
+            Self::SemaphoreUncontended => semaphore::uncontended(context).await,
+            Self::SemaphoreHandover => semaphore::handover(context).await,
         }
     }
 }

@@ -13,6 +13,7 @@ mod multi;
 mod names;
 mod refusals;
 mod release;
+mod semaphore;
 mod session;
 mod skip;
 mod sql_mode;
@@ -182,6 +183,13 @@ scenarios![
     multi::multi_lock_loss_of_one_name_is_the_loss_of_all,
     multi::multi_lock_killed_holder_frees_every_name_within_ttl,
     multi::multi_lock_waiter_in_another_process_wakes_on_a_release,
+    semaphore::semaphore_bound_is_never_exceeded,
+    semaphore::semaphore_permits_all_obtainable_and_no_more,
+    semaphore::semaphore_killed_holder_frees_its_permit_within_ttl,
+    semaphore::semaphore_waiter_in_another_process_wakes_on_a_release,
+    semaphore::semaphore_permit_loss_fires_before_another_takes_it,
+    semaphore::semaphore_permits_mismatch_and_zero_are_errors,
+    semaphore::semaphore_waiting_only_reads,
 ];
 
 #[cfg(test)]

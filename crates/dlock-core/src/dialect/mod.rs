@@ -5,6 +5,7 @@
 
 mod mysql;
 mod postgres;
+mod semaphore;
 mod sqlite;
 
 use std::fmt;
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 use crate::adapter::{ColumnType, QueryError, Statement, StatementKind, Value};
 use crate::{FencingToken, TableName};
+
+pub(crate) use semaphore::SemaphoreSql;
 
 /// The SQL dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

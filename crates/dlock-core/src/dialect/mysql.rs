@@ -66,8 +66,8 @@ pub(super) fn is_conflict(error: &QueryError) -> bool {
 }
 
 /// The key of the name bound at the placeholder.
-const KEY: &str = "UNHEX(SHA2(CONVERT(? USING utf8mb4), 256))";
-const NOW: &str = "UTC_TIMESTAMP(6)";
+pub(super) const KEY: &str = "UNHEX(SHA2(CONVERT(? USING utf8mb4), 256))";
+pub(super) const NOW: &str = "UTC_TIMESTAMP(6)";
 /// Whether the row is free to take: released (no lease) or its lease has ended. Not
 /// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
 const FREE: &str = "(expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6))";
@@ -259,7 +259,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
 /// joined to their rows by key: `JSON_TABLE` first (`STRAIGHT_JOIN`), so that each row
 /// is found by its primary key and locked in name order, never by a scan of the table
 /// (an UPDATE locks every row it scans).
-fn wanted(t: &str) -> String {
+pub(super) fn wanted(t: &str) -> String {
     format!(
         "JSON_TABLE(?, '$[*]' COLUMNS (n TEXT PATH '$')) AS w
          STRAIGHT_JOIN {t} AS l ON l.name_hash = UNHEX(SHA2(CONVERT(w.n USING utf8mb4), 256))"

@@ -78,7 +78,7 @@ const EPOCH_HOLDER: &str = "dlock: the newest epoch (timeline) seen, and since w
 /// holders' renewals now fail, and their leases end by their local deadline, less than a
 /// lease after they were sent, before the promotion. So for one lease (the acquirer's TTL)
 /// after the table first sees a new epoch, nobody acquires.
-const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over, and holders the new \
+pub(super) const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over, and holders the new \
      primary never heard of may still hold their leases (lock-delay)";
 
 /// What taking a row over sets (`l`, the row; `$2`, `$3`, `$4`: owner, holder, TTL in
@@ -390,7 +390,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
 
 /// The names of a multi-lock, bound as one JSON array of distinct names (`$1`), so that
 /// the statements are the same text for any number of names.
-const WANTED: &str = "SELECT value AS name FROM json_array_elements_text($1::json)";
+pub(super) const WANTED: &str = "SELECT value AS name FROM json_array_elements_text($1::json)";
 
 /// The statements of a multi-lock (see [`super::SetTemplates`]).
 pub(super) fn set_templates(table: &TableName) -> SetTemplates {

@@ -35,7 +35,7 @@ pub(super) fn is_missing_table(error: &QueryError) -> bool {
     error.to_string().contains("no such table")
 }
 
-const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+pub(super) const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 /// The `INFO` columns of every lock (see [`super::INFO`]). `'now'` is one instant per
 /// row returned (per `sqlite3_step`), so each row's times and liveness agree.
@@ -192,7 +192,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
 }
 
 /// The names of a multi-lock, bound as one JSON array of distinct names (`?1`).
-const WANTED: &str = "SELECT value FROM json_each(?1)";
+pub(super) const WANTED: &str = "SELECT value FROM json_each(?1)";
 
 /// The statements of a multi-lock (see [`super::SetTemplates`]).
 pub(super) fn set_templates(table: &TableName) -> SetTemplates {
