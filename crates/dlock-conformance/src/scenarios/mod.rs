@@ -102,6 +102,8 @@ pub(crate) const TIMED: &[&str] = &[
     "observers_in_another_process_see_every_term_in_order",
     "a_herd_of_waiters_on_a_small_pool_all_get_their_turn",
     "try_acquire_names_the_holder",
+    "semaphore_killed_holder_frees_its_permit_within_ttl",
+    "semaphore_waiter_in_another_process_wakes_on_a_release",
 ];
 
 /// The scenarios that apply to `dialect` reached by `route`, by name, of the `concerns`
