@@ -30,7 +30,7 @@ mod scenarios;
 mod support;
 
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use dlock_core::Dialect;
 pub use dlock_testkit::Backend;
@@ -62,9 +62,9 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
     }
     let mut args = Arguments::from_args();
     // Most scenarios spend their time waiting for leases to end and processes to answer,
-    // not computing: several at once finish the suite in about half the time on two
-    // cores. Those that measure how soon something happens run alone (see `TIMED`).
-    args.test_threads.get_or_insert(CONCURRENT_SCENARIOS);
+    // not computing: several at once finish the suite sooner on two cores. Those that
+    // measure how soon something happens take more room (see `Room`).
+    args.test_threads.get_or_insert(ROOM);
     let mut targets = Vec::new();
     for &dialect in dialects {
         match TestDatabase::new(dialect, "dlock-conformance") {
@@ -79,8 +79,8 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
             targets.push((route.key(), TestDatabase::pgbouncer(), route));
         }
     }
-    // Timed scenarios first: each then runs alone while the others wait to start, rather
-    // than stopping the others mid-run to wait for them to drain.
+    // Timed scenarios first, while nothing else runs, rather than held up waiting for
+    // room among the others.
     let (mut timed_trials, mut trials) = (Vec::new(), Vec::new());
     for (prefix, database, route) in &targets {
         let dialect = database.dialect();
@@ -102,12 +102,7 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
                     if needs_rig && let Err(error) = dlock_testkit::failover::available() {
                         return dlock_testkit::unreachable(&error);
                     }
-                    // A timed scenario waits for the others to finish and keeps new
-                    // ones out until it is done; the others run side by side.
-                    let _alone =
-                        timed.then(|| TURNS.write().unwrap_or_else(PoisonError::into_inner));
-                    let _shared =
-                        (!timed).then(|| TURNS.read().unwrap_or_else(PoisonError::into_inner));
+                    let _room = Room::take(if timed { TIMED_ROOM } else { 1 });
                     run_trial(env, &about, &reachable, scenario)
                 },
             ));
@@ -120,11 +115,37 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
     conclusion.exit_code()
 }
 
-/// How many scenarios run at once by default (`--test-threads` overrides it).
-const CONCURRENT_SCENARIOS: usize = 4;
+/// How many scenarios run at once by default (`--test-threads` overrides it), each
+/// taking one unit of room.
+const ROOM: usize = 4;
+/// The room a timed scenario takes: at most two at once, or one beside two others — as
+/// loaded as the suite used to run them, two scenarios at a time, with their slack.
+const TIMED_ROOM: usize = ROOM / 2;
 
-/// Taken shared by every scenario, and exclusively by a timed one.
-static TURNS: RwLock<()> = RwLock::new(());
+/// The room the running scenarios take, out of [`ROOM`].
+static TAKEN: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+/// Room taken by a running scenario, given back on drop.
+struct Room(usize);
+
+impl Room {
+    fn take(units: usize) -> Self {
+        let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
+        while *taken + units > ROOM {
+            taken = FREED.wait(taken).unwrap_or_else(PoisonError::into_inner);
+        }
+        *taken += units;
+        Self(units)
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        *TAKEN.lock().unwrap_or_else(PoisonError::into_inner) -= self.0;
+        FREED.notify_all();
+    }
+}
 
 fn run_trial(
     env: Env,

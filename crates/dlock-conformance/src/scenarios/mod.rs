@@ -78,9 +78,9 @@ pub(crate) const NEEDS_FAILOVER_RIG: &[&str] = &[
 ];
 
 /// Scenarios that assert how soon something happens — a wake-up, a takeover, a loss
-/// signal before a deadline — with a slack sized for a machine doing nothing else. They
-/// run alone: the suite runs the others several at once (see `lib.rs`), and their
-/// processes would eat into the slack.
+/// signal before a deadline — with a slack sized for a machine doing little else. The
+/// suite runs scenarios several at once, but no more beside these than their slack was
+/// sized for (see `Room` in `lib.rs`).
 pub(crate) const TIMED: &[&str] = &[
     "waiter_in_another_process_wakes_on_release",
     "waiter_in_another_process_wakes_on_force_release",
