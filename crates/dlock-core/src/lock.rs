@@ -223,6 +223,35 @@ impl DistributedLock {
         } else {
             self.acquire().await?
         };
+        run_job(guard, job).await
+    }
+
+    /// Creates the lock table if it does not exist. Optional: the table is created on
+    /// first use anyway; call this at start-up to surface a missing privilege early.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CreateTable`] when the table does not exist and cannot be created (the
+    /// message says what to grant or run instead); the database's error otherwise.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Cancel safe: `CREATE TABLE IF NOT EXISTS` either ran or did not.
+    pub async fn create_table(&self) -> Result<()> {
+        self.inner.create_table().await
+    }
+}
+
+/// Runs `job` under `guard`'s lease and releases it afterwards, as
+/// [`DistributedLock::lock`] describes: the job is dropped at a loss, a job that blocked
+/// its thread past the deadline reports the loss, and a failed release after a job that
+/// succeeded is not an error.
+pub(crate) async fn run_job<F, Fut, T, E>(guard: LockGuard, job: F) -> Result<Outcome<T>, E>
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<Error>,
+{
         let lease = guard.lease().clone();
         let result = match lease.run_while_held(job(lease.clone())).await {
             Ok(result) => result,
@@ -246,22 +275,6 @@ impl DistributedLock {
             }
             Err(error) => Err(error),
         }
-    }
-
-    /// Creates the lock table if it does not exist. Optional: the table is created on
-    /// first use anyway; call this at start-up to surface a missing privilege early.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::CreateTable`] when the table does not exist and cannot be created (the
-    /// message says what to grant or run instead); the database's error otherwise.
-    ///
-    /// # Cancel Safety
-    ///
-    /// Cancel safe: `CREATE TABLE IF NOT EXISTS` either ran or did not.
-    pub async fn create_table(&self) -> Result<()> {
-        self.inner.create_table().await
-    }
 }
 
 impl fmt::Debug for DistributedLock {
