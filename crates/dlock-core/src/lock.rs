@@ -252,29 +252,29 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: From<Error>,
 {
-        let lease = guard.lease().clone();
-        let result = match lease.run_while_held(job(lease.clone())).await {
-            Ok(result) => result,
-            Err(reason) => Err(lease.lost_error(reason).into()),
-        };
-        // A job that blocked its thread past the deadline finished unprotected.
-        let result = match (result, lease.loss_reason()) {
-            (Ok(_), Some(reason)) if reason != LossReason::Released => {
-                Err(lease.lost_error(reason).into())
-            }
-            (result, _) => result,
-        };
-        let released = guard.release().await;
-        match result {
-            // The job finished while the lock was held (the select above would have caught
-            // a loss first). A failed release only means the lease expires by its TTL, so
-            // the job's value is not thrown away for it.
-            Ok(value) => {
-                drop(released);
-                Ok(Outcome::Ran(value))
-            }
-            Err(error) => Err(error),
+    let lease = guard.lease().clone();
+    let result = match lease.run_while_held(job(lease.clone())).await {
+        Ok(result) => result,
+        Err(reason) => Err(lease.lost_error(reason).into()),
+    };
+    // A job that blocked its thread past the deadline finished unprotected.
+    let result = match (result, lease.loss_reason()) {
+        (Ok(_), Some(reason)) if reason != LossReason::Released => {
+            Err(lease.lost_error(reason).into())
         }
+        (result, _) => result,
+    };
+    let released = guard.release().await;
+    match result {
+        // The job finished while the lock was held (the select above would have caught
+        // a loss first). A failed release only means the lease expires by its TTL, so
+        // the job's value is not thrown away for it.
+        Ok(value) => {
+            drop(released);
+            Ok(Outcome::Ran(value))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 impl fmt::Debug for DistributedLock {

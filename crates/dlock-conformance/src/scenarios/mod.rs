@@ -13,6 +13,7 @@ mod multi;
 mod names;
 mod refusals;
 mod release;
+mod rwlock;
 mod session;
 mod skip;
 mod sql_mode;
@@ -22,6 +23,8 @@ use std::pin::Pin;
 
 use dlock_core::Dialect;
 use dlock_testkit::Route;
+
+pub(crate) use rwlock::child as rw_child;
 
 use crate::support::{Env, Verdict};
 
@@ -144,4 +147,9 @@ scenarios![
     multi::multi_lock_loss_of_one_name_is_the_loss_of_all,
     multi::multi_lock_killed_holder_frees_every_name_within_ttl,
     multi::multi_lock_waiter_in_another_process_wakes_on_a_release,
+    rwlock::rw_readers_share_and_tokens_order_reads_and_writes,
+    rwlock::rw_writes_exclude_every_other_section_across_processes,
+    rwlock::rw_writer_gets_in_under_a_continuous_reader_load,
+    rwlock::rw_killed_reader_and_writer_free_within_their_lease,
+    rwlock::rw_reader_and_writer_learn_of_their_loss_first,
 ];

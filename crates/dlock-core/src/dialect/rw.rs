@@ -431,7 +431,11 @@ mod tests {
                 ("create_gate", rw.create_gate("n")),
                 ("readers", rw.readers("n")),
             ];
-            statements.extend(reader.read_token("n", "o").map(|s| ("reader read_token", s)));
+            statements.extend(
+                reader
+                    .read_token("n", "o")
+                    .map(|s| ("reader read_token", s)),
+            );
             statements.extend(
                 reader
                     .acquire_returning("n", "o", "h", ttl)
