@@ -40,10 +40,10 @@ use crate::{Dialect, Error, FencingToken, Result, TableName};
 /// ```
 #[derive(Debug)]
 pub struct LockAdmin {
-    queries: Arc<dyn QueryInterface>,
+    pub(crate) queries: Arc<dyn QueryInterface>,
     table: TableName,
-    sql: Sql,
-    releases: Arc<ReleaseBroadcast>,
+    pub(crate) sql: Sql,
+    pub(crate) releases: Arc<ReleaseBroadcast>,
 }
 
 impl LockAdmin {

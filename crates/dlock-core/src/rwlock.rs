@@ -86,6 +86,7 @@ pub(crate) struct ReaderGate {
     pub(crate) name: String,
     create: Statement,
     readers: Statement,
+    purge: Statement,
     /// Whether the gate row is known to exist: set once it was created, cleared when an
     /// attempt took nothing (the gate may be a writer's, or gone), so that a gate deleted
     /// by an operator is created again by the next attempt.
@@ -136,6 +137,7 @@ impl RwLock {
             name: format!("{name}{GATE_SUFFIX}"),
             create: rw.create_gate(&name),
             readers: rw.readers(&name),
+            purge: rw.purge(&name),
             exists: AtomicBool::new(false),
         };
         let writer = inner(
@@ -233,7 +235,7 @@ impl RwLock {
             Attempt::Acquired(gate) => gate,
             Attempt::Held(writer) => return Ok(Attempt::Held(writer)),
         };
-        match self.readers().await? {
+        match self.readers().await?.last_to_leave {
             None => Ok(Attempt::Acquired(RwWriteGuard { guard: gate })),
             Some(reader) => {
                 // Not an error of this attempt: the gate's lease ends by itself otherwise.
@@ -329,9 +331,10 @@ impl RwLock {
         self.writer.create_table().await
     }
 
-    /// The live reader whose lease ends last (named with how many others are in), if
-    /// any is in. Never writes; bounded by the TTL, as a probe.
-    async fn readers(&self) -> Result<Option<Holder>> {
+    /// The readers in: the one whose lease ends last, named with how many others are
+    /// in; and how many reader rows have ended. Never writes; bounded by the TTL, as a
+    /// probe.
+    async fn readers(&self) -> Result<Readers> {
         let lock = self.reader.inner();
         let gate = lock.gate.as_ref().expect("BUG: a reader has its gate");
         let action = "read the readers";
@@ -343,24 +346,37 @@ impl RwLock {
             }
         };
         let rows = within(action, lock.options.ttl, reading).await?;
-        Ok(rows.into_iter().next().map(|row| {
-            let mut columns = row.into_iter();
-            let holder = match columns.next() {
-                Some(Value::Text(holder)) => holder,
-                _ => "an unnamed reader".to_owned(),
-            };
-            let expires_in = match columns.next() {
-                Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-                _ => Duration::ZERO,
-            };
-            let holder = match columns.next() {
-                Some(Value::Int(others @ 2..)) => {
-                    format!("{holder}, reading with {} others", others - 1)
-                }
-                _ => format!("{holder}, reading"),
-            };
-            Holder { holder, expires_in }
-        }))
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(Readers::default());
+        };
+        let count = |value: Option<&Value>| match value {
+            Some(Value::Int(count)) => u64::try_from(*count).unwrap_or(0),
+            _ => 0,
+        };
+        let (live, rows) = (count(row.get(2)), count(row.get(3)));
+        let ended = rows.saturating_sub(live);
+        if live == 0 {
+            return Ok(Readers {
+                last_to_leave: None,
+                ended,
+            });
+        }
+        let holder = match row.first() {
+            Some(Value::Text(holder)) => holder.clone(),
+            _ => "an unnamed reader".to_owned(),
+        };
+        let expires_in = match row.get(1) {
+            Some(Value::Int(ms)) => Duration::from_millis(u64::try_from(*ms).unwrap_or(0)),
+            _ => Duration::ZERO,
+        };
+        let holder = match live {
+            1 => format!("{holder}, reading"),
+            _ => format!("{holder}, reading with {} others", live - 1),
+        };
+        Ok(Readers {
+            last_to_leave: Some(Holder { holder, expires_in }),
+            ended,
+        })
     }
 
     /// Holding the gate, waits until no live reader is left; `last_holder` keeps the
@@ -376,9 +392,25 @@ impl RwLock {
         loop {
             let hears = readers.releases.hears(&mut interest).await;
             let nap = match self.readers().await {
-                Ok(None) if gate.is_held() => return Ok(gate),
-                Ok(None) => break,
-                Ok(Some(reader)) => {
+                Ok(Readers {
+                    last_to_leave: None,
+                    ended,
+                }) => {
+                    if ended > 0 {
+                        // Rows of crashed or revoked readers, which can never come back:
+                        // deleted by the writer, which holds the gate. A failure leaves
+                        // them for the next writer.
+                        let _ = self.reader.inner().queries.execute(self.purge()).await;
+                    }
+                    if !gate.is_held() {
+                        break;
+                    }
+                    return Ok(gate);
+                }
+                Ok(Readers {
+                    last_to_leave: Some(reader),
+                    ..
+                }) => {
                     let nap = if hears {
                         jittered(poll_interval * SAFETY_NET_FACTOR)
                     } else {
@@ -408,6 +440,27 @@ impl RwLock {
             .loss_reason()
             .unwrap_or(LossReason::KeepAliveEnded);
         Err(gate.lease().lost_error(reason))
+    }
+}
+
+/// What a writer's look for readers found.
+#[derive(Debug, Default)]
+struct Readers {
+    /// The live reader whose lease ends last, if any is in.
+    last_to_leave: Option<Holder>,
+    /// How many reader rows have ended (crashed or revoked readers).
+    ended: u64,
+}
+
+impl RwLock {
+    fn purge(&self) -> &Statement {
+        &self
+            .reader
+            .inner()
+            .gate
+            .as_ref()
+            .expect("BUG: a reader has its gate")
+            .purge
     }
 }
 

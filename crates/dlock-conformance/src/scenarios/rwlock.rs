@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::QueryInterface;
-use dlock_core::{Attempt, ForceRelease, LockAdmin, LossReason, RwLock, RwLockBuilder, TableName};
+use dlock_core::{
+    Attempt, ForceRelease, LockAdmin, LockState, LossReason, RwHolder, RwLock, RwLockBuilder,
+};
 use dlock_testkit::wall_ns;
 use tokio::time::Instant;
 
@@ -345,19 +347,25 @@ pub(crate) async fn rw_killed_reader_and_writer_free_within_their_lease(env: Env
             ));
         }
     }
+    // The writer that came after the killed reader deleted its row, which could never
+    // be renewed again; the reader after the killed writer left nothing behind.
+    let info = LockAdmin::new(queries)
+        .inspect_rw(&name)
+        .await
+        .map_err(err)?;
+    if !info.readers.is_empty() || info.has_writer() {
+        return Err(format!("rows left behind: {info:?}"));
+    }
     Ok(())
 }
 
-/// An operator revokes a reader's row, then a writer's gate: each holder is told of its
-/// loss before the waiting other kind gets in.
+/// An operator sees a reader, then a writer, with `inspect_rw`, and revokes it: each
+/// holder is told of its loss before the waiting other kind gets in.
 pub(crate) async fn rw_reader_and_writer_learn_of_their_loss_first(env: Env) -> Verdict {
     const TTL: Duration = Duration::from_secs(2);
     let name = unique_name("rw_loss");
     let queries: Arc<dyn QueryInterface> = env.connect().await?;
-    let admin = LockAdmin::with_table(
-        Arc::clone(&queries),
-        TableName::default().companion().map_err(err)?,
-    );
+    let admin = LockAdmin::new(Arc::clone(&queries));
     let rw = RwLock::builder(&name, Arc::clone(&queries))
         .ttl(TTL)
         .build()
@@ -366,20 +374,31 @@ pub(crate) async fn rw_reader_and_writer_learn_of_their_loss_first(env: Env) -> 
     let mut kept: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     for write in [false, true] {
         let what = if write { "writer" } else { "reader" };
-        let (lease, row) = if write {
+        let (lease, holder) = if write {
             let guard = rw.write().await.map_err(err)?;
             let lease = guard.lease().clone();
             kept.push(Box::new(guard));
-            (lease, format!("{name}#w"))
+            (lease, RwHolder::Writer)
         } else {
             let guard = rw.read().await.map_err(err)?;
             let lease = guard.lease().clone();
-            let row = format!("{name}#r:{}", lease.owner_id());
             kept.push(Box::new(guard));
-            (lease, row)
+            let owner = lease.owner_id().to_owned();
+            (lease, RwHolder::Reader(owner))
         };
+        let info = admin.inspect_rw(&name).await.map_err(err)?;
+        let seen = if write {
+            info.writer.as_ref().filter(|_| info.has_writer())
+        } else {
+            info.live_readers()
+                .find(|reader| reader.owner_id.as_deref() == Some(lease.owner_id()))
+        };
+        let seen = seen.ok_or_else(|| format!("inspect_rw does not show the {what}: {info:?}"))?;
+        if seen.state != LockState::Held || seen.fencing_token != lease.fencing_token() {
+            return Err(format!("inspect_rw shows the {what} wrongly: {seen:?}"));
+        }
         let revoking = admin
-            .force_release(&row, lease.fencing_token())
+            .force_release_rw(&name, &holder, lease.fencing_token())
             .await
             .map_err(err)?;
         if !matches!(revoking, ForceRelease::Revoked(_)) {

@@ -22,7 +22,8 @@
 //! | `release`     | name, owner                 | as the lock's; it deletes the reader's row     |
 //! | `fence`       | name, owner, fencing        | the reader's row iff still its own and live, locked |
 //! | `create_gate` | name                        | — (adds the gate row, free, if it is missing) |
-//! | `readers`     | name                        | `(holder, remaining_ms, live readers)` of the live reader whose lease ends last, iff any |
+//! | `readers`     | name                        | `(holder, remaining_ms, live, rows)`: the reader row whose lease ends last, how many are live, how many there are; none without reader rows |
+//! | `purge`       | name                        | — (deletes the reader rows whose lease has ended) |
 //!
 //! **Tokens.** Every acquisition reads the gate's counter: a writer adds 2 and takes the
 //! result, a reader takes the counter plus 1 without writing it. So readers between two
@@ -51,10 +52,16 @@ pub(crate) struct RwSql {
     pub(crate) reader: Sql,
     create_gate: Template,
     readers: Template,
+    purge: Template,
 }
 
-/// `(holder, remaining_ms, live readers)`.
-const READERS: &[ColumnType] = &[ColumnType::Text, ColumnType::Int, ColumnType::Int];
+/// `(holder, remaining_ms, live rows, rows)`.
+const READERS: &[ColumnType] = &[
+    ColumnType::Text,
+    ColumnType::Int,
+    ColumnType::Int,
+    ColumnType::Int,
+];
 
 impl RwSql {
     /// Adds the gate row of the lock `name`, free, unless it exists.
@@ -73,6 +80,16 @@ impl RwSql {
             ..super::Args::default()
         };
         bind(StatementKind::Probe, &self.readers, &args, READERS)
+    }
+
+    /// Deletes the reader rows of the lock `name` whose lease has ended: rows of crashed
+    /// or revoked readers, which can never be renewed again.
+    pub(crate) fn purge(&self, name: &str) -> Statement {
+        let args = super::Args {
+            name,
+            ..super::Args::default()
+        };
+        bind(StatementKind::Release, &self.purge, &args, &[])
     }
 }
 
@@ -104,6 +121,7 @@ impl Dialect {
             },
             create_gate: own.create_gate,
             readers: own.readers,
+            purge: own.purge,
         }
     }
 }
@@ -121,6 +139,7 @@ struct Templates {
     fence: Template,
     create_gate: Template,
     readers: Template,
+    purge: Template,
 }
 
 /// What a reader row's holder reads as, revoked or not (`owner`, `holder`: its columns).
@@ -146,6 +165,10 @@ fn postgres(table: &TableName) -> Templates {
     let row = format!("$1 || '{READER_INFIX}' || $2");
     let waiters = waiters_key(table);
     let holder = shown_holder(pipes);
+    let prefix = format!(
+        "left(name, char_length($1) + {}) = $1 || '{READER_INFIX}'",
+        READER_INFIX.len()
+    );
     Templates {
         writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
         writer_acquire_returning: None,
@@ -217,19 +240,27 @@ fn postgres(table: &TableName) -> Templates {
         ),
         // A plain read. By prefix, compared exactly (not `LIKE`, whose `%` and `_` a
         // name may contain): it scans the companion table, which holds only the rows of
-        // semaphores and reader-writer locks.
+        // semaphores and reader-writer locks. One clock reading for every row.
         readers: Template::new(
             format!(
-                "SELECT holder, remaining_ms, CAST(count(*) OVER () AS BIGINT) FROM (
+                "SELECT holder, remaining_ms, live, total FROM (
                      SELECT {holder} AS holder,
-                            CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000
-                                 AS BIGINT) AS remaining_ms
-                     FROM {t}
-                     WHERE left(name, char_length($1) + {infix}) = $1 || '{READER_INFIX}'
-                       AND expires_at > clock_timestamp()
+                            CAST(EXTRACT(EPOCH FROM expires_at - c.now) * 1000 AS BIGINT)
+                                AS remaining_ms,
+                            CAST(count(*) FILTER (WHERE expires_at > c.now) OVER () AS BIGINT)
+                                AS live,
+                            CAST(count(*) OVER () AS BIGINT) AS total
+                     FROM {t}, (SELECT clock_timestamp() AS now) AS c
+                     WHERE {prefix}
                  ) AS readers
-                 ORDER BY remaining_ms DESC LIMIT 1",
-                infix = READER_INFIX.len(),
+                 ORDER BY remaining_ms DESC NULLS LAST LIMIT 1"
+            ),
+            &[Name],
+        ),
+        purge: Template::new(
+            format!(
+                "DELETE FROM {t}
+                 WHERE {prefix} AND (expires_at IS NULL OR expires_at <= clock_timestamp())"
             ),
             &[Name],
         ),
@@ -244,6 +275,10 @@ fn mysql(table: &TableName) -> Templates {
     let row_name = format!("CONCAT(?, '{READER_INFIX}', ?)");
     let (gate, row) = (key_of(&gate_name), key_of(&row_name));
     let holder = shown_holder(|parts| format!("CONCAT({})", parts.join(", ")));
+    let prefix = format!(
+        "LEFT(name, CHAR_LENGTH(?) + {}) = CONVERT(CONCAT(?, '{READER_INFIX}') USING utf8mb4)",
+        READER_INFIX.len()
+    );
     // The reader's row, only if the gate is free, read with a shared lock: a locking
     // read of the newest committed version whatever the isolation level (under the
     // default REPEATABLE READ, and under READ COMMITTED, where `INSERT … SELECT` would
@@ -317,18 +352,26 @@ fn mysql(table: &TableName) -> Templates {
         ),
         // A plain (consistent, non-locking) read, in a statement of its own: a snapshot
         // taken after the writer's take committed. The `name` column compares bytes
-        // (`utf8mb4_bin`).
+        // (`utf8mb4_bin`). `UTC_TIMESTAMP(6)` is one instant for the statement.
         readers: Template::new(
             format!(
                 "SELECT {holder},
                         CAST(TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at) DIV 1000 AS SIGNED),
+                        CAST(SUM(CASE WHEN expires_at > {NOW} THEN 1 ELSE 0 END) OVER ()
+                             AS SIGNED),
                         CAST(COUNT(*) OVER () AS SIGNED)
                  FROM {t}
-                 WHERE LEFT(name, CHAR_LENGTH(?) + {infix})
-                           = CONVERT(CONCAT(?, '{READER_INFIX}') USING utf8mb4)
-                   AND expires_at > {NOW}
-                 ORDER BY 2 DESC LIMIT 1",
-                infix = READER_INFIX.len(),
+                 WHERE {prefix}
+                 ORDER BY 2 DESC LIMIT 1"
+            ),
+            &[Name, Name],
+        ),
+        // It scans, and under REPEATABLE READ locks what it scans for its own short
+        // transaction; it runs only when the writer saw rows to purge.
+        purge: Template::new(
+            format!(
+                "DELETE FROM {t}
+                 WHERE {prefix} AND (expires_at IS NULL OR expires_at <= {NOW})"
             ),
             &[Name, Name],
         ),
@@ -341,6 +384,10 @@ fn sqlite(table: &TableName) -> Templates {
     let gate = format!("?1 || '{GATE_SUFFIX}'");
     let row = format!("?1 || '{READER_INFIX}' || ?2");
     let holder = shown_holder(pipes);
+    let prefix = format!(
+        "substr(name, 1, length(?1) + {}) = ?1 || '{READER_INFIX}'",
+        READER_INFIX.len()
+    );
     Templates {
         writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
         writer_acquire_returning: None,
@@ -392,14 +439,23 @@ fn sqlite(table: &TableName) -> Templates {
             ),
             &[Name],
         ),
+        // One clock reading: the rows are all read and sorted before the first is
+        // returned.
         readers: Template::new(
             format!(
-                "SELECT {holder}, expires_at - {NOW_MS}, COUNT(*) OVER ()
+                "SELECT {holder}, expires_at - {NOW_MS},
+                        SUM(CASE WHEN expires_at > {NOW_MS} THEN 1 ELSE 0 END) OVER (),
+                        COUNT(*) OVER ()
                  FROM {t}
-                 WHERE substr(name, 1, length(?1) + {infix}) = ?1 || '{READER_INFIX}'
-                   AND expires_at > {NOW_MS}
-                 ORDER BY 2 DESC LIMIT 1",
-                infix = READER_INFIX.len(),
+                 WHERE {prefix}
+                 ORDER BY 2 DESC LIMIT 1"
+            ),
+            &[Name],
+        ),
+        purge: Template::new(
+            format!(
+                "DELETE FROM {t}
+                 WHERE {prefix} AND (expires_at IS NULL OR expires_at <= {NOW_MS})"
             ),
             &[Name],
         ),
@@ -430,6 +486,7 @@ mod tests {
                 ("reader fence", reader.fence("n", "o", FencingToken(1))),
                 ("create_gate", rw.create_gate("n")),
                 ("readers", rw.readers("n")),
+                ("purge", rw.purge("n")),
             ];
             statements.extend(
                 reader
