@@ -4,6 +4,7 @@
 mod connect;
 mod failure;
 mod render;
+mod render_rw;
 mod select;
 mod terminal;
 
@@ -11,8 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dlock_seaorm::{
-    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries,
-    TableName, TransactionPooler,
+    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, RwHolder,
+    SeaOrmQueries, TableName, TransactionPooler,
 };
 
 use crate::failure::Failure;
@@ -103,11 +104,18 @@ enum Command {
         /// Show names and holders whole: by default they are cut at 40 characters.
         #[arg(long)]
         wide: bool,
+        /// The reader-writer locks instead (their rows are in the table's companion,
+        /// TABLE_slots): a line per writer and per reader, with the reader's owner id.
+        #[arg(long, conflicts_with_all = ["pattern", "state", "wide"])]
+        rw: bool,
     },
     /// One lock in detail, with its owner id and absolute times.
     Inspect {
         /// The lock's name, as `list` shows it.
         name: String,
+        /// The reader-writer lock NAME: its writer and each reader.
+        #[arg(long)]
+        rw: bool,
     },
     /// Take a lock from whoever holds it, only if its fencing token is still TOKEN.
     ///
@@ -127,6 +135,12 @@ enum Command {
         /// whoever acquires the lock meanwhile.
         #[arg(long)]
         now: bool,
+        /// NAME is a reader-writer lock: release one of its holders (--holder).
+        #[arg(long, requires = "holder")]
+        rw: bool,
+        /// With --rw: `writer`, or a reader's owner id as `list --rw` shows it.
+        #[arg(long, requires = "rw")]
+        holder: Option<RwHolder>,
     },
     /// Who leads the election NAME (a dlock `Election`): its value, holder, term and
     /// lease, or that nobody leads.
@@ -317,10 +331,25 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
     let json = cli.json;
     let text = match cli.command {
         Command::List {
+            prefix, rw: true, ..
+        } => {
+            let locks = match admin.list_rw().await {
+                // No companion table: no reader-writer lock was ever used.
+                Err(Error::NoSuchTable { .. }) => Vec::new(),
+                other => other.map_err(fail)?,
+            };
+            let selected: Vec<_> = locks
+                .into_iter()
+                .filter(|lock| prefix.as_ref().is_none_or(|p| lock.name.starts_with(p)))
+                .collect();
+            render_rw::list(&selected, admin.table(), json)
+        }
+        Command::List {
             prefix,
             pattern,
             state,
             wide,
+            rw: false,
         } => {
             let selection = selection(prefix, pattern.as_deref(), state)?;
             let locks = admin.list().await.map_err(fail)?;
@@ -331,10 +360,30 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
                 render::Style { json, wide },
             )
         }
-        Command::Inspect { name } => {
+        Command::Inspect { name, rw: true } => {
+            render_rw::inspect(&admin.inspect_rw(&name).await.map_err(fail)?, json)
+        }
+        Command::Inspect { name, rw: false } => {
             render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
         }
-        Command::Release { name, token, now } => {
+        Command::Release {
+            name,
+            token,
+            now,
+            holder: Some(holder),
+            ..
+        } => {
+            let outcome: ForceRelease = if now {
+                admin.force_release_rw_now(&name, &holder, token).await
+            } else {
+                admin.force_release_rw(&name, &holder, token).await
+            }
+            .map_err(fail)?;
+            render::released(&outcome, json)
+        }
+        Command::Release {
+            name, token, now, ..
+        } => {
             let outcome: ForceRelease = if now {
                 admin.force_release_now(&name, token).await
             } else {

@@ -147,7 +147,7 @@ fn count(n: usize) -> String {
     }
 }
 
-fn holder_or_dash(holder: Option<&str>) -> String {
+pub(crate) fn holder_or_dash(holder: Option<&str>) -> String {
     holder.map_or_else(|| "-".into(), terminal::shown)
 }
 
@@ -224,7 +224,7 @@ fn privileges(dialect: Dialect) -> Vec<&'static str> {
 /// `\uXXXX` escape, so that JSON on a terminal is as safe as text. (serde_json escapes
 /// the C0 controls only; DEL, C1 controls, bidirectional overrides would go out raw.)
 /// Outside strings JSON is printable ASCII, so this changes strings only.
-fn json_text(value: &Value) -> String {
+pub(crate) fn json_text(value: &Value) -> String {
     let raw = value.to_string();
     let mut out = String::with_capacity(raw.len());
     let mut units = [0_u16; 2];
@@ -373,7 +373,7 @@ pub(crate) fn initialised(table: &TableName, json: bool) -> String {
     }
 }
 
-fn lock_json(lock: &LockInfo) -> Value {
+pub(crate) fn lock_json(lock: &LockInfo) -> Value {
     let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     json!({
         "name": lock.name,
@@ -419,7 +419,7 @@ pub(crate) fn leader(name: &str, leader: Option<&Leader>, json: bool) -> String 
 }
 
 /// "expires in 12 s", "expired 3 min ago", "revoked, free in 12 s" or "free".
-fn lease(lock: &LockInfo) -> String {
+pub(crate) fn lease(lock: &LockInfo) -> String {
     match (lock.state, lock.expires_at) {
         (LockState::Free, _) | (_, None) => "free".into(),
         (LockState::Revoked, Some(_)) => format!("revoked, free {}", frees(lock)),
@@ -455,7 +455,7 @@ fn timestamp(at: SystemTime) -> String {
 }
 
 /// Columns padded to their widest cell, two spaces apart.
-fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+pub(crate) fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = [0; N];
     for row in std::iter::once(header).chain(rows) {
         for (width, cell) in widths.iter_mut().zip(row) {

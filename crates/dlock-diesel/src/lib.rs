@@ -30,6 +30,8 @@ pub use dlock_core::{
     MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
     TransactionPooler,
 };
+#[doc(no_inline)]
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;

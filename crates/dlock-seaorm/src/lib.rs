@@ -25,6 +25,8 @@ pub use dlock_core::{
     MultiLockBuilder, MultiLockGuard, Observer, Outcome, Result, SettingEffect, TableName,
     TransactionPooler,
 };
+#[doc(no_inline)]
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
 use dlock_sqlx::SqlxQueries;
 #[doc(no_inline)]
 pub use sea_orm;

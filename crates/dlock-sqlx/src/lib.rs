@@ -28,6 +28,8 @@ pub use dlock_core::{
     TransactionPooler,
 };
 #[doc(no_inline)]
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
+#[doc(no_inline)]
 pub use sqlx;
 
 pub use backend::SqlxDatabase;

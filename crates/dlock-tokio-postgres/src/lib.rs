@@ -27,6 +27,8 @@ pub use dlock_core::{
     TransactionPooler,
 };
 #[doc(no_inline)]
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
+#[doc(no_inline)]
 pub use tokio_postgres;
 
 /// The query interface over a `deadpool_postgres::Pool` or a `tokio_postgres::Client`.
