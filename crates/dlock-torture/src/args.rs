@@ -68,6 +68,11 @@ pub(crate) struct Args {
     /// every election; the run fails if an observer sees a term go backwards.
     #[arg(long)]
     pub(crate) election: bool,
+    /// Reader-writer locks instead (`RwLock`): each name is one, each section a read or
+    /// (one in four) a write; the run fails if a write overlaps any other section of its
+    /// name, or if tokens do not order every section before and after each write.
+    #[arg(long, conflicts_with = "election")]
+    pub(crate) rw: bool,
 }
 
 impl Args {

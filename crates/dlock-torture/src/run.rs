@@ -390,6 +390,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
             args.election
                 .then(|| (worker_main::ELECTION, "1".to_owned())),
         )
+        .chain(args.rw.then(|| (worker_main::RW, "1".to_owned())))
         .collect(),
     };
     let table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;

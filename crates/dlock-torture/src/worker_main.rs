@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
-use dlock_core::{DistributedLock, Election, Error, Leadership, Lease, LockGuard};
+use dlock_core::{
+    DistributedLock, Election, Error, Leadership, Lease, LockGuard, RwLock, RwReadGuard,
+    RwWriteGuard,
+};
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
@@ -50,6 +53,10 @@ pub(crate) const TTL_MS: &str = "DLOCK_TORTURE_TTL_MS";
 pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
 /// Set for `--election`.
 pub(crate) const ELECTION: &str = "DLOCK_TORTURE_ELECTION";
+/// Set for `--rw`.
+pub(crate) const RW: &str = "DLOCK_TORTURE_RW";
+/// What the ledger's `owner` of a read starts with (see `ledger::Section::write`).
+pub(crate) const READ_MARK: &str = "r ";
 
 /// How long the work of a section lasts, at most (it is random from a fifth of this).
 const WORK: Duration = Duration::from_millis(60);
@@ -137,9 +144,21 @@ async fn worker_main() -> Result<(), String> {
         .pool(dialect, &variable(URL)?, PoolOptions::new(3))
         .await?;
     let election = std::env::var_os(ELECTION).is_some();
+    let rw = std::env::var_os(RW).is_some();
     let locks = variable(NAMES)?
         .split(',')
         .map(|name| {
+            if rw {
+                let rw = RwLock::builder(name, Arc::clone(&queries))
+                    .table(LOCK_TABLE)
+                    .ttl(ttl)
+                    .poll_interval(POLL)
+                    .acquire_timeout(ttl * 3)
+                    .holder(holder_label(index))
+                    .build()
+                    .map_err(|error| error.to_string())?;
+                return Ok(Contested::Rw(rw));
+            }
             let lock = DistributedLock::builder(name, Arc::clone(&queries))
                 .table(LOCK_TABLE)
                 .ttl(ttl)
@@ -217,12 +236,16 @@ async fn follow_input(stopping: Arc<AtomicBool>, long_work_ms: Arc<AtomicU64>) {
 enum Contested {
     Lock(DistributedLock),
     Election(Election),
+    /// With `--rw`: a reader-writer lock, read three times in four, else written.
+    Rw(RwLock),
 }
 
-/// A held lock, or a leadership.
+/// A held lock, or a leadership, or a read or write.
 enum Held {
     Guard(LockGuard),
     Leadership(Leadership),
+    Read(RwReadGuard),
+    Write(RwWriteGuard),
 }
 
 impl Contested {
@@ -230,6 +253,7 @@ impl Contested {
         match self {
             Self::Lock(lock) => lock.name(),
             Self::Election(election) => election.name(),
+            Self::Rw(rw) => rw.name(),
         }
     }
 
@@ -238,6 +262,8 @@ impl Contested {
     async fn take(&self, ttl: Duration) -> Result<Held, Error> {
         match self {
             Self::Lock(lock) => lock.acquire().await.map(Held::Guard),
+            Self::Rw(rw) if fastrand::u8(..4) == 0 => rw.write().await.map(Held::Write),
+            Self::Rw(rw) => rw.read().await.map(Held::Read),
             Self::Election(election) => {
                 match tokio::time::timeout(ttl * 3, election.campaign()).await {
                     Ok(leadership) => leadership.map(Held::Leadership),
@@ -257,6 +283,18 @@ impl Held {
         match self {
             Self::Guard(guard) => guard.lease(),
             Self::Leadership(leadership) => leadership.lease(),
+            Self::Read(read) => read.lease(),
+            Self::Write(write) => write.lease(),
+        }
+    }
+
+    /// The section's owner in the ledger: the acquisition's owner id, marked for a read
+    /// (whose sections may overlap each other).
+    fn ledger_owner(&self) -> String {
+        let owner = self.lease().owner_id();
+        match self {
+            Self::Read(_) => format!("{READ_MARK}{owner}"),
+            _ => owner.to_owned(),
         }
     }
 
@@ -265,6 +303,8 @@ impl Held {
         match self {
             Self::Guard(guard) => guard.release().await,
             Self::Leadership(leadership) => leadership.resign().await,
+            Self::Read(read) => read.release().await,
+            Self::Write(write) => write.release().await,
         }
     }
 }
@@ -296,6 +336,7 @@ async fn section(worker: &Worker, lock: &Contested, long_work_ms: &AtomicU64) {
     let (name, token) = (lock.name(), lease.fencing_token().get());
     let owner = lease.owner_id().to_owned();
     println!("HOLD {name} {token} {owner}");
+    let owner = guard.ledger_owner();
     let (done, done_rx) = oneshot::channel();
     let released_while_held = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(record_loss(

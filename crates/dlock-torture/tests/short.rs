@@ -4,6 +4,8 @@
 //!
 //! A fifth run holds elections instead of locks (tokio-postgres on PostgreSQL, a leader
 //! killed or frozen): terms must not overlap, and observers must never see one go back.
+//! A sixth takes reader-writer locks (tokio-postgres on PostgreSQL, a holder killed,
+//! frozen, or its connection terminated): no write may overlap any other section.
 //!
 //! The faults that aim at the windows between a holder's local deadline and its lease's
 //! end (short-stop, delayed-acquire, hung-renewal) do not fit in 25 s after the four
@@ -19,7 +21,7 @@ use std::process::{Command, ExitCode};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// The runs; each is a test of its own, so a skipped one shows as ignored by name.
-static RUNS: [Run; 5] = [
+static RUNS: [Run; 6] = [
     Run {
         args: &["--adapter", "tokio-postgres", "--dialect", "postgres"],
         url_var: "DLOCK_TEST_POSTGRES_URL",
@@ -53,6 +55,18 @@ static RUNS: [Run; 5] = [
         url_var: "DLOCK_TEST_POSTGRES_URL",
         faults: &["kill", "stop"],
     },
+    // Reader-writer locks: no write overlaps any section, tokens order reads and writes.
+    Run {
+        args: &[
+            "--adapter",
+            "tokio-postgres",
+            "--dialect",
+            "postgres",
+            "--rw",
+        ],
+        url_var: "DLOCK_TEST_POSTGRES_URL",
+        faults: &["kill", "stop", "terminate"],
+    },
 ];
 
 struct Run {
@@ -69,9 +83,10 @@ fn main() -> ExitCode {
     let trials = RUNS
         .iter()
         .map(|run| {
-            let elections = match run.args.contains(&"--election") {
-                true => "_elections",
-                false => "",
+            let elections = match (run.args.contains(&"--election"), run.args.contains(&"--rw")) {
+                (true, _) => "_elections",
+                (_, true) => "_rwlocks",
+                _ => "",
             };
             let name = format!(
                 "{}_on_{}{elections}_survives_the_faults",
