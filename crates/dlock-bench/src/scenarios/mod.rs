@@ -6,6 +6,7 @@ mod floors;
 mod idle_waiters;
 mod locking;
 mod multi;
+mod rwlock;
 mod skip;
 mod statements;
 
@@ -35,6 +36,7 @@ pub(crate) enum Scenario {
     IdleWaiters,
     Election,
     MultiUncontended,
+    RwReadUncontended,
 }
 
 impl Scenario {
@@ -51,6 +53,7 @@ impl Scenario {
             Self::IdleWaiters => "idle_waiters",
             Self::Election => "election",
             Self::MultiUncontended => "multi_uncontended",
+            Self::RwReadUncontended => "rw_read_uncontended",
         }
     }
 
@@ -68,6 +71,7 @@ impl Scenario {
             Self::IdleWaiters => idle_waiters::run(context).await,
             Self::Election => election::run(context).await,
             Self::MultiUncontended => multi::uncontended(context).await,
+            Self::RwReadUncontended => rwlock::read_uncontended(context).await,
         }
     }
 }
