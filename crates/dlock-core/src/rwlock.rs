@@ -551,7 +551,8 @@ macro_rules! rw_guard {
 }
 
 /// A read of an [`RwLock`]: its own row and lease, renewed in the background; no writer
-/// holds the lock while it is held.
+/// holds the lock while it is held. Its [`Lease`] is named as the lock is; its owner id
+/// names its row (`{name}#r:{owner id}`).
 ///
 /// **Dropping the guard leaves** (deletes the reader's row), as dropping a [`LockGuard`]
 /// releases (before the drop returns in the runtime's main future on a multi-threaded
@@ -562,7 +563,8 @@ pub struct RwReadGuard {
 }
 
 /// The write of an [`RwLock`]: the gate's lease, renewed in the background; nobody else,
-/// reader or writer, holds the lock while it is held.
+/// reader or writer, holds the lock while it is held. Its [`Lease`] is the gate row's,
+/// named `{name}#w` (as [`Error::Lost`] names it).
 ///
 /// **Dropping the guard releases the lock**, as dropping a [`LockGuard`] does;
 /// [`release`](Self::release) waits and reports.
