@@ -461,7 +461,7 @@ pub(crate) async fn child(
             // Mostly reads, some writes, in an order of each process's own.
             let offset = std::process::id() as usize;
             for i in 0..sections {
-                let write = (i + offset) % 4 == 0;
+                let write = (i + offset).is_multiple_of(4);
                 let (token, lost, entry, exit) = if write {
                     let guard = rw.write().await.map_err(err)?;
                     let entry = wall_ns();
