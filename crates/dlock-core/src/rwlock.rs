@@ -397,10 +397,7 @@ impl RwLock {
                     ended,
                 }) => {
                     if ended > 0 {
-                        // Rows of crashed or revoked readers, which can never come back:
-                        // deleted by the writer, which holds the gate. A failure leaves
-                        // them for the next writer.
-                        let _ = self.reader.inner().queries.execute(self.purge()).await;
+                        self.purge_in_background();
                     }
                     if !gate.is_held() {
                         break;
@@ -453,14 +450,23 @@ struct Readers {
 }
 
 impl RwLock {
-    fn purge(&self) -> &Statement {
-        &self
-            .reader
-            .inner()
-            .gate
-            .as_ref()
-            .expect("BUG: a reader has its gate")
-            .purge
+    /// Deletes the rows of readers whose lease has ended (they crashed, or were revoked),
+    /// which can never be renewed again, so deleting them is safe at any time: in the
+    /// background, bounded by the TTL, not on the write's path. A failure leaves them for
+    /// the next writer.
+    fn purge_in_background(&self) {
+        let lock = Arc::clone(self.reader.inner());
+        tokio::spawn(async move {
+            let gate = lock.gate.as_ref().expect("BUG: a reader has its gate");
+            let action = "delete the rows of ended readers";
+            let purging = async {
+                lock.queries
+                    .execute(&gate.purge)
+                    .await
+                    .map_err(|error| Error::query(action, error))
+            };
+            let _ = within(action, lock.options.ttl, purging).await;
+        });
     }
 }
 
