@@ -15,7 +15,7 @@ use dlock_testkit::wall_ns;
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
-use crate::support::{Env, Verdict, unique_name};
+use crate::support::{Env, Verdict, eventually, unique_name};
 
 fn err(error: impl std::fmt::Display) -> String {
     error.to_string()
@@ -100,6 +100,78 @@ pub(crate) async fn rw_readers_share_and_tokens_order_reads_and_writes(env: Env)
         return Err("a second write's token did not grow".into());
     }
     next.release().await.map_err(err)
+}
+
+/// A writer that gives up waiting for a reader (its acquire timeout, or its future
+/// dropped) names the reader and gives the gate back, so readers get in again; the jobs of
+/// `read_lock` and `write_lock` run under their lease, and `skip_if_obtained` skips a
+/// read while a writer holds the lock.
+pub(crate) async fn rw_writer_that_gives_up_lets_readers_in_and_jobs_run(env: Env) -> Verdict {
+    let name = unique_name("rw_give_up");
+    let queries = env.connect().await?;
+    let rw = quick(RwLock::builder(&name, Arc::clone(&queries)))
+        .holder("rw-give-up")
+        .build()
+        .map_err(err)?;
+    let read = rw.read().await.map_err(err)?;
+    let impatient = quick(RwLock::builder(&name, Arc::clone(&queries)))
+        .acquire_timeout(Duration::from_millis(300))
+        .build()
+        .map_err(err)?;
+    match impatient.write().await {
+        Err(dlock_core::Error::Timeout {
+            holder: Some(holder),
+            ..
+        }) if holder.as_str().starts_with("rw-give-up")
+            && holder.as_str().ends_with(", reading") => {}
+        other => {
+            return Err(format!(
+                "the writer did not time out naming the reader: {other:?}"
+            ));
+        }
+    }
+    // The same, its future dropped while it waits for the reader.
+    let dropped = tokio::time::timeout(Duration::from_millis(300), rw.write()).await;
+    if dropped.is_ok() {
+        return Err("a writer got in beside a reader".into());
+    }
+    eventually(Duration::from_secs(3), "readers get in again", || async {
+        Ok(rw.try_read().await.map_err(err)?.acquired().is_some())
+    })
+    .await?;
+    read.release().await.map_err(err)?;
+
+    let token = rw
+        .write_lock(|lease| async move { Ok::<_, dlock_core::Error>(lease.fencing_token()) })
+        .await
+        .map_err(err)?
+        .ran()
+        .ok_or("the write job did not run")?;
+    let skipping = quick(RwLock::builder(&name, Arc::clone(&queries)))
+        .skip_if_obtained(true)
+        .build()
+        .map_err(err)?;
+    let write = rw.write().await.map_err(err)?;
+    let outcome = skipping
+        .read_lock(|_lease| async { Ok::<_, dlock_core::Error>(()) })
+        .await
+        .map_err(err)?;
+    if outcome.ran().is_some() {
+        return Err("a read ran beside a write with skip_if_obtained".into());
+    }
+    write.release().await.map_err(err)?;
+    let read_token = skipping
+        .read_lock(|lease| async move { Ok::<_, dlock_core::Error>(lease.fencing_token()) })
+        .await
+        .map_err(err)?
+        .ran()
+        .ok_or("the read job was skipped with no writer")?;
+    if read_token <= token {
+        return Err(format!(
+            "the read's token {read_token} is not above the write's {token}"
+        ));
+    }
+    Ok(())
 }
 
 const CONTENDERS: usize = 6;
