@@ -395,15 +395,12 @@ impl RwLock {
                 Ok(Readers {
                     last_to_leave: None,
                     ended,
-                }) => {
-                    if ended > 0 {
-                        self.purge_in_background();
-                    }
-                    if !gate.is_held() {
-                        break;
-                    }
-                    return Ok(gate);
-                }
+                }) => match self.purge(ended).await {
+                    Ok(()) if gate.is_held() => return Ok(gate),
+                    Ok(()) => break,
+                    Err(error) if error.is_transient() => backoff.next(poll_interval),
+                    Err(error) => return Err(error),
+                },
                 Ok(Readers {
                     last_to_leave: Some(reader),
                     ..
@@ -450,23 +447,26 @@ struct Readers {
 }
 
 impl RwLock {
-    /// Deletes the rows of readers whose lease has ended (they crashed, or were revoked),
-    /// which can never be renewed again, so deleting them is safe at any time: in the
-    /// background, bounded by the TTL, not on the write's path. A failure leaves them for
-    /// the next writer.
-    fn purge_in_background(&self) {
-        let lock = Arc::clone(self.reader.inner());
-        tokio::spawn(async move {
-            let gate = lock.gate.as_ref().expect("BUG: a reader has its gate");
-            let action = "delete the rows of ended readers";
-            let purging = async {
-                lock.queries
-                    .execute(&gate.purge)
-                    .await
-                    .map_err(|error| Error::query(action, error))
-            };
-            let _ = within(action, lock.options.ttl, purging).await;
-        });
+    /// Deletes the rows of readers whose lease has ended (they crashed, or were revoked;
+    /// none can be renewed again), if the last look saw `ended` such rows. A delete waits
+    /// for any transaction fenced with such a reader's lease (PostgreSQL: its `FOR KEY
+    /// SHARE`; MySQL/MariaDB: its shared lock; SQLite: the write lock of an `IMMEDIATE`
+    /// one) to end, so the writer gets in only after it: a read's fence holds writers
+    /// back as a lock's holds a takeover back. Bounded by the TTL.
+    async fn purge(&self, ended: u64) -> Result<()> {
+        if ended == 0 {
+            return Ok(());
+        }
+        let lock = self.reader.inner();
+        let gate = lock.gate.as_ref().expect("BUG: a reader has its gate");
+        let action = "delete the rows of ended readers";
+        let purging = async {
+            lock.queries
+                .execute(&gate.purge)
+                .await
+                .map_err(|error| Error::query(action, error))
+        };
+        within(action, lock.options.ttl, purging).await.map(drop)
     }
 }
 
