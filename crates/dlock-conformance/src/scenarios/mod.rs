@@ -153,4 +153,5 @@ scenarios![
     rwlock::rw_killed_reader_and_writer_free_within_their_lease,
     rwlock::rw_reader_and_writer_learn_of_their_loss_first,
     rwlock::rw_writer_that_gives_up_lets_readers_in_and_jobs_run,
+    rwlock::rw_fenced_read_holds_writers_back_until_it_commits,
 ];

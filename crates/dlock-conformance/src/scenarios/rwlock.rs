@@ -15,6 +15,7 @@ use dlock_testkit::wall_ns;
 use tokio::time::Instant;
 
 use crate::child::{self, Mode};
+use crate::scenarios::fencing::{create_ledger, ledger_write};
 use crate::support::{Env, Verdict, eventually, unique_name};
 
 fn err(error: impl std::fmt::Display) -> String {
@@ -171,6 +172,57 @@ pub(crate) async fn rw_writer_that_gives_up_lets_readers_in_and_jobs_run(env: En
             "the read's token {read_token} is not above the write's {token}"
         ));
     }
+    Ok(())
+}
+
+/// A transaction fenced with a read's lease, open past the end of that lease (its
+/// renewals cut off by a partition): a writer gets in only after it commits.
+pub(crate) async fn rw_fenced_read_holds_writers_back_until_it_commits(env: Env) -> Verdict {
+    const HOLD: Duration = Duration::from_secs(4);
+    let name = unique_name("rw_fenced_read");
+    let queries = env.connect().await?;
+    create_ledger(&queries).await?;
+    let partition = env.partition().await?;
+    let reader = RwLock::builder(&name, env.connect_through(&partition).await?)
+        .ttl(Duration::from_secs(1))
+        .renew_interval(Duration::from_millis(200))
+        .build()
+        .map_err(err)?;
+    let read = reader.read().await.map_err(err)?;
+    let lease = read.lease().clone();
+    let write = ledger_write(&queries, &lease, "a read fenced past its lease");
+    // The commit is sent no earlier than this (see `fence_keeps_the_lock_until_the_…`).
+    let commit_sent_after = Instant::now() + HOLD;
+    let fenced = {
+        let (env, lease) = (env.clone(), lease.clone());
+        tokio::spawn(async move {
+            env.fenced_write(&lease, &write, HOLD)
+                .await
+                .map_err(|e| format!("the fenced write failed: {e}"))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The reader stops renewing: its lease ends about 1 s later, well before the commit.
+    partition.freeze();
+    let writer = quick(RwLock::builder(&name, env.connect().await?))
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .map_err(err)?;
+    let writing = tokio::spawn(async move {
+        let write = writer.write().await;
+        (Instant::now(), write)
+    });
+    fenced.await.map_err(err)??;
+    let (written_at, write) = writing.await.map_err(err)?;
+    let write = write.map_err(err)?;
+    if written_at < commit_sent_after {
+        return Err(format!(
+            "a writer got in {:?} before the read's fenced transaction could commit",
+            commit_sent_after - written_at
+        ));
+    }
+    write.release().await.map_err(err)?;
+    drop(read);
     Ok(())
 }
 
