@@ -67,6 +67,10 @@ fn bounds(dialect: Dialect) -> Bounds {
     }
 }
 
+/// An uncontended read of a reader-writer lock (its acquire and release) ÷ the floor
+/// pair, on every database: two statements, as a lock's, on rows of the companion table.
+const RW_READ: f64 = 1.5;
+
 fn figure(lines: &[ResultLine], scenario: &str, workers: usize, key: &str) -> Option<f64> {
     lines
         .iter()
@@ -113,6 +117,19 @@ pub(crate) fn judge(lines: &[ResultLine], dialect: Dialect) -> Vec<Verdict> {
                 }),
         ),
     ];
+    verdicts.push(verdict(
+        format!(
+            "rw read uncontended p50 <= {RW_READ} x floor_commit2 p50 (floor measured alternately)"
+        ),
+        get("rw_read_uncontended", 1, "p50_ms")
+            .zip(get("rw_read_uncontended", 1, "floor_commit2_p50_ms"))
+            .map(|(read, floor)| {
+                (
+                    read <= RW_READ * floor,
+                    format!("{read:.3} ms / {floor:.3} ms = {:.2}", read / floor),
+                )
+            }),
+    ));
     for (workers, bound) in [2, 4, 8].into_iter().zip(bounds.handover) {
         verdicts.push(verdict(
             format!("contended {workers} processes: hand-over p50 <= {bound} x uncontended p50"),

@@ -4,6 +4,7 @@
 mod connect;
 mod failure;
 mod render;
+mod render_rw;
 mod select;
 mod semaphores;
 mod terminal;
@@ -12,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dlock_seaorm::{
-    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, SeaOrmQueries,
-    SemaphoreRemoval, TableName, TransactionPooler,
+    Dialect, Election, Error, FencingToken, ForceRelease, LockAdmin, LockState, RwHolder,
+    SeaOrmQueries, SemaphoreRemoval, TableName, TransactionPooler,
 };
 
 use crate::failure::Failure;
@@ -106,8 +107,12 @@ enum Command {
         wide: bool,
         /// List the semaphores instead (kept in the companion table, TABLE_slots): each
         /// with its permits and who holds each permit.
-        #[arg(long, conflicts_with_all = ["prefix", "pattern", "state"])]
+        #[arg(long, conflicts_with_all = ["prefix", "pattern", "state", "rw"])]
         semaphores: bool,
+        /// The reader-writer locks instead (their rows are in the table's companion,
+        /// TABLE_slots): a line per writer and per reader, with the reader's owner id.
+        #[arg(long, conflicts_with_all = ["pattern", "state", "wide"])]
+        rw: bool,
     },
     /// One lock in detail, with its owner id and absolute times.
     Inspect {
@@ -118,6 +123,9 @@ enum Command {
         /// token and lease.
         #[arg(long, value_name = "NAME", conflicts_with = "name")]
         semaphore: Option<String>,
+        /// NAME is a reader-writer lock: show its writer and each reader.
+        #[arg(long, requires = "name")]
+        rw: bool,
     },
     /// Take a lock from whoever holds it, only if its fencing token is still TOKEN.
     ///
@@ -153,6 +161,12 @@ enum Command {
         /// whoever acquires the lock meanwhile.
         #[arg(long)]
         now: bool,
+        /// NAME is a reader-writer lock: release one of its holders (--holder).
+        #[arg(long, requires = "holder")]
+        rw: bool,
+        /// With --rw: `writer`, or a reader's owner id as `list --rw` shows it.
+        #[arg(long, requires = "rw")]
+        holder: Option<RwHolder>,
     },
     /// Who leads the election NAME (a dlock `Election`): its value, holder, term and
     /// lease, or that nobody leads.
@@ -343,11 +357,26 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
     let json = cli.json;
     let text = match cli.command {
         Command::List {
+            prefix, rw: true, ..
+        } => {
+            let locks = match admin.list_rw().await {
+                // No companion table: no reader-writer lock was ever used.
+                Err(Error::NoSuchTable { .. }) => Vec::new(),
+                other => other.map_err(fail)?,
+            };
+            let selected: Vec<_> = locks
+                .into_iter()
+                .filter(|lock| prefix.as_ref().is_none_or(|p| lock.name.starts_with(p)))
+                .collect();
+            render_rw::list(&selected, admin.table(), json)
+        }
+        Command::List {
             prefix,
             pattern,
             state,
             wide,
             semaphores: true,
+            ..
         } => {
             let _ = (prefix, pattern, state, wide);
             let semaphores = admin.semaphores().await.map_err(fail)?;
@@ -359,6 +388,7 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
             state,
             wide,
             semaphores: false,
+            rw: false,
         } => {
             let selection = selection(prefix, pattern.as_deref(), state)?;
             let locks = admin.list().await.map_err(fail)?;
@@ -373,9 +403,13 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
             semaphore: Some(name),
             ..
         } => semaphores::inspect(&admin.inspect_semaphore(&name).await.map_err(fail)?, json),
-        Command::Inspect { name, .. } => {
+        Command::Inspect { name, rw, .. } => {
             let name = name.expect("clap requires a name without --semaphore");
-            render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
+            if rw {
+                render_rw::inspect(&admin.inspect_rw(&name).await.map_err(fail)?, json)
+            } else {
+                render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
+            }
         }
         Command::Release {
             semaphore: Some(name),
@@ -394,20 +428,27 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
             now,
             semaphore,
             permit,
+            holder,
             ..
         } => {
             let token = token.expect("clap requires a token without --definition");
-            let outcome: ForceRelease = match (semaphore, permit, name) {
-                (Some(semaphore), Some(permit), _) if now => {
+            let outcome: ForceRelease = match (semaphore, permit, name, holder) {
+                (Some(semaphore), Some(permit), _, _) if now => {
                     admin
                         .force_release_permit_now(&semaphore, permit, token)
                         .await
                 }
-                (Some(semaphore), Some(permit), _) => {
+                (Some(semaphore), Some(permit), _, _) => {
                     admin.force_release_permit(&semaphore, permit, token).await
                 }
-                (_, _, Some(name)) if now => admin.force_release_now(&name, token).await,
-                (_, _, Some(name)) => admin.force_release(&name, token).await,
+                (_, _, Some(name), Some(holder)) if now => {
+                    admin.force_release_rw_now(&name, &holder, token).await
+                }
+                (_, _, Some(name), Some(holder)) => {
+                    admin.force_release_rw(&name, &holder, token).await
+                }
+                (_, _, Some(name), None) if now => admin.force_release_now(&name, token).await,
+                (_, _, Some(name), None) => admin.force_release(&name, token).await,
                 _ => unreachable!("clap requires a name, or --semaphore with --permit"),
             }
             .map_err(fail)?;

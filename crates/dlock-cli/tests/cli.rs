@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dlock_seaorm::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use dlock_seaorm::{
-    Dialect, DistributedLock, Election, LockGuard, LossReason, SeaOrmQueries, Semaphore,
-    TransactionPooler,
+    Dialect, DistributedLock, Election, Lease, LockGuard, LossReason, RwLock, SeaOrmQueries,
+    Semaphore, TransactionPooler,
 };
 use dlock_testkit::{TestDatabase, unique_name as unique};
 use serde_json::Value;
@@ -618,6 +618,7 @@ async fn commands(url: String, table: String, db: DatabaseConnection) {
     hostile_names(&url, table, &db).await;
     elections(&url, table, &db).await;
     semaphores(&url, table, &db).await;
+    rw_locks(&url, table, &db).await;
 }
 
 /// `list --semaphores`, `inspect --semaphore` and `release --semaphore` show the
@@ -709,6 +710,93 @@ async fn semaphores(url: &str, table: &str, db: &DatabaseConnection) {
         .acquired()
         .expect("a free permit");
     permit.release().await.expect("release");
+}
+
+/// `list --rw`, `inspect --rw` and `release --rw`: a reader-writer lock's writer and
+/// readers, a line each, and the release of the writer or of one reader by owner id.
+async fn rw_locks(url: &str, table: &str, db: &DatabaseConnection) {
+    let run = |args: &[&str]| dlock(Some(url), Some(table), args);
+    let none = run(&["list", "--rw"]);
+    assert_eq!(code(&none), 0, "{}", stderr(&none));
+    assert!(
+        stdout(&none).starts_with("no reader-writer locks"),
+        "{}",
+        stdout(&none)
+    );
+    let rw = RwLock::builder("catalog", queries(url, db))
+        .table(table)
+        .ttl(Duration::from_secs(1))
+        .holder(LABEL)
+        .build()
+        .expect("rw lock options");
+
+    let write = rw.write().await.expect("write");
+    let token = write.fencing_token().to_string();
+    let listed = stdout(&run(&["list", "--rw"]));
+    assert!(
+        listed.contains("catalog  writer  held") && listed.contains(LABEL),
+        "{listed}"
+    );
+    assert!(
+        listed.ends_with("1 reader-writer lock: 1 with a writer, 0 readers in\n"),
+        "{listed}"
+    );
+    let released = run(&[
+        "release", "--rw", "catalog", "--holder", "writer", "--token", &token,
+    ]);
+    assert_eq!(code(&released), 0, "{}", stderr(&released));
+    assert!(
+        stdout(&released).starts_with("revoked"),
+        "{}",
+        stdout(&released)
+    );
+    check_lost_lease(write.lease()).await;
+    drop(write);
+
+    let (first, second) = (
+        rw.read().await.expect("read"),
+        rw.read().await.expect("read"),
+    );
+    let owner = first.lease().owner_id().to_owned();
+    let listed = stdout(&run(&["list", "--rw", "--prefix", "cat"]));
+    for read in [&first, &second] {
+        let line = format!("reader {}  held", read.lease().owner_id());
+        assert!(listed.contains(&line), "{line} in {listed}");
+    }
+    assert!(listed.contains("0 with a writer, 2 readers in"), "{listed}");
+    let inspected = json(&run(&["inspect", "--rw", "catalog", "--json"]));
+    let readers = inspected["readers"].as_array().expect("readers");
+    assert_eq!(readers.len(), 2, "{inspected}");
+    assert!(
+        readers
+            .iter()
+            .any(|reader| reader["reader"] == owner.as_str())
+    );
+    assert_eq!(inspected["writer"]["state"], "free", "{inspected}");
+
+    let token = first.fencing_token().to_string();
+    let released = run(&[
+        "release", "--rw", "catalog", "--holder", &owner, "--token", &token,
+    ]);
+    assert_eq!(code(&released), 0, "{}", stderr(&released));
+    check_lost_lease(first.lease()).await;
+    assert!(second.is_held());
+    let bad = run(&[
+        "release", "--rw", "catalog", "--holder", "someone", "--token", "1",
+    ]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("owner id"), "{}", stderr(&bad));
+    let missing = run(&["inspect", "--rw", "no such rw lock"]);
+    assert_eq!(code(&missing), 1, "{}", stderr(&missing));
+    second.release().await.expect("release");
+    drop(first);
+}
+
+async fn check_lost_lease(lease: &Lease) {
+    let reason = tokio::time::timeout(Duration::from_secs(2), lease.lost())
+        .await
+        .expect("the holder's loss signal fires within 2 s of the force release");
+    assert_eq!(reason, LossReason::TakenOver);
 }
 
 /// `dlock leader` says who leads an election, or that nobody does; `list` and `inspect`

@@ -68,6 +68,11 @@ pub(crate) enum Mode {
     SemHold { permits: u32 },
     /// As `Wait`, for a permit.
     SemWait { permits: u32 },
+    /// Reader-writer locks (see `scenarios/rwlock.rs`): `sections` reads and writes,
+    /// printing `READ|WRITE <token> <entry ns> <exit ns>` for each.
+    RwContend { sections: usize },
+    /// Reads (`write` false) or writes, prints `ACQUIRED <token>`, and waits to be killed.
+    RwHold { write: bool },
 }
 
 /// Starts the test binary as a child in `mode` on lock `name` with `ttl`, against `env`'s
@@ -100,6 +105,9 @@ pub(crate) fn spawn(
         Mode::SemContend { sections, .. } => ("sem-contend", sections),
         Mode::SemHold { .. } => ("sem-hold", 0),
         Mode::SemWait { .. } => ("sem-wait", 0),
+        Mode::RwContend { sections } => ("rw-contend", sections),
+        Mode::RwHold { write: false } => ("rw-hold-read", 0),
+        Mode::RwHold { write: true } => ("rw-hold-write", 0),
     };
     ChildProcess::spawn(
         format!("the {mode_name} child"),
@@ -168,6 +176,10 @@ async fn child_main(backend: Backend, mode: &str) -> Result<(), String> {
         };
         let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
         return semaphore_child(builder, mode, sections).await;
+    }
+    if mode.starts_with("rw-") {
+        let sections = var(SECTIONS)?.parse().map_err(|e| format!("{e}"))?;
+        return crate::scenarios::rw_child(queries, &var(NAME)?, mode, ttl, sections).await;
     }
     if let Some(election) = election_mode(mode) {
         let builder = Election::builder(var(NAME)?, queries)

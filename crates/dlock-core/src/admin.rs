@@ -40,10 +40,10 @@ use crate::{Dialect, Error, FencingToken, Result, TableName};
 /// ```
 #[derive(Debug)]
 pub struct LockAdmin {
-    queries: Arc<dyn QueryInterface>,
+    pub(crate) queries: Arc<dyn QueryInterface>,
     table: TableName,
-    sql: Sql,
-    releases: Arc<ReleaseBroadcast>,
+    pub(crate) sql: Sql,
+    pub(crate) releases: Arc<ReleaseBroadcast>,
 }
 
 impl LockAdmin {
@@ -76,6 +76,15 @@ impl LockAdmin {
     /// The lock table.
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// The administration of the lock table's companion, where semaphores and
+    /// reader-writer locks keep their rows.
+    pub(crate) fn companion(&self) -> Result<LockAdmin> {
+        Ok(LockAdmin::with_table(
+            Arc::clone(&self.queries),
+            self.table.companion()?,
+        ))
     }
 
     /// The SQL dialect of the database.

@@ -13,7 +13,7 @@ use crate::listening::ReleaseBroadcast;
 use crate::name_set::NameSet;
 use crate::options::{Options, RawOptions};
 use crate::telemetry::LockTelemetry;
-use crate::{Dialect, DistributedLock, Error, MultiLock, Result};
+use crate::{Dialect, DistributedLock, Error, MultiLock, Result, RwLock};
 
 /// Sets the options of a [`DistributedLock`] (or, as [`MultiLockBuilder`], of a
 /// [`MultiLock`]); [`build`](Self::build) validates them.
@@ -49,6 +49,38 @@ impl<L> LockBuilder<L> {
             options: RawOptions::default(),
             built: PhantomData,
         }
+    }
+}
+
+/// Sets the options of an [`RwLock`]: the same options as a lock's, with the same
+/// defaults, for its readers and writers alike; [`build`](LockBuilder::build) validates
+/// them and the name.
+pub type RwLockBuilder = LockBuilder<RwLock>;
+
+impl RwLockBuilder {
+    pub(crate) fn for_rw(name: String, queries: Arc<dyn QueryInterface>) -> Self {
+        Self {
+            name,
+            names: Vec::new(),
+            permits: 0,
+            queries,
+            options: RawOptions::default(),
+            built: PhantomData,
+        }
+    }
+
+    /// Validates the name and options.
+    ///
+    /// # Errors
+    ///
+    /// What [`LockBuilder::build`] returns for a lock's name and options, the longest
+    /// name being shorter by what a reader's row adds to it (35 bytes); and
+    /// [`Error::InvalidTableName`] for a table whose companion's name would be too long
+    /// (see [`TableName::companion`](crate::TableName::companion)). Building never
+    /// touches the database.
+    pub fn build(self) -> Result<RwLock> {
+        let options = Options::validate(self.options)?;
+        RwLock::from_parts(self.name, self.queries, options)
     }
 }
 
@@ -145,6 +177,7 @@ pub(crate) fn inner(
         telemetry: LockTelemetry::new(&name),
         name,
         set,
+        gate: None,
         dialect: queries.dialect(),
         queries,
         options,

@@ -16,6 +16,7 @@ use crate::lease::{Acquisition, Taken, lease_end};
 use crate::listening::ReleaseBroadcast;
 use crate::name_set::NameSet;
 use crate::options::Options;
+use crate::rwlock::ReaderGate;
 use crate::telemetry::LockTelemetry;
 use crate::{Dialect, Error, FencingToken, Holder, Leader, Result};
 
@@ -36,6 +37,9 @@ pub(crate) struct LockInner {
     pub(crate) name: String,
     /// A multi-lock's names and statements; `None` for a lock.
     pub(crate) set: Option<NameSet>,
+    /// A reader-writer lock's readers: the gate row they enter by (see `rwlock.rs`);
+    /// `None` for anything else.
+    pub(crate) gate: Option<ReaderGate>,
     pub(crate) queries: Arc<dyn QueryInterface>,
     pub(crate) dialect: Dialect,
     pub(crate) sql: Sql,
@@ -129,9 +133,10 @@ impl LockInner {
     pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<Taken>> {
         const RUNS: usize = 3;
         for run in 1..=RUNS {
-            let taken = match &self.set {
-                None => self.take(owner).await.map(|token| token.map(Taken::one)),
-                Some(set) => self.take_all(set, owner).await,
+            let taken = match (&self.set, &self.gate) {
+                (Some(set), _) => self.take_all(set, owner).await,
+                (None, Some(gate)) => self.take_read(gate, owner).await,
+                (None, None) => self.take(owner).await,
             };
             match taken {
                 Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => {
@@ -145,7 +150,13 @@ impl LockInner {
         Ok(None)
     }
 
-    async fn take(&self, owner: &str) -> Result<Option<FencingToken>> {
+    /// A lock's acquire; a reader's too, whose statements are its own (see
+    /// `dialect/rw.rs`).
+    pub(crate) async fn take(&self, owner: &str) -> Result<Option<Taken>> {
+        Ok(self.take_one(owner).await?.map(Taken::one))
+    }
+
+    async fn take_one(&self, owner: &str) -> Result<Option<FencingToken>> {
         let action = "acquire the lock";
         if let Some(statement) = self
             .sql
@@ -242,9 +253,10 @@ impl LockInner {
 
     /// Whether a release notice for `released` (a lock's name) may let this lock in.
     pub(crate) fn is_released_by(&self, released: &str) -> bool {
-        match &self.set {
-            None => released == self.name,
-            Some(set) => set.contains(released),
+        match (&self.set, &self.gate) {
+            (Some(set), _) => set.contains(released),
+            (None, Some(gate)) => released == gate.name,
+            (None, None) => released == self.name,
         }
     }
 

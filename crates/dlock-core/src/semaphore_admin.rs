@@ -1,9 +1,6 @@
 //! For operators: the semaphores of a lock table (their rows are in its companion
 //! table), who holds each permit, and a force release per permit.
 
-use std::sync::Arc;
-
-use crate::adapter::QueryInterface;
 use crate::semaphore::slot_name;
 use crate::{Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState, Result};
 
@@ -54,12 +51,6 @@ pub enum SemaphoreRemoval {
 }
 
 impl LockAdmin {
-    /// The administration of the companion table, where semaphores keep their rows.
-    fn companion(&self) -> Result<LockAdmin> {
-        let queries: Arc<dyn QueryInterface> = Arc::clone(self.queries());
-        Ok(LockAdmin::with_table(queries, self.table().companion()?))
-    }
-
     /// Every semaphore of this lock table (in its companion table), by name, with its
     /// number of permits and every permit that was ever taken.
     ///

@@ -216,10 +216,12 @@ pub(crate) async fn wait_for_notice(
     }
 }
 
-/// The name a waiter announces its interest in first: the lock's, or a multi-lock's first.
+/// The name a waiter announces its interest in first: the lock's, a multi-lock's first,
+/// or, for a reader, the gate that writers hold.
 fn first_name(lock: &LockInner) -> &str {
-    match &lock.set {
-        None => &lock.name,
-        Some(set) => set.members.first().unwrap_or(&lock.name),
+    match (&lock.set, &lock.gate) {
+        (Some(set), _) => set.members.first().unwrap_or(&lock.name),
+        (None, Some(gate)) => &gate.name,
+        (None, None) => &lock.name,
     }
 }

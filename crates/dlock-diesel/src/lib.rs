@@ -35,6 +35,7 @@ pub use dlock_core::{
     MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
     SemaphoreRemoval,
 };
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
 
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Queries;

@@ -30,6 +30,7 @@ pub use dlock_core::{
     MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
     SemaphoreRemoval,
 };
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
 use dlock_sqlx::SqlxQueries;
 #[doc(no_inline)]
 pub use sea_orm;

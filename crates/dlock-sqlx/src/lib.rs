@@ -32,6 +32,7 @@ pub use dlock_core::{
     MAX_PERMITS, PermitInfo, Semaphore, SemaphoreBuilder, SemaphoreInfo, SemaphorePermit,
     SemaphoreRemoval,
 };
+pub use dlock_core::{RwHolder, RwLock, RwLockBuilder, RwLockInfo, RwReadGuard, RwWriteGuard};
 #[doc(no_inline)]
 pub use sqlx;
 

@@ -74,6 +74,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", conflicts_with = "election",
           value_parser = clap::value_parser!(u32).range(2..=i64::from(dlock_core::MAX_PERMITS)))]
     pub(crate) semaphore: Option<u32>,
+    /// Reader-writer locks instead (`RwLock`): each name is one, each section a read or
+    /// (one in four) a write; the run fails if a write overlaps any other section of its
+    /// name, or if tokens do not order every section before and after each write.
+    #[arg(long, conflicts_with_all = ["election", "semaphore"])]
+    pub(crate) rw: bool,
 }
 
 impl Args {
@@ -159,6 +164,16 @@ impl Args {
                  network, which SQLite does not have"
             ));
         }
+        let aimed_at_lock_rows = matches!(
+            kind,
+            FaultKind::ShortStop | FaultKind::DelayedAcquire | FaultKind::HungRenewal
+        );
+        if self.rw && aimed_at_lock_rows {
+            return Err(format!(
+                "the {kind} fault is aimed by reading the holder's row in the lock table, \
+                 and --rw keeps its rows in the companion table; leave it out with --rw"
+            ));
+        }
         if kind == FaultKind::Restart && self.restart_command.is_none() {
             return Err("the restart fault needs --restart-command".into());
         }
@@ -211,6 +226,8 @@ mod tests {
         let error = parse(&["--faults", "failover"]).unwrap_err();
         assert!(error.contains("--failover async"), "{error}");
         assert!(parse(&["--failover", "sync", "--url", "postgres://h:1/d"]).is_err());
+        let error = parse(&["--rw", "--faults", "kill,short-stop"]).unwrap_err();
+        assert!(error.contains("--rw"), "{error}");
         let error = parse(&["--faults", "stop,pause"]).unwrap_err();
         assert!(error.contains("short-stop"), "{error}");
     }
@@ -241,6 +258,10 @@ mod tests {
             ]
         );
         assert!(rotation(&["--failover", "async"]).contains(&"failover"));
+        assert_eq!(
+            rotation(&["--rw"]),
+            ["kill", "stop", "terminate", "unreachable"]
+        );
         assert_eq!(
             rotation(&["--faults", "hung-renewal,short-stop"]),
             ["hung-renewal", "short-stop"]

@@ -26,8 +26,10 @@ impl Verdict {
     }
 }
 
-/// Checks, per name: no two committed sections overlap; fencing tokens strictly increase
-/// in entry order (counting sections whose exit never committed too); no section wrote
+/// Checks, per name: no committed section that excludes the others (a lock's, a term, a
+/// write) overlaps any other, reads (`--rw`) overlapping only each other; fencing tokens
+/// increase in entry order (counting sections whose exit never committed too), strictly
+/// next to every such section, reads between two writes sharing one; no section wrote
 /// after its worker noticed the loss of its lease.
 pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
     let mut verdict = Verdict {
@@ -40,10 +42,12 @@ pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
     }
     for (name, mut sections) in by_name {
         sections.sort_by_key(|s| (s.entry_us, s.token));
-        // The latest exit among the committed sections entered so far.
-        let mut latest: Option<&Section> = None;
         for pair in sections.windows(2) {
-            if pair[1].token <= pair[0].token {
+            // Tokens grow at every section next to a write; reads between two writes
+            // share one, and never go back.
+            let grows = pair[1].token > pair[0].token
+                || (!pair[0].write && !pair[1].write && pair[1].token == pair[0].token);
+            if !grows {
                 verdict.fencing_violations += 1;
                 verdict.details.push(format!(
                     "{name}: token {} entered at {} us after token {} at {} us",
@@ -51,10 +55,16 @@ pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
                 ));
             }
         }
+        // The committed sections entered so far with the latest exit: of any kind, and
+        // of those that exclude the others (every one but reads).
+        let mut latest: Option<&Section> = None;
+        let mut latest_write: Option<&Section> = None;
         for section in sections.iter().filter(|s| s.exit_us.is_some()) {
-            if let Some(before) = latest
-                && section.entry_us < before.exit_us.unwrap_or(i64::MIN)
-            {
+            let before = [latest_write, latest.filter(|_| section.write)]
+                .into_iter()
+                .flatten()
+                .find(|before| section.entry_us < before.exit_us.unwrap_or(i64::MIN));
+            if let Some(before) = before {
                 verdict.overlaps += 1;
                 verdict.details.push(format!(
                     "{name}: token {} (worker {}) entered at {} us, before token {} (worker {}) \
@@ -70,12 +80,15 @@ pub(crate) fn check(sections: &[Section], losses: &[Loss]) -> Verdict {
             if latest.is_none_or(|before| section.exit_us > before.exit_us) {
                 latest = Some(section);
             }
+            if section.write && latest_write.is_none_or(|before| section.exit_us > before.exit_us) {
+                latest_write = Some(section);
+            }
         }
     }
     for loss in losses {
         for section in sections
             .iter()
-            .filter(|s| s.name == loss.name && s.token == loss.token)
+            .filter(|s| s.name == loss.name && s.token == loss.token && s.worker == loss.worker)
         {
             for (what, at) in [("entry", Some(section.entry_us)), ("exit", section.exit_us)] {
                 if let Some(at) = at.filter(|at| *at > loss.noticed_us) {
@@ -138,7 +151,54 @@ mod tests {
             worker: token,
             entry_us,
             exit_us,
+            write: true,
         }
+    }
+
+    fn read(token: i64, worker: i64, entry_us: i64, exit_us: Option<i64>) -> Section {
+        Section {
+            worker,
+            write: false,
+            ..section("a", token, entry_us, exit_us)
+        }
+    }
+
+    #[test]
+    fn reads_overlap_each_other_but_no_write() {
+        let clean = [
+            read(1, 1, 0, Some(50)),
+            read(1, 2, 10, Some(60)),
+            section("a", 2, 60, Some(70)),
+            read(3, 1, 70, Some(90)),
+            read(3, 3, 75, None),
+        ];
+        assert!(check(&clean, &[]).is_clean(), "{:?}", check(&clean, &[]));
+        let overlapping = [
+            read(1, 1, 0, Some(50)),
+            section("a", 2, 40, Some(45)),
+            read(3, 2, 44, Some(80)),
+        ];
+        assert_eq!(check(&overlapping, &[]).overlaps, 2);
+        // A read after a write with its old token; a read whose token went back.
+        let tokens = [
+            read(1, 1, 0, Some(5)),
+            section("a", 2, 10, Some(20)),
+            read(2, 2, 30, Some(40)),
+            read(1, 3, 50, Some(60)),
+        ];
+        assert_eq!(check(&tokens, &[]).fencing_violations, 2);
+    }
+
+    #[test]
+    fn a_loss_is_its_own_workers_among_readers_sharing_a_token() {
+        let sections = [read(1, 1, 0, Some(10)), read(1, 2, 0, Some(500))];
+        let loss = Loss {
+            name: "a".into(),
+            token: 1,
+            worker: 1,
+            noticed_us: 100,
+        };
+        assert!(check(&sections, &[loss]).is_clean());
     }
 
     #[test]
@@ -206,11 +266,13 @@ mod tests {
             Loss {
                 name: "a".into(),
                 token: 1,
+                worker: 1,
                 noticed_us: 400,
             },
             Loss {
                 name: "a".into(),
                 token: 2,
+                worker: 2,
                 noticed_us: 700,
             },
         ];

@@ -132,6 +132,7 @@ mod tests {
             worker: 0,
             entry_us,
             exit_us: Some(entry_us + 10),
+            write: true,
         }
     }
 

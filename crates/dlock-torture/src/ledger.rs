@@ -26,6 +26,10 @@ pub(crate) struct Section {
     pub(crate) entry_us: i64,
     /// `None` when the section's exit write never committed (killed, frozen, refused).
     pub(crate) exit_us: Option<i64>,
+    /// Whether it excludes every other section of its name: a lock's, an election's
+    /// term, a write; not a read of a reader-writer lock (`--rw`), whose ledger owner is
+    /// marked (`worker_main::READ_MARK`).
+    pub(crate) write: bool,
 }
 
 /// A loss a worker's guard reported, and when (database clock).
@@ -33,6 +37,8 @@ pub(crate) struct Section {
 pub(crate) struct Loss {
     pub(crate) name: String,
     pub(crate) token: i64,
+    /// The worker that noticed it: readers of a reader-writer lock share tokens.
+    pub(crate) worker: i64,
     pub(crate) noticed_us: i64,
 }
 
@@ -174,7 +180,7 @@ impl LedgerSql {
 
     pub(crate) fn sections(self, run: &str) -> Statement {
         self.statement(
-            "SELECT name, token, worker, entry_us, exit_us FROM dlock_torture_ledger
+            "SELECT name, token, worker, entry_us, exit_us, owner FROM dlock_torture_ledger
              WHERE run_id = ?",
             vec![Value::Text(run.into())],
             &[
@@ -183,15 +189,21 @@ impl LedgerSql {
                 ColumnType::Int,
                 ColumnType::Int,
                 ColumnType::Int,
+                ColumnType::Text,
             ],
         )
     }
 
     pub(crate) fn losses(self, run: &str) -> Statement {
         self.statement(
-            "SELECT name, token, noticed_us FROM dlock_torture_losses WHERE run_id = ?",
+            "SELECT name, token, worker, noticed_us FROM dlock_torture_losses WHERE run_id = ?",
             vec![Value::Text(run.into())],
-            &[ColumnType::Text, ColumnType::Int, ColumnType::Int],
+            &[
+                ColumnType::Text,
+                ColumnType::Int,
+                ColumnType::Int,
+                ColumnType::Int,
+            ],
         )
     }
 
@@ -235,6 +247,7 @@ pub(crate) async fn read(
                 Value::Int(worker),
                 Value::Int(entry_us),
                 exit,
+                owner,
             ] => Ok(Section {
                 name: name.clone(),
                 token: *token,
@@ -244,6 +257,8 @@ pub(crate) async fn read(
                     Value::Int(exit) => Some(*exit),
                     _ => None,
                 },
+                write: !matches!(owner, Value::Text(owner)
+                    if owner.starts_with(crate::worker_main::READ_MARK)),
             }),
             other => Err(format!("unexpected ledger row {other:?}")),
         })
@@ -255,9 +270,15 @@ pub(crate) async fn read(
     let losses = rows
         .into_iter()
         .map(|row| match row.as_slice() {
-            [Value::Text(name), Value::Int(token), Value::Int(noticed_us)] => Ok(Loss {
+            [
+                Value::Text(name),
+                Value::Int(token),
+                Value::Int(worker),
+                Value::Int(noticed_us),
+            ] => Ok(Loss {
                 name: name.clone(),
                 token: *token,
+                worker: *worker,
                 noticed_us: *noticed_us,
             }),
             other => Err(format!("unexpected loss row {other:?}")),

@@ -399,6 +399,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, RunError> {
             args.semaphore
                 .map(|permits| (worker_main::SEMAPHORE, permits.to_string())),
         )
+        .chain(args.rw.then(|| (worker_main::RW, "1".to_owned())))
         .collect(),
     };
     let mut table = TableName::parse(ledger::LOCK_TABLE).map_err(|error| error.to_string())?;

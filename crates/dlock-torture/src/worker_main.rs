@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
 use dlock_core::{
-    DistributedLock, Election, Error, Leadership, Lease, LockGuard, Semaphore, SemaphorePermit,
+    DistributedLock, Election, Error, Leadership, Lease, LockGuard, RwLock, RwReadGuard,
+    RwWriteGuard, Semaphore, SemaphorePermit,
 };
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
@@ -54,6 +55,10 @@ pub(crate) const VERBOSE: &str = "DLOCK_TORTURE_VERBOSE";
 pub(crate) const ELECTION: &str = "DLOCK_TORTURE_ELECTION";
 /// `--semaphore`'s number of permits.
 pub(crate) const SEMAPHORE: &str = "DLOCK_TORTURE_SEMAPHORE";
+/// Set for `--rw`.
+pub(crate) const RW: &str = "DLOCK_TORTURE_RW";
+/// What the ledger's `owner` of a read starts with (see `ledger::Section::write`).
+pub(crate) const READ_MARK: &str = "r ";
 
 /// How long the work of a section lasts, at most (it is random from a fifth of this).
 const WORK: Duration = Duration::from_millis(60);
@@ -149,6 +154,7 @@ async fn worker_main() -> Result<(), String> {
         ),
         Err(_) => None,
     };
+    let rw = std::env::var_os(RW).is_some();
     let locks = variable(NAMES)?
         .split(',')
         .map(|name| {
@@ -162,6 +168,17 @@ async fn worker_main() -> Result<(), String> {
                     .build()
                     .map_err(|error| error.to_string())?;
                 return Ok(Contested::Semaphore(semaphore));
+            }
+            if rw {
+                let rw = RwLock::builder(name, Arc::clone(&queries))
+                    .table(LOCK_TABLE)
+                    .ttl(ttl)
+                    .poll_interval(POLL)
+                    .acquire_timeout(ttl * 3)
+                    .holder(holder_label(index))
+                    .build()
+                    .map_err(|error| error.to_string())?;
+                return Ok(Contested::Rw(rw));
             }
             let lock = DistributedLock::builder(name, Arc::clone(&queries))
                 .table(LOCK_TABLE)
@@ -242,22 +259,41 @@ enum Contested {
     Election(Election),
     /// With `--semaphore`: one of its permits.
     Semaphore(Semaphore),
+    /// With `--rw`: a reader-writer lock, read three times in four, else written.
+    Rw(RwLock),
 }
 
-/// A held lock, a leadership, or a permit.
+/// A held lock, a leadership, a permit, or a read or write.
 enum Held {
     Guard(LockGuard),
     Leadership(Leadership),
     Permit(SemaphorePermit),
+    Read(RwReadGuard),
+    Write(RwWriteGuard),
 }
 
 impl Contested {
+    /// The name a section held under `lease` is recorded with in the ledger, which the
+    /// checker treats as one lock's: the lock's, the election's, a semaphore's permit row
+    /// (`name#i`: its lease's name), or the reader-writer lock's (whose reads and writes
+    /// the checker orders together).
+    fn ledger_name<'a>(&'a self, lease: &'a Lease) -> &'a str {
+        match self {
+            Self::Lock(lock) => lock.name(),
+            Self::Election(election) => election.name(),
+            Self::Semaphore(_) => lease.name(),
+            Self::Rw(rw) => rw.name(),
+        }
+    }
+
     /// Acquires the lock, or campaigns until leading; [`Error::Timeout`] after the lock's
     /// acquire timeout, which a campaign, waiting for as long as it takes, is given here.
     async fn take(&self, ttl: Duration) -> Result<Held, Error> {
         match self {
             Self::Lock(lock) => lock.acquire().await.map(Held::Guard),
             Self::Semaphore(semaphore) => semaphore.acquire().await.map(Held::Permit),
+            Self::Rw(rw) if fastrand::u8(..4) == 0 => rw.write().await.map(Held::Write),
+            Self::Rw(rw) => rw.read().await.map(Held::Read),
             Self::Election(election) => {
                 match tokio::time::timeout(ttl * 3, election.campaign()).await {
                     Ok(leadership) => leadership.map(Held::Leadership),
@@ -278,6 +314,18 @@ impl Held {
             Self::Guard(guard) => guard.lease(),
             Self::Leadership(leadership) => leadership.lease(),
             Self::Permit(permit) => permit.lease(),
+            Self::Read(read) => read.lease(),
+            Self::Write(write) => write.lease(),
+        }
+    }
+
+    /// The section's owner in the ledger: the acquisition's owner id, marked for a read
+    /// (whose sections may overlap each other).
+    fn ledger_owner(&self) -> String {
+        let owner = self.lease().owner_id();
+        match self {
+            Self::Read(_) => format!("{READ_MARK}{owner}"),
+            _ => owner.to_owned(),
         }
     }
 
@@ -287,6 +335,8 @@ impl Held {
             Self::Guard(guard) => guard.release().await,
             Self::Leadership(leadership) => leadership.resign().await,
             Self::Permit(permit) => permit.release().await,
+            Self::Read(read) => read.release().await,
+            Self::Write(write) => write.release().await,
         }
     }
 }
@@ -315,11 +365,10 @@ async fn section(worker: &Worker, lock: &Contested, long_work_ms: &AtomicU64) {
         }
     };
     let lease = guard.lease().clone();
-    // The lease's name: the lock's, or a semaphore's permit row (`name#i`), so that the
-    // ledger and the checker see each permit as a lock of its own.
-    let (name, token) = (lease.name(), lease.fencing_token().get());
+    let (name, token) = (lock.ledger_name(&lease), lease.fencing_token().get());
     let owner = lease.owner_id().to_owned();
     println!("HOLD {name} {token} {owner}");
+    let owner = guard.ledger_owner();
     let (done, done_rx) = oneshot::channel();
     let released_while_held = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(record_loss(

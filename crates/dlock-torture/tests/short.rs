@@ -6,6 +6,8 @@
 //! killed or frozen): terms must not overlap, and observers must never see one go back.
 //! A sixth holds semaphore permits (SeaORM on MariaDB, 2 permits, holders killed or
 //! frozen): never more sections at once than permits, never two on one permit.
+//! A seventh takes reader-writer locks (tokio-postgres on PostgreSQL, a holder killed,
+//! frozen, or its connection terminated): no write may overlap any other section.
 //!
 //! The faults that aim at the windows between a holder's local deadline and its lease's
 //! end (short-stop, delayed-acquire, hung-renewal) do not fit in 25 s after the four
@@ -21,7 +23,7 @@ use std::process::{Command, ExitCode};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// The runs; each is a test of its own, so a skipped one shows as ignored by name.
-static RUNS: [Run; 6] = [
+static RUNS: [Run; 7] = [
     Run {
         args: &["--adapter", "tokio-postgres", "--dialect", "postgres"],
         url_var: "DLOCK_TEST_POSTGRES_URL",
@@ -71,6 +73,18 @@ static RUNS: [Run; 6] = [
         url_var: "DLOCK_TEST_MYSQL_URL",
         faults: &["kill", "stop"],
     },
+    // Reader-writer locks: no write overlaps any section, tokens order reads and writes.
+    Run {
+        args: &[
+            "--adapter",
+            "tokio-postgres",
+            "--dialect",
+            "postgres",
+            "--rw",
+        ],
+        url_var: "DLOCK_TEST_POSTGRES_URL",
+        faults: &["kill", "stop", "terminate"],
+    },
 ];
 
 struct Run {
@@ -87,16 +101,18 @@ fn main() -> ExitCode {
     let trials = RUNS
         .iter()
         .map(|run| {
-            let elections = match (
+            let mode = match (
                 run.args.contains(&"--election"),
                 run.args.contains(&"--semaphore"),
+                run.args.contains(&"--rw"),
             ) {
-                (true, _) => "_elections",
-                (_, true) => "_semaphores",
+                (true, _, _) => "_elections",
+                (_, true, _) => "_semaphores",
+                (_, _, true) => "_rwlocks",
                 _ => "",
             };
             let name = format!(
-                "{}_on_{}{elections}_survives_the_faults",
+                "{}_on_{}{mode}_survives_the_faults",
                 run.args[1].replace('-', "_"),
                 run.args[3]
             );

@@ -6,6 +6,7 @@ mod floors;
 mod idle_waiters;
 mod locking;
 mod multi;
+mod rwlock;
 mod semaphore;
 mod skip;
 mod statements;
@@ -38,6 +39,7 @@ pub(crate) enum Scenario {
     MultiUncontended,
     SemaphoreUncontended,
     SemaphoreHandover,
+    RwReadUncontended,
 }
 
 impl Scenario {
@@ -56,6 +58,7 @@ impl Scenario {
             Self::MultiUncontended => "multi_uncontended",
             Self::SemaphoreUncontended => "semaphore_uncontended",
             Self::SemaphoreHandover => "semaphore_handover",
+            Self::RwReadUncontended => "rw_read_uncontended",
         }
     }
 
@@ -75,6 +78,7 @@ impl Scenario {
             Self::MultiUncontended => multi::uncontended(context).await,
             Self::SemaphoreUncontended => semaphore::uncontended(context).await,
             Self::SemaphoreHandover => semaphore::handover(context).await,
+            Self::RwReadUncontended => rwlock::read_uncontended(context).await,
         }
     }
 }

@@ -13,6 +13,7 @@ mod multi;
 mod names;
 mod refusals;
 mod release;
+mod rwlock;
 mod semaphore;
 mod session;
 mod skip;
@@ -23,6 +24,8 @@ use std::pin::Pin;
 
 use dlock_core::Dialect;
 use dlock_testkit::Route;
+
+pub(crate) use rwlock::child as rw_child;
 
 use crate::support::{Env, Verdict};
 
@@ -51,6 +54,10 @@ const NETWORK_ONLY: &[&str] = &[
     "loss_fires_before_expiry_when_database_unreachable",
     "unreachable_database_is_an_error",
     "missing_privilege_names_the_table_and_what_to_grant",
+    // Not network, but pointless on SQLite and harmful there: its fenced transaction
+    // holds the file's one write lock for seconds, which every other scenario's renewals
+    // then wait for; and one writer at a time holds writers back by itself.
+    "rw_fenced_read_holds_writers_back_until_it_commits",
 ];
 
 /// Scenarios about one database's behaviour, generated only for that dialect (by its
@@ -192,6 +199,14 @@ scenarios![
     semaphore::semaphore_permit_loss_fires_before_another_takes_it,
     semaphore::semaphore_permits_mismatch_and_zero_are_errors,
     semaphore::semaphore_waiting_only_reads,
+    rwlock::rw_readers_share_and_tokens_order_reads_and_writes,
+    rwlock::rw_names_that_extend_another_are_other_locks,
+    rwlock::rw_writes_exclude_every_other_section_across_processes,
+    rwlock::rw_writer_gets_in_under_a_continuous_reader_load,
+    rwlock::rw_killed_reader_and_writer_free_within_their_lease,
+    rwlock::rw_reader_and_writer_learn_of_their_loss_first,
+    rwlock::rw_writer_that_gives_up_lets_readers_in_and_jobs_run,
+    rwlock::rw_fenced_read_holds_writers_back_until_it_commits,
 ];
 
 #[cfg(test)]

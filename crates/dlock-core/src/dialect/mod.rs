@@ -5,6 +5,7 @@
 
 mod mysql;
 mod postgres;
+mod rw;
 mod semaphore;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::adapter::{ColumnType, QueryError, Statement, StatementKind, Value};
 use crate::{FencingToken, TableName};
+pub(crate) use rw::{GATE_SUFFIX, READER_INFIX};
 
 pub(crate) use semaphore::SemaphoreSql;
 
@@ -823,7 +825,7 @@ mod tests {
 
     /// The highest placeholder a statement refers to, in its dialect's syntax: MySQL's
     /// `?` are counted, PostgreSQL's `$N` and SQLite's `?N` are numbered.
-    fn placeholders(dialect: Dialect, sql: &str) -> usize {
+    pub(super) fn placeholders(dialect: Dialect, sql: &str) -> usize {
         let sigil = match dialect {
             Dialect::Postgres => '$',
             _ => '?',

@@ -103,22 +103,23 @@ pub(super) fn add_value_columns(table: &TableName) -> String {
     format!("ALTER TABLE {t} ADD COLUMN value TEXT, ADD COLUMN value_term BIGINT")
 }
 
-/// The upsert that takes the lock if it is free (see `sql`), followed by `returning`.
-fn acquire(t: &str, returning: &str) -> String {
+/// The upsert that takes the lock if it is free (see `sql`), followed by `returning`;
+/// the token grows by `step`: 1, but 2 for a reader-writer lock's writer (see `rw.rs`).
+pub(super) fn acquire(t: &str, step: i64, returning: &str) -> String {
     format!(
         "INSERT INTO {t} (name_hash, name, owner, fencing, holder, acquired_at, expires_at)
-                 VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, 1, ?, {NOW},
+                 VALUES ({KEY}, CONVERT(? USING utf8mb4), ?, {step}, ?, {NOW},
                          {NOW} + INTERVAL (? * 1000) MICROSECOND)
                  ON DUPLICATE KEY UPDATE
                      owner = IF({FREE}, VALUES(owner), owner),
-                     fencing = IF({FREE}, fencing + 1, fencing),
+                     fencing = IF({FREE}, fencing + {step}, fencing),
                      holder = IF({FREE}, VALUES(holder), holder),
                      acquired_at = IF({FREE}, VALUES(acquired_at), acquired_at),
                      expires_at = IF({FREE}, VALUES(expires_at), expires_at){returning}"
     )
 }
 
-const ACQUIRE_PARAMS: &[super::Param] = &[Name, Name, Owner, Holder, TtlMs];
+pub(super) const ACQUIRE_PARAMS: &[super::Param] = &[Name, Name, Owner, Holder, TtlMs];
 
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('`');
@@ -139,10 +140,10 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        acquire: Template::new(acquire(&t, ""), ACQUIRE_PARAMS),
+        acquire: Template::new(acquire(&t, 1, ""), ACQUIRE_PARAMS),
         // MariaDB 10.5+ returns the row from the upsert: taken or not, it names its owner.
         acquire_returning: Some(Template::new(
-            acquire(&t, " RETURNING owner, fencing"),
+            acquire(&t, 1, " RETURNING owner, fencing"),
             ACQUIRE_PARAMS,
         )),
         read_token: Some(Template::new(

@@ -67,7 +67,16 @@ const EPOCH: &str =
 /// tokens on timeline 1 are 1, 2, 3 … as they were before epochs, and a token of epoch
 /// `e` is below every token of a later one for the first 2^40 acquisitions of a name in
 /// `e`. Needs `epoch` in the statement's `FROM`.
-const BASE: &str = "((epoch.now - 1) << 40)";
+pub(super) const BASE: &str = "((epoch.now - 1) << 40)";
+
+/// The least token a take by `step` (see [`take`]) may issue in the statement's epoch:
+/// [`BASE`] for a lock, one more per extra step.
+fn least_token(step: i64) -> String {
+    match step {
+        1 => BASE.to_owned(),
+        _ => format!("({BASE} + {})", step - 1),
+    }
+}
 
 /// `holder` of the table's epoch row (named `''`, which no lock can be: empty names are
 /// refused), for an operator who reads the table.
@@ -82,11 +91,14 @@ pub(super) const LOCK_DELAY_HOLDER: &str = "nobody yet: the database failed over
      primary never heard of may still hold their leases (lock-delay)";
 
 /// What taking a row over sets (`l`, the row; `$2`, `$3`, `$4`: owner, holder, TTL in
-/// ms): the lock's and the multi-lock's acquire take rows alike. Needs `epoch` in the
-/// statement's `FROM`, as [`BASE`].
-fn take() -> String {
+/// ms): the lock's and the multi-lock's acquire take rows alike. The token grows by
+/// `step`: 1, but 2 for a reader-writer lock's writer, which leaves the token in between
+/// to the readers that follow it (see `rw.rs`). Needs `epoch` in the statement's `FROM`,
+/// as [`BASE`].
+pub(super) fn take(step: i64) -> String {
+    let floor = least_token(step);
     format!(
-        "owner = $2, fencing = GREATEST(l.fencing + 1, {BASE}), holder = $3,
+        "owner = $2, fencing = GREATEST(l.fencing + {step}, {floor}), holder = $3,
                          acquired_at = clock_timestamp(),
                          expires_at = clock_timestamp() + $4 * INTERVAL '1 millisecond'"
     )
@@ -94,13 +106,13 @@ fn take() -> String {
 
 /// Whether the row is free to take: released (no lease) or its lease has ended. Not
 /// `owner IS NULL`: a revoked row has no owner but keeps its lease's end.
-const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
+pub(super) const FREE: &str = "(expires_at IS NULL OR expires_at <= clock_timestamp())";
 
 /// The common table expressions that make every acquisition, of one name or of several,
 /// respect failovers: `epoch` (the server's), `seen` (the newest the table recorded),
 /// `sighting` (records a new one) and `gate` (`open` unless in the lock-delay). The TTL
 /// is `$4`. See `acquire` in [`sql`].
-fn epoch_gate(t: &str) -> String {
+pub(super) fn epoch_gate(t: &str) -> String {
     format!(
         "epoch AS (
                      SELECT {EPOCH} AS now
@@ -128,7 +140,7 @@ fn epoch_gate(t: &str) -> String {
 /// The probe of the rows `which` selects (`name = $1`), with the prober's TTL as `$2`:
 /// the holder (`holder_suffix` appended to it) whose lease ends last, or the lock-delay
 /// after a failover. See `probe` in [`sql`].
-fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
+pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
     format!(
         "SELECT holder, remaining_ms, fencing FROM (
                      SELECT CASE WHEN owner IS NULL
@@ -169,15 +181,48 @@ fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 /// to take it and notifies. Keys that collide (two names of one hash, or an application's
 /// own two-key advisory lock) cost a needless notice, or make waiters poll as they would
 /// without listening; never a missed one.
-fn waiters_key(table: &TableName) -> String {
+pub(super) fn waiters_key(table: &TableName) -> String {
     let [a, b, c, d, ..] = fnv1a(&channel(table)).to_be_bytes();
     let table_key = i32::from_be_bytes([a, b, c, d]);
     format!("{table_key}, hashtext($1)")
 }
 
+/// The lock's acquire (see `acquire` in [`sql`]), its token growing by `step` (see
+/// [`take`]).
+pub(super) fn acquire(t: &str, step: i64) -> String {
+    let take = take(step);
+    let first = match step {
+        1 => format!("GREATEST(1, {BASE})"),
+        _ => format!("GREATEST({step}, {})", least_token(step)),
+    };
+    format!(
+        "WITH {gate}, candidate AS (
+                     SELECT name FROM {t}
+                     WHERE name = $1 AND {FREE} AND (SELECT open FROM gate)
+                     FOR UPDATE
+                 ), taken AS (
+                     UPDATE {t} AS l
+                     SET {take}
+                     FROM candidate AS c, epoch
+                     WHERE l.name = c.name
+                     RETURNING l.fencing
+                 ), created AS (
+                     INSERT INTO {t} (name, owner, fencing, holder, acquired_at, expires_at)
+                     SELECT $1, $2, {first}, $3, clock_timestamp(),
+                            clock_timestamp() + $4 * INTERVAL '1 millisecond'
+                     FROM epoch
+                     WHERE NOT EXISTS (SELECT FROM {t} WHERE name = $1)
+                       AND (SELECT open FROM gate)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING fencing
+                 )
+                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created",
+        gate = epoch_gate(t),
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
-    let take = take();
     let waiters = waiters_key(table);
     Sql {
         create_table: Template::new(
@@ -217,33 +262,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // when. `gate` is shut when the epoch changed under this statement (whoever
         // records it, this statement or a concurrent one) or less than a lease ago: the
         // lock-delay, see `LOCK_DELAY_HOLDER`.
-        acquire: Template::new(
-            format!(
-                "WITH {gate}, candidate AS (
-                     SELECT name FROM {t}
-                     WHERE name = $1 AND {FREE} AND (SELECT open FROM gate)
-                     FOR UPDATE
-                 ), taken AS (
-                     UPDATE {t} AS l
-                     SET {take}
-                     FROM candidate AS c, epoch
-                     WHERE l.name = c.name
-                     RETURNING l.fencing
-                 ), created AS (
-                     INSERT INTO {t} (name, owner, fencing, holder, acquired_at, expires_at)
-                     SELECT $1, $2, GREATEST(1, {BASE}), $3, clock_timestamp(),
-                            clock_timestamp() + $4 * INTERVAL '1 millisecond'
-                     FROM epoch
-                     WHERE NOT EXISTS (SELECT FROM {t} WHERE name = $1)
-                       AND (SELECT open FROM gate)
-                     ON CONFLICT (name) DO NOTHING
-                     RETURNING fencing
-                 )
-                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created",
-                gate = epoch_gate(&t),
-            ),
-            &[Name, Owner, Holder, TtlMs],
-        ),
+        acquire: Template::new(acquire(&t, 1), &[Name, Owner, Holder, TtlMs]),
         read_token: None,
         acquire_returning: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
@@ -395,7 +414,7 @@ pub(super) const WANTED: &str = "SELECT value AS name FROM json_array_elements_t
 /// The statements of a multi-lock (see [`super::SetTemplates`]).
 pub(super) fn set_templates(table: &TableName) -> SetTemplates {
     let t = table.quoted('"');
-    let take = take();
+    let take = take(1);
     SetTemplates {
         // All or none, decided on the rows this statement locks itself: under READ
         // COMMITTED a subquery sees the statement's snapshot, but a row locked `FOR UPDATE`

@@ -61,6 +61,20 @@ pub(super) fn add_value_columns(table: &TableName) -> String {
     format!("ALTER TABLE {t} ADD COLUMN value TEXT; ALTER TABLE {t} ADD COLUMN value_term INTEGER")
 }
 
+/// The lock's upsert, its token growing by `step`: 1, but 2 for a reader-writer lock's
+/// writer (see `rw.rs`).
+pub(super) fn acquire(t: &str, step: i64) -> String {
+    format!(
+        "INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at, expires_at)
+                 VALUES (?1, ?2, {step}, ?3, {NOW_MS}, {NOW_MS} + ?4)
+                 ON CONFLICT (name) DO UPDATE
+                 SET owner = excluded.owner, fencing = l.fencing + {step}, holder = excluded.holder,
+                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                 WHERE l.expires_at IS NULL OR l.expires_at <= {NOW_MS}
+                 RETURNING fencing"
+    )
+}
+
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     Sql {
@@ -79,18 +93,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        acquire: Template::new(
-            format!(
-                "INSERT INTO {t} AS l (name, owner, fencing, holder, acquired_at, expires_at)
-                 VALUES (?1, ?2, 1, ?3, {NOW_MS}, {NOW_MS} + ?4)
-                 ON CONFLICT (name) DO UPDATE
-                 SET owner = excluded.owner, fencing = l.fencing + 1, holder = excluded.holder,
-                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-                 WHERE l.expires_at IS NULL OR l.expires_at <= {NOW_MS}
-                 RETURNING fencing"
-            ),
-            &[Name, Owner, Holder, TtlMs],
-        ),
+        acquire: Template::new(acquire(&t, 1), &[Name, Owner, Holder, TtlMs]),
         read_token: None,
         acquire_returning: None,
         // A plain read: waiters never take the write lock. A revoked lease is held
