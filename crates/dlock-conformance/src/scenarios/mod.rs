@@ -111,6 +111,9 @@ pub(crate) const TIMED: &[&str] = &[
     "try_acquire_names_the_holder",
     "semaphore_killed_holder_frees_its_permit_within_ttl",
     "semaphore_waiter_in_another_process_wakes_on_a_release",
+    "rw_writer_gets_in_under_a_continuous_reader_load",
+    "rw_killed_reader_and_writer_free_within_their_lease",
+    "rw_reader_and_writer_learn_of_their_loss_first",
 ];
 
 /// The scenarios that apply to `dialect` reached by `route`, by name, of the `concerns`
