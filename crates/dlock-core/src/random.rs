@@ -15,7 +15,10 @@ fn random_u64() -> u64 {
     RandomState::new().hash_one(draw)
 }
 
-/// A new id for one acquisition: 128 random bits in hex.
+/// How long an owner id is: 128 bits in hex.
+pub(crate) const OWNER_ID_LEN: usize = 32;
+
+/// A new id for one acquisition: 128 random bits in hex ([`OWNER_ID_LEN`] digits).
 pub(crate) fn owner_id() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::dialect::{GATE_SUFFIX, READER_INFIX};
+use crate::random::OWNER_ID_LEN;
 use crate::{Error, FencingToken, ForceRelease, LockAdmin, LockInfo, LockState, Result};
 
 /// A reader-writer lock as recorded in the companion table, read by
@@ -85,7 +86,7 @@ impl fmt::Display for RwHolder {
 
 /// An owner id: 32 lower-case hex digits (`random::owner_id`).
 fn is_owner_id(text: &str) -> bool {
-    text.len() == 32
+    text.len() == OWNER_ID_LEN
         && text
             .bytes()
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
@@ -96,7 +97,7 @@ fn rw_row(row: &str) -> Option<(&str, bool)> {
     if let Some(name) = row.strip_suffix(GATE_SUFFIX) {
         return (!name.is_empty()).then_some((name, true));
     }
-    let split = row.len().checked_sub(READER_INFIX.len() + 32)?;
+    let split = row.len().checked_sub(READER_INFIX.len() + OWNER_ID_LEN)?;
     let (name, rest) = (row.get(..split)?, row.get(split..)?);
     let owner = rest.strip_prefix(READER_INFIX)?;
     (!name.is_empty() && is_owner_id(owner)).then_some((name, false))

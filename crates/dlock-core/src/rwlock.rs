@@ -24,14 +24,12 @@ use crate::inner::{LockInner, within};
 use crate::lease::Taken;
 use crate::lock::run_job;
 use crate::options::Options;
+use crate::random::OWNER_ID_LEN;
 use crate::wait::{SAFETY_NET_FACTOR, Woken, wait_and_take, wait_for_notice};
 use crate::{
     Attempt, DistributedLock, Error, FencingToken, Holder, Lease, LockGuard, LossReason, Outcome,
     Result, RwLockBuilder, telemetry,
 };
-
-/// The length of an owner id (128 bits in hex), which a reader's row name ends with.
-const OWNER_ID_LEN: usize = 32;
 
 /// A named reader-writer lock in a database: many readers at once, or one writer.
 ///

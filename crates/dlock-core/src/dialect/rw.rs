@@ -35,23 +35,23 @@
 use super::Param::{Holder, Name, Owner, Token, TtlMs};
 use super::{ColumnType, Sql, Template, bind};
 use crate::adapter::{Statement, StatementKind};
+use crate::random::OWNER_ID_LEN;
 use crate::{Dialect, TableName};
 
 /// The suffix of the gate row's name.
 pub(crate) const GATE_SUFFIX: &str = "#w";
 /// What follows the lock's name in a reader row's name, before the reader's owner id.
 pub(crate) const READER_INFIX: &str = "#r:";
-/// How long a reader row's name is beyond the lock's name: the infix and an owner id
-/// (32 hex digits, `random::owner_id`).
-const READER_EXTRA: usize = READER_INFIX.len() + 32;
+/// How long a reader row's name is beyond the lock's name: the infix and an owner id.
+const READER_EXTRA: usize = READER_INFIX.len() + OWNER_ID_LEN;
 
-// The statements find a lock's reader rows by name: `{name}#r:` and 32 characters with
-// no `#`. Each row of the companion table ends in a suffix after its last `#` (a
-// permit's number, `w`, `r:` and an owner id), so a row whose last `#` is the one after
-// `{name}` belongs to the lock `{name}` — and no other lock's, whatever the names:
-// the rows of `a#r:x` (`a#r:x#w`, `a#r:x#r:…`) are not readers of `a`. A prefix alone
-// would take them for readers of `a`, wait for them, and delete the ended ones (the
-// gate's counter with them, so `a#r:x`'s tokens would start again).
+// The statements find a lock's reader rows by name: `{name}#r:` and an owner id's
+// length of characters with no `#`. Each row of the companion table ends in a suffix
+// after its last `#` (a permit's number, `w`, `r:` and an owner id), so a row whose last
+// `#` is the one after `{name}` belongs to the lock `{name}` — and no other lock's,
+// whatever the names: the rows of `a#r:x` (`a#r:x#w`, `a#r:x#r:…`) are not readers of
+// `a`. A prefix alone would take them for readers of `a`, wait for them, and delete the
+// ended ones (the gate's counter with them, so `a#r:x`'s tokens would start again).
 
 /// A reader-writer lock's statements: the writer's and the reader's [`Sql`], and their
 /// own two.
@@ -178,7 +178,8 @@ fn postgres(table: &TableName) -> Templates {
     let holder = shown_holder(pipes);
     let prefix = format!(
         "char_length(name) = char_length($1) + {READER_EXTRA} \
-         AND left(name, -32) = $1 || '{READER_INFIX}' AND strpos(right(name, 32), '#') = 0"
+         AND left(name, -{OWNER_ID_LEN}) = $1 || '{READER_INFIX}' \
+         AND strpos(right(name, {OWNER_ID_LEN}), '#') = 0"
     );
     Templates {
         writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
@@ -288,8 +289,8 @@ fn mysql(table: &TableName) -> Templates {
     let holder = shown_holder(|parts| format!("CONCAT({})", parts.join(", ")));
     let prefix = format!(
         "CHAR_LENGTH(name) = CHAR_LENGTH(?) + {READER_EXTRA} \
-         AND LEFT(name, CHAR_LENGTH(name) - 32) = CONVERT(CONCAT(?, '{READER_INFIX}') USING utf8mb4) \
-         AND LOCATE('#', RIGHT(name, 32)) = 0"
+         AND LEFT(name, CHAR_LENGTH(name) - {OWNER_ID_LEN}) = CONVERT(CONCAT(?, '{READER_INFIX}') USING utf8mb4) \
+         AND LOCATE('#', RIGHT(name, {OWNER_ID_LEN})) = 0"
     );
     // The reader's row, only if the gate is free, read with a shared lock: a locking
     // read of the newest committed version whatever the isolation level (under the
@@ -398,8 +399,8 @@ fn sqlite(table: &TableName) -> Templates {
     let holder = shown_holder(pipes);
     let prefix = format!(
         "length(name) = length(?1) + {READER_EXTRA} \
-         AND substr(name, 1, length(name) - 32) = ?1 || '{READER_INFIX}' \
-         AND instr(substr(name, -32), '#') = 0"
+         AND substr(name, 1, length(name) - {OWNER_ID_LEN}) = ?1 || '{READER_INFIX}' \
+         AND instr(substr(name, -{OWNER_ID_LEN}), '#') = 0"
     );
     Templates {
         writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
