@@ -188,6 +188,10 @@ enum Command {
         /// The database whose SQL --print-sql prints, when no URL is given.
         #[arg(long, value_enum, requires = "print_sql")]
         dialect: Option<DialectArg>,
+        /// The companion table (TABLE_slots) instead, where semaphores and reader-writer
+        /// locks keep their rows: the same columns; their releases also delete rows.
+        #[arg(long)]
+        companion: bool,
     },
     /// Whether the database keeps the acquisitions it acknowledges across a crash or a
     /// failover: the settings that decide it (PostgreSQL fsync, synchronous_commit,
@@ -321,14 +325,21 @@ fn selection(
 
 /// Runs the command and returns what to print.
 async fn run(cli: Cli) -> Result<Printed, Failure> {
-    let table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
+    let mut table = TableName::parse(&cli.table).map_err(Failure::from_dlock)?;
+    if let Command::Init {
+        companion: true, ..
+    } = cli.command
+    {
+        table = table.companion().map_err(Failure::from_dlock)?;
+    }
     if let Command::Init {
         print_sql: true,
         dialect,
+        companion,
     } = cli.command
     {
         let dialect = sql_dialect(cli.url.as_deref(), dialect)?;
-        return Ok(render::create_table_sql(dialect, &table, cli.json).into());
+        return Ok(render::create_table_sql(dialect, &table, companion, cli.json).into());
     }
     let url = cli.url.ok_or_else(|| {
         Failure::Usage(

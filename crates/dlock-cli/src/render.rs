@@ -151,16 +151,22 @@ pub(crate) fn holder_or_dash(holder: Option<&str>) -> String {
     holder.map_or_else(|| "-".into(), terminal::shown)
 }
 
-/// The SQL that creates the lock table, as `init --print-sql` prints it: ready to run,
-/// preceded by the privileges dlock needs as SQL comments.
-pub(crate) fn create_table_sql(dialect: Dialect, table: &TableName, json: bool) -> String {
+/// The SQL that creates the lock table (or its `companion`), as `init --print-sql`
+/// prints it: ready to run, preceded by the privileges dlock needs as SQL comments.
+pub(crate) fn create_table_sql(
+    dialect: Dialect,
+    table: &TableName,
+    companion: bool,
+    json: bool,
+) -> String {
     let statement = dialect.create_table_sql(table);
+    let privileges = privileges(dialect, companion);
     if json {
         return json_text(&json!({
             "dialect": dialect_id(dialect),
             "table": table.to_string(),
             "sql": statement,
-            "privileges": privileges(dialect),
+            "privileges": privileges,
         }));
     }
     // The statement as the core's source indents it, re-indented for a reader.
@@ -191,18 +197,33 @@ pub(crate) fn create_table_sql(dialect: Dialect, table: &TableName, json: bool) 
             } else {
                 ""
             };
+            let (who, needed) = if companion {
+                (
+                    "Semaphores and reader-writer locks",
+                    "SELECT, INSERT, UPDATE and DELETE",
+                )
+            } else {
+                (
+                    "dlock's locks and the dlock command",
+                    "SELECT, INSERT and UPDATE",
+                )
+            };
             format!(
-                "-- dlock's locks and the dlock command need SELECT, INSERT and UPDATE on the\n\
+                "-- {who} need {needed} on the\n\
                  -- table, nothing else: with the table created here, no right to create tables.\n\
                  {listen}\
                  -- For an application's role, here {role}:\n\
-                 --   GRANT SELECT, INSERT, UPDATE ON {quoted} TO {role};"
+                 --   GRANT {} ON {quoted} TO {role};",
+                privileges.join(", ")
             )
         }
     };
-    format!(
-        "-- The dlock lock table {table} for {dialect}: what `dlock init` runs.\n{grants}\n{sql};"
-    )
+    let (what, init) = if companion {
+        ("companion table", "dlock init --companion")
+    } else {
+        ("lock table", "dlock init")
+    };
+    format!("-- The dlock {what} {table} for {dialect}: what `{init}` runs.\n{grants}\n{sql};")
 }
 
 fn dialect_id(dialect: Dialect) -> &'static str {
@@ -213,8 +234,13 @@ fn dialect_id(dialect: Dialect) -> &'static str {
     }
 }
 
-fn privileges(dialect: Dialect) -> Vec<&'static str> {
+/// The privileges dlock needs on the lock table; on the companion table also DELETE,
+/// since a reader of a reader-writer lock deletes its row when it leaves.
+fn privileges(dialect: Dialect, companion: bool) -> Vec<&'static str> {
     match dialect {
+        Dialect::Postgres | Dialect::Mysql if companion => {
+            vec!["SELECT", "INSERT", "UPDATE", "DELETE"]
+        }
         Dialect::Postgres | Dialect::Mysql => vec!["SELECT", "INSERT", "UPDATE"],
         _ => Vec::new(),
     }

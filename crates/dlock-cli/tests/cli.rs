@@ -173,6 +173,18 @@ fn printing_the_sql_connects_to_nothing() {
             && sql.contains("GRANT SELECT, INSERT, UPDATE ON \"ops\".\"locks\" TO app;"),
         "{sql}"
     );
+    let companion = stdout(&dlock(
+        Some("postgres://app:s3cret@127.0.0.1:1/test"),
+        Some("ops.locks"),
+        &["init", "--print-sql", "--companion"],
+    ));
+    assert!(
+        companion.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"locks_slots\" (")
+            && companion.contains(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON \"ops\".\"locks_slots\" TO app;"
+            ),
+        "{companion}"
+    );
     let mariadb = stdout(&dlock(
         None,
         None,

@@ -351,7 +351,9 @@ impl Error {
                 "the database user of your pool lacks a privilege to {action}: {source}; an \
                      administrator must grant it SELECT, INSERT and UPDATE on the lock table \
                      (and, on PostgreSQL, USAGE on its schema), e.g. `GRANT SELECT, INSERT, \
-                     UPDATE ON distributed_lock TO <user>` for the default table"
+                     UPDATE ON distributed_lock TO <user>` for the default table; for \
+                     semaphores and reader-writer locks, DELETE too on its companion table \
+                     (`distributed_lock_slots`; `dlock init --print-sql --companion` prints it)"
             ),
             Self::PoolExhausted { action, source } => write!(
                 f,
