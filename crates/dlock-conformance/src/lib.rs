@@ -79,8 +79,8 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
             targets.push((route.key(), TestDatabase::pgbouncer(), route));
         }
     }
-    // Timed scenarios first, while nothing else runs, rather than held up waiting for
-    // room among the others.
+    // Timed scenarios first: two at a time among themselves, rather than each waiting
+    // for room among the others.
     let (mut timed_trials, mut trials) = (Vec::new(), Vec::new());
     for (prefix, database, route) in &targets {
         let dialect = database.dialect();
@@ -115,8 +115,8 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
     conclusion.exit_code()
 }
 
-/// How many scenarios run at once by default (`--test-threads` overrides it), each
-/// taking one unit of room.
+/// The room the scenarios running at once share, an ordinary one taking one unit: four
+/// at once (`--test-threads` can lower it, not raise it).
 const ROOM: usize = 4;
 /// The room a timed scenario takes: at most two at once, or one beside two others — as
 /// loaded as the suite used to run them, two scenarios at a time, with their slack.
