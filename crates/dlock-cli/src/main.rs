@@ -4,7 +4,7 @@
 mod connect;
 mod failure;
 mod render;
-mod render_rw;
+mod rw_locks;
 mod select;
 mod semaphores;
 mod terminal;
@@ -139,7 +139,8 @@ enum Command {
     /// holder), with the token `inspect --semaphore` showed. With --semaphore NAME
     /// --definition, removes the semaphore's recorded number of permits, so that it can
     /// be used with another count (refused while any permit is held; stop every process
-    /// using the old count first).
+    /// using the old count first). With NAME --rw --holder writer|OWNER_ID, the same for
+    /// one holder of a reader-writer lock, with the token `inspect --rw` showed.
     Release {
         /// The lock's name, as `list` shows it.
         #[arg(required_unless_present = "semaphore", conflicts_with = "semaphore")]
@@ -379,7 +380,7 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
                 .into_iter()
                 .filter(|lock| prefix.as_ref().is_none_or(|p| lock.name.starts_with(p)))
                 .collect();
-            render_rw::list(&selected, admin.table(), json)
+            rw_locks::list(&selected, admin.table(), json)
         }
         Command::List {
             prefix,
@@ -417,7 +418,7 @@ async fn run(cli: Cli) -> Result<Printed, Failure> {
         Command::Inspect { name, rw, .. } => {
             let name = name.expect("clap requires a name without --semaphore");
             if rw {
-                render_rw::inspect(&admin.inspect_rw(&name).await.map_err(fail)?, json)
+                rw_locks::inspect(&admin.inspect_rw(&name).await.map_err(fail)?, json)
             } else {
                 render::inspect(&admin.inspect(&name).await.map_err(fail)?, json)
             }
