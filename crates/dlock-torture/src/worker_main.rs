@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use dlock_core::adapter::{QueryInterface, Statement};
 use dlock_core::{
-    DistributedLock, Election, Error, Leadership, Lease, LockGuard, RwLock, RwReadGuard,
-    RwWriteGuard, Semaphore, SemaphorePermit,
+    DistributedLock, Election, Error, Leadership, Lease, LockBuilder, LockGuard, RwLock,
+    RwReadGuard, RwWriteGuard, Semaphore, SemaphorePermit,
 };
 use dlock_testkit::{Backend, Pool, PoolOptions, dialect_named, error_chain, run_child};
 use tokio::io::AsyncBufReadExt;
@@ -69,6 +69,17 @@ const POLL: Duration = Duration::from_millis(50);
 /// acquire statement is the only one that carries it.
 pub(crate) fn holder_label(index: i64) -> String {
     format!("torture worker {index}")
+}
+
+/// The options of every worker's lock, semaphore or reader-writer lock: the run's table
+/// and TTL, short polls, and an acquire that gives up after three leases.
+fn worker_options<L>(builder: LockBuilder<L>, ttl: Duration, index: i64) -> LockBuilder<L> {
+    builder
+        .table(LOCK_TABLE)
+        .ttl(ttl)
+        .poll_interval(POLL)
+        .acquire_timeout(ttl * 3)
+        .holder(holder_label(index))
 }
 
 /// When this process is a worker, runs it and returns its exit code.
@@ -159,33 +170,20 @@ async fn worker_main() -> Result<(), String> {
         .split(',')
         .map(|name| {
             if let Some(permits) = permits {
-                let semaphore = Semaphore::builder(name, permits, Arc::clone(&queries))
-                    .table(LOCK_TABLE)
-                    .ttl(ttl)
-                    .poll_interval(POLL)
-                    .acquire_timeout(ttl * 3)
-                    .holder(holder_label(index))
+                let semaphore = Semaphore::builder(name, permits, Arc::clone(&queries));
+                let semaphore = worker_options(semaphore, ttl, index)
                     .build()
                     .map_err(|error| error.to_string())?;
                 return Ok(Contested::Semaphore(semaphore));
             }
             if rw {
-                let rw = RwLock::builder(name, Arc::clone(&queries))
-                    .table(LOCK_TABLE)
-                    .ttl(ttl)
-                    .poll_interval(POLL)
-                    .acquire_timeout(ttl * 3)
-                    .holder(holder_label(index))
+                let rw = worker_options(RwLock::builder(name, Arc::clone(&queries)), ttl, index)
                     .build()
                     .map_err(|error| error.to_string())?;
                 return Ok(Contested::Rw(rw));
             }
-            let lock = DistributedLock::builder(name, Arc::clone(&queries))
-                .table(LOCK_TABLE)
-                .ttl(ttl)
-                .poll_interval(POLL)
-                .acquire_timeout(ttl * 3)
-                .holder(holder_label(index))
+            let lock = DistributedLock::builder(name, Arc::clone(&queries));
+            let lock = worker_options(lock, ttl, index)
                 .build()
                 .map_err(|error| error.to_string())?;
             if !election {
