@@ -1,6 +1,7 @@
 //! What scenarios share: the environment, unique names, waiting for conditions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{BoxError, QueryInterface, Statement, Value};
@@ -152,6 +153,21 @@ impl Env {
 /// A lock name no other test or run uses.
 pub(crate) fn unique_name(scenario: &str) -> String {
     dlock_testkit::unique_name(&format!("conformance/{scenario}"))
+}
+
+/// A name for a user or table that no other test or run uses, short enough for MySQL's
+/// user names.
+pub(crate) fn unique_identifier(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Waits until `condition` holds, checking every 10 ms, for at most `limit`.

@@ -9,33 +9,17 @@
 //! by the core's unit tests.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{ColumnType, QueryInterface, Value};
 use dlock_core::{Dialect, DistributedLock, Error};
 
-use crate::support::{Env, Verdict, quick, sql, unique_name};
+use crate::support::{Env, Verdict, quick, sql, unique_identifier, unique_name};
 
 /// How long a refused `acquire` may take to say so. Far below its acquire timeout: it
 /// must end on the refusal, not wait it out.
 const PROMPTLY: Duration = Duration::from_secs(8);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A name for a user or table that no other test or run uses, short enough for MySQL's
-/// user names.
-fn unique_identifier(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// `url` with its user (and password) replaced.
 fn with_user(url: &str, user: &str, password: &str) -> Result<String, String> {

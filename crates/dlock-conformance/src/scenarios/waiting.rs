@@ -12,7 +12,7 @@ use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
 use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
 use crate::child::{self, Mode};
-use crate::support::{Env, Verdict, eventually, quick, unique_name};
+use crate::support::{Env, Verdict, eventually, quick, unique_identifier, unique_name};
 
 /// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
 pub(crate) const WAKE_SLACK: Duration = Duration::from_millis(250);
@@ -148,15 +148,10 @@ pub(crate) async fn waiting_only_reads(env: Env) -> Verdict {
 pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env) -> Verdict {
     const POLL: Duration = Duration::from_secs(1);
     let name = unique_name("listener_dies");
-    // A table of this test alone, so that the listener found below is this waiter's,
-    // whatever else runs at the same time.
-    let table = format!(
-        "dlock_listener_dies_{}_{}",
-        env.backend
-            .name()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-        std::process::id()
-    );
+    // A table of this trial alone, so that the listener found below is this waiter's,
+    // whatever else runs at the same time — the same scenario through PgBouncer too,
+    // which reaches the same database.
+    let table = unique_identifier("dlock_listener_dies");
     let queries = env.connect().await?;
     let listens = queries.listener().is_some();
     let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?))
