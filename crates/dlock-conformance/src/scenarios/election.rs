@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use crate::child::{self, Mode};
 use crate::scenarios::exclusion::{overlaps, parse_section};
-use crate::support::{ELECTION_TABLE, Env, Verdict, drop_table, eventually, sql, unique_name};
+use crate::support::{
+    ELECTION_TABLE, Env, Verdict, drop_table, eventually, sql, unique_identifier, unique_name,
+};
 
 /// How late a candidate woken by a resignation may be: scheduling on a busy 2-core
 /// machine, not polling.
@@ -449,13 +451,8 @@ pub(crate) async fn leader_proclaim_and_run_while_leader(env: Env) -> Verdict {
 /// and works once it has run.
 pub(crate) async fn tables_from_before_elections(env: Env) -> Verdict {
     let queries = env.connect().await?;
-    let table = format!(
-        "dlock_before_elections_{}",
-        env.backend
-            .name()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    );
-    drop_table(&queries, &table).await?;
+    // Of this trial alone: the same scenario through PgBouncer reaches the same database.
+    let table = unique_identifier("dlock_before_elections");
     let table_name = TableName::parse(&table).map_err(|e| e.to_string())?;
     let admin = LockAdmin::with_table(queries.clone(), table_name.clone());
     admin.create_table().await.map_err(|e| e.to_string())?;
