@@ -79,9 +79,9 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
             targets.push((route.key(), TestDatabase::pgbouncer(), route));
         }
     }
-    // Timed scenarios first: two at a time among themselves, rather than each waiting
-    // for room among the others.
-    let (mut timed_trials, mut trials) = (Vec::new(), Vec::new());
+    // Timed and crowded scenarios first: two at a time among themselves, rather than
+    // each waiting for room among the others.
+    let (mut wide_trials, mut trials) = (Vec::new(), Vec::new());
     for (prefix, database, route) in &targets {
         let dialect = database.dialect();
         let env = Env::new(backend, dialect, database.url().to_owned(), *route);
@@ -90,27 +90,23 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
         for (name, scenario) in scenarios::all(dialect, *route, concerns) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
             let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
-            let timed = scenarios::TIMED.contains(&name);
-            let queue = if timed {
-                &mut timed_trials
-            } else {
-                &mut trials
-            };
+            let wide = scenarios::TIMED.contains(&name) || scenarios::CROWDED.contains(&name);
+            let queue = if wide { &mut wide_trials } else { &mut trials };
             queue.push(Trial::ignorable_test(
                 format!("{prefix}::{name}"),
                 move || {
                     if needs_rig && let Err(error) = dlock_testkit::failover::available() {
                         return dlock_testkit::unreachable(&error);
                     }
-                    let _room = Room::take(if timed { TIMED_ROOM } else { 1 });
+                    let _room = Room::take(if wide { HALF_ROOM } else { 1 });
                     run_trial(env, &about, &reachable, scenario)
                 },
             ));
         }
     }
     // The databases (a SQLite file made for this run) live until every trial has run.
-    timed_trials.append(&mut trials);
-    let conclusion = libtest_mimic::run(&args, timed_trials);
+    wide_trials.append(&mut trials);
+    let conclusion = libtest_mimic::run(&args, wide_trials);
     drop(targets);
     conclusion.exit_code()
 }
@@ -118,9 +114,10 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
 /// The room the scenarios running at once share, an ordinary one taking one unit: four
 /// at once (`--test-threads` can lower it, not raise it).
 const ROOM: usize = 4;
-/// The room a timed scenario takes: at most two at once, or one beside two others — as
-/// loaded as the suite used to run them, two scenarios at a time, with their slack.
-const TIMED_ROOM: usize = ROOM / 2;
+/// The room a timed or crowded scenario takes: at most two at once, or one beside two
+/// others — as loaded as the suite used to run timed ones, two scenarios at a time, with
+/// their slack, and within PostgreSQL's default connection limit.
+const HALF_ROOM: usize = ROOM / 2;
 
 /// The room the running scenarios take, out of [`ROOM`].
 static TAKEN: Mutex<usize> = Mutex::new(0);
