@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dlock_core::adapter::{BoxError, QueryInterface, Statement, Value};
+use dlock_core::adapter::{BoxError, QueryInterface, Statement, StatementKind, Value};
 use dlock_core::{Dialect, DistributedLock, Lease, LockBuilder, TableName};
 use dlock_testkit::{Backend, Partition, PoolOptions, Route};
 use tokio::time::Instant;
@@ -246,4 +246,29 @@ pub(crate) async fn check_reachable(env: &Env) -> Result<(), String> {
         .await
         .map_err(|_| "creating the lock table took over 10 s".to_owned())?
         .map_err(|error| dlock_testkit::error_chain(&error))
+}
+
+/// What a waiter sent, as a tap recorded it, split into its first attempt and the
+/// statements of its waiting. The listener's checks that it still hears (a notice with an
+/// empty payload, sent through the same pool when the listener decides) may come before
+/// the attempt; they belong to the waiting.
+pub(crate) fn after_first_attempt(statements: &[Statement]) -> Result<Vec<&Statement>, String> {
+    let first = statements
+        .iter()
+        .position(|statement| statement.kind != StatementKind::Notify);
+    match first.map(|index| (index, statements[index].kind)) {
+        Some((index, StatementKind::Acquire)) => Ok(statements
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != index)
+            .map(|(_, statement)| statement)
+            .collect()),
+        _ => Err(format!(
+            "the waiter did not start with an acquire attempt: {:?}",
+            statements
+                .iter()
+                .map(|statement| statement.kind)
+                .collect::<Vec<_>>()
+        )),
+    }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::child::{self, Mode};
 use crate::scenarios::exclusion::{Section, overlaps, parse_section};
 use crate::scenarios::waiting::WAKE_SLACK;
-use crate::support::{Env, Verdict, unique_name};
+use crate::support::{Env, Verdict, after_first_attempt, unique_name};
 
 const PERMITS: u32 = 3;
 const CONTENDERS: usize = 6;
@@ -470,8 +470,8 @@ pub(crate) async fn semaphore_waiting_only_reads(env: Env) -> Verdict {
     first.release().await.map_err(|e| e.to_string())?;
     second.release().await.map_err(|e| e.to_string())?;
     let statements = taken(&statements)?;
-    // The first statement is the attempt on a permit picked at random.
-    let waiting = statements.get(1..).unwrap_or_default();
+    // The first attempt is on a permit picked at random.
+    let waiting = after_first_attempt(&statements)?;
     let writes: Vec<&str> = waiting
         .iter()
         .filter(|statement| !only_reads(statement.kind))
@@ -483,9 +483,7 @@ pub(crate) async fn semaphore_waiting_only_reads(env: Env) -> Verdict {
         WAIT.as_secs(),
         writes.len()
     );
-    if statements.first().map(|statement| statement.kind) != Some(StatementKind::Acquire)
-        || !writes.is_empty()
-    {
+    if !writes.is_empty() {
         return Err(format!("a waiter wrote: {writes:?}"));
     }
     // As for a lock's waiter (see `waiting_only_reads`): the back-off's looks in 3 s.

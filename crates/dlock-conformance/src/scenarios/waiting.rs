@@ -12,7 +12,9 @@ use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
 use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
 use crate::child::{self, Mode};
-use crate::support::{Env, Verdict, eventually, quick, unique_identifier, unique_name};
+use crate::support::{
+    Env, Verdict, after_first_attempt, eventually, quick, unique_identifier, unique_name,
+};
 
 /// How late a woken waiter may be: scheduling on a busy 2-core machine, not polling.
 pub(crate) const WAKE_SLACK: Duration = Duration::from_millis(250);
@@ -112,8 +114,8 @@ pub(crate) async fn waiting_only_reads(env: Env) -> Verdict {
     }
     guard.release().await.map_err(|e| e.to_string())?;
     let statements = statements.lock().map_err(|e| e.to_string())?.clone();
-    // The first statement is the attempt that found the lock held; the rest is waiting.
-    let waiting = statements.get(1..).unwrap_or_default();
+    // The first attempt found the lock held; the rest is waiting.
+    let waiting = after_first_attempt(&statements)?;
     let writes: Vec<&str> = waiting
         .iter()
         .filter(|statement| !only_reads(statement.kind))
