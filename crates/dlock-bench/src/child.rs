@@ -5,16 +5,18 @@
 //! are wall-clock nanoseconds (`SystemTime`), which all processes on the machine share.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dlock_core::{DistributedLock, Election, Error, Outcome, Semaphore};
+use dlock_core::adapter::{QueryInterface, Value};
+use dlock_core::{Dialect, DistributedLock, Election, Error, Outcome, Semaphore};
 use dlock_testkit::{
     Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child,
-    wall_ns,
+    statement, wall_ns,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::scenarios::Context;
+use crate::scenarios::{Context, floor_sql};
 
 const ROLE: &str = "DLOCK_BENCH_CHILD";
 const ADAPTER: &str = "DLOCK_BENCH_CHILD_ADAPTER";
@@ -57,6 +59,11 @@ pub(crate) enum Role {
     /// [`HANDOVER_PERMITS`] permits, printing `SECTION <permit> <token> <entry ns> <exit
     /// ns>`.
     PermitContend,
+    /// As `Contend`, holding the database's own session lock (`pg_advisory_lock`,
+    /// `GET_LOCK`) keyed by the lock name, on a connection of its own, instead of the
+    /// lock: the floor of a hand-over between processes. Prints `SECTION 0 <entry ns>
+    /// <exit ns>` (it has no tokens).
+    FloorContend,
 }
 
 impl Role {
@@ -67,6 +74,7 @@ impl Role {
             Self::Candidate => "candidate",
             Self::Observer => "observer",
             Self::PermitContend => "permit-contend",
+            Self::FloorContend => "floor-contend",
         }
     }
 }
@@ -133,13 +141,18 @@ async fn worker_main(role: &str) -> Result<(), String> {
     let adapter = variable(ADAPTER)?;
     let adapter = <Backend as clap::ValueEnum>::from_str(&adapter, false)?;
     let dialect = dialect_named(&variable(DIALECT)?)?;
+    // The floor's lock and unlock must reach the same session: a pool of one.
+    let size = if role == "floor-contend" { 1 } else { 2 };
     let queries = adapter
         .connect(
             dialect,
             &variable(URL)?,
-            PoolOptions::new(2).with_route(Route::named(&variable(ROUTE)?)?),
+            PoolOptions::new(size).with_route(Route::named(&variable(ROUTE)?)?),
         )
         .await?;
+    if role == "floor-contend" {
+        return floor_contend(dialect, queries, &variable(LOCK_NAME)?).await;
+    }
     let holder = format!("dlock-bench worker {}", variable(WORKER)?);
     if matches!(role, "candidate" | "observer") {
         // A table of its own: one created with the `value` columns, whatever older table
@@ -274,6 +287,56 @@ async fn contend_for_permits(semaphore: &Semaphore, stop_ns: u64) -> Result<(), 
             .map_err(|error| error_chain(&error))?;
     }
     println!("{report}DONE");
+    Ok(())
+}
+
+/// Runs [`Role::FloorContend`]: a loop of session lock, busy-waited section, unlock
+/// on every `RUN <stop ns>`, as [`contend`] does with the lock.
+async fn floor_contend(
+    dialect: Dialect,
+    queries: Arc<dyn QueryInterface>,
+    name: &str,
+) -> Result<(), String> {
+    let (lock_sql, unlock_sql) = floor_sql(dialect)
+        .advisory
+        .ok_or_else(|| format!("{} has no session locks", dialect.name()))?;
+    // Any key the workers agree on: the lock name's hash, as this run's name is unique.
+    let key = Value::Int(name.bytes().fold(0_i64, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(i64::from(byte))
+    }));
+    let lock = statement(dialect, lock_sql, vec![key.clone()], &[]);
+    let unlock = statement(dialect, unlock_sql, vec![key], &[]);
+    println!("READY");
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(command) = commands
+        .next_line()
+        .await
+        .map_err(|error| format!("cannot read commands: {error}"))?
+    {
+        let stop_ns: u64 = command
+            .strip_prefix("RUN ")
+            .and_then(|stop_ns| stop_ns.parse().ok())
+            .ok_or_else(|| format!("unexpected command {command:?}"))?;
+        let mut report = String::new();
+        while wall_ns() < stop_ns {
+            queries
+                .execute(&lock)
+                .await
+                .map_err(|error| format!("the session lock failed: {error}"))?;
+            let entry = wall_ns();
+            let started = Instant::now();
+            while started.elapsed() < SECTION {
+                std::hint::spin_loop();
+            }
+            let exit = wall_ns();
+            queries
+                .execute(&unlock)
+                .await
+                .map_err(|error| format!("the session unlock failed: {error}"))?;
+            report.push_str(&format!("SECTION 0 {entry} {exit}\n"));
+        }
+        println!("{report}DONE");
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dlock_testkit::{ChildProcess, wall_ns};
 
-use super::{Context, Scenario};
+use super::{Context, Scenario, floor_sql};
 use crate::child::{Role, start_workers};
 use crate::report::{Latencies, ResultLine};
 
@@ -31,6 +31,7 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
              (after {solo_duration:?} of the first alone)"
         );
         let name = context.lock_name(&format!("contended/{workers}"));
+        let floor = floor_handover(context, &name, workers).await?;
         let mut processes = start_workers(context, Role::Contend, &name, workers).await?;
         // The first worker alone, just before: its gaps are what a hand-over costs with
         // nobody to hand over to, measured under the same background load.
@@ -55,12 +56,64 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
         let solo_p50 = solo_gaps.percentile(50.0);
         let line = summarise(context, workers, &sections, start_ns, stop_ns);
         let handover_p50 = line.number("handover_p50_ms").unwrap_or(f64::NAN);
-        lines.push(
-            line.float("solo_handover_p50_ms", solo_p50)
-                .float("handover_p50_vs_solo", handover_p50 / solo_p50),
-        );
+        let mut line = line
+            .float("solo_handover_p50_ms", solo_p50)
+            .float("handover_p50_vs_solo", handover_p50 / solo_p50);
+        if let Some(floor) = floor {
+            line = line
+                .float("floor_handover_p50_ms", floor.p50_ms)
+                .float("floor_handover_p99_ms", floor.p99_ms)
+                .float("floor_min_share", floor.min_share)
+                .float("handover_p50_vs_floor", handover_p50 / floor.p50_ms);
+        }
+        lines.push(line);
     }
     Ok(lines)
+}
+
+/// What the database's own session lock does in the contended loop.
+#[derive(Debug)]
+struct FloorHandover {
+    p50_ms: f64,
+    p99_ms: f64,
+    min_share: f64,
+}
+
+/// `workers` processes in the contended loop on the database's session lock
+/// (`pg_advisory_lock`, `GET_LOCK`) instead of the lock, for a shorter while: the gap
+/// from one section to the next when the server itself queues the waiters and wakes
+/// the next, with nothing durable written — how fast this machine hands over between
+/// that many processes at all. `None` where the database has no such lock (SQLite).
+async fn floor_handover(
+    context: &Context,
+    name: &str,
+    workers: usize,
+) -> Result<Option<FloorHandover>, String> {
+    if floor_sql(context.dialect).advisory.is_none() {
+        return Ok(None);
+    }
+    let duration = context.duration(Duration::from_secs(2), Duration::from_secs(1));
+    let mut processes = start_workers(context, Role::FloorContend, name, workers).await?;
+    let start_ns = wall_ns();
+    let stop_ns = start_ns + nanos(duration);
+    for process in &mut processes {
+        process.send(&format!("RUN {stop_ns}")).await?;
+    }
+    let mut sections = Vec::new();
+    for (index, process) in processes.iter_mut().enumerate() {
+        sections.extend(collect(process, index, duration).await?);
+    }
+    for process in processes {
+        process.finish(Duration::from_secs(10)).await?;
+    }
+    let sections = in_order(sections);
+    let window = within(&sections, start_ns, stop_ns);
+    let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
+    Ok(Some(FloorHandover {
+        p50_ms: handovers.percentile(50.0),
+        p99_ms: handovers.percentile(99.0),
+        min_share: shares(&window, workers).0,
+    }))
 }
 
 /// Sections sorted by entry time.
@@ -142,12 +195,7 @@ fn summarise(
         }
     }
 
-    // Rates and shares over the sections that entered within the measured window; the
-    // stragglers after it are only checked for overlaps.
-    let window: Vec<&Section> = sections
-        .iter()
-        .filter(|section| (start_ns..stop_ns).contains(&section.entry_ns))
-        .collect();
+    let window = within(&sections, start_ns, stop_ns);
     let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
     // Gaps where the lock changed hands between processes: the releaser taking its own
     // lock straight back is a hand-over too, but a cheap one.
@@ -157,14 +205,7 @@ fn summarise(
             .filter(|pair| pair[0].worker != pair[1].worker)
             .map(gap_ms),
     );
-    let mut per_worker = vec![0_u64; workers];
-    for section in &window {
-        per_worker[section.worker] += 1;
-    }
-    let total = window.len().max(1) as f64;
-    let share = |count: &u64| *count as f64 / total;
-    let min_share = per_worker.iter().map(share).fold(f64::INFINITY, f64::min);
-    let max_share = per_worker.iter().map(share).fold(0.0, f64::max);
+    let (min_share, max_share, per_worker) = shares(&window, workers);
     let seconds = (stop_ns - start_ns) as f64 / 1e9;
 
     context
@@ -182,6 +223,29 @@ fn summarise(
         .int("token_inversions", token_inversions)
         .int("sections", window.len() as u64)
         .text("section", "1 ms busy-wait")
+}
+
+/// Of `sections` (in entry order), those that entered within the measured window; the
+/// stragglers after it are only checked for overlaps.
+fn within(sections: &[Section], start_ns: u64, stop_ns: u64) -> Vec<&Section> {
+    sections
+        .iter()
+        .filter(|section| (start_ns..stop_ns).contains(&section.entry_ns))
+        .collect()
+}
+
+/// The least and the largest share of `window`'s sections among `workers`, and each
+/// worker's count.
+fn shares(window: &[&Section], workers: usize) -> (f64, f64, Vec<u64>) {
+    let mut per_worker = vec![0_u64; workers];
+    for section in window {
+        per_worker[section.worker] += 1;
+    }
+    let total = window.len().max(1) as f64;
+    let share = |count: &u64| *count as f64 / total;
+    let min_share = per_worker.iter().map(share).fold(f64::INFINITY, f64::min);
+    let max_share = per_worker.iter().map(share).fold(0.0, f64::max);
+    (min_share, max_share, per_worker)
 }
 
 #[cfg(test)]

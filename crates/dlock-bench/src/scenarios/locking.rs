@@ -1,12 +1,14 @@
 //! `lock(empty job)` back to back: on one name (uncontended), and on W names at once
 //! (independent), the latter beside the floor pair run the same way.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dlock_core::adapter::{QueryInterface, Statement, StatementKind};
 use dlock_core::{DistributedLock, Error};
 
 use super::floors::{Commit2, POOL_SIZE};
-use dlock_testkit::error_chain;
+use dlock_testkit::{Flow, Tap, error_chain};
 
 use super::{Context, Scenario, WARM_UP_OPERATIONS, measure_for, run_parallel};
 use crate::report::{Latencies, ResultLine};
@@ -32,25 +34,40 @@ async fn lock_empty(lock: &DistributedLock) -> Result<(), String> {
 const SLICE: Duration = Duration::from_millis(250);
 
 pub(super) async fn uncontended(context: &Context) -> Result<Vec<ResultLine>, String> {
-    let lock = lock(context, &context.lock_name("uncontended")).await?;
+    let name = context.lock_name("uncontended");
+    let pool = context.pool(POOL_SIZE).await?;
+    let statements = SqlOnly::capture(&name, pool.clone()).await?;
+    let lock = DistributedLock::new(&name, pool).map_err(|error| error_chain(&error))?;
     let floor = Commit2::new(context, context.lock_name("uncontended-floor")).await?;
     let duration = context.duration(Duration::from_secs(5), Duration::from_millis(1500));
     eprintln!(
         "uncontended: lock(empty job) on one name for {duration:?}, alternating every \
-         {SLICE:?} with the floor pair"
+         {SLICE:?} with the floor pair and with the lock's own statements alone"
     );
     for _ in 0..WARM_UP_OPERATIONS {
         lock_empty(&lock).await?;
         floor.once().await?;
     }
-    let (mut lock_latencies, mut floor_latencies) = (Vec::new(), Vec::new());
+    for _ in 0..WARM_UP_OPERATIONS {
+        statements.once().await?;
+    }
+    let mut lock_latencies = Vec::new();
+    let mut floor_latencies = Vec::new();
+    let mut sql_latencies = Vec::new();
     let (mut lock_elapsed, mut floor_elapsed) = (Duration::ZERO, Duration::ZERO);
     while lock_elapsed < duration {
         lock_elapsed += measure_for(SLICE, &mut lock_latencies, || lock_empty(&lock)).await?;
         floor_elapsed += measure_for(SLICE, &mut floor_latencies, || floor.once()).await?;
+        measure_for(SLICE, &mut sql_latencies, || statements.once()).await?;
     }
     let lock_latencies = Latencies::from_durations(lock_latencies);
     let floor_latencies = Latencies::from_durations(floor_latencies);
+    let sql_latencies = Latencies::from_durations(sql_latencies);
+    let (lock_p50, floor_p50) = (
+        lock_latencies.percentile(50.0),
+        floor_latencies.percentile(50.0),
+    );
+    let sql_p50 = sql_latencies.percentile(50.0);
     Ok(vec![
         context
             .line(Scenario::Uncontended, 1)
@@ -59,13 +76,82 @@ pub(super) async fn uncontended(context: &Context) -> Result<Vec<ResultLine>, St
                 "floor_commit2_ops_per_s",
                 floor_latencies.len() as f64 / floor_elapsed.as_secs_f64(),
             )
-            .float("floor_commit2_p50_ms", floor_latencies.percentile(50.0))
+            .float("floor_commit2_p50_ms", floor_p50)
             .float("floor_commit2_p99_ms", floor_latencies.percentile(99.0))
-            .float(
-                "p50_vs_floor_commit2",
-                lock_latencies.percentile(50.0) / floor_latencies.percentile(50.0),
-            ),
+            .float("p50_vs_floor_commit2", lock_p50 / floor_p50)
+            // The ratio split in two: what the lock's SQL costs the server beyond the
+            // floor's, and what the client adds to its own SQL.
+            .float("sql_only_p50_ms", sql_p50)
+            .float("sql_only_vs_floor_commit2", sql_p50 / floor_p50)
+            .float("p50_vs_sql_only", lock_p50 / sql_p50),
     ])
+}
+
+/// The statements one uncontended `lock(empty job)` sent (its acquire and its release,
+/// with their parameters), sent again back to back by the benchmark itself: what the
+/// lock's SQL costs with none of the lock's client work around it.
+struct SqlOnly {
+    pool: Arc<dyn QueryInterface>,
+    statements: Vec<Statement>,
+}
+
+impl SqlOnly {
+    /// The statements of a `lock(empty job)` on `name` through `pool`, seen by a tap
+    /// under a lock of its own (the measured lock sends straight to the pool): those of
+    /// the last of a few, from its acquire on.
+    async fn capture(name: &str, pool: Arc<dyn QueryInterface>) -> Result<Self, String> {
+        let sent: Arc<Mutex<Vec<Statement>>> = Arc::default();
+        let tap = Tap::new(Arc::clone(&pool), {
+            let sent = Arc::clone(&sent);
+            move |statement| {
+                if let Ok(mut sent) = sent.lock() {
+                    sent.push(statement.clone());
+                }
+                Flow::Forward
+            }
+        });
+        let tap: Arc<dyn QueryInterface> = Arc::new(tap);
+        let lock = DistributedLock::new(name, tap).map_err(|error| error_chain(&error))?;
+        for _ in 0..3 {
+            lock_empty(&lock).await?;
+        }
+        let sent = sent.lock().map_err(|_| "poisoned")?;
+        let start = sent
+            .iter()
+            .rposition(|statement| statement.kind == StatementKind::Acquire)
+            .ok_or("uncontended: the lock sent no acquire statement")?;
+        // The listener's checks that it still hears go through the pool too: not the
+        // lock's statements.
+        let statements: Vec<Statement> = sent[start..]
+            .iter()
+            .filter(|statement| statement.kind != StatementKind::Notify)
+            .cloned()
+            .collect();
+        if !statements.iter().any(|s| s.kind == StatementKind::Release) {
+            return Err(format!(
+                "uncontended: no release after the last acquire: {:?}",
+                statements.iter().map(|s| s.kind).collect::<Vec<_>>()
+            ));
+        }
+        Ok(Self { pool, statements })
+    }
+
+    /// Sends the statements once; the acquire must take the lock again (the release
+    /// before freed it), so that what is timed is the path a `lock(f)` takes.
+    async fn once(&self) -> Result<(), String> {
+        for statement in &self.statements {
+            let failed = |error| format!("{:?} sent again failed: {error}", statement.kind);
+            let rows = if statement.columns.is_empty() {
+                self.pool.execute(statement).await.map_err(failed)?
+            } else {
+                self.pool.query(statement).await.map_err(failed)?.len() as u64
+            };
+            if statement.kind == StatementKind::Acquire && rows == 0 {
+                return Err("uncontended: the acquire sent again did not take the lock".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One worker of the independent scenario: a lock or a floor pair, on a name and a
