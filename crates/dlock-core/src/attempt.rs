@@ -1,9 +1,12 @@
-//! One attempt to take the lock: one acquire statement, run in a task of its own so that
-//! a dropped caller cannot leave an acquisition nobody knows of.
+//! One attempt to take the lock: one acquire statement, run in the caller's task. A
+//! caller dropped while the statement is in flight hands it to a task of its own, so
+//! that it cannot leave an acquisition nobody knows of.
 
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::adapter::{QueryError, QueryErrorKind};
@@ -15,9 +18,13 @@ use crate::{Error, LockGuard, Result};
 
 type Answer = Result<Option<Taken>>;
 
+/// The acquire statement, bounded by the TTL: any acquisition it made has expired by
+/// then anyway.
+type Taking = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
 /// Makes one acquisition attempt, as the waiting `acquire` does after another holder when
-/// `contended`. Whoever ends up with an unclaimed acquisition — the statement's task, or
-/// the caller's [`PendingAnswer`] when dropped — releases it.
+/// `contended`. Whoever ends up with an unclaimed acquisition — this function, or the
+/// task an [`InFlight`] statement goes on in when the caller is dropped — releases it.
 ///
 /// An answer that arrives after the acquisition's own deadline (the reply was delayed
 /// past 90 % of the TTL) counts as not acquired: the lease may already have expired and
@@ -28,30 +35,20 @@ pub(crate) async fn attempt(
     started: tokio::time::Instant,
 ) -> Result<Option<LockGuard>> {
     let acquisition = Acquisition::start(contended);
-    let (answer_tx, answer_rx) = oneshot::channel();
     telemetry::attempting(lock);
-    let task = take_or_release(Arc::clone(lock), acquisition.clone(), answer_tx);
-    tokio::spawn(task.in_current_span());
-    let mut answer = PendingAnswer {
-        receiver: answer_rx,
-        lock: Arc::clone(lock),
-        acquisition: Some(acquisition.clone()),
-    };
-    let Ok(taken) = (&mut answer.receiver).await else {
-        // The task ended without answering: the adapter panicked, or the runtime is
-        // shutting down. An acquisition it made expires with its lease.
-        return Err(Error::query(
-            "acquire the lock",
-            QueryError::new(
-                QueryErrorKind::Statement,
-                None,
-                "the acquire statement's task ended without an answer (the adapter \
-                 panicked or the runtime is shutting down)",
-            ),
-        ));
-    };
-    let Some(taken) = taken? else {
-        return Ok(None);
+    // From here to the guard, nothing is awaited that a cancelled caller could leave
+    // with an acquisition in hand: the answer comes back in the same poll that ends the
+    // statement, and the guard that will release it is built without a pause.
+    let taken = match InFlight::start(lock, &acquisition).answer().await {
+        Ok(Some(taken)) => taken,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            // A connection lost on the way back: the statement may have committed.
+            if error.may_have_committed() {
+                release_in_background(Arc::clone(lock), acquisition);
+            }
+            return Err(error);
+        }
     };
     if clock::now() >= acquisition.safe_until(&lock.options) {
         telemetry::answered_too_late(lock, taken.token);
@@ -67,25 +64,6 @@ pub(crate) async fn attempt(
     Ok(Some(LockGuard::start(Arc::clone(lock), acquisition, taken)))
 }
 
-/// Runs the acquire statement and hands the answer to the caller, releasing the lock
-/// when nobody will: the caller is gone, or the statement failed in a way that may have
-/// come after it committed (a connection lost on the way back). The release is
-/// owner-checked, so it is harmless when nothing was taken.
-async fn take_or_release(
-    lock: Arc<LockInner>,
-    acquisition: Acquisition,
-    answer: oneshot::Sender<Answer>,
-) {
-    // Bounded by the TTL: any acquisition it made has expired by then anyway.
-    let taking = lock.try_take(&acquisition.owner);
-    let taken = within("acquire the lock", lock.options.ttl, taking).await;
-    let may_have_taken = matches!(&taken, Err(error) if error.may_have_committed());
-    let unheard = matches!(answer.send(taken), Err(Ok(Some(_))));
-    if unheard || may_have_taken {
-        release_unclaimed(&lock, &acquisition).await;
-    }
-}
-
 /// Releases an acquisition nobody will hear of. Nobody else would retry it, so transient
 /// errors (a pool checkout that timed out under load) are retried while the lease could
 /// still be ours; otherwise the name would be blocked for a whole TTL.
@@ -96,34 +74,87 @@ async fn release_unclaimed(lock: &LockInner, acquisition: &Acquisition) {
     }
 }
 
-/// The caller's end of an attempt. Built before the first await, so that a caller
-/// dropped with an acquisition in it that it never read (cancelled between the answer and
-/// its next poll) still releases that acquisition.
-struct PendingAnswer {
-    receiver: oneshot::Receiver<Answer>,
-    lock: Arc<LockInner>,
-    /// Taken by the drop.
-    acquisition: Option<Acquisition>,
+fn release_in_background(lock: Arc<LockInner>, acquisition: Acquisition) {
+    let release = async move { release_unclaimed(&lock, &acquisition).await };
+    tokio::spawn(release.in_current_span());
 }
 
-impl Drop for PendingAnswer {
+/// The acquire statement in flight, polled by the caller's task — a task of its own
+/// would cost a spawn and a hand-off between threads on every attempt. Dropped before
+/// it has answered, it goes on in a task of its own, which releases what it took.
+struct InFlight {
+    /// `None` once answered: nothing is left for the drop.
+    taking: Option<Taking>,
+    lock: Arc<LockInner>,
+    acquisition: Acquisition,
+}
+
+impl InFlight {
+    fn start(lock: &Arc<LockInner>, acquisition: &Acquisition) -> Self {
+        let taking: Taking = {
+            let lock = Arc::clone(lock);
+            let owner = acquisition.owner.clone();
+            Box::pin(async move {
+                let ttl = lock.options.ttl;
+                within("acquire the lock", ttl, lock.try_take(&owner)).await
+            })
+        };
+        Self {
+            taking: Some(taking),
+            lock: Arc::clone(lock),
+            acquisition: acquisition.clone(),
+        }
+    }
+
+    async fn answer(mut self) -> Answer {
+        let answer = std::future::poll_fn(|cx| match self.taking.as_mut() {
+            Some(taking) => poll_catching_panics(taking, cx),
+            None => Poll::Ready(Ok(None)),
+        })
+        .await;
+        self.taking = None;
+        answer
+    }
+}
+
+/// Polls the statement; an adapter that panics fails the attempt, as a task of its own
+/// would have, rather than the caller's task. Whatever it may have taken expires with
+/// its lease.
+fn poll_catching_panics(taking: &mut Taking, cx: &mut Context<'_>) -> Poll<Answer> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| taking.as_mut().poll(cx))) {
+        Ok(poll) => poll,
+        Err(_panic) => Poll::Ready(Err(Error::query(
+            "acquire the lock",
+            QueryError::new(
+                QueryErrorKind::Statement,
+                None,
+                "the adapter panicked while running the acquire statement",
+            ),
+        ))),
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        // After close(), the task's send fails (and it releases) or has succeeded, in
-        // which case the answer is here: exactly one of the two sees it.
-        self.receiver.close();
-        let Ok(Ok(Some(_))) = self.receiver.try_recv() else {
+        let Some(taking) = self.taking.take() else {
             return;
         };
-        let (Ok(runtime), Some(mut acquisition)) = (
-            tokio::runtime::Handle::try_current(),
-            self.acquisition.take(),
-        ) else {
+        // Without a runtime (it is shutting down) the statement is abandoned: an
+        // acquisition it made expires with its lease.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // The acquisition happened at most a TTL ago: its lease ends no sooner.
-        acquisition.sent_at = clock::now();
-        let lock = Arc::clone(&self.lock);
-        let release = async move { release_unclaimed(&lock, &acquisition).await };
-        runtime.spawn(release.in_current_span());
+        let (lock, acquisition) = (Arc::clone(&self.lock), self.acquisition.clone());
+        let finish = async move {
+            let taken = taking.await;
+            let may_have_taken = match &taken {
+                Ok(taken) => taken.is_some(),
+                Err(error) => error.may_have_committed(),
+            };
+            if may_have_taken {
+                release_unclaimed(&lock, &acquisition).await;
+            }
+        };
+        runtime.spawn(finish.in_current_span());
     }
 }

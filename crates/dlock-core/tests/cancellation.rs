@@ -324,25 +324,22 @@ async fn try_acquire_then_drop_is_cancel_safe_at_every_step() {
     cross(Caller::TryAcquireDrop).await;
 }
 
-/// A dropped `try_acquire` whose acquire statement already succeeded and answered, but
-/// whose caller is dropped before it is polled again (a `select!` whose other branch is
-/// ready in the same poll, `JoinHandle::abort`, a runtime shutting its tasks down).
+/// A `try_acquire` dropped in the poll in which its acquire statement answered (a
+/// `select!` whose other branch is ready in the same poll, `JoinHandle::abort`, a
+/// runtime shutting its tasks down). The statement runs in the caller's task, so the
+/// answer is read in the poll that ends the statement: the caller ends up with a guard,
+/// whose drop releases, or with the statement still in flight, which goes on in a task
+/// that releases. Either way nothing stays held.
 #[tokio::test(start_paused = true)]
-async fn a_caller_dropped_right_after_the_acquire_answered_leaves_nothing_held() {
+async fn a_caller_dropped_as_the_acquire_answers_leaves_nothing_held() {
     let fake = FakeDb::new();
     let lock = lock(&fake);
-    // The caller is polled first: it spawns the acquire task and waits. The task acquires
-    // and answers; then the trigger (polled first from now on) drops the caller before it
-    // reads the answer.
-    let stopped = tokio::select! {
+    let attempt = tokio::select! {
         biased;
-        () = fake.sent(Kind::Acquire, 1) => true,
-        attempt = lock.try_acquire() => {
-            drop(attempt);
-            false
-        }
+        () = fake.sent(Kind::Acquire, 1) => None,
+        attempt = lock.try_acquire() => Some(attempt),
     };
-    assert!(stopped, "the caller was dropped before reading the answer");
+    drop(attempt);
     settle().await;
     sleep(ms(50)).await;
 
@@ -377,5 +374,49 @@ async fn an_acquire_whose_answer_was_lost_leaves_nothing_held() {
     assert!(
         fake.was_released(&owners[0]),
         "an acquisition nobody knows of blocks the lock until its TTL runs out"
+    );
+}
+
+/// An adapter that panics while running a statement: a bug of the adapter's.
+#[derive(Debug)]
+struct PanickingAdapter;
+
+#[dlock_core::adapter::async_trait]
+impl dlock_core::adapter::QueryInterface for PanickingAdapter {
+    fn dialect(&self) -> dlock_core::Dialect {
+        dlock_core::Dialect::Postgres
+    }
+
+    async fn execute(
+        &self,
+        _statement: &dlock_core::adapter::Statement,
+    ) -> Result<u64, dlock_core::adapter::QueryError> {
+        panic!("the adapter's bug (expected by this test)")
+    }
+
+    async fn query(
+        &self,
+        _statement: &dlock_core::adapter::Statement,
+    ) -> Result<Vec<dlock_core::adapter::Row>, dlock_core::adapter::QueryError> {
+        panic!("the adapter's bug (expected by this test)")
+    }
+
+    fn listener(&self) -> Option<&dyn dlock_core::adapter::Listen> {
+        None
+    }
+}
+
+/// The acquire statement runs in the caller's task, but an adapter that panics in it
+/// fails the attempt with an error, as a task of its own would have; the caller's task
+/// goes on.
+#[tokio::test]
+async fn an_adapter_panicking_in_the_acquire_fails_the_attempt_not_the_caller() {
+    let queries: std::sync::Arc<dyn dlock_core::adapter::QueryInterface> =
+        std::sync::Arc::new(PanickingAdapter);
+    let lock = dlock_core::DistributedLock::new("panicking", queries).unwrap();
+    let error = lock.try_acquire().await.expect_err("the adapter panicked");
+    assert!(
+        error.to_string().contains("the adapter panicked"),
+        "{error}"
     );
 }
