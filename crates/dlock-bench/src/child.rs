@@ -8,15 +8,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dlock_core::adapter::{QueryInterface, Value};
+use dlock_core::adapter::QueryInterface;
 use dlock_core::{Dialect, DistributedLock, Election, Error, Outcome, Semaphore};
 use dlock_testkit::{
     Backend, ChildProcess, PoolOptions, Route, dialect_key, dialect_named, error_chain, run_child,
-    statement, wall_ns,
+    wall_ns,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::scenarios::{Context, floor_sql};
+use crate::scenarios::{Context, SessionLock};
 
 const ROLE: &str = "DLOCK_BENCH_CHILD";
 const ADAPTER: &str = "DLOCK_BENCH_CHILD_ADAPTER";
@@ -297,15 +297,12 @@ async fn floor_contend(
     queries: Arc<dyn QueryInterface>,
     name: &str,
 ) -> Result<(), String> {
-    let (lock_sql, unlock_sql) = floor_sql(dialect)
-        .advisory
-        .ok_or_else(|| format!("{} has no session locks", dialect.name()))?;
     // Any key the workers agree on: the lock name's hash, as this run's name is unique.
-    let key = Value::Int(name.bytes().fold(0_i64, |hash, byte| {
+    let key = name.bytes().fold(0_i64, |hash, byte| {
         hash.wrapping_mul(31).wrapping_add(i64::from(byte))
-    }));
-    let lock = statement(dialect, lock_sql, vec![key.clone()], &[]);
-    let unlock = statement(dialect, unlock_sql, vec![key], &[]);
+    });
+    let session_lock = SessionLock::new(dialect, queries, key)
+        .ok_or_else(|| format!("{} has no session locks", dialect.name()))?;
     println!("READY");
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(command) = commands
@@ -319,20 +316,14 @@ async fn floor_contend(
             .ok_or_else(|| format!("unexpected command {command:?}"))?;
         let mut report = String::new();
         while wall_ns() < stop_ns {
-            queries
-                .execute(&lock)
-                .await
-                .map_err(|error| format!("the session lock failed: {error}"))?;
+            session_lock.lock().await?;
             let entry = wall_ns();
             let started = Instant::now();
             while started.elapsed() < SECTION {
                 std::hint::spin_loop();
             }
             let exit = wall_ns();
-            queries
-                .execute(&unlock)
-                .await
-                .map_err(|error| format!("the session unlock failed: {error}"))?;
+            session_lock.unlock().await?;
             report.push_str(&format!("SECTION 0 {entry} {exit}\n"));
         }
         println!("{report}DONE");

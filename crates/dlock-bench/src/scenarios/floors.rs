@@ -127,40 +127,75 @@ pub(super) async fn commit2(context: &Context) -> Result<Vec<ResultLine>, String
 /// run in the same session): the cheapest lock the database has, not durable, held by a
 /// connection.
 pub(super) async fn advisory(context: &Context) -> Result<Vec<ResultLine>, String> {
-    let Some((lock_sql, unlock_sql)) = floor_sql(context.dialect).advisory else {
+    // A key of this process's own, so concurrent runs do not wait for each other.
+    let key = 0x646c_6f63_6b00_0000 + i64::from(std::process::id());
+    let Some(session_lock) = SessionLock::new(context.dialect, context.pool(1).await?, key) else {
         eprintln!(
             "floor_advisory: {} has no advisory locks; skipped",
             context.dialect.name()
         );
         return Ok(Vec::new());
     };
-    let queries = context.pool(1).await?;
-    // A key of this process's own, so concurrent runs do not wait for each other.
-    let key = Value::Int(0x646c_6f63_6b00_0000 + i64::from(std::process::id()));
-    let lock = statement(context.dialect, lock_sql, vec![key.clone()], &[]);
-    let unlock = statement(context.dialect, unlock_sql, vec![key], &[]);
     let duration = context.duration(Duration::from_secs(3), Duration::from_secs(1));
     eprintln!("floor_advisory: advisory lock + unlock for {duration:?}");
-    let (latencies, elapsed) = timed_loop(duration, || {
-        let queries = Arc::clone(&queries);
-        let (lock, unlock) = (lock.clone(), unlock.clone());
-        async move {
-            queries
-                .execute(&lock)
-                .await
-                .map_err(|error| format!("advisory lock failed: {error}"))?;
-            queries
-                .execute(&unlock)
-                .await
-                .map_err(|error| format!("advisory unlock failed: {error}"))?;
-            Ok(())
-        }
+    let (latencies, elapsed) = timed_loop(duration, || async {
+        session_lock.lock().await?;
+        session_lock.unlock().await
     })
     .await?;
     Ok(vec![context.line(Scenario::FloorAdvisory, 1).throughput(
         &Latencies::from_durations(latencies),
         elapsed,
     )])
+}
+
+/// The database's own session lock on one key (`pg_advisory_lock`, `GET_LOCK`), through
+/// a pool of one connection: the lock and the unlock must reach the same session.
+pub(crate) struct SessionLock {
+    queries: Arc<dyn QueryInterface>,
+    lock: Statement,
+    unlock: Statement,
+}
+
+impl SessionLock {
+    /// `None` where the database has no session locks (SQLite).
+    pub(crate) fn new(
+        dialect: Dialect,
+        queries: Arc<dyn QueryInterface>,
+        key: i64,
+    ) -> Option<Self> {
+        let (lock, unlock) = floor_sql(dialect).advisory?;
+        let key = vec![Value::Int(key)];
+        Some(Self {
+            lock: statement(dialect, lock, key.clone(), &[ColumnType::Int]),
+            unlock: statement(dialect, unlock, key, &[ColumnType::Int]),
+            queries,
+        })
+    }
+
+    /// Waits until this session holds the lock.
+    pub(crate) async fn lock(&self) -> Result<(), String> {
+        self.run(&self.lock, "lock").await
+    }
+
+    pub(crate) async fn unlock(&self) -> Result<(), String> {
+        self.run(&self.unlock, "unlock").await
+    }
+
+    /// Runs `statement`, which answers 1 when it did what it says: a lock not granted
+    /// (MariaDB answers `GET_LOCK` with a negative timeout with NULL, at once) would time
+    /// an error, and let sections overlap.
+    async fn run(&self, statement: &Statement, what: &str) -> Result<(), String> {
+        let rows = self
+            .queries
+            .query(statement)
+            .await
+            .map_err(|error| format!("the session {what} failed: {error}"))?;
+        match rows.as_slice() {
+            [row] if row.as_slice() == [Value::Int(1)] => Ok(()),
+            other => Err(format!("the session {what} answered {other:?}, not 1")),
+        }
+    }
 }
 
 /// The statements of the floors: what the database itself costs for the shapes of work a
@@ -178,7 +213,8 @@ pub(crate) struct FloorSql {
     pub(crate) upsert: &'static str,
     /// Frees it the way a release does. `$1` name, `$2` owner.
     pub(crate) update: &'static str,
-    /// Session-level advisory lock and unlock of key `$1`, where the database has them.
+    /// Session-level advisory lock and unlock of key `$1`, where the database has them,
+    /// each answering one row of 1 when it locked or unlocked.
     pub(crate) advisory: Option<(&'static str, &'static str)>,
 }
 
@@ -191,9 +227,10 @@ const POSTGRES_FLOORS: FloorSql = FloorSql {
     upsert: "INSERT INTO dlock_bench_floor AS f (name, owner, counter) VALUES ($1, $2, 1)
         ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, counter = f.counter + 1",
     update: "UPDATE dlock_bench_floor SET owner = NULL WHERE name = $1 AND owner = $2",
+    // `pg_advisory_lock` returns nothing to check: one row of 1 once it has returned.
     advisory: Some((
-        "SELECT pg_advisory_lock($1)",
-        "SELECT pg_advisory_unlock($1)",
+        "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_lock($1)) AS locked",
+        "SELECT CAST(CASE WHEN pg_advisory_unlock($1) THEN 1 ELSE 0 END AS BIGINT)",
     )),
 };
 
@@ -207,10 +244,11 @@ const MYSQL_FLOORS: FloorSql = FloorSql {
         ON DUPLICATE KEY UPDATE owner = VALUES(owner), counter = counter + 1",
     update: "UPDATE dlock_bench_floor SET owner = NULL WHERE name = ? AND owner = ?",
     // Named locks take a string (of at most 64 characters): the integer key becomes part
-    // of one. A timeout of -1 waits forever, as `pg_advisory_lock` does.
+    // of one. An hour is as good as waiting forever here; MariaDB answers a negative
+    // timeout (MySQL's "forever") with NULL at once, without locking.
     advisory: Some((
-        "SELECT GET_LOCK(CONCAT('dlock-bench-floor-', ?), -1)",
-        "SELECT RELEASE_LOCK(CONCAT('dlock-bench-floor-', ?))",
+        "SELECT CAST(GET_LOCK(CONCAT('dlock-bench-floor-', ?), 3600) AS SIGNED)",
+        "SELECT CAST(RELEASE_LOCK(CONCAT('dlock-bench-floor-', ?)) AS SIGNED)",
     )),
 };
 

@@ -18,7 +18,7 @@ use dlock_core::Dialect;
 use dlock_core::adapter::QueryInterface;
 use dlock_testkit::{Backend, PoolOptions, Route};
 
-pub(crate) use floors::floor_sql;
+pub(crate) use floors::{SessionLock, floor_sql};
 
 use crate::report::ResultLine;
 
