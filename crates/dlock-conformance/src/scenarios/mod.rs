@@ -99,9 +99,7 @@ pub(crate) const CROWDED: &[&str] = &[
 
 /// Whether scenario `name` on `dialect` reached by `route` is one of the [`CROWDED`]
 /// whose connections all reach the server: not on SQLite (no server), nor through
-/// PgBouncer, whose pool opens at most 16 server connections however many clients it
-/// serves (only each process's listener goes to the server directly). The sqlx suite
-/// peaked at 61 client backends with this (the server allows 97).
+/// PgBouncer (which opens at most its pool's 16, however many clients it serves).
 pub(crate) fn is_crowded(name: &str, dialect: Dialect, route: Route) -> bool {
     CROWDED.contains(&name) && dialect != Dialect::Sqlite && route == Route::Direct
 }
