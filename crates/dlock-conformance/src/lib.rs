@@ -90,8 +90,7 @@ fn run_suite(backend: Backend, dialects: &[Dialect], concerns: Option<&[&str]>) 
         for (name, scenario) in scenarios::all(dialect, *route, concerns) {
             let (env, about, reachable) = (env.clone(), Arc::clone(&about), Arc::clone(&reachable));
             let needs_rig = scenarios::NEEDS_FAILOVER_RIG.contains(&name);
-            let wide =
-                scenarios::TIMED.contains(&name) || scenarios::is_crowded(name, dialect, *route);
+            let wide = scenarios::TIMED.contains(&name) || scenarios::CROWDED.contains(&name);
             let queue = if wide { &mut wide_trials } else { &mut trials };
             queue.push(Trial::ignorable_test(
                 format!("{prefix}::{name}"),

@@ -88,7 +88,7 @@ pub(crate) const NEEDS_FAILOVER_RIG: &[&str] = &[
 /// pool of four and a listener). Four of them side by side, beside the same scenarios
 /// through PgBouncer, went past PostgreSQL's default `max_connections` of 100 (seen in
 /// CI: "sorry, too many clients already", and a pool that timed out waiting), so they
-/// take as much room as a timed one (see `Room` in `lib.rs`) where [`is_crowded`].
+/// take as much room as a timed one (see `Room` in `lib.rs`).
 pub(crate) const CROWDED: &[&str] = &[
     "mutual_exclusion",
     "one_leader_among_candidate_processes",
@@ -96,13 +96,6 @@ pub(crate) const CROWDED: &[&str] = &[
     "rw_writes_exclude_every_other_section_across_processes",
     "semaphore_bound_is_never_exceeded",
 ];
-
-/// Whether scenario `name` on `dialect` reached by `route` is one of the [`CROWDED`]
-/// whose connections all reach the server: not on SQLite (no server), nor through
-/// PgBouncer (which opens at most its pool's 16, however many clients it serves).
-pub(crate) fn is_crowded(name: &str, dialect: Dialect, route: Route) -> bool {
-    CROWDED.contains(&name) && dialect != Dialect::Sqlite && route == Route::Direct
-}
 
 /// Scenarios that assert how soon something happens — a wake-up, a takeover, a loss
 /// signal before a deadline — with a slack sized for a machine doing little else. The
