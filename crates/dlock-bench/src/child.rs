@@ -187,19 +187,7 @@ async fn worker_main(role: &str) -> Result<(), String> {
             .await
             .map_err(|error| error_chain(&error))?;
         println!("READY");
-        let mut commands = BufReader::new(tokio::io::stdin()).lines();
-        while let Some(command) = commands
-            .next_line()
-            .await
-            .map_err(|error| format!("cannot read commands: {error}"))?
-        {
-            let stop_ns = command
-                .strip_prefix("RUN ")
-                .and_then(|stop_ns| stop_ns.parse().ok())
-                .ok_or_else(|| format!("unexpected command {command:?}"))?;
-            contend_for_permits(&semaphore, stop_ns).await?;
-        }
-        return Ok(());
+        return on_each_run(async |stop_ns| contend_for_permits(&semaphore, stop_ns).await).await;
     }
     let builder = DistributedLock::builder(variable(LOCK_NAME)?, queries).holder(holder);
     let lock = match role {
@@ -243,13 +231,7 @@ async fn contend(lock: &DistributedLock, stop_ns: u64) -> Result<(), String> {
     while wall_ns() < stop_ns {
         let outcome = lock
             .lock(|lease| async move {
-                let entry = wall_ns();
-                // Busy-wait rather than sleep: a timer sleep of 1 ms lasts 1–2 ms.
-                let started = Instant::now();
-                while started.elapsed() < SECTION {
-                    std::hint::spin_loop();
-                }
-                let exit = wall_ns();
+                let (entry, exit) = busy_section();
                 Ok::<_, Error>((lease.fencing_token().get(), entry, exit))
             })
             .await
@@ -270,12 +252,7 @@ async fn contend_for_permits(semaphore: &Semaphore, stop_ns: u64) -> Result<(), 
             .acquire()
             .await
             .map_err(|error| error_chain(&error))?;
-        let entry = wall_ns();
-        let started = Instant::now();
-        while started.elapsed() < SECTION {
-            std::hint::spin_loop();
-        }
-        let exit = wall_ns();
+        let (entry, exit) = busy_section();
         report.push_str(&format!(
             "SECTION {} {} {entry} {exit}\n",
             permit.permit(),
@@ -304,31 +281,47 @@ async fn floor_contend(
     let session_lock = SessionLock::new(dialect, queries, key)
         .ok_or_else(|| format!("{} has no session locks", dialect.name()))?;
     println!("READY");
+    on_each_run(async |stop_ns| {
+        let mut report = String::new();
+        while wall_ns() < stop_ns {
+            session_lock.lock().await?;
+            let (entry, exit) = busy_section();
+            session_lock.unlock().await?;
+            report.push_str(&format!("SECTION 0 {entry} {exit}\n"));
+        }
+        println!("{report}DONE");
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `run` with the stop time of each `RUN <stop ns>` command on stdin, until the
+/// input ends.
+async fn on_each_run(mut run: impl AsyncFnMut(u64) -> Result<(), String>) -> Result<(), String> {
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(command) = commands
         .next_line()
         .await
         .map_err(|error| format!("cannot read commands: {error}"))?
     {
-        let stop_ns: u64 = command
+        let stop_ns = command
             .strip_prefix("RUN ")
             .and_then(|stop_ns| stop_ns.parse().ok())
             .ok_or_else(|| format!("unexpected command {command:?}"))?;
-        let mut report = String::new();
-        while wall_ns() < stop_ns {
-            session_lock.lock().await?;
-            let entry = wall_ns();
-            let started = Instant::now();
-            while started.elapsed() < SECTION {
-                std::hint::spin_loop();
-            }
-            let exit = wall_ns();
-            session_lock.unlock().await?;
-            report.push_str(&format!("SECTION 0 {entry} {exit}\n"));
-        }
-        println!("{report}DONE");
+        run(stop_ns).await?;
     }
     Ok(())
+}
+
+/// One critical section: a busy-wait of [`SECTION`] rather than a sleep (a timer sleep
+/// of 1 ms lasts 1–2 ms). Returns its entry and exit, wall clock.
+fn busy_section() -> (u64, u64) {
+    let entry = wall_ns();
+    let started = Instant::now();
+    while started.elapsed() < SECTION {
+        std::hint::spin_loop();
+    }
+    (entry, wall_ns())
 }
 
 async fn skip_once(lock: &DistributedLock) -> Result<(), String> {

@@ -41,18 +41,7 @@ pub(super) async fn run(context: &Context) -> Result<Vec<ResultLine>, String> {
         let solo = collect(&mut processes[0], 0, solo_duration).await?;
         let solo_gaps = Latencies::from_ms(in_order(solo).windows(2).map(gap_ms));
 
-        let start_ns = wall_ns();
-        let stop_ns = start_ns + nanos(duration);
-        for process in &mut processes {
-            process.send(&format!("RUN {stop_ns}")).await?;
-        }
-        let mut sections = Vec::new();
-        for (index, process) in processes.iter_mut().enumerate() {
-            sections.extend(collect(process, index, duration).await?);
-        }
-        for process in processes {
-            process.finish(Duration::from_secs(10)).await?;
-        }
+        let (sections, start_ns, stop_ns) = run_all(processes, duration).await?;
         let solo_p50 = solo_gaps.percentile(50.0);
         let line = summarise(context, workers, &sections, start_ns, stop_ns);
         let handover_p50 = line.number("handover_p50_ms").unwrap_or(f64::NAN);
@@ -93,7 +82,24 @@ async fn floor_handover(
         return Ok(None);
     }
     let duration = context.duration(Duration::from_secs(2), Duration::from_secs(1));
-    let mut processes = start_workers(context, Role::FloorContend, name, workers).await?;
+    let processes = start_workers(context, Role::FloorContend, name, workers).await?;
+    let (sections, start_ns, stop_ns) = run_all(processes, duration).await?;
+    let sections = in_order(sections);
+    let window = within(&sections, start_ns, stop_ns);
+    let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
+    Ok(Some(FloorHandover {
+        p50_ms: handovers.percentile(50.0),
+        p99_ms: handovers.percentile(99.0),
+        min_share: shares(&window, workers).0,
+    }))
+}
+
+/// Runs every worker in `processes` from now for `duration`, then ends them; returns
+/// their sections and the window's start and stop, wall clock.
+async fn run_all(
+    mut processes: Vec<ChildProcess>,
+    duration: Duration,
+) -> Result<(Vec<Section>, u64, u64), String> {
     let start_ns = wall_ns();
     let stop_ns = start_ns + nanos(duration);
     for process in &mut processes {
@@ -106,14 +112,7 @@ async fn floor_handover(
     for process in processes {
         process.finish(Duration::from_secs(10)).await?;
     }
-    let sections = in_order(sections);
-    let window = within(&sections, start_ns, stop_ns);
-    let handovers = Latencies::from_ms(window.windows(2).map(gap_ms));
-    Ok(Some(FloorHandover {
-        p50_ms: handovers.percentile(50.0),
-        p99_ms: handovers.percentile(99.0),
-        min_share: shares(&window, workers).0,
-    }))
+    Ok((sections, start_ns, stop_ns))
 }
 
 /// Sections sorted by entry time.
