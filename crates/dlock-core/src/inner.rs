@@ -294,8 +294,9 @@ impl LockInner {
     /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
     /// process's waiters at once and, where the dialect can and another process waits,
     /// sends a notice in the background (not on the release path: see `notify` in the
-    /// dialect). `contended` says whether the acquisition had to wait: then this lock's
-    /// next `acquire` lets the other waiters go first.
+    /// dialect). This lock's next `acquire` then lets the other waiters go first if
+    /// the acquisition had to wait (`contended`) or, where the release can tell, another
+    /// process waits.
     pub(crate) async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
         let action = "release the lock";
@@ -332,7 +333,12 @@ impl LockInner {
             // Not awaited: waiting for it would add a round trip to every release.
             let _sending = self.releases.announce(&self.name, &self.queries, notice);
         }
-        if contended {
+        // Where the release tells whether any process waits (it does for a lock, not for
+        // a multi-lock), a waiter that arrived while this one held the lock counts too:
+        // without a head start it would lose every race to a loop that re-acquires at
+        // once, its notice, its turn and its attempt against one attempt.
+        let others_wait = watched && self.set.is_none() && self.sql.watch.is_some();
+        if contended || others_wait {
             let courtesy = match self.sql.notify {
                 Some(_) => COURTESY,
                 None => COURTESY_TO_POLLERS,

@@ -1,6 +1,7 @@
 //! Waiting for a held lock: probing without writing, napping until a release notice or
 //! the holder's lease end, and attempting only when the lock looks free.
 
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,24 +25,28 @@ pub(crate) async fn wait_and_take(
     let mut waiter = Waiter::new(lock, started, last_holder);
     let mut next = waiter.first_step().await;
     loop {
-        next = match next {
-            Step::Attempt => match attempt(lock, waiter.contended, started).await {
-                Ok(Some(guard)) => return Ok(guard),
-                // Someone else has it: find out who, and until when.
-                Ok(None) => Step::Probe,
-                Err(error) => waiter.ride_out(error).await?,
-            },
-            Step::Probe => waiter.probe().await?,
-            Step::Wait => waiter.nap().await,
+        let taken = match next {
+            Step::Attempt => waiter.attempt().await?,
+            Step::AttemptInTurn => waiter.attempt_in_turn().await?,
+            Step::Probe => Continue(waiter.probe().await?),
+            Step::Wait => Continue(waiter.nap().await),
+        };
+        next = match taken {
+            Break(guard) => return Ok(guard),
+            Continue(step) => step,
         };
     }
 }
 
-/// What a waiting `acquire` does next. Only [`Step::Attempt`] may write, and it runs only
-/// when the lock looks free: at first, after a probe found it free, or on a release notice.
+/// What a waiting `acquire` does next. Only the attempts may write, and they run only
+/// when the lock looks free: at first, after a probe found it free, or on a release
+/// notice.
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Attempt,
+    /// On a release notice: attempt if it is this process's turn (see
+    /// [`ReleaseBroadcast::take_turn`](crate::listening::ReleaseBroadcast::take_turn)).
+    AttemptInTurn,
     Probe,
     /// Reading only: for a release notice, or until the next probe.
     Wait,
@@ -50,9 +55,12 @@ enum Step {
 /// While other processes' releases are heard, waiters probe this many times less often.
 pub(crate) const SAFETY_NET_FACTOR: u32 = 10;
 
+/// How long after the holder's lease ends, by a probe, a waiter looks again.
+const LEASE_END_MARGIN: Duration = Duration::from_millis(5);
+
 /// One waiting `acquire` and what it has seen.
 struct Waiter<'a> {
-    lock: &'a LockInner,
+    lock: &'a Arc<LockInner>,
     started: Instant,
     releases: broadcast::Receiver<Arc<str>>,
     /// This waiter's announcement to releasers in other processes; a multi-lock's for
@@ -67,15 +75,22 @@ struct Waiter<'a> {
     reports: WaitingReports,
     /// Whether it has had to wait for another holder.
     contended: bool,
-    /// When the holder's lease ends unless renewed, by the last probe.
-    holder_lease_end: Option<Instant>,
+    /// When to look at the lock again, whatever wakes the waiter or not: just after the
+    /// holder's lease ends, by the last probe (a holder that dies sends no notice), or,
+    /// after another process took its turn to attempt, within a poll interval (whoever
+    /// holds the lock now was not probed).
+    look_by: Option<Instant>,
     /// The fencing token of the acquisition the last probe saw.
     seen_token: Option<i64>,
     last_holder: &'a mut Option<Holder>,
 }
 
 impl<'a> Waiter<'a> {
-    fn new(lock: &'a LockInner, started: Instant, last_holder: &'a mut Option<Holder>) -> Self {
+    fn new(
+        lock: &'a Arc<LockInner>,
+        started: Instant,
+        last_holder: &'a mut Option<Holder>,
+    ) -> Self {
         Self {
             // Subscribed before the first attempt, so that no release after it goes unseen.
             releases: lock.releases.subscribe(),
@@ -90,7 +105,7 @@ impl<'a> Waiter<'a> {
             backoff: Backoff::new(lock.options.poll_interval),
             reports: WaitingReports::default(),
             contended: false,
-            holder_lease_end: None,
+            look_by: None,
             seen_token: None,
             lock,
             started,
@@ -129,7 +144,7 @@ impl<'a> Waiter<'a> {
                 }
                 self.seen_token = token;
                 self.reports.holder_seen(&holder, self.started);
-                self.holder_lease_end = Some(Instant::now() + holder.expires_in);
+                self.look_by = Some(Instant::now() + holder.expires_in + LEASE_END_MARGIN);
                 *self.last_holder = Some(holder);
                 Ok(Step::Wait)
             }
@@ -147,11 +162,8 @@ impl<'a> Waiter<'a> {
         } else {
             self.backoff.next(poll_interval)
         };
-        if let Some(lease_end) = self.holder_lease_end {
-            // Whatever wakes us or not, look again just after the holder's lease ends: a
-            // holder that died sends no notice.
-            let left = lease_end.saturating_duration_since(Instant::now());
-            nap = nap.min(left + Duration::from_millis(5));
+        if let Some(look_by) = self.look_by {
+            nap = nap.min(look_by.saturating_duration_since(Instant::now()));
         }
         let lock = self.lock;
         match wait_for_notice(
@@ -161,9 +173,42 @@ impl<'a> Waiter<'a> {
         )
         .await
         {
-            // Just released: attempt at once, without a probe's round trip.
+            // Just released: attempt at once, without a probe's round trip; where
+            // waiters take turns, only if it is ours.
+            Woken::Released if takes_turns(lock) => Step::AttemptInTurn,
             Woken::Released => Step::Attempt,
             Woken::Resync | Woken::Timeout => Step::Probe,
+        }
+    }
+
+    async fn attempt(&mut self) -> Result<ControlFlow<LockGuard, Step>> {
+        let attempted = attempt(self.lock, self.contended, self.started).await;
+        self.after_attempt(attempted).await
+    }
+
+    /// Attempts if this process gets the turn for this release, else waits for the next
+    /// notice: the turn's holder takes the lock, or finds who did, and their release
+    /// wakes this waiter in turn.
+    async fn attempt_in_turn(&mut self) -> Result<ControlFlow<LockGuard, Step>> {
+        let Some(turn) = self.lock.releases.take_turn(&self.lock.name).await else {
+            self.look_by = Some(Instant::now() + jittered(self.lock.options.poll_interval));
+            return Ok(Continue(Step::Wait));
+        };
+        let attempted = attempt(self.lock, self.contended, self.started).await;
+        // Given back before anything else, an error's back-off included.
+        drop(turn);
+        self.after_attempt(attempted).await
+    }
+
+    async fn after_attempt(
+        &mut self,
+        attempted: Result<Option<LockGuard>>,
+    ) -> Result<ControlFlow<LockGuard, Step>> {
+        match attempted {
+            Ok(Some(guard)) => Ok(Break(guard)),
+            // Someone else has it: find out who, and until when.
+            Ok(None) => Ok(Continue(Step::Probe)),
+            Err(error) => self.ride_out(error).await.map(Continue),
         }
     }
 
@@ -214,6 +259,14 @@ pub(crate) async fn wait_for_notice(
             }
         }
     }
+}
+
+/// Whether waiters of `lock` take turns to attempt after a release notice: those of a
+/// lock and a reader-writer lock's writers, of whom one at most can get in per release.
+/// Not readers, who all get in together, nor multi-locks, whose releases notify every
+/// name at once.
+fn takes_turns(lock: &LockInner) -> bool {
+    lock.set.is_none() && lock.gate.is_none()
 }
 
 /// The name a waiter announces its interest in first: the lock's, a multi-lock's first,

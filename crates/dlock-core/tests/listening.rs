@@ -14,7 +14,7 @@ use dlock_core::adapter::{
     async_trait,
 };
 use dlock_core::{Dialect, DistributedLock};
-use fake::{FakeDb, Kind, NAME, ms};
+use fake::{FakeDb, Gate, Kind, NAME, ms};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep};
 
@@ -39,11 +39,13 @@ struct Process {
 struct Session {
     db: Arc<FakeDb>,
     watches: Vec<String>,
+    turns: Vec<String>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.db.end_watches(&self.watches);
+        self.db.end_turns(&self.turns);
     }
 }
 
@@ -128,6 +130,7 @@ impl Listen for Process {
         let mut session = Session {
             db: Arc::clone(&self.db),
             watches: Vec::new(),
+            turns: Vec::new(),
         };
         let mut notifications = self.notifications.subscribe();
         wake.listening();
@@ -142,14 +145,21 @@ impl Listen for Process {
                 }
                 request = wake.request() => {
                     let statement = request.statement();
-                    if let Some(Value::Text(name)) = statement.params.first() {
+                    let rows = self.db.query(statement).await;
+                    let done = matches!(rows.as_deref(), Ok([row]) if row == &[Value::Int(1)]);
+                    if let (true, Some(Value::Text(name))) = (done, statement.params.first()) {
+                        let held = match statement.kind {
+                            StatementKind::Turn => &mut session.turns,
+                            _ => &mut session.watches,
+                        };
                         if statement.sql.contains("unlock") {
-                            session.watches.retain(|watched| watched != name);
+                            if let Some(at) = held.iter().position(|had| had == name) {
+                                held.swap_remove(at);
+                            }
                         } else {
-                            session.watches.push(name.clone());
+                            held.push(name.clone());
                         }
                     }
-                    let rows = self.db.query(statement).await;
                     request.reply(rows);
                 }
                 () = wake.closed() => return Ok(()),
@@ -339,5 +349,127 @@ async fn a_release_is_notified_only_while_another_process_waits() {
         notices_of_the_lock(&mut sent),
         0,
         "notices after the waiter left"
+    );
+}
+
+/// A release wakes every waiting process, but only the one whose turn it is attempts:
+/// one acquire statement per release, not one per waiting process.
+#[tokio::test(start_paused = true)]
+async fn a_release_is_attempted_by_one_waiting_process() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let holding = Process::new(&db, "holding", &bus, true);
+    let held = holding
+        .lock(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    let mut waiting = tokio::task::JoinSet::new();
+    for name in ["a", "b", "c"] {
+        let waiter = Process::new(&db, name, &bus, true).lock(Duration::from_secs(60));
+        waiting.spawn(async move { waiter.acquire().await.unwrap() });
+    }
+    sleep(Duration::from_secs(5)).await;
+    let attempts_before = db.count(Kind::Acquire);
+
+    held.release().await.unwrap();
+    let guard = waiting.join_next().await.unwrap().unwrap();
+    fake::settle().await;
+
+    assert_eq!(
+        db.count(Kind::Acquire) - attempts_before,
+        1,
+        "acquire statements after one release with three processes waiting"
+    );
+    guard.release().await.unwrap();
+    waiting
+        .join_next()
+        .await
+        .unwrap()
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    waiting
+        .join_next()
+        .await
+        .unwrap()
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}
+
+/// A waiter that did not get the turn does not depend on its winner: if the winner never
+/// attempts (it hangs, or dies before it can), the waiter looks for itself within a poll
+/// interval and finds the lock free.
+#[tokio::test(start_paused = true)]
+async fn a_turn_that_is_never_given_back_delays_waiters_by_a_poll_interval_at_most() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    let holding = Process::new(&db, "holding", &bus, true);
+    let waiting = Process::new(&db, "waiting", &bus, true);
+    let held = holding
+        .lock(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    let waiter = waiting.lock(Duration::from_secs(60));
+    let acquiring = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        (Instant::now(), guard)
+    });
+    sleep(Duration::from_secs(5)).await;
+    db.hold_turn(NAME);
+
+    held.release().await.unwrap();
+    let released_at = Instant::now();
+    let (acquired_at, guard) = acquiring.await.unwrap();
+
+    let late = acquired_at - released_at;
+    assert!(
+        late <= POLL + ms(10),
+        "behind a turn never given back the waiter took {late:?}; one poll interval is \
+         {POLL:?}"
+    );
+    guard.release().await.unwrap();
+}
+
+/// A holder that took the lock without waiting, and finds at its release that another
+/// process waits, lets that one go first when it comes straight back for the lock:
+/// otherwise its one attempt would beat the waiter's notice, turn and attempt every time.
+#[tokio::test(start_paused = true)]
+async fn a_holder_coming_straight_back_lets_a_process_that_waited_go_first() {
+    let (db, bus) = (FakeDb::new(), notifications());
+    // Every statement a round trip of 1 ms, as on a database nearby.
+    for kind in [
+        Kind::Acquire,
+        Kind::Probe,
+        Kind::Release,
+        Kind::Notify,
+        Kind::Watch,
+        Kind::Turn,
+    ] {
+        db.set_default(kind, Gate::Slow(ms(1)));
+    }
+    let looping = Process::new(&db, "looping", &bus, true).lock(Duration::from_secs(60));
+    let waiter = Process::new(&db, "waiting", &bus, true).lock(Duration::from_secs(60));
+    let held = looping.acquire().await.unwrap();
+    let acquiring = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        let acquired_at = Instant::now();
+        sleep(ms(50)).await;
+        guard.release().await.unwrap();
+        acquired_at
+    });
+    sleep(Duration::from_secs(5)).await;
+
+    held.release().await.unwrap();
+    let again = looping.acquire().await.unwrap();
+    let looped_back_at = Instant::now();
+    again.release().await.unwrap();
+
+    let waiter_acquired_at = acquiring.await.unwrap();
+    assert!(
+        waiter_acquired_at < looped_back_at,
+        "the holder took the lock back before the process that had waited for it"
     );
 }

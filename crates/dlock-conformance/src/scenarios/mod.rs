@@ -75,6 +75,11 @@ const ONLY_ON: &[(&str, &str)] = &[
         "a_holder_keeps_its_lock_across_a_synchronous_failover",
         "postgres",
     ),
+    // Where waiters are notified of releases and take turns.
+    (
+        "one_attempt_per_release_among_waiting_processes",
+        "postgres",
+    ),
 ];
 
 /// Scenarios that start the failover rig (`dlock_testkit::failover`), which needs
@@ -184,6 +189,7 @@ scenarios![
     waiting::waiter_in_another_process_wakes_on_force_release,
     waiting::waiting_only_reads,
     waiting::waiter_wakes_within_a_poll_after_its_listener_dies,
+    waiting::one_attempt_per_release_among_waiting_processes,
     herd::a_herd_of_waiters_on_a_small_pool_all_get_their_turn,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,

@@ -1,12 +1,13 @@
 //! Waiting: it never writes, and a release wakes waiters — at once where the adapter can
 //! listen for releases, within the poll interval elsewhere.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlock_core::adapter::{
-    ColumnType, Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, Value,
-    async_trait,
+    ColumnType, Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, StatementKind,
+    Value, async_trait,
 };
 use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
 use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
@@ -157,7 +158,7 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
     let table = unique_identifier("dlock_listener_dies");
     let queries = env.connect().await?;
     let listens = queries.listener().is_some();
-    let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?))
+    let holder = DistributedLock::builder(&name, Elsewhere(env.connect().await?, 0))
         .table(&table)
         .ttl(Duration::from_secs(30))
         .build()
@@ -178,7 +179,7 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
         eventually(
             Duration::from_secs(10),
             "the waiter listens and has announced itself",
-            || listeners(&queries, &name, false),
+            || async { Ok(listeners(&queries, &name, false).await? > 0) },
         )
         .await?;
         // Long enough for the waiter to trust its listener and take a long nap.
@@ -215,15 +216,99 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
     Ok(())
 }
 
-/// Whether a backend other than this one waits for lock `name`: its listening session
-/// announces that with a shared advisory lock keyed by the name's `hashtext` (see
-/// `waiters_key` in the core's `dialect/postgres.rs`), which no other test's lock shares.
-/// With `terminate`, terminates those backends, failing if there were none.
+/// A release is followed by one attempt, not one per waiting process: it wakes them all,
+/// and only the one whose turn it is attempts (PostgreSQL, where releases are notified;
+/// see `turns_key` in the core's `dialect/postgres.rs`). Waiters with listeners of their
+/// own, as in processes of their own, take the lock one after another.
+pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) -> Verdict {
+    const WAITERS: usize = 4;
+    const HOLD: Duration = Duration::from_millis(100);
+    let name = unique_name("one_attempt");
+    let queries = env.connect().await?;
+    if queries.listener().is_none() {
+        return Err("the adapter does not listen for releases on PostgreSQL".into());
+    }
+    let holder = DistributedLock::builder(&name, Arc::clone(&queries))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    // Every waiter's acquire statements after its first, which found the lock held; and
+    // when any waiter last sent a statement.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let last_sent = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let mut waiting = tokio::task::JoinSet::new();
+    for place in 1..=WAITERS {
+        let first_seen = AtomicBool::new(false);
+        let attempts = Arc::clone(&attempts);
+        let sent = Arc::clone(&last_sent);
+        // One pool for all, but a listening session each: that is what the turns are
+        // taken on.
+        let elsewhere: Arc<dyn QueryInterface> = Arc::new(Elsewhere(Arc::clone(&queries), place));
+        let counting = Tap::new(elsewhere, move |statement| {
+            if statement.kind == StatementKind::Acquire && first_seen.swap(true, Ordering::SeqCst) {
+                attempts.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Ok(mut sent) = sent.lock() {
+                *sent = tokio::time::Instant::now();
+            }
+            Flow::Forward
+        });
+        let lock = DistributedLock::builder(&name, Arc::new(counting) as Arc<dyn QueryInterface>)
+            .build()
+            .map_err(|e| e.to_string())?;
+        waiting.spawn(async move {
+            let guard = lock.acquire().await?;
+            tokio::time::sleep(HOLD).await;
+            guard.release().await
+        });
+    }
+    // Until then, a waiter whose listener is not yet heard polls, and a look that finds
+    // the lock free in a hand-over's gap attempts, notice or not. Once they all hear,
+    // they nap for ten poll intervals, quietly.
+    eventually(
+        Duration::from_secs(10),
+        "every waiter has announced itself, and all have been quiet for 300 ms",
+        || async {
+            let quiet =
+                last_sent.lock().map_err(|e| e.to_string())?.elapsed() > Duration::from_millis(300);
+            Ok(quiet && listeners(&queries, &name, false).await? == WAITERS)
+        },
+    )
+    .await?;
+    guard.release().await.map_err(|e| e.to_string())?;
+    let limit = Duration::from_secs(30);
+    let all = async {
+        while let Some(finished) = waiting.join_next().await {
+            finished
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    };
+    tokio::time::timeout(limit, all)
+        .await
+        .map_err(|_| format!("{WAITERS} waiters did not all get the lock within {limit:?}"))??;
+    let attempts = attempts.load(Ordering::SeqCst);
+    eprintln!("one_attempt: {attempts} attempts after {WAITERS} releases woke the waiters");
+    // One per release. Without turns, every woken waiter's: 4 + 3 + 2 + 1.
+    if attempts > WAITERS {
+        return Err(format!(
+            "{attempts} acquire attempts followed {WAITERS} releases; one each is expected"
+        ));
+    }
+    Ok(())
+}
+
+/// How many backends other than this one wait for lock `name`: a waiting process's
+/// listening session announces that with a shared advisory lock keyed by the name's
+/// `hashtext` (see `waiters_key` in the core's `dialect/postgres.rs`), which no other
+/// test's lock shares. With `terminate`, terminates those backends, failing if there
+/// were none.
 async fn listeners(
     queries: &Arc<dyn QueryInterface>,
     name: &str,
     terminate: bool,
-) -> Result<bool, String> {
+) -> Result<usize, String> {
     let select = if terminate {
         "pg_terminate_backend(pid)"
     } else {
@@ -243,18 +328,22 @@ async fn listeners(
         .query(&statement)
         .await
         .map_err(|e| format!("cannot read pg_locks: {e}"))?;
-    let found = matches!(rows.first().map(Vec::as_slice), Some([Value::Int(n)]) if *n > 0);
-    if terminate && !found {
+    let found = match rows.first().map(Vec::as_slice) {
+        Some([Value::Int(n)]) => usize::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    if terminate && found == 0 {
         return Err(format!("no backend waits for {name:?} to terminate"));
     }
     Ok(found)
 }
 
 /// Another process's view of the database: the same connections and listener, but a
-/// notification source of its own, so that its releases reach this process's waiters only
-/// through the database (as another process's would), not through the in-process hub.
+/// notification source of its own (one per place), so that its releases reach this
+/// process's waiters only through the database (as another process's would), not through
+/// the in-process hub.
 #[derive(Debug)]
-struct Elsewhere(Arc<dyn QueryInterface>);
+struct Elsewhere(Arc<dyn QueryInterface>, usize);
 
 #[async_trait]
 impl QueryInterface for Elsewhere {
@@ -279,7 +368,7 @@ impl QueryInterface for Elsewhere {
 impl Listen for Elsewhere {
     fn source(&self) -> String {
         let inner = self.0.listener().map(Listen::source);
-        format!("elsewhere: {inner:?}")
+        format!("elsewhere {}: {inner:?}", self.1)
     }
 
     async fn listen(&self, channel: &str, notices: ReleaseNotices) -> Result<(), QueryError> {

@@ -234,6 +234,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
 /// | `watch`         | name                        | `(1)` iff it now tells releasers of `name` that this process waits |
 /// | `unwatch`       | name                        | `(1)` iff it withdrew one `watch`       |
+/// | `take_turn`     | name                        | `(1)` iff this process now has the turn to attempt `name` |
+/// | `end_turn`      | name                        | `(1)` iff it gave a `take_turn` back    |
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
 /// | `list`          | —                           | one `INFO` row per lock, by name        |
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
@@ -279,6 +281,12 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// lock, and `unwatch` when it stops waiting; `release` then returns 1 in `watched` when
 /// some process watches the name, and `notify` is sent only then. See `postgres.rs` for
 /// why no release can slip between a waiter's `watch` and its look.
+///
+/// **One attempt per release notice**: where the dialect notifies, a notice wakes every
+/// waiting process, and all but one of their attempts would fail. So a process woken by
+/// one first runs `take_turn` on its listening connection, which at most one session
+/// wins at a time; only the winner attempts, then runs `end_turn` (see `turns_key` in
+/// `postgres.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) create_table: Template,
@@ -313,6 +321,9 @@ pub(crate) struct Sql {
     /// Set with `notify`: waiters announce themselves, and `release` reports them.
     pub(crate) watch: Option<Template>,
     pub(crate) unwatch: Option<Template>,
+    /// Set with `watch`: the turn to attempt after a release notice.
+    pub(crate) take_turn: Option<Template>,
+    pub(crate) end_turn: Option<Template>,
 }
 
 /// The statements of a multi-lock, per dialect. They bind the set of names as one
@@ -486,7 +497,7 @@ const FENCING: &[ColumnType] = &[ColumnType::Int];
 const OWNER_AND_FENCING: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
 /// `release` where waiters announce themselves: 1 if some process waits for the lock.
 const WATCHED: &[ColumnType] = &[ColumnType::Int];
-/// `watch` and `unwatch`: 1 if done.
+/// `watch`, `unwatch`, `take_turn` and `end_turn`: 1 if done.
 const DONE: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int, ColumnType::Int];
 const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
@@ -665,6 +676,35 @@ impl Sql {
         Some(bind(
             StatementKind::Watch,
             self.unwatch.as_ref()?,
+            &args,
+            DONE,
+        ))
+    }
+
+    /// Takes, for the session that runs it (the listening connection), the turn to
+    /// attempt `name` after a release notice; where the dialect notifies.
+    pub(crate) fn take_turn(&self, name: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Turn,
+            self.take_turn.as_ref()?,
+            &args,
+            DONE,
+        ))
+    }
+
+    /// Gives back a [`take_turn`](Self::take_turn) of `name`, on the session that ran it.
+    pub(crate) fn end_turn(&self, name: &str) -> Option<Statement> {
+        let args = Args {
+            name,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Turn,
+            self.end_turn.as_ref()?,
             &args,
             DONE,
         ))
@@ -884,6 +924,8 @@ mod tests {
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
             statements.extend(sql.watch("n").map(|s| ("watch", s)));
             statements.extend(sql.unwatch("n").map(|s| ("unwatch", s)));
+            statements.extend(sql.take_turn("n").map(|s| ("take_turn", s)));
+            statements.extend(sql.end_turn("n").map(|s| ("end_turn", s)));
             for (what, statement) in statements {
                 assert_eq!(
                     placeholders(dialect, &statement.sql),

@@ -187,6 +187,24 @@ pub(super) fn waiters_key(table: &TableName) -> String {
     format!("{table_key}, hashtext($1)")
 }
 
+/// The advisory lock that gives one waiting process at a time the turn to attempt the
+/// lock named by `$1` after a release notice: the two-key form, as [`waiters_key`], the
+/// first key the other half of the table's hash. A woken process tries to take it
+/// exclusively on its listening connection (`take_turn`), attempts only if it did, and
+/// gives it back once its attempt is done (`end_turn`) — or when that session ends, so a
+/// process that dies in its turn does not keep it. The others wait for the next notice.
+///
+/// Turns only spare the database attempts that would fail (all but one per release):
+/// exclusion is the acquire's alone. A waiter that lost a turn looks at the lock by
+/// itself within a poll interval unless a notice wakes it first, so a turn that goes
+/// wrong (its winner dies before attempting, keys that collide) delays a waiter, never
+/// admits a second holder.
+pub(super) fn turns_key(table: &TableName) -> String {
+    let [.., e, f, g, h] = fnv1a(&channel(table)).to_be_bytes();
+    let table_key = i32::from_be_bytes([e, f, g, h]);
+    format!("{table_key}, hashtext($1)")
+}
+
 /// The lock's acquire (see `acquire` in [`sql`]), its token growing by `step` (see
 /// [`take`]).
 pub(super) fn acquire(t: &str, step: i64) -> String {
@@ -224,6 +242,7 @@ pub(super) fn acquire(t: &str, step: i64) -> String {
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
     let waiters = waiters_key(table);
+    let turns = turns_key(table);
     Sql {
         create_table: Template::new(
             format!(
@@ -401,6 +420,18 @@ pub(super) fn sql(table: &TableName) -> Sql {
             format!(
                 "SELECT CAST(CASE WHEN pg_advisory_unlock_shared({waiters}) THEN 1 ELSE 0 END
                              AS BIGINT)"
+            ),
+            &[Name],
+        )),
+        take_turn: Some(Template::new(
+            format!(
+                "SELECT CAST(CASE WHEN pg_try_advisory_lock({turns}) THEN 1 ELSE 0 END AS BIGINT)"
+            ),
+            &[Name],
+        )),
+        end_turn: Some(Template::new(
+            format!(
+                "SELECT CAST(CASE WHEN pg_advisory_unlock({turns}) THEN 1 ELSE 0 END AS BIGINT)"
             ),
             &[Name],
         )),

@@ -191,6 +191,8 @@ pub(super) fn sql(table: &TableName) -> Sql {
         channel: None,
         watch: None,
         unwatch: None,
+        take_turn: None,
+        end_turn: None,
     }
 }
 

@@ -41,7 +41,7 @@ fn check(statement: &Statement, wants_rows: bool) {
         Kind::Release => (&[&[Int]], &[2]),
         Kind::Fence => (&[&[Int]], &[3]),
         Kind::Notify => (&[&[]], &[2]),
-        Kind::Watch => (&[&[Int]], &[1]),
+        Kind::Watch | Kind::Turn => (&[&[Int]], &[1]),
         Kind::Proclaim => (&[&[]], &[3]),
         Kind::Leader => (&[&[Text, Text, Int, Int, Int]], &[1]),
         other => panic!("the fake does not know {other:?} statements"),
@@ -154,6 +154,9 @@ struct State {
     /// How many `watch`es of each lock name are in place (PostgreSQL: shared advisory
     /// locks on listening connections), less the `unwatch`es.
     watchers: HashMap<String, usize>,
+    /// The lock names whose turn (PostgreSQL: an exclusive advisory lock on a listening
+    /// connection) some listening session holds.
+    turns: HashSet<String>,
     /// How far the database's clock is ahead of tokio's (see [`FakeDb::step_clock`]).
     clock_ahead: Duration,
 }
@@ -334,6 +337,21 @@ impl FakeDb {
         }
     }
 
+    /// A turn to attempt `name` held by a session that never gives it back: its process
+    /// hangs, or its end was missed.
+    pub(crate) fn hold_turn(&self, name: &str) {
+        self.state().turns.insert(name.to_owned());
+    }
+
+    /// Gives back `names`' turns, as PostgreSQL does when the listening session that
+    /// took them ends.
+    pub(crate) fn end_turns(&self, names: &[String]) {
+        let mut state = self.state();
+        for name in names {
+            state.turns.remove(name);
+        }
+    }
+
     pub(crate) fn count(&self, kind: Kind) -> usize {
         self.state()
             .log
@@ -470,6 +488,15 @@ impl FakeDb {
                 } else {
                     *watchers += 1;
                     true
+                };
+                (Effect::Done, vec![vec![Value::Int(i64::from(done))]])
+            }
+            // Exclusive between sessions; the core asks once per process at a time.
+            Kind::Turn => {
+                let done = if statement.sql.contains("unlock") {
+                    state.turns.remove(&text(0))
+                } else {
+                    state.turns.insert(text(0))
                 };
                 (Effect::Done, vec![vec![Value::Int(i64::from(done))]])
             }
