@@ -89,10 +89,6 @@ pub enum StatementKind {
     /// Announces on the listening connection that this process waits for a lock, or
     /// withdraws that (PostgreSQL advisory locks), so that its release is notified.
     Watch,
-    /// Takes or gives back, on the listening connection, this process's turn to attempt
-    /// a lock after a release notice (PostgreSQL advisory locks), so that one waiting
-    /// process attempts per release instead of every one.
-    Turn,
     /// Not a statement of the core: SQL that a tool or a test runs through an adapter.
     Other,
 }

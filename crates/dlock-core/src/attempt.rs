@@ -34,12 +34,30 @@ pub(crate) async fn attempt(
     contended: bool,
     started: tokio::time::Instant,
 ) -> Result<Option<LockGuard>> {
+    attempt_with(lock, contended, false, started).await
+}
+
+/// [`attempt`] by a waiter woken by a release notice, which attempts only if it gets the
+/// lock's turn (where the dialect has turns): `Ok(None)` too when another waiter had it.
+pub(crate) async fn attempt_in_turn(
+    lock: &Arc<LockInner>,
+    started: tokio::time::Instant,
+) -> Result<Option<LockGuard>> {
+    attempt_with(lock, true, true, started).await
+}
+
+async fn attempt_with(
+    lock: &Arc<LockInner>,
+    contended: bool,
+    in_turn: bool,
+    started: tokio::time::Instant,
+) -> Result<Option<LockGuard>> {
     let acquisition = Acquisition::start(contended);
     telemetry::attempting(lock);
     // From here to the guard, nothing is awaited that a cancelled caller could leave
     // with an acquisition in hand: the answer comes back in the same poll that ends the
     // statement, and the guard that will release it is built without a pause.
-    let taken = match InFlight::start(lock, &acquisition).answer().await {
+    let taken = match InFlight::start(lock, &acquisition, in_turn).answer().await {
         Ok(Some(taken)) => taken,
         Ok(None) => return Ok(None),
         Err(error) => {
@@ -90,13 +108,13 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn start(lock: &Arc<LockInner>, acquisition: &Acquisition) -> Self {
+    fn start(lock: &Arc<LockInner>, acquisition: &Acquisition, in_turn: bool) -> Self {
         let taking: Taking = {
             let lock = Arc::clone(lock);
             let owner = acquisition.owner.clone();
             Box::pin(async move {
                 let ttl = lock.options.ttl;
-                within("acquire the lock", ttl, lock.try_take(&owner)).await
+                within("acquire the lock", ttl, lock.try_take(&owner, in_turn)).await
             })
         };
         Self {

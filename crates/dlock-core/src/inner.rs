@@ -130,12 +130,16 @@ impl LockInner {
     /// would make `skip_if_obtained` skip a job nobody runs. If it keeps losing, the lock
     /// most likely went to the other: the attempt reports "not acquired" and the caller
     /// probes for the holder.
-    pub(crate) async fn try_take(&self, owner: &str) -> Result<Option<Taken>> {
+    ///
+    /// `in_turn`: a waiter woken by a release notice, which attempts a lock (or a writer
+    /// its gate) only if it gets the lock's turn, where the dialect has turns.
+    pub(crate) async fn try_take(&self, owner: &str, in_turn: bool) -> Result<Option<Taken>> {
         const RUNS: usize = 3;
         for run in 1..=RUNS {
             let taken = match (&self.set, &self.gate) {
                 (Some(set), _) => self.take_all(set, owner).await,
                 (None, Some(gate)) => self.take_read(gate, owner).await,
+                (None, None) if in_turn => self.take_in_turn(owner).await,
                 (None, None) => self.take(owner).await,
             };
             match taken {
@@ -154,6 +158,22 @@ impl LockInner {
     /// `dialect/rw.rs`).
     pub(crate) async fn take(&self, owner: &str) -> Result<Option<Taken>> {
         Ok(self.take_one(owner).await?.map(Taken::one))
+    }
+
+    /// [`take`](Self::take) in the lock's turn: a row `(NULL)`, another waiter's turn,
+    /// reads as not acquired.
+    async fn take_in_turn(&self, owner: &str) -> Result<Option<Taken>> {
+        let Some(statement) =
+            self.sql
+                .acquire_in_turn(&self.name, owner, &self.options.holder, self.options.ttl)
+        else {
+            return self.take(owner).await;
+        };
+        let first = self.queries.query(&statement).await;
+        let rows = self
+            .or_create_table("acquire the lock", first, || self.queries.query(&statement))
+            .await?;
+        Ok(token(&rows).map(Taken::one))
     }
 
     async fn take_one(&self, owner: &str) -> Result<Option<FencingToken>> {
@@ -336,7 +356,7 @@ impl LockInner {
         // Where the release tells whether any process waits (it does for a lock, not for
         // a multi-lock), a waiter that arrived while this one held the lock counts too:
         // without a head start it would lose every race to a loop that re-acquires at
-        // once, its notice, its turn and its attempt against one attempt.
+        // once, its notice and its attempt against one attempt.
         let others_wait = watched && self.set.is_none() && self.sql.watch.is_some();
         if contended || others_wait {
             let courtesy = match self.sql.notify {

@@ -21,10 +21,10 @@
 //! waiting. An uncontended lock thus costs two statements, its acquire and its release.
 //!
 //! A release notice wakes every waiting process, and only one of them can get the lock.
-//! So a process woken by one first takes the lock's turn on its listening connection
-//! ([`ReleaseBroadcast::take_turn`]), which one session at a time can hold; only the
-//! waiter holding it attempts, and the others wait for the next notice — one attempt per
-//! release instead of one per waiting process, each of which would wait for the
+//! So a waiter woken by one attempts in the lock's turn, which one transaction at a time
+//! can have (see `turns_key` in `dialect/postgres.rs`), and one waiter per process asks
+//! ([`ReleaseBroadcast::take_turn`]); the others wait for the next notice — one attempt
+//! per release instead of one per waiting process, each of which would wait for the
 //! winner's row lock, fail, and look at the lock again.
 
 use std::collections::{HashMap, HashSet};
@@ -105,8 +105,8 @@ struct Shared {
     /// Pinged whenever the listener's watchdog may have something to do: the adapter
     /// listens, something was heard, a waiter asked.
     changed: Notify,
-    /// The locks for which a waiter of this process holds the turn, or is taking it: the
-    /// listening session's advisory lock is re-entrant, so the process shares it out.
+    /// The locks for which a waiter of this process is attempting in turn: the others
+    /// woken with it leave the turn to it rather than lose it on the database.
     turns: Mutex<HashSet<Arc<str>>>,
 }
 
@@ -334,53 +334,14 @@ impl ReleaseBroadcast {
         announced && live
     }
 
-    /// Whether this waiter, woken by a release notice of lock `name`, attempts: it does
-    /// if it gets the turn — one waiter of one process at a time — and gives it back by
-    /// dropping the [`Turn`] after its attempt. Where turns cannot be taken on the
-    /// database (nobody listens, the dialect has none, the listener does not answer in
-    /// time), every woken waiter attempts, as one per process still does.
-    pub(crate) async fn take_turn(&self, name: &str) -> Option<Turn> {
-        if !self.shared.turns().insert(name.into()) {
-            return None;
-        }
-        let mut turn = Turn {
+    /// Whether this waiter, woken by a release notice of lock `name`, may ask the
+    /// database for the lock's turn: one waiter of this process at a time does, until it
+    /// drops the [`Turn`]; the others would only lose it to that one.
+    pub(crate) fn take_turn(&self, name: &str) -> Option<Turn> {
+        self.shared.turns().insert(name.into()).then(|| Turn {
             name: name.into(),
             shared: Arc::clone(&self.shared),
-            taken: None,
-        };
-        let Some(notices) = &self.notices else {
-            return Some(turn);
-        };
-        let requests = {
-            let listener = self.shared.listener();
-            match (&listener.state, &listener.requests) {
-                (State::Listening, Some(requests)) => requests.clone(),
-                _ => return Some(turn),
-            }
-        };
-        let (Some(take), Some(end)) = (notices.sql.take_turn(name), notices.sql.end_turn(name))
-        else {
-            return Some(turn);
-        };
-        let (reply, replied) = oneshot::channel();
-        let request = ListenerRequest {
-            statement: take,
-            reply: Some(reply),
-            undo: Some((end.clone(), requests.clone())),
-        };
-        if requests.send(request).is_err() {
-            return Some(turn);
-        }
-        match tokio::time::timeout(ECHO_WITHIN, replied).await {
-            Ok(Ok(Ok(rows))) if is_done(&rows) => {
-                turn.taken = Some((requests, end));
-                Some(turn)
-            }
-            // Another process's: dropping `turn` lets this process's next waiter ask.
-            Ok(Ok(Ok(_))) => None,
-            // A turn taken after all is given back by its undo.
-            _ => Some(turn),
-        }
+        })
     }
 
     /// Runs one listening session in the background: the adapter's `listen` alongside a
@@ -741,38 +702,22 @@ impl Drop for Interest {
     }
 }
 
-/// A waiter's turn to attempt a lock after a release notice, from
+/// This process's turn to ask for a lock's turn after a release notice, from
 /// [`ReleaseBroadcast::take_turn`]; given back when dropped.
 pub(crate) struct Turn {
     name: Arc<str>,
     shared: Arc<Shared>,
-    /// Where the turn was taken on the database, and the statement that gives it back;
-    /// none where only this process's waiters were kept out.
-    taken: Option<(mpsc::UnboundedSender<ListenerRequest>, Statement)>,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // Given back on the database before this process's next waiter can ask for it
-        // (the requests run in order), so that it cannot re-enter the session's lock
-        // while this one still counts. If the session has ended, so has the turn.
-        if let Some((requests, end)) = self.taken.take() {
-            let _ = requests.send(ListenerRequest {
-                statement: end,
-                reply: None,
-                undo: None,
-            });
-        }
         self.shared.turns().remove(&self.name);
     }
 }
 
 impl fmt::Debug for Turn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Turn")
-            .field("name", &self.name)
-            .field("on_database", &self.taken.is_some())
-            .finish()
+        f.debug_struct("Turn").field("name", &self.name).finish()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::attempt::attempt;
+use crate::attempt::{attempt, attempt_in_turn};
 use crate::backoff::{Backoff, jittered};
 use crate::inner::{Held, LockInner};
 use crate::listening::{Interest, RESYNC};
@@ -44,8 +44,8 @@ pub(crate) async fn wait_and_take(
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Attempt,
-    /// On a release notice: attempt if it is this process's turn (see
-    /// [`ReleaseBroadcast::take_turn`](crate::listening::ReleaseBroadcast::take_turn)).
+    /// On a release notice: attempt if it is this waiter's turn (see `turns_key` in
+    /// `dialect/postgres.rs`).
     AttemptInTurn,
     Probe,
     /// Reading only: for a release notice, or until the next probe.
@@ -186,18 +186,23 @@ impl<'a> Waiter<'a> {
         self.after_attempt(attempted).await
     }
 
-    /// Attempts if this process gets the turn for this release, else waits for the next
-    /// notice: the turn's holder takes the lock, or finds who did, and their release
-    /// wakes this waiter in turn.
+    /// Attempts if this waiter gets the turn for this release, else waits for the next
+    /// notice: the turn's winner takes the lock, and its release wakes this waiter again.
+    /// One waiter per process asks; the database gives the turn to one of them.
     async fn attempt_in_turn(&mut self) -> Result<ControlFlow<LockGuard, Step>> {
-        let Some(turn) = self.lock.releases.take_turn(&self.lock.name).await else {
-            self.look_by = Some(Instant::now() + jittered(self.lock.options.poll_interval));
-            return Ok(Continue(Step::Wait));
+        let attempted = match self.lock.releases.take_turn(&self.lock.name) {
+            Some(_turn) => attempt_in_turn(self.lock, self.started).await,
+            None => Ok(None),
         };
-        let attempted = attempt(self.lock, self.contended, self.started).await;
-        // Given back before anything else, an error's back-off included.
-        drop(turn);
-        self.after_attempt(attempted).await
+        match attempted {
+            // Not our turn, or another process got in first: whoever holds the lock now
+            // was not probed, so look by ourselves within a poll interval.
+            Ok(None) => {
+                self.look_by = Some(Instant::now() + jittered(self.lock.options.poll_interval));
+                Ok(Continue(Step::Wait))
+            }
+            attempted => self.after_attempt(attempted).await,
+        }
     }
 
     async fn after_attempt(

@@ -14,7 +14,7 @@ use dlock_core::adapter::{
     async_trait,
 };
 use dlock_core::{Dialect, DistributedLock};
-use fake::{FakeDb, Gate, Kind, NAME, ms};
+use fake::{Effect, FakeDb, Gate, Kind, NAME, ms};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep};
 
@@ -39,13 +39,11 @@ struct Process {
 struct Session {
     db: Arc<FakeDb>,
     watches: Vec<String>,
-    turns: Vec<String>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.db.end_watches(&self.watches);
-        self.db.end_turns(&self.turns);
     }
 }
 
@@ -130,7 +128,6 @@ impl Listen for Process {
         let mut session = Session {
             db: Arc::clone(&self.db),
             watches: Vec::new(),
-            turns: Vec::new(),
         };
         let mut notifications = self.notifications.subscribe();
         wake.listening();
@@ -148,10 +145,7 @@ impl Listen for Process {
                     let rows = self.db.query(statement).await;
                     let done = matches!(rows.as_deref(), Ok([row]) if row == &[Value::Int(1)]);
                     if let (true, Some(Value::Text(name))) = (done, statement.params.first()) {
-                        let held = match statement.kind {
-                            StatementKind::Turn => &mut session.turns,
-                            _ => &mut session.watches,
-                        };
+                        let held = &mut session.watches;
                         if statement.sql.contains("unlock") {
                             if let Some(at) = held.iter().position(|had| had == name) {
                                 held.swap_remove(at);
@@ -353,10 +347,12 @@ async fn a_release_is_notified_only_while_another_process_waits() {
 }
 
 /// A release wakes every waiting process, but only the one whose turn it is attempts:
-/// one acquire statement per release, not one per waiting process.
+/// the others' acquire statements, sent while its statement runs, find the turn taken
+/// and look at nothing.
 #[tokio::test(start_paused = true)]
 async fn a_release_is_attempted_by_one_waiting_process() {
     let (db, bus) = (FakeDb::new(), notifications());
+    db.set_default(Kind::Acquire, Gate::Slow(ms(1)));
     let holding = Process::new(&db, "holding", &bus, true);
     let held = holding
         .lock(Duration::from_secs(60))
@@ -369,16 +365,29 @@ async fn a_release_is_attempted_by_one_waiting_process() {
         waiting.spawn(async move { waiter.acquire().await.unwrap() });
     }
     sleep(Duration::from_secs(5)).await;
-    let attempts_before = db.count(Kind::Acquire);
+    let probes_before = db.count(Kind::Probe);
+    let attempts = || {
+        db.entries(Kind::Acquire)
+            .iter()
+            .filter(|entry| entry.effect != Effect::NotOurTurn)
+            .count()
+    };
+    let attempts_before = attempts();
 
     held.release().await.unwrap();
     let guard = waiting.join_next().await.unwrap().unwrap();
     fake::settle().await;
 
     assert_eq!(
-        db.count(Kind::Acquire) - attempts_before,
+        attempts() - attempts_before,
         1,
-        "acquire statements after one release with three processes waiting"
+        "acquire statements that looked at the lock after one release with three \
+         processes waiting"
+    );
+    assert_eq!(
+        db.count(Kind::Probe),
+        probes_before,
+        "probes after the release: waiters that lost the turn wait for the next notice"
     );
     guard.release().await.unwrap();
     waiting
@@ -399,11 +408,11 @@ async fn a_release_is_attempted_by_one_waiting_process() {
         .unwrap();
 }
 
-/// A waiter that did not get the turn does not depend on its winner: if the winner never
-/// attempts (it hangs, or dies before it can), the waiter looks for itself within a poll
-/// interval and finds the lock free.
+/// A waiter that did not get the turn does not depend on its winner: if the winner's
+/// attempt never ends (it hangs on a dead connection), the waiter looks for itself within
+/// a poll interval and finds the lock free.
 #[tokio::test(start_paused = true)]
-async fn a_turn_that_is_never_given_back_delays_waiters_by_a_poll_interval_at_most() {
+async fn a_turn_held_by_a_hung_attempt_delays_waiters_by_a_poll_interval_at_most() {
     let (db, bus) = (FakeDb::new(), notifications());
     let holding = Process::new(&db, "holding", &bus, true);
     let waiting = Process::new(&db, "waiting", &bus, true);
@@ -427,7 +436,7 @@ async fn a_turn_that_is_never_given_back_delays_waiters_by_a_poll_interval_at_mo
     let late = acquired_at - released_at;
     assert!(
         late <= POLL + ms(10),
-        "behind a turn never given back the waiter took {late:?}; one poll interval is \
+        "behind a hung attempt's turn the waiter took {late:?}; one poll interval is \
          {POLL:?}"
     );
     guard.release().await.unwrap();
@@ -435,7 +444,7 @@ async fn a_turn_that_is_never_given_back_delays_waiters_by_a_poll_interval_at_mo
 
 /// A holder that took the lock without waiting, and finds at its release that another
 /// process waits, lets that one go first when it comes straight back for the lock:
-/// otherwise its one attempt would beat the waiter's notice, turn and attempt every time.
+/// otherwise its one attempt would beat the waiter's notice and attempt every time.
 #[tokio::test(start_paused = true)]
 async fn a_holder_coming_straight_back_lets_a_process_that_waited_go_first() {
     let (db, bus) = (FakeDb::new(), notifications());
@@ -446,7 +455,6 @@ async fn a_holder_coming_straight_back_lets_a_process_that_waited_go_first() {
         Kind::Release,
         Kind::Notify,
         Kind::Watch,
-        Kind::Turn,
     ] {
         db.set_default(kind, Gate::Slow(ms(1)));
     }

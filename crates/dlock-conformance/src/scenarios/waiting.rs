@@ -1,7 +1,7 @@
 //! Waiting: it never writes, and a release wakes waiters — at once where the adapter can
 //! listen for releases, within the poll interval elsewhere.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -217,12 +217,16 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
 }
 
 /// A release is followed by one attempt, not one per waiting process: it wakes them all,
-/// and only the one whose turn it is attempts (PostgreSQL, where releases are notified;
-/// see `turns_key` in the core's `dialect/postgres.rs`). Waiters with listeners of their
-/// own, as in processes of their own, take the lock one after another.
+/// and only the one whose turn it is looks at the lock; the others' acquires, sent while
+/// its attempt runs, find the turn taken and answer at once, touching no row (PostgreSQL,
+/// where releases are notified; see `turns_key` in the core's `dialect/postgres.rs`).
+///
+/// So that "while its attempt runs" lasts, the row is pinned: a statement holds it
+/// `FOR KEY SHARE` for a while, which the release does not wait for but the attempt's
+/// `FOR UPDATE` does. Without turns, every woken waiter's attempt would wait on the row.
 pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) -> Verdict {
-    const WAITERS: usize = 4;
-    const HOLD: Duration = Duration::from_millis(100);
+    const WAITERS: usize = 3;
+    const PIN: Duration = Duration::from_secs(3);
     let name = unique_name("one_attempt");
     // A table of this trial alone, so that its listeners hear this trial's notices only:
     // on the shared table, other scenarios' releases can flood a waiter's backlog, and a
@@ -237,30 +241,17 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
         .build()
         .map_err(|e| e.to_string())?;
     let guard = holder.acquire().await.map_err(|e| e.to_string())?;
-    // Every waiter's acquire statements after its first, which found the lock held; and
-    // when any waiter last sent a statement.
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let last_sent = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let attempts = Arc::new(Attempts::default());
     let mut waiting = tokio::task::JoinSet::new();
     for place in 1..=WAITERS {
-        let first_seen = AtomicBool::new(false);
-        let attempts = Arc::clone(&attempts);
-        let sent = Arc::clone(&last_sent);
-        // One pool for all, but a listening session each: that is what the turns are
-        // taken on.
+        // One pool for all, but a listening session each, as in processes of their own.
         let elsewhere: Arc<dyn QueryInterface> = Arc::new(Elsewhere(Arc::clone(&queries), place));
-        let counting = Tap::new(elsewhere, move |statement| {
-            if statement.kind == StatementKind::Acquire && first_seen.swap(true, Ordering::SeqCst) {
-                attempts.fetch_add(1, Ordering::SeqCst);
-            }
-            if let Ok(mut sent) = sent.lock() {
-                *sent = tokio::time::Instant::now();
-            }
-            Flow::Forward
-        });
-        // A waiter that lost a turn looks by itself within a poll interval, and attempts
-        // if it finds the lock free: longer than this scenario lasts, even on a loaded
-        // machine, so that only notices make attempts.
+        let counting = CountsAttempts {
+            inner: elsewhere,
+            attempts: Arc::clone(&attempts),
+        };
+        // A waiter that lost a turn looks by itself within a poll interval: longer than
+        // this scenario lasts, so that only notices make attempts.
         let lock = DistributedLock::builder(&name, Arc::new(counting) as Arc<dyn QueryInterface>)
             .table(&table)
             .poll_interval(Duration::from_secs(5))
@@ -268,7 +259,6 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
             .map_err(|e| e.to_string())?;
         waiting.spawn(async move {
             let guard = lock.acquire().await?;
-            tokio::time::sleep(HOLD).await;
             guard.release().await
         });
     }
@@ -279,13 +269,30 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
         Duration::from_secs(10),
         "every waiter has announced itself, and all have been quiet for 300 ms",
         || async {
-            let quiet =
-                last_sent.lock().map_err(|e| e.to_string())?.elapsed() > Duration::from_millis(300);
+            let quiet = attempts.quiet_for() > Duration::from_millis(300);
             Ok(quiet && listeners(&queries, &name, false).await? == WAITERS)
         },
     )
     .await?;
+    let pinned = tokio::spawn(pin_row(
+        Arc::clone(&queries),
+        table.clone(),
+        name.clone(),
+        PIN,
+    ));
+    eventually(Duration::from_secs(5), "the row is pinned", || {
+        pin_in_place(&queries)
+    })
+    .await?;
+    let before = attempts.turned_away();
     guard.release().await.map_err(|e| e.to_string())?;
+    let turned_away = eventually(
+        PIN / 2,
+        "all woken waiters but one were turned away while the row was pinned",
+        || async { Ok(attempts.turned_away() - before == WAITERS - 1) },
+    )
+    .await;
+    pinned.await.map_err(|e| e.to_string())??;
     let limit = Duration::from_secs(30);
     let all = async {
         while let Some(finished) = waiting.join_next().await {
@@ -298,19 +305,124 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
     tokio::time::timeout(limit, all)
         .await
         .map_err(|_| format!("{WAITERS} waiters did not all get the lock within {limit:?}"))??;
-    let attempts = attempts.load(Ordering::SeqCst);
-    eprintln!("one_attempt: {attempts} attempts after {WAITERS} releases woke the waiters");
     crate::support::drop_table(&queries, &table).await?;
-    // One per release, and one more at most: a look that finds the lock free in a
-    // hand-over's gap attempts, as it should, and a waiter still looks when its listener
-    // is found deaf on a loaded machine (CI counted 5 twice, on the shared table).
-    // Without turns, every woken waiter attempts: 4 + 3 + 2 + 1.
-    if attempts > WAITERS + 1 {
-        return Err(format!(
-            "{attempts} acquire attempts followed {WAITERS} releases; one each is expected"
-        ));
+    turned_away.map_err(|failed| {
+        format!(
+            "{failed} ({} of {} turned away; without turns every woken waiter's attempt \
+             waits on the row)",
+            attempts.turned_away() - before,
+            WAITERS - 1
+        )
+    })
+}
+
+/// Holds the row of lock `name` `FOR KEY SHARE` for `pin`, in one statement: the row is
+/// locked before the sleep, which runs once per locked row.
+async fn pin_row(
+    queries: Arc<dyn QueryInterface>,
+    table: String,
+    name: String,
+    pin: Duration,
+) -> Verdict {
+    let statement = crate::support::sql(
+        Dialect::Postgres,
+        &format!(
+            "WITH pinned AS (SELECT name FROM {table} WHERE name = ? FOR KEY SHARE) \
+             SELECT CAST(pg_sleep({}) AS TEXT) AS dlock_pin FROM pinned",
+            pin.as_secs_f64()
+        ),
+        vec![Value::Text(name)],
+    );
+    queries
+        .execute(&statement)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot pin the row: {e}"))
+}
+
+/// Whether [`pin_row`]'s statement is asleep, its row locked.
+async fn pin_in_place(queries: &Arc<dyn QueryInterface>) -> Result<bool, String> {
+    let statement = dlock_testkit::statement(
+        Dialect::Postgres,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event = 'PgSleep' AND query LIKE '%AS dlock_pin FROM pinned%'",
+        vec![],
+        &[ColumnType::Int],
+    );
+    let rows = queries
+        .query(&statement)
+        .await
+        .map_err(|e| format!("cannot read pg_stat_activity: {e}"))?;
+    Ok(matches!(rows.first().map(Vec::as_slice), Some([Value::Int(n)]) if *n > 0))
+}
+
+/// What the waiters of [`one_attempt_per_release_among_waiting_processes`] sent.
+#[derive(Debug)]
+struct Attempts {
+    /// Acquires answered `(NULL)`: another waiter had the turn.
+    turned_away: AtomicUsize,
+    last_sent: Mutex<tokio::time::Instant>,
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self {
+            turned_away: AtomicUsize::new(0),
+            last_sent: Mutex::new(tokio::time::Instant::now()),
+        }
     }
-    Ok(())
+}
+
+impl Attempts {
+    fn turned_away(&self) -> usize {
+        self.turned_away.load(Ordering::SeqCst)
+    }
+
+    /// How long since any waiter last sent a statement.
+    fn quiet_for(&self) -> Duration {
+        self.last_sent
+            .lock()
+            .map_or(Duration::ZERO, |sent| sent.elapsed())
+    }
+
+    fn sent(&self) {
+        if let Ok(mut sent) = self.last_sent.lock() {
+            *sent = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// A waiter's queries, counted into [`Attempts`].
+#[derive(Debug)]
+struct CountsAttempts {
+    inner: Arc<dyn QueryInterface>,
+    attempts: Arc<Attempts>,
+}
+
+#[async_trait]
+impl QueryInterface for CountsAttempts {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+
+    async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
+        self.attempts.sent();
+        self.inner.execute(statement).await
+    }
+
+    async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
+        self.attempts.sent();
+        let rows = self.inner.query(statement).await;
+        let not_our_turn = matches!(rows.as_deref(), Ok([row]) if row == &[Value::Null]);
+        if statement.kind == StatementKind::Acquire && not_our_turn {
+            self.attempts.turned_away.fetch_add(1, Ordering::SeqCst);
+        }
+        rows
+    }
+
+    fn listener(&self) -> Option<&dyn Listen> {
+        self.inner.listener()
+    }
 }
 
 /// How many backends other than this one wait for lock `name`: a waiting process's

@@ -227,6 +227,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// |-----------------|-----------------------------|-----------------------------------------|
 /// | `create_table`  | —                           | —                                       |
 /// | `acquire`       | name, owner, holder, ttl_ms | one row `(fencing)` iff acquired (\*)   |
+/// | `acquire_in_turn` | as `acquire`              | as `acquire`, or a row `(NULL)` when another waiter had the turn |
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
 /// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms, fencing)` iff held |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
@@ -234,8 +235,6 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
 /// | `watch`         | name                        | `(1)` iff it now tells releasers of `name` that this process waits |
 /// | `unwatch`       | name                        | `(1)` iff it withdrew one `watch`       |
-/// | `take_turn`     | name                        | `(1)` iff this process now has the turn to attempt `name` |
-/// | `end_turn`      | name                        | `(1)` iff it gave a `take_turn` back    |
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
 /// | `list`          | —                           | one `INFO` row per lock, by name        |
 /// | `inspect`       | name                        | the lock's `INFO` row, if it has one    |
@@ -284,8 +283,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 ///
 /// **One attempt per release notice**: where the dialect notifies, a notice wakes every
 /// waiting process, and all but one of their attempts would fail. So a process woken by
-/// one first runs `take_turn` on its listening connection, which at most one session
-/// wins at a time; only the winner attempts, then runs `end_turn` (see `turns_key` in
+/// one attempts with `acquire_in_turn`, which only one transaction at a time gets past
+/// the lock's turn; the others return at once, having touched no row (see `turns_key` in
 /// `postgres.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
@@ -321,9 +320,9 @@ pub(crate) struct Sql {
     /// Set with `notify`: waiters announce themselves, and `release` reports them.
     pub(crate) watch: Option<Template>,
     pub(crate) unwatch: Option<Template>,
-    /// Set with `watch`: the turn to attempt after a release notice.
-    pub(crate) take_turn: Option<Template>,
-    pub(crate) end_turn: Option<Template>,
+    /// Set with `watch`: `acquire` for a waiter woken by a release notice, which attempts
+    /// only in its turn.
+    pub(crate) acquire_in_turn: Option<Template>,
 }
 
 /// The statements of a multi-lock, per dialect. They bind the set of names as one
@@ -497,7 +496,7 @@ const FENCING: &[ColumnType] = &[ColumnType::Int];
 const OWNER_AND_FENCING: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
 /// `release` where waiters announce themselves: 1 if some process waits for the lock.
 const WATCHED: &[ColumnType] = &[ColumnType::Int];
-/// `watch`, `unwatch`, `take_turn` and `end_turn`: 1 if done.
+/// `watch` and `unwatch`: 1 if done.
 const DONE: &[ColumnType] = &[ColumnType::Int];
 const HOLDER: &[ColumnType] = &[ColumnType::Text, ColumnType::Int, ColumnType::Int];
 const SETTING: &[ColumnType] = &[ColumnType::Text, ColumnType::Text];
@@ -572,6 +571,31 @@ impl Sql {
             FENCING
         };
         bind(StatementKind::Acquire, &self.acquire, &args, columns)
+    }
+
+    /// `acquire` for a waiter woken by a release notice: it attempts only if it gets the
+    /// lock's turn, and answers a row `(NULL)` if another waiter has it; where the dialect
+    /// has turns.
+    pub(crate) fn acquire_in_turn(
+        &self,
+        name: &str,
+        owner: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Option<Statement> {
+        let args = Args {
+            name,
+            owner,
+            holder,
+            ttl,
+            ..Args::default()
+        };
+        Some(bind(
+            StatementKind::Acquire,
+            self.acquire_in_turn.as_ref()?,
+            &args,
+            FENCING,
+        ))
     }
 
     /// `acquire` with `RETURNING owner, fencing`, where the dialect's server may take it.
@@ -676,35 +700,6 @@ impl Sql {
         Some(bind(
             StatementKind::Watch,
             self.unwatch.as_ref()?,
-            &args,
-            DONE,
-        ))
-    }
-
-    /// Takes, for the session that runs it (the listening connection), the turn to
-    /// attempt `name` after a release notice; where the dialect notifies.
-    pub(crate) fn take_turn(&self, name: &str) -> Option<Statement> {
-        let args = Args {
-            name,
-            ..Args::default()
-        };
-        Some(bind(
-            StatementKind::Turn,
-            self.take_turn.as_ref()?,
-            &args,
-            DONE,
-        ))
-    }
-
-    /// Gives back a [`take_turn`](Self::take_turn) of `name`, on the session that ran it.
-    pub(crate) fn end_turn(&self, name: &str) -> Option<Statement> {
-        let args = Args {
-            name,
-            ..Args::default()
-        };
-        Some(bind(
-            StatementKind::Turn,
-            self.end_turn.as_ref()?,
             &args,
             DONE,
         ))
@@ -924,8 +919,10 @@ mod tests {
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
             statements.extend(sql.watch("n").map(|s| ("watch", s)));
             statements.extend(sql.unwatch("n").map(|s| ("unwatch", s)));
-            statements.extend(sql.take_turn("n").map(|s| ("take_turn", s)));
-            statements.extend(sql.end_turn("n").map(|s| ("end_turn", s)));
+            statements.extend(
+                sql.acquire_in_turn("n", "o", "h", ttl)
+                    .map(|s| ("acquire_in_turn", s)),
+            );
             for (what, statement) in statements {
                 assert_eq!(
                     placeholders(dialect, &statement.sql),

@@ -189,16 +189,17 @@ pub(super) fn waiters_key(table: &TableName) -> String {
 
 /// The advisory lock that gives one waiting process at a time the turn to attempt the
 /// lock named by `$1` after a release notice: the two-key form, as [`waiters_key`], the
-/// first key the other half of the table's hash. A woken process tries to take it
-/// exclusively on its listening connection (`take_turn`), attempts only if it did, and
-/// gives it back once its attempt is done (`end_turn`) — or when that session ends, so a
-/// process that dies in its turn does not keep it. The others wait for the next notice.
+/// first key the other half of the table's hash. A woken waiter's acquire
+/// ([`acquire`] with turns) tries to take it for its own transaction, and attempts only if
+/// it did: the winner holds it until its attempt has committed, and the others' tries,
+/// meanwhile, fail at once, touch no row and wait for nothing. It is gone with the
+/// transaction, so no process can keep it: not one that dies, nor one that hangs.
 ///
 /// Turns only spare the database attempts that would fail (all but one per release):
 /// exclusion is the acquire's alone. A waiter that lost a turn looks at the lock by
 /// itself within a poll interval unless a notice wakes it first, so a turn that goes
-/// wrong (its winner dies before attempting, keys that collide) delays a waiter, never
-/// admits a second holder.
+/// wrong (its winner's attempt fails, keys that collide) delays a waiter, never admits a
+/// second holder.
 pub(super) fn turns_key(table: &TableName) -> String {
     let [.., e, f, g, h] = fnv1a(&channel(table)).to_be_bytes();
     let table_key = i32::from_be_bytes([e, f, g, h]);
@@ -206,17 +207,28 @@ pub(super) fn turns_key(table: &TableName) -> String {
 }
 
 /// The lock's acquire (see `acquire` in [`sql`]), its token growing by `step` (see
-/// [`take`]).
-pub(super) fn acquire(t: &str, step: i64) -> String {
+/// [`take`]). With `turns` (a [`turns_key`]), a woken waiter's: it attempts only if it
+/// takes the lock's turn, and otherwise returns one row `(NULL)`.
+pub(super) fn acquire(t: &str, step: i64, turns: Option<&str>) -> String {
     let take = take(step);
     let first = match step {
         1 => format!("GREATEST(1, {BASE})"),
         _ => format!("GREATEST({step}, {})", least_token(step)),
     };
+    // The turn is decided before the row is looked at (a one-time filter, evaluated
+    // before the scan under it), so a statement without it locks nothing.
+    let (turn, in_turn, not_ours) = match turns {
+        Some(key) => (
+            format!(", turn AS (SELECT pg_try_advisory_xact_lock({key}) AS ours)"),
+            " AND (SELECT ours FROM turn)",
+            " UNION ALL SELECT CAST(NULL AS BIGINT) FROM turn WHERE NOT ours",
+        ),
+        None => (String::new(), "", ""),
+    };
     format!(
-        "WITH {gate}, candidate AS (
+        "WITH {gate}{turn}, candidate AS (
                      SELECT name FROM {t}
-                     WHERE name = $1 AND {FREE} AND (SELECT open FROM gate)
+                     WHERE name = $1 AND {FREE} AND (SELECT open FROM gate){in_turn}
                      FOR UPDATE
                  ), taken AS (
                      UPDATE {t} AS l
@@ -230,11 +242,11 @@ pub(super) fn acquire(t: &str, step: i64) -> String {
                             clock_timestamp() + $4 * INTERVAL '1 millisecond'
                      FROM epoch
                      WHERE NOT EXISTS (SELECT FROM {t} WHERE name = $1)
-                       AND (SELECT open FROM gate)
+                       AND (SELECT open FROM gate){in_turn}
                      ON CONFLICT (name) DO NOTHING
                      RETURNING fencing
                  )
-                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created",
+                 SELECT fencing FROM taken UNION ALL SELECT fencing FROM created{not_ours}",
         gate = epoch_gate(t),
     )
 }
@@ -281,7 +293,12 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // when. `gate` is shut when the epoch changed under this statement (whoever
         // records it, this statement or a concurrent one) or less than a lease ago: the
         // lock-delay, see `LOCK_DELAY_HOLDER`.
-        acquire: Template::new(acquire(&t, 1), &[Name, Owner, Holder, TtlMs]),
+        acquire: Template::new(acquire(&t, 1, None), &[Name, Owner, Holder, TtlMs]),
+        // After a release notice, one waiting process attempts: see `turns_key`.
+        acquire_in_turn: Some(Template::new(
+            acquire(&t, 1, Some(&turns)),
+            &[Name, Owner, Holder, TtlMs],
+        )),
         read_token: None,
         acquire_returning: None,
         // A plain read: waiters probe with it and never write while they wait. A revoked
@@ -420,18 +437,6 @@ pub(super) fn sql(table: &TableName) -> Sql {
             format!(
                 "SELECT CAST(CASE WHEN pg_advisory_unlock_shared({waiters}) THEN 1 ELSE 0 END
                              AS BIGINT)"
-            ),
-            &[Name],
-        )),
-        take_turn: Some(Template::new(
-            format!(
-                "SELECT CAST(CASE WHEN pg_try_advisory_lock({turns}) THEN 1 ELSE 0 END AS BIGINT)"
-            ),
-            &[Name],
-        )),
-        end_turn: Some(Template::new(
-            format!(
-                "SELECT CAST(CASE WHEN pg_advisory_unlock({turns}) THEN 1 ELSE 0 END AS BIGINT)"
             ),
             &[Name],
         )),

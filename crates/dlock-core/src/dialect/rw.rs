@@ -117,11 +117,14 @@ impl Dialect {
         RwSql {
             writer: Sql {
                 acquire: own.writer_acquire,
+                acquire_in_turn: own.writer_acquire_in_turn,
                 acquire_returning: own.writer_acquire_returning,
                 ..base.clone()
             },
+            // Readers do not take turns: all of them get in together.
             reader: Sql {
                 acquire: own.acquire,
+                acquire_in_turn: None,
                 acquire_returning: own.acquire_returning,
                 read_token: own.read_token,
                 probe: own.probe,
@@ -140,6 +143,7 @@ impl Dialect {
 /// One dialect's templates.
 struct Templates {
     writer_acquire: Template,
+    writer_acquire_in_turn: Option<Template>,
     writer_acquire_returning: Option<Template>,
     acquire: Template,
     acquire_returning: Option<Template>,
@@ -170,7 +174,7 @@ fn pipes(parts: &[&str]) -> String {
 }
 
 fn postgres(table: &TableName) -> Templates {
-    use super::postgres::{BASE, FREE, acquire, epoch_gate, probe, waiters_key};
+    use super::postgres::{BASE, FREE, acquire, epoch_gate, probe, turns_key, waiters_key};
     let t = table.quoted('"');
     let gate = format!("$1 || '{GATE_SUFFIX}'");
     let row = format!("$1 || '{READER_INFIX}' || $2");
@@ -182,7 +186,11 @@ fn postgres(table: &TableName) -> Templates {
          AND strpos(right(name, {OWNER_ID_LEN}), '#') = 0"
     );
     Templates {
-        writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
+        writer_acquire: Template::new(acquire(&t, 2, None), &[Name, Owner, Holder, TtlMs]),
+        writer_acquire_in_turn: Some(Template::new(
+            acquire(&t, 2, Some(&turns_key(table))),
+            &[Name, Owner, Holder, TtlMs],
+        )),
         writer_acquire_returning: None,
         // The reader's row, only if the gate is free (no live writer), decided on the
         // gate row locked `FOR SHARE`: under READ COMMITTED the lock is taken on the
@@ -312,6 +320,7 @@ fn mysql(table: &TableName) -> Templates {
     const ACQUIRE: &[super::Param] = &[Name, Owner, Name, Owner, Owner, Holder, TtlMs, Name];
     Templates {
         writer_acquire: Template::new(acquire(&t, 2, ""), ACQUIRE_PARAMS),
+        writer_acquire_in_turn: None,
         writer_acquire_returning: Some(Template::new(
             acquire(&t, 2, " RETURNING owner, fencing"),
             ACQUIRE_PARAMS,
@@ -404,6 +413,7 @@ fn sqlite(table: &TableName) -> Templates {
     );
     Templates {
         writer_acquire: Template::new(acquire(&t, 2), &[Name, Owner, Holder, TtlMs]),
+        writer_acquire_in_turn: None,
         writer_acquire_returning: None,
         // One statement under SQLite's single writer: the gate's state it reads is the
         // state when it writes.

@@ -191,8 +191,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         channel: None,
         watch: None,
         unwatch: None,
-        take_turn: None,
-        end_turn: None,
+        acquire_in_turn: None,
     }
 }
 

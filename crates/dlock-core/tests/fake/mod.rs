@@ -41,7 +41,7 @@ fn check(statement: &Statement, wants_rows: bool) {
         Kind::Release => (&[&[Int]], &[2]),
         Kind::Fence => (&[&[Int]], &[3]),
         Kind::Notify => (&[&[]], &[2]),
-        Kind::Watch | Kind::Turn => (&[&[Int]], &[1]),
+        Kind::Watch => (&[&[Int]], &[1]),
         Kind::Proclaim => (&[&[]], &[3]),
         Kind::Leader => (&[&[Text, Text, Int, Int, Int]], &[1]),
         other => panic!("the fake does not know {other:?} statements"),
@@ -124,6 +124,9 @@ pub(crate) enum Effect {
     Nothing,
     /// A probe that found this holder.
     Held(String),
+    /// An acquire in turn (after a release notice) that found another waiter's statement
+    /// in the lock's turn: it answered a row `(NULL)` without looking at the lock.
+    NotOurTurn,
     /// A renew or release that affected the row.
     Done,
 }
@@ -154,11 +157,36 @@ struct State {
     /// How many `watch`es of each lock name are in place (PostgreSQL: shared advisory
     /// locks on listening connections), less the `unwatch`es.
     watchers: HashMap<String, usize>,
-    /// The lock names whose turn (PostgreSQL: an exclusive advisory lock on a listening
-    /// connection) some listening session holds.
+    /// The lock names whose turn (PostgreSQL: an exclusive advisory lock for the
+    /// transaction) an acquire statement in flight holds.
     turns: HashSet<String>,
     /// How far the database's clock is ahead of tokio's (see [`FakeDb::step_clock`]).
     clock_ahead: Duration,
+}
+
+/// The lock name whose turn `statement` attempts in: an acquire after a release notice
+/// (PostgreSQL's, which tries to take the turn for its transaction).
+fn in_turn(statement: &Statement) -> Option<&str> {
+    match (statement.kind, statement.params.first()) {
+        (Kind::Acquire, Some(Value::Text(name)))
+            if statement.sql.contains("pg_try_advisory_xact_lock") =>
+        {
+            Some(name)
+        }
+        _ => None,
+    }
+}
+
+/// A statement's turn to attempt a lock; given back when the statement ends.
+struct TurnHeld<'a> {
+    db: &'a FakeDb,
+    name: String,
+}
+
+impl Drop for TurnHeld<'_> {
+    fn drop(&mut self) {
+        self.db.state().turns.remove(&self.name);
+    }
 }
 
 /// The fake database. Keep an `Arc<FakeDb>` to inspect it, and hand the lock a clone as
@@ -337,19 +365,9 @@ impl FakeDb {
         }
     }
 
-    /// A turn to attempt `name` held by a session that never gives it back: its process
-    /// hangs, or its end was missed.
+    /// The turn to attempt `name` held, as by an acquire statement elsewhere that hangs.
     pub(crate) fn hold_turn(&self, name: &str) {
         self.state().turns.insert(name.to_owned());
-    }
-
-    /// Gives back `names`' turns, as PostgreSQL does when the listening session that
-    /// took them ends.
-    pub(crate) fn end_turns(&self, names: &[String]) {
-        let mut state = self.state();
-        for name in names {
-            state.turns.remove(name);
-        }
     }
 
     pub(crate) fn count(&self, kind: Kind) -> usize {
@@ -418,6 +436,19 @@ impl FakeDb {
             (state.log.len() - 1, gate)
         };
         self.bump();
+        // The lock's turn, held from the statement's start to its end, as PostgreSQL holds
+        // a transaction's advisory lock; a dropped statement gives it back too.
+        let _turn = match in_turn(statement) {
+            Some(name) => match self.take_turn(name) {
+                Some(turn) => Some(turn),
+                None => {
+                    self.state().log[index].effect = Effect::NotOurTurn;
+                    self.bump();
+                    return Ok(vec![vec![Value::Null]]);
+                }
+            },
+            None => None,
+        };
         let result = match gate {
             Gate::Ok => self.apply(index, statement),
             Gate::Err(error) => Err(QueryError::new(error, None, "injected failure")),
@@ -449,6 +480,16 @@ impl FakeDb {
         };
         self.bump();
         result
+    }
+
+    fn take_turn(&self, name: &str) -> Option<TurnHeld<'_>> {
+        self.state()
+            .turns
+            .insert(name.to_owned())
+            .then(|| TurnHeld {
+                db: self,
+                name: name.to_owned(),
+            })
     }
 
     /// The database's side: the statement's effect on the model, and its answer.
@@ -488,15 +529,6 @@ impl FakeDb {
                 } else {
                     *watchers += 1;
                     true
-                };
-                (Effect::Done, vec![vec![Value::Int(i64::from(done))]])
-            }
-            // Exclusive between sessions; the core asks once per process at a time.
-            Kind::Turn => {
-                let done = if statement.sql.contains("unlock") {
-                    state.turns.remove(&text(0))
-                } else {
-                    state.turns.insert(text(0))
                 };
                 (Effect::Done, vec![vec![Value::Int(i64::from(done))]])
             }
