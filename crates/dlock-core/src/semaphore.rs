@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::adapter::{IntoQueryInterface, Value};
-use crate::attempt::attempt;
+use crate::attempt::{attempt, attempt_in_turn};
 use crate::backoff::{Backoff, jittered};
 use crate::builder::{LockBuilder, inner, validate_name};
 use crate::dialect::SemaphoreSql;
@@ -519,7 +519,7 @@ impl Semaphore {
         let mut reports = WaitingReports::default();
         let mut contended = false;
         let mut hears_releases = false;
-        let mut first_lease_end = None;
+        let mut first_lease_end: Option<Instant> = None;
         let mut seen_digest = None;
         let mut next = match self.first_attempt_at() {
             Some(courtesy_until) => {
@@ -551,6 +551,31 @@ impl Semaphore {
                         }
                     }
                     after
+                }
+                Step::AttemptInTurn(permit) => {
+                    let slot = self.slot(permit);
+                    let attempted = match hub.take_turn(&slot.name) {
+                        Some(_turn) => attempt_in_turn(slot, started).await,
+                        None => Ok(None),
+                    };
+                    match attempted {
+                        Ok(Some(guard)) => return Ok(SemaphorePermit::new(guard, permit)),
+                        // Not our turn, or another process got in first: wait for the
+                        // next release, but read by ourselves within a poll interval
+                        // (who holds the permit now was not read), or when a lease read
+                        // before ends, if sooner.
+                        Ok(None) => {
+                            let now = Instant::now();
+                            let look_by = now + jittered(options.poll_interval);
+                            first_lease_end = Some(
+                                first_lease_end
+                                    .filter(|end| *end > now)
+                                    .map_or(look_by, |end| end.min(look_by)),
+                            );
+                            Step::Wait
+                        }
+                        Err(error) => ride_out(error, &mut backoff, options).await?,
+                    }
                 }
                 Step::Read => {
                     // Announced before the read, so that no release after it goes
@@ -613,13 +638,11 @@ impl Semaphore {
                         permit != 0
                     };
                     match wait_for_notice(&mut releases, wanted, nap).await {
-                        // Just released: attempt it at once, without a read's round trip.
+                        // Just released: attempt it at once, without a read's round
+                        // trip, where waiters take turns only in ours.
                         Woken::Released => match released.load(Ordering::Relaxed) {
                             0 => Step::Read,
-                            permit => Step::Attempt {
-                                permits: vec![permit],
-                                found_free: false,
-                            },
+                            permit => Step::AttemptInTurn(permit),
                         },
                         Woken::Resync | Woken::Timeout => Step::Read,
                     }
@@ -638,6 +661,9 @@ enum Step {
         /// Whether a read found them free (rather than a notice or the first guess).
         found_free: bool,
     },
+    /// On a release notice of this permit: attempt it if it is this waiter's turn (see
+    /// `turns_key` in `dialect/postgres.rs`).
+    AttemptInTurn(u32),
     Read,
     Wait,
 }

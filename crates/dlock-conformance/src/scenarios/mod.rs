@@ -80,6 +80,10 @@ const ONLY_ON: &[(&str, &str)] = &[
         "one_attempt_per_release_among_waiting_processes",
         "postgres",
     ),
+    (
+        "semaphore_one_attempt_per_release_among_waiting_processes",
+        "postgres",
+    ),
 ];
 
 /// Scenarios that start the failover rig (`dlock_testkit::failover`), which needs
@@ -190,6 +194,7 @@ scenarios![
     waiting::waiting_only_reads,
     waiting::waiter_wakes_within_a_poll_after_its_listener_dies,
     waiting::one_attempt_per_release_among_waiting_processes,
+    waiting::semaphore_one_attempt_per_release_among_waiting_processes,
     herd::a_herd_of_waiters_on_a_small_pool_all_get_their_turn,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,

@@ -9,7 +9,10 @@ use dlock_core::adapter::{
     ColumnType, Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, StatementKind,
     Value, async_trait,
 };
-use dlock_core::{Dialect, DistributedLock, ForceRelease, LockAdmin};
+use dlock_core::{
+    Dialect, DistributedLock, ForceRelease, LockAdmin, LockGuard, Semaphore, SemaphorePermit,
+    TableName,
+};
 use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
 use crate::child::{self, Mode};
@@ -225,6 +228,38 @@ pub(crate) async fn waiter_wakes_within_a_poll_after_its_listener_dies(env: Env)
 /// `FOR KEY SHARE` for a while, which the release does not wait for but the attempt's
 /// `FOR UPDATE` does. Without turns, every woken waiter's attempt would wait on the row.
 pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) -> Verdict {
+    turned_away_while_one_attempts(env, Primitive::Lock).await
+}
+
+/// The same for a semaphore's permit: a release of one wakes every process waiting for
+/// any, and only one of them attempts that permit.
+pub(crate) async fn semaphore_one_attempt_per_release_among_waiting_processes(env: Env) -> Verdict {
+    turned_away_while_one_attempts(env, Primitive::Semaphore).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Primitive {
+    Lock,
+    /// Of two permits, both held until the waiters wait.
+    Semaphore,
+}
+
+/// What the holder releases while the row is pinned.
+enum Held {
+    Lock(LockGuard),
+    Permit(SemaphorePermit),
+}
+
+impl Held {
+    async fn release(self) -> dlock_core::Result<()> {
+        match self {
+            Self::Lock(guard) => guard.release().await,
+            Self::Permit(permit) => permit.release().await,
+        }
+    }
+}
+
+async fn turned_away_while_one_attempts(env: Env, primitive: Primitive) -> Verdict {
     const WAITERS: usize = 3;
     const PIN: Duration = Duration::from_secs(3);
     let name = unique_name("one_attempt");
@@ -236,32 +271,64 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
     if queries.listener().is_none() {
         return Err("the adapter does not listen for releases on PostgreSQL".into());
     }
-    let holder = DistributedLock::builder(&name, Arc::clone(&queries))
-        .table(&table)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+    // Where a semaphore keeps its permits' rows.
+    let companion = TableName::parse(&table)
+        .and_then(|table| table.companion())
+        .map_err(|e| e.to_string())?
+        .to_string();
     let attempts = Arc::new(Attempts::default());
-    let mut waiting = tokio::task::JoinSet::new();
-    for place in 1..=WAITERS {
+    let waiter = |place| {
         // One pool for all, but a listening session each, as in processes of their own.
         let elsewhere: Arc<dyn QueryInterface> = Arc::new(Elsewhere(Arc::clone(&queries), place));
-        let counting = CountsAttempts {
+        Arc::new(CountsAttempts {
             inner: elsewhere,
             attempts: Arc::clone(&attempts),
-        };
-        // A waiter that lost a turn looks by itself within a poll interval: longer than
-        // this scenario lasts, so that only notices make attempts.
-        let lock = DistributedLock::builder(&name, Arc::new(counting) as Arc<dyn QueryInterface>)
-            .table(&table)
-            .poll_interval(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        waiting.spawn(async move {
-            let guard = lock.acquire().await?;
-            guard.release().await
-        });
-    }
+        }) as Arc<dyn QueryInterface>
+    };
+    let mut waiting = tokio::task::JoinSet::new();
+    // The row to pin, its table, and what frees it; then what frees the rest.
+    let (row, row_table, held, rest) = match primitive {
+        Primitive::Lock => {
+            let holder = DistributedLock::builder(&name, Arc::clone(&queries))
+                .table(&table)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let guard = holder.acquire().await.map_err(|e| e.to_string())?;
+            for place in 1..=WAITERS {
+                // A waiter that lost a turn looks by itself within a poll interval:
+                // longer than this scenario lasts, so that only notices make attempts.
+                let lock = DistributedLock::builder(&name, waiter(place))
+                    .table(&table)
+                    .poll_interval(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                waiting.spawn(async move { lock.acquire().await?.release().await });
+            }
+            (name.clone(), table.clone(), Held::Lock(guard), None)
+        }
+        Primitive::Semaphore => {
+            let holder = Semaphore::builder(&name, 2, Arc::clone(&queries))
+                .table(&table)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let first = holder.acquire().await.map_err(|e| e.to_string())?;
+            let second = holder.acquire().await.map_err(|e| e.to_string())?;
+            for place in 1..=WAITERS {
+                let semaphore = Semaphore::builder(&name, 2, waiter(place))
+                    .table(&table)
+                    .poll_interval(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                waiting.spawn(async move { semaphore.acquire().await?.release().await });
+            }
+            (
+                format!("{name}#{}", first.permit()),
+                companion.clone(),
+                Held::Permit(first),
+                Some(second),
+            )
+        }
+    };
     // Until then, a waiter whose listener is not yet heard polls, and a look that finds
     // the lock free in a hand-over's gap attempts, notice or not. Once they all hear,
     // they nap for ten poll intervals, quietly.
@@ -270,22 +337,17 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
         "every waiter has announced itself, and all have been quiet for 300 ms",
         || async {
             let quiet = attempts.quiet_for() > Duration::from_millis(300);
-            Ok(quiet && listeners(&queries, &name, false).await? == WAITERS)
+            Ok(quiet && listeners(&queries, &row, false).await? == WAITERS)
         },
     )
     .await?;
-    let pinned = tokio::spawn(pin_row(
-        Arc::clone(&queries),
-        table.clone(),
-        name.clone(),
-        PIN,
-    ));
+    let pinned = tokio::spawn(pin_row(Arc::clone(&queries), row_table, row.clone(), PIN));
     eventually(Duration::from_secs(5), "the row is pinned", || {
         pin_in_place(&queries)
     })
     .await?;
     let before = attempts.turned_away();
-    guard.release().await.map_err(|e| e.to_string())?;
+    held.release().await.map_err(|e| e.to_string())?;
     let turned_away = eventually(
         PIN / 2,
         "all woken waiters but one were turned away while the row was pinned",
@@ -293,6 +355,9 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
     )
     .await;
     pinned.await.map_err(|e| e.to_string())??;
+    if let Some(rest) = rest {
+        rest.release().await.map_err(|e| e.to_string())?;
+    }
     let limit = Duration::from_secs(30);
     let all = async {
         while let Some(finished) = waiting.join_next().await {
@@ -306,6 +371,9 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
         .await
         .map_err(|_| format!("{WAITERS} waiters did not all get the lock within {limit:?}"))??;
     crate::support::drop_table(&queries, &table).await?;
+    if primitive == Primitive::Semaphore {
+        crate::support::drop_table(&queries, &companion).await?;
+    }
     turned_away.map_err(|failed| {
         format!(
             "{failed} ({} of {} turned away; without turns every woken waiter's attempt \
