@@ -341,9 +341,14 @@ async fn turned_away_while_one_attempts(env: Env, primitive: Primitive) -> Verdi
         },
     )
     .await?;
-    let pinned = tokio::spawn(pin_row(Arc::clone(&queries), row_table, row.clone(), PIN));
+    let pinned = tokio::spawn(pin_row(
+        Arc::clone(&queries),
+        row_table.clone(),
+        row.clone(),
+        PIN,
+    ));
     eventually(Duration::from_secs(5), "the row is pinned", || {
-        pin_in_place(&queries)
+        pin_in_place(&queries, &row_table)
     })
     .await?;
     let before = attempts.turned_away();
@@ -408,13 +413,15 @@ async fn pin_row(
         .map_err(|e| format!("cannot pin the row: {e}"))
 }
 
-/// Whether [`pin_row`]'s statement is asleep, its row locked.
-async fn pin_in_place(queries: &Arc<dyn QueryInterface>) -> Result<bool, String> {
+/// Whether [`pin_row`]'s statement on `table` (a trial's own: scenarios on other adapters
+/// may pin rows at the same time) is asleep, its row locked.
+async fn pin_in_place(queries: &Arc<dyn QueryInterface>, table: &str) -> Result<bool, String> {
     let statement = dlock_testkit::statement(
         Dialect::Postgres,
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event = 'PgSleep' AND query LIKE '%AS dlock_pin FROM pinned%'",
-        vec![],
+         WHERE wait_event = 'PgSleep' AND query LIKE '%AS dlock_pin FROM pinned%' \
+           AND strpos(query, ?) > 0",
+        vec![Value::Text(format!("FROM {table} WHERE"))],
         &[ColumnType::Int],
     );
     let rows = queries
