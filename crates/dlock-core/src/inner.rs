@@ -139,8 +139,7 @@ impl LockInner {
             let taken = match (&self.set, &self.gate) {
                 (Some(set), _) => self.take_all(set, owner).await,
                 (None, Some(gate)) => self.take_read(gate, owner).await,
-                (None, None) if in_turn => self.take_in_turn(owner).await,
-                (None, None) => self.take(owner).await,
+                (None, None) => self.take(owner, in_turn).await,
             };
             match taken {
                 Err(Error::Database { source, .. }) if self.dialect.is_conflict(&source) => {
@@ -155,28 +154,12 @@ impl LockInner {
     }
 
     /// A lock's acquire; a reader's too, whose statements are its own (see
-    /// `dialect/rw.rs`).
-    pub(crate) async fn take(&self, owner: &str) -> Result<Option<Taken>> {
-        Ok(self.take_one(owner).await?.map(Taken::one))
+    /// `dialect/rw.rs`). `in_turn`: see [`try_take`](Self::try_take).
+    pub(crate) async fn take(&self, owner: &str, in_turn: bool) -> Result<Option<Taken>> {
+        Ok(self.take_one(owner, in_turn).await?.map(Taken::one))
     }
 
-    /// [`take`](Self::take) in the lock's turn: a row `(NULL)`, another waiter's turn,
-    /// reads as not acquired.
-    async fn take_in_turn(&self, owner: &str) -> Result<Option<Taken>> {
-        let Some(statement) =
-            self.sql
-                .acquire_in_turn(&self.name, owner, &self.options.holder, self.options.ttl)
-        else {
-            return self.take(owner).await;
-        };
-        let first = self.queries.query(&statement).await;
-        let rows = self
-            .or_create_table("acquire the lock", first, || self.queries.query(&statement))
-            .await?;
-        Ok(token(&rows).map(Taken::one))
-    }
-
-    async fn take_one(&self, owner: &str) -> Result<Option<FencingToken>> {
+    async fn take_one(&self, owner: &str, in_turn: bool) -> Result<Option<FencingToken>> {
         let action = "acquire the lock";
         if let Some(statement) = self
             .sql
@@ -202,9 +185,12 @@ impl LockInner {
                 }
             }
         }
-        let statement = self
-            .sql
-            .acquire(&self.name, owner, &self.options.holder, self.options.ttl);
+        let (name, holder, ttl) = (&self.name, &self.options.holder, self.options.ttl);
+        // In turn, a row `(NULL)` (another waiter's turn) reads as not acquired.
+        let statement = in_turn
+            .then(|| self.sql.acquire_in_turn(name, owner, holder, ttl))
+            .flatten()
+            .unwrap_or_else(|| self.sql.acquire(name, owner, holder, ttl));
         let Some(read_token) = self.sql.read_token(&self.name, owner) else {
             let first = self.queries.query(&statement).await;
             let rows = self

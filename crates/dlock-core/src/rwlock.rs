@@ -479,7 +479,7 @@ impl LockInner {
             .await?;
             gate.exists.store(true, Ordering::Relaxed);
         }
-        let taken = self.take(owner).await?;
+        let taken = self.take(owner, false).await?;
         if taken.is_none() {
             gate.exists.store(false, Ordering::Relaxed);
         }

@@ -381,13 +381,7 @@ impl SetSql {
         holder: &str,
         ttl: Duration,
     ) -> Statement {
-        let args = Args {
-            name: names,
-            owner,
-            holder,
-            ttl,
-            ..Args::default()
-        };
+        let args = Args::acquisition(names, owner, holder, ttl);
         let columns = if self.read_tokens.is_some() {
             &[]
         } else {
@@ -492,6 +486,19 @@ struct Args<'a> {
     value: &'a str,
 }
 
+impl<'a> Args<'a> {
+    /// The values of an acquire: `owner` takes `name` for `ttl`, shown as `holder`.
+    fn acquisition(name: &'a str, owner: &'a str, holder: &'a str, ttl: Duration) -> Self {
+        Self {
+            name,
+            owner,
+            holder,
+            ttl,
+            ..Self::default()
+        }
+    }
+}
+
 const FENCING: &[ColumnType] = &[ColumnType::Int];
 const OWNER_AND_FENCING: &[ColumnType] = &[ColumnType::Text, ColumnType::Int];
 /// `release` where waiters announce themselves: 1 if some process waits for the lock.
@@ -558,13 +565,7 @@ impl Sql {
         holder: &str,
         ttl: Duration,
     ) -> Statement {
-        let args = Args {
-            name,
-            owner,
-            holder,
-            ttl,
-            ..Args::default()
-        };
+        let args = Args::acquisition(name, owner, holder, ttl);
         let columns = if self.read_token.is_some() {
             &[]
         } else {
@@ -583,13 +584,7 @@ impl Sql {
         holder: &str,
         ttl: Duration,
     ) -> Option<Statement> {
-        let args = Args {
-            name,
-            owner,
-            holder,
-            ttl,
-            ..Args::default()
-        };
+        let args = Args::acquisition(name, owner, holder, ttl);
         Some(bind(
             StatementKind::Acquire,
             self.acquire_in_turn.as_ref()?,
@@ -606,13 +601,7 @@ impl Sql {
         holder: &str,
         ttl: Duration,
     ) -> Option<Statement> {
-        let args = Args {
-            name,
-            owner,
-            holder,
-            ttl,
-            ..Args::default()
-        };
+        let args = Args::acquisition(name, owner, holder, ttl);
         Some(bind(
             StatementKind::Acquire,
             self.acquire_returning.as_ref()?,
