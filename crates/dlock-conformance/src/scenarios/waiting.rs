@@ -495,6 +495,15 @@ impl QueryInterface for CountsAttempts {
         rows
     }
 
+    async fn query_pipelined(
+        &self,
+        first: &Statement,
+        then: &Statement,
+    ) -> Option<Result<Vec<Row>, QueryError>> {
+        self.attempts.sent();
+        self.inner.query_pipelined(first, then).await
+    }
+
     fn listener(&self) -> Option<&dyn Listen> {
         self.inner.listener()
     }
@@ -558,6 +567,14 @@ impl QueryInterface for Elsewhere {
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
         self.0.query(statement).await
+    }
+
+    async fn query_pipelined(
+        &self,
+        first: &Statement,
+        then: &Statement,
+    ) -> Option<Result<Vec<Row>, QueryError>> {
+        self.0.query_pipelined(first, then).await
     }
 
     fn listener(&self) -> Option<&dyn Listen> {

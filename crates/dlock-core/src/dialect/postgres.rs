@@ -166,7 +166,7 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 }
 
 /// The advisory lock through which waiters tell releasers that they wait, for the lock
-/// named by `$1`: the two-key form, the first key the table's (from its channel), the
+/// named by the parameter `name` (`$1`, say): the two-key form, the first key the table's (from its channel), the
 /// second the name's, by `hashtext`, the server's own hash of text, on which all of its
 /// sessions agree. A waiting process holds it shared on its listening connection; a
 /// release tries to take it exclusively for its transaction, which fails exactly while
@@ -181,10 +181,10 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 /// to take it and notifies. Keys that collide (two names of one hash, or an application's
 /// own two-key advisory lock) cost a needless notice, or make waiters poll as they would
 /// without listening; never a missed one.
-pub(super) fn waiters_key(table: &TableName) -> String {
+pub(super) fn waiters_key(table: &TableName, name: &str) -> String {
     let [a, b, c, d, ..] = fnv1a(&channel(table)).to_be_bytes();
     let table_key = i32::from_be_bytes([a, b, c, d]);
-    format!("{table_key}, hashtext($1)")
+    format!("{table_key}, hashtext({name})")
 }
 
 /// The advisory lock that gives one waiting process at a time the turn to attempt the
@@ -253,7 +253,7 @@ pub(super) fn acquire(t: &str, step: i64, turns: Option<&str>) -> String {
 
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
-    let waiters = waiters_key(table);
+    let waiters = waiters_key(table, "$1");
     let turns = turns_key(table);
     Sql {
         create_table: Template::new(
@@ -416,13 +416,25 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        // Sent after a release that found waiters (`watched`), as a statement of its own: a transaction that notifies
-        // holds a database-wide lock from before its commit until the commit is done, so
-        // a NOTIFY riding on the release (which waits for the disk to commit) would make
-        // every release in the database, of any name, wait its turn. Alone, it writes no
-        // WAL before its commit, so that commit does not wait for the disk.
+        // Sent after a release that found waiters (`watched`), as a statement of its own:
+        // a transaction that notifies holds a database-wide lock from before its commit
+        // until the commit is done, so a NOTIFY riding on the release (which waits for the
+        // disk to commit) would make every release in the database, of any name, wait its
+        // turn. Alone, it writes no WAL before its commit, so that commit does not wait for
+        // the disk.
         notify: Some(Template::new(
             "SELECT pg_notify($1, $2)".into(),
+            &[Channel, Name],
+        )),
+        // Sent right behind a release, pipelined, when a waiter is expected (see
+        // `inner.rs`): it notifies only if a process still waits, as the release would
+        // have found (see `waiters_key`), checked after the release has committed. One
+        // row if it notified.
+        notify_if_watched: Some(Template::new(
+            format!(
+                "SELECT pg_notify($1, $2) WHERE NOT pg_try_advisory_xact_lock({})",
+                waiters_key(table, "$2")
+            ),
             &[Channel, Name],
         )),
         channel: Some(channel(table)),

@@ -188,6 +188,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[],
         ),
         notify: None,
+        notify_if_watched: None,
         channel: None,
         watch: None,
         unwatch: None,
