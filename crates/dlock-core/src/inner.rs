@@ -372,9 +372,8 @@ impl LockInner {
     /// reaches the waiters a round trip later. The pipelined notice checks for itself
     /// whether anyone waits, so a wrong guess costs a statement that notifies nobody (no
     /// write, no round trip of its own); a waiter the guess missed is notified after the
-    /// answer, as always. `None`,
-    /// having run nothing, where no notice is expected, the dialect sends none, or the
-    /// adapter cannot pipeline.
+    /// answer, as always. `None`, having run nothing, where no notice is expected, the
+    /// dialect sends none, or the adapter cannot pipeline.
     async fn release_pipelining_notice(
         &self,
         release: &Statement,

@@ -166,9 +166,9 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 }
 
 /// The advisory lock through which waiters tell releasers that they wait, for the lock
-/// named by the parameter `name` (`$1`, say): the two-key form, the first key the table's (from its channel), the
-/// second the name's, by `hashtext`, the server's own hash of text, on which all of its
-/// sessions agree. A waiting process holds it shared on its listening connection; a
+/// named by the parameter `name` (`$1`, say): the two-key form, the first key the
+/// table's (from its channel), the second the name's, by `hashtext`, the server's own
+/// hash of text, on which all of its sessions agree. A waiting process holds it shared on its listening connection; a
 /// release tries to take it exclusively for its transaction, which fails exactly while
 /// someone holds it shared — so the release learns in its own round trip, without
 /// writing, whether to send a notice.
