@@ -218,23 +218,6 @@ pub trait QueryInterface: fmt::Debug + Send + Sync + 'static {
     /// Runs a statement and returns its rows, each decoded per [`Statement::columns`].
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError>;
 
-    /// Runs `first` and returns its rows, like [`query`](Self::query), having sent `then`
-    /// right behind it on the same connection without waiting for `first`'s answer
-    /// (pipelined), so that the server runs `then` as soon as `first` is over rather than
-    /// a round trip later. The core sends a release's notice (`then`) this way when it
-    /// expects a waiter: every process listening hears it that much sooner. What `then`
-    /// answers, or whether it fails, does not matter; `then` must not run before `first`
-    /// has ended.
-    ///
-    /// `None`, having run nothing, where the adapter cannot pipeline (its driver cannot,
-    /// or each statement may get a connection of its own); the core then runs `first`
-    /// alone and sends `then` after its answer, in the background.
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>>;
-
     /// How this interface hears releases by other processes, if it can: `None` where the
     /// database cannot notify or the adapter does not listen, and waiters poll.
     fn listener(&self) -> Option<&dyn Listen>;

@@ -172,7 +172,6 @@ pub(crate) fn inner(
         releases: ReleaseBroadcast::for_table(&queries, &options.table, &sql),
         sql,
         courtesy_until: Mutex::new(None),
-        others_waited: AtomicBool::new(false),
         durability_checked: AtomicBool::new(false),
         returning_refused: AtomicBool::new(false),
         telemetry: LockTelemetry::new(&name),

@@ -47,9 +47,6 @@ pub(crate) struct LockInner {
     pub(crate) releases: Arc<ReleaseBroadcast>,
     /// Until when this lock's next `acquire` lets others go first; see [`COURTESY`].
     pub(crate) courtesy_until: Mutex<Option<Instant>>,
-    /// Whether this lock's last release found another process waiting (PostgreSQL), so
-    /// that its next release expects one too and pipelines its notice.
-    pub(crate) others_waited: AtomicBool,
     /// Whether this lock has had the database's durability checked (see
     /// `durability::check_once`): after its first acquisition, one load per acquisition.
     pub(crate) durability_checked: AtomicBool,
@@ -302,30 +299,23 @@ impl LockInner {
 
     /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
     /// process's waiters at once and, where the dialect can and another process waits,
-    /// notifies: pipelined behind the release where a waiter is expected and the adapter
-    /// can (see [`release_pipelining_notice`](Self::release_pipelining_notice)), else in
-    /// the background after the release's answer (not on the release path: see `notify`
-    /// in the dialect). This lock's next `acquire` then lets the other waiters go first
-    /// if the acquisition had to wait (`contended`) or, where the release can tell,
-    /// another process waits.
+    /// sends a notice in the background (not on the release path: see `notify` in the
+    /// dialect). This lock's next `acquire` then lets the other waiters go first if
+    /// the acquisition had to wait (`contended`) or, where the release can tell, another
+    /// process waits.
     pub(crate) async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
         let statement = self.sql.release(&self.name, owner);
         let action = "release the lock";
-        let mut notified = false;
         let watched = if statement.columns.is_empty() {
             if self.execute(action, &statement).await? != self.rows() {
                 return Ok(false);
             }
             true
         } else {
-            let rows = match self.release_pipelining_notice(&statement, contended).await {
-                Some(rows) => {
-                    notified = true;
-                    rows
-                }
-                None => self.query(&statement).await,
-            }
-            .map_err(|error| Error::query(action, error))?;
+            let rows = self
+                .query(&statement)
+                .await
+                .map_err(|error| Error::query(action, error))?;
             if u64::try_from(rows.len()) != Ok(self.rows()) {
                 // None freed, or only some of a multi-lock's: it was not (all) ours.
                 return Ok(false);
@@ -341,7 +331,7 @@ impl LockInner {
             // Every name, whether or not anyone watches it (see `NameSet::announce`).
             set.announce(self);
         } else {
-            let notice = if watched && !notified {
+            let notice = if watched {
                 self.sql.notify(&self.name)
             } else {
                 None
@@ -354,7 +344,6 @@ impl LockInner {
         // without a head start it would lose every race to a loop that re-acquires at
         // once, its notice and its attempt against one attempt.
         let others_wait = watched && self.set.is_none() && self.sql.watch.is_some();
-        self.others_waited.store(others_wait, Ordering::Relaxed);
         if contended || others_wait {
             let courtesy = match self.sql.notify {
                 Some(_) => COURTESY,
@@ -363,28 +352,6 @@ impl LockInner {
             *self.courtesy() = Some(Instant::now() + courtesy);
         }
         Ok(true)
-    }
-
-    /// Runs the release with its notice pipelined behind it, when a process is expected
-    /// to wait for it: this acquisition waited (`contended`: others were likely waiting
-    /// with it), or this lock's last release found another process waiting. The release
-    /// only says whether anyone waits in its answer, and a notice sent after that answer
-    /// reaches the waiters a round trip later. The pipelined notice checks for itself
-    /// whether anyone waits, so a wrong guess costs a statement that notifies nobody (no
-    /// write, no round trip of its own); a waiter the guess missed is notified after the
-    /// answer, as always. `None`, having run nothing, where no notice is expected, the
-    /// dialect sends none, or the adapter cannot pipeline.
-    async fn release_pipelining_notice(
-        &self,
-        release: &Statement,
-        contended: bool,
-    ) -> Option<std::result::Result<Vec<Row>, QueryError>> {
-        let expected = contended || self.others_waited.load(Ordering::Relaxed);
-        if !expected || self.set.is_some() {
-            return None;
-        }
-        let notice = self.sql.notify_if_watched(&self.name)?;
-        self.queries.query_pipelined(release, &notice).await
     }
 
     /// When to make the first attempt of an `acquire`: now, or after the courtesy

@@ -280,14 +280,6 @@ mod tests {
             Ok(vec![vec![Value::Int(1)]])
         }
 
-        async fn query_pipelined(
-            &self,
-            _first: &Statement,
-            _then: &Statement,
-        ) -> Option<Result<Vec<Row>, QueryError>> {
-            None
-        }
-
         fn listener(&self) -> Option<&dyn Listen> {
             None
         }

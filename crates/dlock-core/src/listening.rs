@@ -788,14 +788,6 @@ mod tests {
             panic!("a hub only notifies: {statement:?}")
         }
 
-        async fn query_pipelined(
-            &self,
-            _first: &Statement,
-            _then: &Statement,
-        ) -> Option<Result<Vec<Row>, QueryError>> {
-            None
-        }
-
         fn listener(&self) -> Option<&dyn Listen> {
             Some(self)
         }

@@ -401,14 +401,6 @@ impl dlock_core::adapter::QueryInterface for PanickingAdapter {
         panic!("the adapter's bug (expected by this test)")
     }
 
-    async fn query_pipelined(
-        &self,
-        _first: &dlock_core::adapter::Statement,
-        _then: &dlock_core::adapter::Statement,
-    ) -> Option<Result<Vec<dlock_core::adapter::Row>, dlock_core::adapter::QueryError>> {
-        None
-    }
-
     fn listener(&self) -> Option<&dyn dlock_core::adapter::Listen> {
         None
     }

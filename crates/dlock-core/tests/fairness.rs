@@ -34,14 +34,6 @@ impl QueryInterface for Listening {
         self.0.query(statement).await
     }
 
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        self.0.query_pipelined(first, then).await
-    }
-
     fn listener(&self) -> Option<&dyn Listen> {
         Some(self)
     }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dlock_core::adapter::{
-    Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, Value, async_trait,
+    Listen, QueryError, QueryInterface, ReleaseNotices, Row, Statement, StatementKind, Value,
+    async_trait,
 };
 use dlock_core::{Dialect, DistributedLock};
 use fake::{Effect, FakeDb, Gate, Kind, NAME, ms};
@@ -32,8 +33,6 @@ struct Process {
     /// Listening connections closed so far.
     closed: Arc<AtomicUsize>,
     heartbeats: AtomicUsize,
-    /// Statements sent with another pipelined behind them.
-    pipelined: AtomicUsize,
 }
 
 /// A listening connection's session: its watches end with it.
@@ -72,7 +71,6 @@ impl Process {
             listens: AtomicUsize::new(0),
             closed: Arc::default(),
             heartbeats: AtomicUsize::new(0),
-            pipelined: AtomicUsize::new(0),
         })
     }
 
@@ -98,9 +96,7 @@ impl QueryInterface for Process {
     }
 
     async fn execute(&self, statement: &Statement) -> Result<u64, QueryError> {
-        let affected = self.db.execute(statement).await;
-        let sent = matches!(affected, Ok(1));
-        if let (Kind::Notify, true) = (statement.kind, sent) {
+        if statement.kind == StatementKind::Notify {
             if let Some(Value::Text(payload)) = statement.params.get(1) {
                 if payload.is_empty() {
                     self.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -108,24 +104,11 @@ impl QueryInterface for Process {
                 let _ = self.notifications.send(payload.clone());
             }
         }
-        affected
+        self.db.execute(statement).await
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
         self.db.query(statement).await
-    }
-
-    /// As PostgreSQL runs them: `then` right after `first`, before this process hears
-    /// `first`'s answer. Counted in `pipelined`.
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        let rows = self.db.query(first).await;
-        self.pipelined.fetch_add(1, Ordering::Relaxed);
-        let _ = self.execute(then).await;
-        Some(rows)
     }
 
     fn listener(&self) -> Option<&dyn Listen> {
@@ -360,70 +343,6 @@ async fn a_release_is_notified_only_while_another_process_waits() {
         notices_of_the_lock(&mut sent),
         0,
         "notices after the waiter left"
-    );
-}
-
-/// A release that expects a waiter — its acquisition waited, or the lock's last release
-/// found one — sends its notice pipelined behind it, so that it leaves with the release
-/// rather than a round trip after its answer; the notice checks for itself that someone
-/// still waits, so a wrong guess notifies nobody.
-#[tokio::test(start_paused = true)]
-async fn an_expected_waiter_is_notified_by_a_notice_pipelined_behind_the_release() {
-    let (db, bus) = (FakeDb::new(), notifications());
-    let first = Process::new(&db, "first", &bus, true);
-    let second = Process::new(&db, "second", &bus, true);
-    let mut sent = bus.subscribe();
-    let (first_lock, second_lock) = (
-        first.lock(Duration::from_secs(60)),
-        second.lock(Duration::from_secs(60)),
-    );
-
-    // Not expected: `first` took the lock without waiting, and nobody waited before.
-    let held = first_lock.acquire().await.unwrap();
-    let waiting = tokio::spawn(async move { second_lock.acquire().await.unwrap() });
-    sleep(Duration::from_secs(5)).await;
-    held.release().await.unwrap();
-    let held = waiting.await.unwrap();
-    fake::settle().await;
-    assert_eq!(first.pipelined.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        notices_of_the_lock(&mut sent),
-        1,
-        "the notice after the answer"
-    );
-
-    // Expected: `second` waited for its lock, and now `first` waits for it.
-    let waiting = tokio::spawn(async move { first_lock.acquire().await.unwrap() });
-    sleep(Duration::from_secs(5)).await;
-    held.release().await.unwrap();
-    let released_at = Instant::now();
-    let held = waiting.await.unwrap();
-    let late = released_at.elapsed();
-    fake::settle().await;
-    assert!(late <= ms(5), "a notified waiter took {late:?}");
-    assert_eq!(
-        second.pipelined.load(Ordering::Relaxed),
-        1,
-        "the release and its notice"
-    );
-    assert_eq!(
-        notices_of_the_lock(&mut sent),
-        1,
-        "the pipelined notice, and no other"
-    );
-
-    // Expected, wrongly: `first` waited, but nobody waits for it now.
-    held.release().await.unwrap();
-    fake::settle().await;
-    assert_eq!(
-        first.pipelined.load(Ordering::Relaxed),
-        1,
-        "the release and its notice"
-    );
-    assert_eq!(
-        notices_of_the_lock(&mut sent),
-        0,
-        "a notice with nobody waiting"
     );
 }
 

@@ -214,26 +214,6 @@ impl<P: DieselPool> QueryInterface for PooledQueries<P> {
         .await
     }
 
-    /// On PostgreSQL (diesel-async's other connections cannot); not through a pooler
-    /// that loses prepared statements, where each statement runs in a transaction of its
-    /// own, which would make the notice part of the release's.
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        if P::Connection::DIALECT != Dialect::Postgres || self.unnamed() {
-            return None;
-        }
-        let (pool, first, then) = (self.pool.clone(), first.clone(), then.clone());
-        to_completion(async move {
-            let mut conn = pool.checkout().await?;
-            Ok(conn.query_pipelined(&first, &then).await)
-        })
-        .await
-        .unwrap_or_else(|error| Some(Err(error)))
-    }
-
     /// PostgreSQL, unless [`without_listening`](PooledQueries::without_listening).
     fn listener(&self) -> Option<&dyn Listen> {
         self.source.is_some().then_some(self as &dyn Listen)

@@ -40,19 +40,6 @@ pub trait DieselConnection: diesel_async::AsyncConnectionCore + sealed::Sealed +
         statement: &'a Statement,
     ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'a;
 
-    /// Runs `first` and returns its rows, with `then` sent right behind it without waiting
-    /// for `first`'s answer (see `QueryInterface::query_pipelined`); `None`, having run
-    /// nothing, where the connection cannot pipeline: only `AsyncPgConnection` can.
-    #[doc(hidden)]
-    fn query_pipelined<'a>(
-        &'a mut self,
-        first: &'a Statement,
-        then: &'a Statement,
-    ) -> impl Future<Output = Option<Result<Vec<Row>, QueryError>>> + Send + 'a {
-        let _ = (first, then);
-        async { None }
-    }
-
     /// Whether [`listen`](Self::listen) can hear release notices on this connection:
     /// PostgreSQL's `LISTEN`/`NOTIFY` only.
     #[doc(hidden)]
@@ -145,24 +132,6 @@ diesel_connection!(
     diesel_async::AsyncPgConnection,
     Dialect::Postgres,
     {
-        /// Through shared references, diesel-async's connection pipelines: a query is
-        /// written when its future gets past the connection's statement cache, a lock
-        /// that the futures enter in the order a `biased` join polls them.
-        async fn query_pipelined(
-            &mut self,
-            first: &Statement,
-            then: &Statement,
-        ) -> Option<Result<Vec<Row>, QueryError>> {
-            let (mut for_first, mut for_then) = (&*self, &*self);
-            let (rows, _then) = tokio::join!(
-                biased;
-                diesel_async::RunQueryDsl::load(DynamicRows(raw_query(first)), &mut for_first),
-                diesel_async::RunQueryDsl::execute(DynamicRows(raw_query(then)), &mut for_then),
-            );
-            let rows = rows.map_err(|error| statement_error(Dialect::Postgres, error));
-            Some(rows.and_then(|rows| crate::decode::conform(rows, first.columns)))
-        }
-
         const LISTENS: bool = true;
 
         fn listen(
@@ -256,14 +225,6 @@ macro_rules! pooled_connection {
                 statement: &'a Statement,
             ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send + 'a {
                 (**self).query_statement(statement)
-            }
-
-            fn query_pipelined<'a>(
-                &'a mut self,
-                first: &'a Statement,
-                then: &'a Statement,
-            ) -> impl Future<Output = Option<Result<Vec<Row>, QueryError>>> + Send + 'a {
-                (**self).query_pipelined(first, then)
             }
         }
     };

@@ -149,17 +149,6 @@ impl QueryInterface for SeaOrmQueries {
         self.sqlx()?.query(statement).await
     }
 
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        match self.sqlx() {
-            Ok(sqlx) => sqlx.query_pipelined(first, then).await,
-            Err(error) => Some(Err(error)),
-        }
-    }
-
     /// PostgreSQL only.
     fn listener(&self) -> Option<&dyn Listen> {
         self.sqlx.as_ref()?.listener()

@@ -163,15 +163,6 @@ impl QueryInterface for SqlxQueries {
         }
     }
 
-    async fn query_pipelined(
-        &self,
-        _first: &Statement,
-        _then: &Statement,
-    ) -> Option<std::result::Result<Vec<Row>, QueryError>> {
-        // sqlx waits for each statement's answer before it sends the next.
-        None
-    }
-
     fn listener(&self) -> Option<&dyn Listen> {
         self.listening.listener()
     }

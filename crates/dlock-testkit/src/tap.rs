@@ -77,16 +77,6 @@ where
         self.inner.query(statement).await
     }
 
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        self.pass(first).await;
-        self.pass(then).await;
-        self.inner.query_pipelined(first, then).await
-    }
-
     /// Listening runs on a connection of its own, outside the pool: no statement of the
     /// lock's, so not observed.
     fn listener(&self) -> Option<&dyn Listen> {

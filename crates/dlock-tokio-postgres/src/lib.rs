@@ -201,27 +201,6 @@ impl QueryInterface for PostgresQueries {
         .await
     }
 
-    /// tokio-postgres writes a request when its future is first polled, and a `biased`
-    /// `join!` polls `first`'s before `then`'s: both go out back to back, in that order,
-    /// and the server runs them in that order. `then` (a notice) runs unnamed: one message, never
-    /// prepared, so it needs no round trip of its own on a connection that has not run it.
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        let then_params = bind(&then.params);
-        let rows = self.with_client(first, async |client, prepared| {
-            let (rows, _then) = tokio::join!(
-                biased;
-                query_on(client, prepared, first),
-                client.execute_typed(&then.sql, &then_params),
-            );
-            rows
-        });
-        Some(rows.await)
-    }
-
     fn listener(&self) -> Option<&dyn Listen> {
         self.listener.as_deref()
     }

@@ -84,11 +84,6 @@ const ONLY_ON: &[(&str, &str)] = &[
         "semaphore_one_attempt_per_release_among_waiting_processes",
         "postgres",
     ),
-    // Where releases are notified, and the notice may be pipelined behind the release.
-    (
-        "a_statement_pipelined_behind_another_runs_after_it",
-        "postgres",
-    ),
 ];
 
 /// Scenarios that start the failover rig (`dlock_testkit::failover`), which needs
@@ -200,7 +195,6 @@ scenarios![
     waiting::waiter_wakes_within_a_poll_after_its_listener_dies,
     waiting::one_attempt_per_release_among_waiting_processes,
     waiting::semaphore_one_attempt_per_release_among_waiting_processes,
-    waiting::a_statement_pipelined_behind_another_runs_after_it,
     herd::a_herd_of_waiters_on_a_small_pool_all_get_their_turn,
     errors::bad_inputs_are_errors,
     errors::unreachable_database_is_an_error,

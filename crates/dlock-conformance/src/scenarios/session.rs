@@ -74,14 +74,6 @@ impl QueryInterface for Rotating {
         self.pool(statement.kind).query(statement).await
     }
 
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        self.pool(first.kind).query_pipelined(first, then).await
-    }
-
     /// No listening: this scenario is about the statements.
     fn listener(&self) -> Option<&dyn Listen> {
         None

@@ -13,7 +13,7 @@ use dlock_core::{
     Dialect, DistributedLock, ForceRelease, LockAdmin, LockGuard, Semaphore, SemaphorePermit,
     TableName,
 };
-use dlock_testkit::{Backend, Flow, Route, Tap, only_reads, wall_ns};
+use dlock_testkit::{Flow, Tap, only_reads, wall_ns};
 
 use crate::child::{self, Mode};
 use crate::support::{
@@ -235,95 +235,6 @@ pub(crate) async fn one_attempt_per_release_among_waiting_processes(env: Env) ->
 /// any, and only one of them attempts that permit.
 pub(crate) async fn semaphore_one_attempt_per_release_among_waiting_processes(env: Env) -> Verdict {
     turned_away_while_one_attempts(env, Primitive::Semaphore).await
-}
-
-/// What a release's notice relies on where the adapter pipelines it behind the release
-/// (`QueryInterface::query_pipelined`): the statement sent behind another runs after that
-/// one has ended, on the same connection, and the call answers the first one's rows. An
-/// adapter that cannot pipeline says so and runs nothing.
-pub(crate) async fn a_statement_pipelined_behind_another_runs_after_it(env: Env) -> Verdict {
-    const NOW_US: &str = "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)";
-    let queries = env.connect().await?;
-    let table = unique_identifier("pipelined");
-    let run = |sql: String, columns| dlock_testkit::statement(env.dialect, &sql, vec![], columns);
-    let ints: &'static [ColumnType] = &[ColumnType::Int, ColumnType::Int];
-    queries
-        .execute(&run(
-            format!("CREATE TABLE {table} (pid BIGINT, at_us BIGINT)"),
-            &[],
-        ))
-        .await
-        .map_err(|e| format!("cannot create {table}: {e}"))?;
-    // The first statement's clock is read after its sleep, as it ends.
-    let first = run(
-        format!("SELECT CAST(pg_backend_pid() AS BIGINT), {NOW_US} FROM pg_sleep(0.2)"),
-        ints,
-    );
-    let then = run(
-        format!("INSERT INTO {table} (pid, at_us) VALUES (pg_backend_pid(), {NOW_US})"),
-        &[],
-    );
-    let answer = queries.query_pipelined(&first, &then).await;
-    let ran = queries
-        .query(&run(format!("SELECT pid, at_us FROM {table}"), ints))
-        .await
-        .map_err(|e| format!("cannot read {table}: {e}"));
-    crate::support::drop_table(&queries, &table).await?;
-    let ran = ran?;
-    let backend = env.backend.name();
-    let answer = match (answer, pipelines(&env)) {
-        (None, false) if ran.is_empty() => return Ok(()),
-        (None, false) => {
-            return Err(format!(
-                "{backend} said it cannot pipeline, yet ran {ran:?}"
-            ));
-        }
-        (None, true) => return Err(format!("{backend} no longer pipelines on {:?}", env.route)),
-        (Some(_), false) => {
-            return Err(format!(
-                "{backend} pipelines on {:?}: say so in `pipelines`",
-                env.route
-            ));
-        }
-        (Some(answer), true) => answer.map_err(|e| format!("the first statement failed: {e}"))?,
-    };
-    let row = |rows: &[Row]| match rows {
-        [row] => match row.as_slice() {
-            [Value::Int(pid), Value::Int(at_us)] => Some((*pid, *at_us)),
-            _ => None,
-        },
-        _ => None,
-    };
-    match (row(&answer), row(&ran)) {
-        (Some((pid, first_ended)), Some((then_pid, then_ran))) => {
-            if pid != then_pid {
-                return Err(format!(
-                    "the statement behind ran on backend {then_pid}, the first on {pid}"
-                ));
-            }
-            if then_ran < first_ended {
-                return Err(format!(
-                    "the statement behind ran {} µs before the first ended",
-                    first_ended - then_ran
-                ));
-            }
-            Ok(())
-        }
-        _ => Err(format!(
-            "answered {answer:?}; the statement behind left {ran:?}"
-        )),
-    }
-}
-
-/// Which adapters pipeline: tokio-postgres always; Diesel unless set up for a pooler that
-/// loses prepared statements (each statement then runs in a transaction of its own); sqlx,
-/// and SeaORM through it, never.
-fn pipelines(env: &Env) -> bool {
-    match env.backend {
-        Backend::TokioPostgres => true,
-        Backend::DieselDeadpool | Backend::DieselBb8 => env.route == Route::Direct,
-        Backend::SeaOrm | Backend::Sqlx => false,
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -584,15 +495,6 @@ impl QueryInterface for CountsAttempts {
         rows
     }
 
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        self.attempts.sent();
-        self.inner.query_pipelined(first, then).await
-    }
-
     fn listener(&self) -> Option<&dyn Listen> {
         self.inner.listener()
     }
@@ -656,14 +558,6 @@ impl QueryInterface for Elsewhere {
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
         self.0.query(statement).await
-    }
-
-    async fn query_pipelined(
-        &self,
-        first: &Statement,
-        then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        self.0.query_pipelined(first, then).await
     }
 
     fn listener(&self) -> Option<&dyn Listen> {

@@ -233,7 +233,6 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
 /// | `release`       | name, owner                 | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
-/// | `notify_if_watched` | channel, name           | as `notify`, only while a process `watch`es the name |
 /// | `watch`         | name                        | `(1)` iff it now tells releasers of `name` that this process waits |
 /// | `unwatch`       | name                        | `(1)` iff it withdrew one `watch`       |
 /// | `fence`         | name, owner, fencing        | one row iff still ours, locked          |
@@ -316,9 +315,6 @@ pub(crate) struct Sql {
     /// survive a crash or failover (see `durability.rs`).
     pub(crate) durability: Template,
     pub(crate) notify: Option<Template>,
-    /// Set with `notify`: the notice pipelined behind a release (see `inner.rs`), which
-    /// checks for itself whether anyone waits.
-    pub(crate) notify_if_watched: Option<Template>,
     /// The channel waiters listen on and `notify` notifies.
     pub(crate) channel: Option<Arc<str>>,
     /// Set with `notify`: waiters announce themselves, and `release` reports them.
@@ -713,21 +709,6 @@ impl Sql {
         ))
     }
 
-    /// The notice that `name` was released, sent only if a process waits for it.
-    pub(crate) fn notify_if_watched(&self, name: &str) -> Option<Statement> {
-        let args = Args {
-            name,
-            channel: self.channel.as_deref()?,
-            ..Args::default()
-        };
-        Some(bind(
-            StatementKind::Notify,
-            self.notify_if_watched.as_ref()?,
-            &args,
-            &[],
-        ))
-    }
-
     pub(crate) fn fence(&self, name: &str, owner: &str, token: FencingToken) -> Statement {
         let args = Args {
             name,
@@ -925,7 +906,6 @@ mod tests {
             statements.extend(own.read_tokens(names, "o").map(|s| ("set read_tokens", s)));
             statements.extend(own.create_rows(names).map(|s| ("set create_rows", s)));
             statements.extend(sql.notify("n").map(|s| ("notify", s)));
-            statements.extend(sql.notify_if_watched("n").map(|s| ("notify_if_watched", s)));
             statements.extend(sql.watch("n").map(|s| ("watch", s)));
             statements.extend(sql.unwatch("n").map(|s| ("unwatch", s)));
             statements.extend(

@@ -166,9 +166,9 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 }
 
 /// The advisory lock through which waiters tell releasers that they wait, for the lock
-/// named by the parameter `name` (`$1`, say): the two-key form, the first key the
-/// table's (from its channel), the second the name's, by `hashtext`, the server's own
-/// hash of text, on which all of its sessions agree. A waiting process holds it shared on its listening connection; a
+/// named by `$1`: the two-key form, the first key the table's (from its channel), the
+/// second the name's, by `hashtext`, the server's own hash of text, on which all of its
+/// sessions agree. A waiting process holds it shared on its listening connection; a
 /// release tries to take it exclusively for its transaction, which fails exactly while
 /// someone holds it shared — so the release learns in its own round trip, without
 /// writing, whether to send a notice.
@@ -181,10 +181,10 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
 /// to take it and notifies. Keys that collide (two names of one hash, or an application's
 /// own two-key advisory lock) cost a needless notice, or make waiters poll as they would
 /// without listening; never a missed one.
-pub(super) fn waiters_key(table: &TableName, name: &str) -> String {
+pub(super) fn waiters_key(table: &TableName) -> String {
     let [a, b, c, d, ..] = fnv1a(&channel(table)).to_be_bytes();
     let table_key = i32::from_be_bytes([a, b, c, d]);
-    format!("{table_key}, hashtext({name})")
+    format!("{table_key}, hashtext($1)")
 }
 
 /// The advisory lock that gives one waiting process at a time the turn to attempt the
@@ -253,7 +253,7 @@ pub(super) fn acquire(t: &str, step: i64, turns: Option<&str>) -> String {
 
 pub(super) fn sql(table: &TableName) -> Sql {
     let t = table.quoted('"');
-    let waiters = waiters_key(table, "$1");
+    let waiters = waiters_key(table);
     let turns = turns_key(table);
     Sql {
         create_table: Template::new(
@@ -424,17 +424,6 @@ pub(super) fn sql(table: &TableName) -> Sql {
         // the disk.
         notify: Some(Template::new(
             "SELECT pg_notify($1, $2)".into(),
-            &[Channel, Name],
-        )),
-        // Sent right behind a release, pipelined, when a waiter is expected (see
-        // `inner.rs`): it notifies only if a process still waits, as the release would
-        // have found (see `waiters_key`), checked after the release has committed. One
-        // row if it notified.
-        notify_if_watched: Some(Template::new(
-            format!(
-                "SELECT pg_notify($1, $2) WHERE NOT pg_try_advisory_xact_lock({})",
-                waiters_key(table, "$2")
-            ),
             &[Channel, Name],
         )),
         channel: Some(channel(table)),

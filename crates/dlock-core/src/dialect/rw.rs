@@ -178,7 +178,7 @@ fn postgres(table: &TableName) -> Templates {
     let t = table.quoted('"');
     let gate = format!("$1 || '{GATE_SUFFIX}'");
     let row = format!("$1 || '{READER_INFIX}' || $2");
-    let waiters = waiters_key(table, "$1");
+    let waiters = waiters_key(table);
     let holder = shown_holder(pipes);
     let prefix = format!(
         "char_length(name) = char_length($1) + {READER_EXTRA} \

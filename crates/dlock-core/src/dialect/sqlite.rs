@@ -188,7 +188,6 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[],
         ),
         notify: None,
-        notify_if_watched: None,
         channel: None,
         watch: None,
         unwatch: None,

@@ -518,16 +518,8 @@ impl FakeDb {
                 state.table_exists = true;
                 (Effect::Done, affected(0))
             }
-            // Nobody listens to the fake: a notice changes nothing. One sent only if
-            // someone waits (pipelined behind a release) reports whether it was sent.
-            Kind::Notify => {
-                let conditional = statement.sql.contains("pg_try_advisory_xact_lock");
-                let watched = state.watchers.get(&text(1)).is_some_and(|count| *count > 0);
-                (
-                    Effect::Nothing,
-                    affected(u64::from(!conditional || watched)),
-                )
-            }
+            // Nobody listens to the fake: a notice changes nothing.
+            Kind::Notify => (Effect::Nothing, affected(1)),
             Kind::Watch => {
                 let watchers = state.watchers.entry(text(0)).or_default();
                 let done = if statement.sql.contains("unlock") {
@@ -710,15 +702,6 @@ impl QueryInterface for FakeDb {
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
         self.run(statement, true).await
-    }
-
-    async fn query_pipelined(
-        &self,
-        _first: &Statement,
-        _then: &Statement,
-    ) -> Option<Result<Vec<Row>, QueryError>> {
-        // It does not notify, so it has nothing to send behind a statement.
-        None
     }
 
     /// A fake database does not notify; the tests that listen wrap it.
