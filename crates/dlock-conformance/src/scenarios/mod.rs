@@ -75,6 +75,11 @@ const ONLY_ON: &[(&str, &str)] = &[
         "a_holder_keeps_its_lock_across_a_synchronous_failover",
         "postgres",
     ),
+    // Where one transaction can commit without waiting for the disk.
+    (
+        "a_release_does_not_wait_for_the_disk_nor_change_the_session",
+        "postgres",
+    ),
     // Where waiters are notified of releases and take turns.
     (
         "one_attempt_per_release_among_waiting_processes",
@@ -189,6 +194,7 @@ scenarios![
     release::guard_dropped_at_the_end_of_main_is_released,
     names::long_and_non_ascii_names,
     session::a_held_lock_keeps_no_session_state,
+    session::a_release_does_not_wait_for_the_disk_nor_change_the_session,
     waiting::waiter_in_another_process_wakes_on_release,
     waiting::waiter_in_another_process_wakes_on_force_release,
     waiting::waiting_only_reads,

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use dlock_core::DistributedLock;
 use dlock_core::adapter::{
-    Listen, QueryError, QueryInterface, Row, Statement, StatementKind, async_trait,
+    ColumnType, Listen, QueryError, QueryInterface, Row, Statement, StatementKind, Value,
+    async_trait,
 };
+use dlock_testkit::{Flow, Tap};
 
 use crate::support::{Env, Verdict, is_free, unique_name};
 
@@ -142,4 +144,70 @@ pub(crate) async fn a_held_lock_keeps_no_session_state(env: Env) -> Verdict {
         ));
     }
     Ok(())
+}
+
+/// A release commits without waiting for the disk (`synchronous_commit` off for its own
+/// transaction: a lost release only keeps the lock held until its lease ends), and sets
+/// nothing beyond that transaction: the connection it ran on, back in the user's pool,
+/// still commits durably.
+pub(crate) async fn a_release_does_not_wait_for_the_disk_nor_change_the_session(
+    env: Env,
+) -> Verdict {
+    let name = unique_name("release_not_durable");
+    let single = env.connect_single().await?;
+    let released = Arc::new(std::sync::Mutex::new(None));
+    let seen = Arc::clone(&released);
+    let tap = Tap::new(Arc::clone(&single), move |statement: &Statement| {
+        if statement.kind == StatementKind::Release {
+            if let Ok(mut seen) = seen.lock() {
+                *seen = Some(statement.clone());
+            }
+        }
+        Flow::Forward
+    });
+    let lock = DistributedLock::new(&name, Arc::new(tap) as Arc<dyn QueryInterface>)
+        .map_err(|e| e.to_string())?;
+    lock.lock(|_lease| async { Ok::<_, dlock_core::Error>(()) })
+        .await
+        .map_err(|e| e.to_string())?;
+    let release = released
+        .lock()
+        .map_err(|e| e.to_string())?
+        .take()
+        .ok_or("no release statement was sent")?;
+    let setting = "current_setting('synchronous_commit')";
+    // The release again (it frees nothing now: the condition that sets the commit's
+    // durability is evaluated once, before the row is looked for), and the setting its
+    // transaction had.
+    let within = Statement {
+        sql: format!(
+            "WITH released AS ({}) SELECT {setting} FROM (SELECT count(*) FROM released) AS r",
+            release.sql
+        )
+        .into(),
+        columns: &[ColumnType::Text],
+        ..release
+    };
+    let afterwards = dlock_testkit::statement(
+        env.dialect,
+        &format!("SELECT {setting}"),
+        vec![],
+        &[ColumnType::Text],
+    );
+    let mut settings = Vec::new();
+    for statement in [&within, &afterwards] {
+        let rows = single.query(statement).await.map_err(|e| e.to_string())?;
+        settings.push(match rows.first().map(Vec::as_slice) {
+            Some([Value::Text(setting)]) => setting.clone(),
+            other => return Err(format!("read {other:?} for the setting")),
+        });
+    }
+    match settings.as_slice() {
+        [release, after] if release == "off" && after == "on" => Ok(()),
+        [release, after] => Err(format!(
+            "synchronous_commit was {release:?} in the release's transaction (\"off\" \
+             expected) and {after:?} on its connection afterwards (\"on\" expected)"
+        )),
+        _ => Err(format!("read {settings:?}")),
+    }
 }

@@ -165,6 +165,17 @@ pub(super) fn probe(t: &str, which: &str, holder_suffix: &str) -> String {
     )
 }
 
+/// A condition, always true, that makes the statement's transaction commit without
+/// waiting for the disk (`synchronous_commit = off`, for this transaction alone; any role
+/// may set it): for releases, which need not be durable. A release lost in a crash of the
+/// server (or a failover) only keeps the lock held until its lease ends, as if its holder
+/// had crashed; no one else can take it meanwhile, and no token changes. Any later durable
+/// commit, such as the next holder's acquire, makes it durable first, since the log is
+/// written in order. What it saves is the wait for the disk on every release, about as
+/// long as the rest of the release.
+pub(super) const NOT_DURABLE: &str =
+    "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL";
+
 /// The advisory lock through which waiters tell releasers that they wait, for the lock
 /// named by `$1`: the two-key form, the first key the table's (from its channel), the
 /// second the name's, by `hashtext`, the server's own hash of text, on which all of its
@@ -319,9 +330,11 @@ pub(super) fn sql(table: &TableName) -> Sql {
         renew_returns_clock: true,
         // Returns whether any process waits for the lock (see `waiters_key`); the
         // transaction-scoped advisory lock it takes when nobody does is gone at commit.
+        // Not durable: see `NOT_DURABLE`.
         release: Template::new(
             format!(
-                "UPDATE {t} SET owner = NULL, expires_at = NULL WHERE name = $1 AND owner = $2
+                "UPDATE {t} SET owner = NULL, expires_at = NULL
+                 WHERE name = $1 AND owner = $2 AND {NOT_DURABLE}
                  RETURNING CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0 ELSE 1 END
                                 AS BIGINT)"
             ),
@@ -523,10 +536,11 @@ pub(super) fn set_templates(table: &TableName) -> SetTemplates {
         ),
         // One row per name freed, each saying "watched" (1): a multi-lock's release
         // notifies every name, without asking whether anyone waits (see `waiters_key`).
+        // Not durable, as a lock's.
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL
-                 WHERE name IN ({WANTED}) AND owner = $2
+                 WHERE name IN ({WANTED}) AND owner = $2 AND {NOT_DURABLE}
                  RETURNING CAST(1 AS BIGINT)"
             ),
             &[Name, Owner],

@@ -174,7 +174,9 @@ fn pipes(parts: &[&str]) -> String {
 }
 
 fn postgres(table: &TableName) -> Templates {
-    use super::postgres::{BASE, FREE, acquire, epoch_gate, probe, turns_key, waiters_key};
+    use super::postgres::{
+        BASE, FREE, NOT_DURABLE, acquire, epoch_gate, probe, turns_key, waiters_key,
+    };
     let t = table.quoted('"');
     let gate = format!("$1 || '{GATE_SUFFIX}'");
     let row = format!("$1 || '{READER_INFIX}' || $2");
@@ -231,10 +233,11 @@ fn postgres(table: &TableName) -> Templates {
         ),
         // Deleted, not freed: reader rows are one per acquisition. Whether a writer waits
         // for the readers to leave is asked as a lock's release asks (its key is the
-        // lock's name, `$1`, in which a draining writer announces its interest).
+        // lock's name, `$1`, in which a draining writer announces its interest). Not
+        // durable, as a lock's release.
         release: Template::new(
             format!(
-                "DELETE FROM {t} WHERE name = {row} AND owner = $2
+                "DELETE FROM {t} WHERE name = {row} AND owner = $2 AND {NOT_DURABLE}
                  RETURNING CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0 ELSE 1 END
                                 AS BIGINT)"
             ),
