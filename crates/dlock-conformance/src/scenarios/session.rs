@@ -158,16 +158,15 @@ pub(crate) async fn a_release_does_not_wait_for_the_disk_nor_change_the_session(
     let released = Arc::new(std::sync::Mutex::new(None));
     let seen = Arc::clone(&released);
     let tap = Tap::new(Arc::clone(&single), move |statement: &Statement| {
-        if statement.kind == StatementKind::Release {
-            if let Ok(mut seen) = seen.lock() {
-                *seen = Some(statement.clone());
-            }
+        if let (StatementKind::Release, Ok(mut seen)) = (statement.kind, seen.lock()) {
+            *seen = Some(statement.clone());
         }
         Flow::Forward
     });
     let lock = DistributedLock::new(&name, Arc::new(tap) as Arc<dyn QueryInterface>)
         .map_err(|e| e.to_string())?;
-    lock.lock(|_lease| async { Ok::<_, dlock_core::Error>(()) })
+    let _ran = lock
+        .lock(|_lease| async { Ok::<_, dlock_core::Error>(()) })
         .await
         .map_err(|e| e.to_string())?;
     let release = released
