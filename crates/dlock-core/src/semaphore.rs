@@ -249,7 +249,9 @@ impl Semaphore {
     /// While waiting it only reads: one statement reads every permit, after which it naps
     /// until a release notice for any permit (PostgreSQL), a jittered back-off step
     /// (capped by the poll interval) elsewhere, and never much past the end of the first
-    /// holder's lease; it attempts only permits it found free or heard released.
+    /// holder's lease; it attempts only permits it found free or heard released. After
+    /// this process released a permit to waiters, it leaves them that permit for a few
+    /// milliseconds (the lock's courtesy), but takes any other free permit at once.
     ///
     /// # Errors
     ///
@@ -491,14 +493,14 @@ impl Semaphore {
         })
     }
 
-    /// When the first attempt of an `acquire` may be made: after the courtesy period of
-    /// this process's last contended release of any permit (see `inner.rs`), or now.
-    fn first_attempt_at(&self) -> Option<Instant> {
-        self.inner
-            .slots
-            .iter()
-            .filter_map(|slot| slot.first_attempt_at())
-            .max()
+    /// The permits this process released to waiters (see `LockInner::release_once`),
+    /// which its next `acquire` leaves to them until their courtesy ends.
+    fn yielded_permits(&self) -> Yielded {
+        Yielded(
+            (1..=self.permits())
+                .filter_map(|permit| Some((permit, self.slot(permit).first_attempt_at()?)))
+                .collect(),
+        )
     }
 
     /// Waits until a permit is free and takes it; `last_holder` keeps the holder seen
@@ -521,15 +523,16 @@ impl Semaphore {
         let mut hears_releases = false;
         let mut first_lease_end: Option<Instant> = None;
         let mut seen_digest = None;
-        let mut next = match self.first_attempt_at() {
-            Some(courtesy_until) => {
-                tokio::time::sleep_until(courtesy_until).await;
-                Step::Read
-            }
-            None => Step::Attempt {
+        // The courtesy holds back only the permits this process released, not the
+        // acquire: sitting it out while other permits were free left them idle (with 4
+        // processes on 2 permits, most hand-overs waited for a courtesy to end).
+        let yielded = self.yielded_permits();
+        let mut next = match yielded.is_empty() {
+            true => Step::Attempt {
                 permits: vec![self.random_permit()],
                 found_free: false,
             },
+            false => Step::Read,
         };
         loop {
             next = match next {
@@ -593,10 +596,16 @@ impl Semaphore {
                     match self.read_slots().await {
                         Ok(mut slots) if !slots.free.is_empty() => {
                             first_lease_end = None;
+                            slots.free.retain(|permit| !yielded.holds_back(*permit));
                             random::shuffle(&mut slots.free);
-                            Step::Attempt {
-                                permits: slots.free,
-                                found_free: true,
+                            match slots.free.is_empty() {
+                                // Free only where waiters were just woken to take it:
+                                // wait for another release, or the courtesy's end.
+                                true => Step::Wait,
+                                false => Step::Attempt {
+                                    permits: slots.free,
+                                    found_free: true,
+                                },
                             }
                         }
                         Ok(slots) => {
@@ -628,6 +637,10 @@ impl Semaphore {
                         // lease ends.
                         let left = lease_end.saturating_duration_since(Instant::now());
                         nap = nap.min(left + Duration::from_millis(5));
+                    }
+                    if let Some(courtesy_end) = yielded.next_end() {
+                        // A permit held back may be free: look again when it may be taken.
+                        nap = nap.min(courtesy_end.saturating_duration_since(Instant::now()));
                     }
                     // The permit heard released (0: none). Atomic, not a `Cell`, so that
                     // the future stays `Send`.
@@ -666,6 +679,34 @@ enum Step {
     AttemptInTurn(u32),
     Read,
     Wait,
+}
+
+/// The permits an `acquire` leaves to others for a while: those this process released
+/// to waiters, each with the end of its courtesy.
+struct Yielded(Vec<(u32, Instant)>);
+
+impl Yielded {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `permit` is still left to the waiters its release woke.
+    fn holds_back(&self, permit: u32) -> bool {
+        let now = Instant::now();
+        self.0
+            .iter()
+            .any(|&(held_back, until)| held_back == permit && until > now)
+    }
+
+    /// When the first courtesy still running ends.
+    fn next_end(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.0
+            .iter()
+            .map(|&(_, until)| until)
+            .filter(|until| *until > now)
+            .min()
+    }
 }
 
 /// What a waiting `acquire` does after `error`: waits a back-off step and reads again if

@@ -33,8 +33,12 @@ fn check(statement: &Statement, wants_rows: bool) {
     let (columns, params): (&[&[ColumnType]], &[usize]) = match statement.kind {
         Kind::CreateTable => (&[&[]], &[0]),
         Kind::Acquire => (&[&[Int]], &[4]),
-        // With the prober's TTL on PostgreSQL (the lock-delay after a failover).
-        Kind::Probe => (&[&[Text, Int, Int]], &[1, 2]),
+        // With the prober's TTL on PostgreSQL (the lock-delay after a failover); a
+        // semaphore's `read_slots` also names each permit it found held.
+        Kind::Probe => (&[&[Text, Int, Int], &[Text, Text, Int, Int]], &[1, 2]),
+        // A semaphore's definition: read back, and recorded if missing.
+        Kind::Inspect => (&[&[Text, Text, Int, Text, Int, Int, Int, Int, Text]], &[1]),
+        Kind::CreateRows => (&[&[]], &[3]),
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
         // Returns whether any process waits (`watched`) when it released.
@@ -569,6 +573,45 @@ impl FakeDb {
                     None => (Effect::Nothing, vec![]),
                 }
             }
+            Kind::Probe if statement.columns.len() == 4 => {
+                let live = permit_names(&text(0))
+                    .filter_map(|name| {
+                        let row = state.rows.get(&name).filter(|row| row.is_live(now))?;
+                        let left = row.expires_at.expect("live rows expire") - now;
+                        Some(vec![
+                            Value::Text(name),
+                            Value::Text(row.holder.clone().expect("live rows name a holder")),
+                            Value::Int(i64::try_from(left.as_millis()).expect("short leases")),
+                            Value::Int(row.fencing),
+                        ])
+                    })
+                    .collect();
+                (Effect::Nothing, live)
+            }
+            Kind::Inspect => match state.rows.get(&text(0)) {
+                // Only the permits (the fencing column) of a definition are read.
+                Some(row) => {
+                    let mut info = vec![Value::Null; 9];
+                    info[2] = Value::Int(row.fencing);
+                    (Effect::Nothing, vec![info])
+                }
+                None => (Effect::Nothing, vec![]),
+            },
+            Kind::CreateRows => {
+                let (name, permits, holder) = (text(0), int(1), text(2));
+                let added = !state.rows.contains_key(&name);
+                if added {
+                    let definition = LockRow {
+                        owner: None,
+                        fencing: permits,
+                        holder: Some(holder),
+                        expires_at: None,
+                        value: None,
+                    };
+                    state.rows.insert(name, definition);
+                }
+                (Effect::Done, affected(u64::from(added)))
+            }
             Kind::Probe => match state.rows.get(&text(0)) {
                 Some(row) if row.expires_at.is_some_and(|at| at > now) => {
                     let left = row.expires_at.expect("live rows expire") - now;
@@ -674,6 +717,14 @@ impl FakeDb {
         state.log[index].effect = effect;
         Ok(rows)
     }
+}
+
+/// The names in a semaphore's JSON array of permit names (plain names, no escapes).
+fn permit_names(array: &str) -> impl Iterator<Item = String> + '_ {
+    array
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|name| name.trim().trim_matches('"').to_owned())
 }
 
 /// How `apply` answers a statement run with `execute`: its affected-row count.
