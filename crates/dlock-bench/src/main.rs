@@ -4,6 +4,7 @@
 
 mod args;
 mod child;
+mod cpu;
 mod report;
 mod scenarios;
 mod targets;

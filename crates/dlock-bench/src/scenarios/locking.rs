@@ -11,6 +11,7 @@ use super::floors::{Commit2, POOL_SIZE};
 use dlock_testkit::{Flow, Tap, error_chain};
 
 use super::{Context, Scenario, WARM_UP_OPERATIONS, measure_for, run_parallel};
+use crate::cpu::CpuTime;
 use crate::report::{Latencies, ResultLine};
 
 /// The independent scenario compares this many workers with one.
@@ -178,6 +179,8 @@ struct Team {
     latencies: Vec<Duration>,
     /// The sum over slices of the longest worker's time in each.
     elapsed: Duration,
+    /// The machine's core time over the slices (where the system tells it).
+    cpu: Option<CpuTime>,
 }
 
 impl Team {
@@ -186,12 +189,14 @@ impl Team {
             jobs,
             latencies: Vec::new(),
             elapsed: Duration::ZERO,
+            cpu: Some(CpuTime::default()),
         }
     }
 
     /// All workers at once, back to back, for `slice` (or `warm_up` operations each).
     async fn run(&mut self, slice: Duration, warm_up: bool) -> Result<(), String> {
         let jobs = self.jobs.clone();
+        let cpu_before = CpuTime::now();
         let results = run_parallel(jobs.len(), |index| {
             let job = jobs[index].clone();
             async move {
@@ -213,11 +218,23 @@ impl Team {
             longest = longest.max(elapsed);
         }
         self.elapsed += longest;
+        if !warm_up {
+            let spent = CpuTime::now()
+                .zip(cpu_before)
+                .map(|(now, then)| now.since(then));
+            self.cpu = self.cpu.zip(spent).map(|(sum, spent)| sum.add(spent));
+        }
         Ok(())
     }
 
     fn ops_per_s(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The busy share of the machine's cores while the team ran (the database server's
+    /// work included: it runs on this machine).
+    fn cpu_busy(&self) -> Option<f64> {
+        self.cpu.and_then(CpuTime::busy_share)
     }
 }
 
@@ -260,19 +277,23 @@ pub(super) async fn independent(context: &Context) -> Result<Vec<ResultLine>, St
         (INDEPENDENT_WORKERS, lock_team, floor_team),
     ] {
         let latencies = Latencies::from_durations(locks.latencies.iter().copied());
-        lines.push(
-            context
-                .line(Scenario::Independent, workers)
-                .float("ops_per_s", locks.ops_per_s())
-                .float("p50_ms", latencies.percentile(50.0))
-                .float("p99_ms", latencies.percentile(99.0))
-                .float("speedup", locks.ops_per_s() / lock_alone.ops_per_s())
-                .float("floor_commit2_ops_per_s", floors.ops_per_s())
-                .float(
-                    "floor_commit2_speedup",
-                    floors.ops_per_s() / floor_alone.ops_per_s(),
-                ),
-        );
+        let mut line = context
+            .line(Scenario::Independent, workers)
+            .float("ops_per_s", locks.ops_per_s())
+            .float("p50_ms", latencies.percentile(50.0))
+            .float("p99_ms", latencies.percentile(99.0))
+            .float("speedup", locks.ops_per_s() / lock_alone.ops_per_s())
+            .float("floor_commit2_ops_per_s", floors.ops_per_s())
+            .float(
+                "floor_commit2_speedup",
+                floors.ops_per_s() / floor_alone.ops_per_s(),
+            );
+        if let (Some(busy), Some(floor_busy)) = (locks.cpu_busy(), floors.cpu_busy()) {
+            line = line
+                .float("cpu_busy", busy)
+                .float("floor_commit2_cpu_busy", floor_busy);
+        }
+        lines.push(line);
     }
     Ok(lines)
 }
