@@ -299,8 +299,8 @@ impl LockInner {
 
     /// Frees the lock if `owner` still holds it; `false` when it did not. Wakes this
     /// process's waiters at once and, where the dialect can and another process waits,
-    /// sends a notice in the background (not on the release path: see `notify` in the
-    /// dialect). This lock's next `acquire` then lets the other waiters go first if
+    /// those too: the release itself notifies them where it can (`release_notifies`),
+    /// else a notice goes in the background, off the release's path. This lock's next `acquire` then lets the other waiters go first if
     /// the acquisition had to wait (`contended`) or, where the release can tell, another
     /// process waits.
     pub(crate) async fn release_once(&self, owner: &str, contended: bool) -> Result<bool> {
@@ -331,10 +331,9 @@ impl LockInner {
             // Every name, whether or not anyone watches it (see `NameSet::announce`).
             set.announce(self);
         } else {
-            let notice = if watched {
-                self.sql.notify(&self.name)
-            } else {
-                None
+            let notice = match watched && !self.sql.release_notifies {
+                true => self.sql.notify(&self.name),
+                false => None,
             };
             // Not awaited: waiting for it would add a round trip to every release.
             let _sending = self.releases.announce(&self.name, &self.queries, notice);

@@ -89,13 +89,13 @@ impl Leadership {
     }
 
     /// Resigns: releases the election's lock and waits for the database to confirm, so
-    /// that a waiting candidate takes over at once (on PostgreSQL, woken by a notice
-    /// within milliseconds, which this waits for too; elsewhere at its next poll). See
-    /// [`LockGuard::release`].
+    /// that a waiting candidate takes over at once (on PostgreSQL, woken within
+    /// milliseconds by the notice the release sends as it commits; elsewhere at its next
+    /// poll). See [`LockGuard::release`].
     ///
-    /// Prefer it to a drop at shutdown: a dropped leadership is released too, but the
-    /// notice to other processes then goes in the background, lost if the process exits
-    /// at once, and candidates elsewhere find the leader gone only when they next look.
+    /// Prefer it to a drop at shutdown: a dropped leadership is released too, but in the
+    /// background, which a process that exits at once may never run; candidates
+    /// elsewhere then find the leader gone only when they next look.
     ///
     /// # Errors
     ///
@@ -115,17 +115,7 @@ impl Leadership {
         let Some(guard) = guard else {
             return Err(self.lease.lost_error(LossReason::Released));
         };
-        guard.release().await?;
-        // The release's own notice to other processes goes in the background, and is
-        // lost if this process exits at once, as it often does after resigning: the
-        // hand-over a resignation promises is worth a round trip, so it sends one more
-        // and waits for it.
-        let lock = self.lease.lock();
-        let notice = lock.sql.notify(&lock.name);
-        if let Some(sending) = lock.releases.announce(&lock.name, &lock.queries, notice) {
-            let _ = sending.await;
-        }
-        Ok(())
+        guard.release().await
     }
 }
 

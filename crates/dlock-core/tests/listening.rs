@@ -108,7 +108,15 @@ impl QueryInterface for Process {
     }
 
     async fn query(&self, statement: &Statement) -> Result<Vec<Row>, QueryError> {
-        self.db.query(statement).await
+        let rows = self.db.query(statement).await;
+        // A release that finds waiters (`watched`) notifies them itself, as it commits.
+        if statement.kind == StatementKind::Release && statement.sql.contains("pg_notify") {
+            let watched = matches!(rows.as_deref(), Ok([row]) if row == &[Value::Int(1)]);
+            if let (true, Some(Value::Text(name))) = (watched, statement.params.first()) {
+                let _ = self.notifications.send(name.clone());
+            }
+        }
+        rows
     }
 
     fn listener(&self) -> Option<&dyn Listen> {

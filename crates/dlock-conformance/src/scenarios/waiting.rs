@@ -43,7 +43,15 @@ enum Freeing {
 
 async fn wakes_waiter(env: Env, freeing: Freeing) -> Verdict {
     let name = unique_name(&format!("wake_{freeing:?}"));
-    let queries = env.connect().await?;
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&sent);
+    let queries: Arc<dyn QueryInterface> =
+        Arc::new(Tap::new(env.connect().await?, move |statement| {
+            if let Ok(mut recorded) = recorded.lock() {
+                recorded.push(statement.clone());
+            }
+            Flow::Forward
+        }));
     let listens = queries.listener().is_some();
     let holder = quick(DistributedLock::builder(&name, queries))
         .build()
@@ -91,6 +99,21 @@ async fn wakes_waiter(env: Env, freeing: Freeing) -> Verdict {
     if gap > limit {
         return Err(format!(
             "the waiter took {gap:?} after the release; the limit is {limit:?}"
+        ));
+    }
+    // Where releases are heard, the release notified the waiter itself, in its own
+    // transaction: no notice of the lock followed it.
+    let notices = sent
+        .lock()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|statement| statement.kind == StatementKind::Notify)
+        .filter(|statement| statement.params.get(1) == Some(&Value::Text(name.clone())))
+        .count();
+    if freeing == Freeing::Release && listens && notices > 0 {
+        return Err(format!(
+            "the release was followed by {notices} notice(s); it notifies in its own \
+             transaction"
         ));
     }
     Ok(())

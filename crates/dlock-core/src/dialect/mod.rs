@@ -231,7 +231,7 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// | `read_token`    | name, owner                 | `(fencing)` iff `owner` holds it        |
 /// | `probe`         | name, ttl_ms (\*\*\*)        | `(holder, remaining_ms, fencing)` iff held |
 /// | `renew`         | name, owner, ttl_ms         | iff still ours: a row `(db_now_ms)` (\*\*) |
-/// | `release`       | name, owner                 | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
+/// | `release`       | name, owner, channel        | iff still ours: 1 affected row, or a row `(watched)` (\*\*\*\*\*) |
 /// | `notify`        | channel, name               | — (wakes listening waiters)             |
 /// | `watch`         | name                        | `(1)` iff it now tells releasers of `name` that this process waits |
 /// | `unwatch`       | name                        | `(1)` iff it withdrew one `watch`       |
@@ -278,7 +278,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// (\*\*\*\*\*) **Notices only when someone waits**: where the dialect notifies, a process
 /// that waits for a lock runs `watch` on its listening connection before it looks at the
 /// lock, and `unwatch` when it stops waiting; `release` then returns 1 in `watched` when
-/// some process watches the name, and `notify` is sent only then. See `postgres.rs` for
+/// some process watches the name, and the notice is sent only then: by the release
+/// itself, in its transaction, where `release_notifies`, else with `notify`. See `postgres.rs` for
 /// why no release can slip between a waiter's `watch` and its look.
 ///
 /// **One attempt per release notice**: where the dialect notifies, a notice wakes every
@@ -300,6 +301,9 @@ pub(crate) struct Sql {
     /// Whether `renew` returns the database's clock (`RETURNING`): not on MySQL.
     pub(crate) renew_returns_clock: bool,
     pub(crate) release: Template,
+    /// Whether `release` notifies the waiters it reports (`watched`) itself, in its own
+    /// transaction (PostgreSQL), so that no `notify` follows it.
+    pub(crate) release_notifies: bool,
     pub(crate) fence: Template,
     pub(crate) list: Template,
     pub(crate) inspect: Template,
@@ -428,6 +432,8 @@ impl Dialect {
             probe: set.probe,
             renew: set.renew,
             release: set.release,
+            // A multi-lock's release notifies every name, with `notify` (see `NameSet`).
+            release_notifies: false,
             fence: set.fence,
             ..self.sql(table)
         };
@@ -659,6 +665,7 @@ impl Sql {
         let args = Args {
             name,
             owner,
+            channel: self.channel.as_deref().unwrap_or_default(),
             ..Args::default()
         };
         let columns = if self.watch.is_some() { WATCHED } else { &[] };

@@ -181,6 +181,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[Name, Owner],
         ),
+        release_notifies: false,
         fence: Template::new(
             format!(
                 "SELECT fencing FROM {t}

@@ -198,6 +198,20 @@ pub(super) fn waiters_key(table: &TableName) -> String {
     format!("{table_key}, hashtext($1)")
 }
 
+/// What a release returns: whether any process waits for the lock named by `$1` (see
+/// [`waiters_key`]), having sent those processes its notice on channel `$3` if so, in its
+/// own transaction: no statement follows the release. A notifying transaction holds a
+/// database-wide lock from before its commit until the commit is done, so every release
+/// that notifies waits its turn for it; that is brief only because a release does not
+/// wait for the disk to commit ([`NOT_DURABLE`]): with the wait, the releases of every
+/// name in the database would queue behind each other's disk writes.
+pub(super) fn notify_if_watched(waiters: &str) -> String {
+    format!(
+        "CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0
+                   ELSE (SELECT 1 FROM pg_notify($3, $1)) END AS BIGINT)"
+    )
+}
+
 /// The advisory lock that gives one waiting process at a time the turn to attempt the
 /// lock named by `$1` after a release notice: the two-key form, as [`waiters_key`], the
 /// first key the other half of the table's hash. A woken waiter's acquire
@@ -328,18 +342,19 @@ pub(super) fn sql(table: &TableName) -> Sql {
             &[Name, Owner, TtlMs],
         ),
         renew_returns_clock: true,
-        // Returns whether any process waits for the lock (see `waiters_key`); the
-        // transaction-scoped advisory lock it takes when nobody does is gone at commit.
-        // Not durable: see `NOT_DURABLE`.
+        // Returns whether any process waits for the lock, and notifies them (see
+        // `notify_if_watched`); the transaction-scoped advisory lock it takes when nobody
+        // waits is gone at commit. Not durable: see `NOT_DURABLE`.
         release: Template::new(
             format!(
                 "UPDATE {t} SET owner = NULL, expires_at = NULL
                  WHERE name = $1 AND owner = $2 AND {NOT_DURABLE}
-                 RETURNING CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0 ELSE 1 END
-                                AS BIGINT)"
+                 RETURNING {}",
+                notify_if_watched(&waiters)
             ),
-            &[Name, Owner],
+            &[Name, Owner, Channel],
         ),
+        release_notifies: true,
         // FOR KEY SHARE holds the row until the caller's transaction ends, so no change
         // of ownership (a takeover or a force release, which lock the row `FOR UPDATE`)
         // can commit before the fenced writes do. It does not conflict with the renewal,
@@ -429,12 +444,11 @@ pub(super) fn sql(table: &TableName) -> Sql {
             ),
             &[],
         ),
-        // Sent after a release that found waiters (`watched`), as a statement of its own:
-        // a transaction that notifies holds a database-wide lock from before its commit
-        // until the commit is done, so a NOTIFY riding on the release (which waits for the
-        // disk to commit) would make every release in the database, of any name, wait its
-        // turn. Alone, it writes no WAL before its commit, so that commit does not wait for
-        // the disk.
+        // A notice alone, for what notifies outside a lock's release (which notifies in
+        // its own transaction, see `notify_if_watched`): a multi-lock's release (every
+        // name), an operator's force release, a proclamation, a resignation, the
+        // listener's heartbeat. It writes no WAL before its commit, so that commit does
+        // not wait for the disk, and holds the database-wide notify lock only briefly.
         notify: Some(Template::new(
             "SELECT pg_notify($1, $2)".into(),
             &[Channel, Name],

@@ -32,7 +32,7 @@
 //! earlier write's. (On PostgreSQL, after a failover, each is at least the new epoch's
 //! least token, the writer's one more: the order holds across it.)
 
-use super::Param::{Holder, Name, Owner, Token, TtlMs};
+use super::Param::{Channel, Holder, Name, Owner, Token, TtlMs};
 use super::{ColumnType, Sql, Template, bind};
 use crate::adapter::{Statement, StatementKind};
 use crate::random::OWNER_ID_LEN;
@@ -175,7 +175,8 @@ fn pipes(parts: &[&str]) -> String {
 
 fn postgres(table: &TableName) -> Templates {
     use super::postgres::{
-        BASE, FREE, NOT_DURABLE, acquire, epoch_gate, probe, turns_key, waiters_key,
+        BASE, FREE, NOT_DURABLE, acquire, epoch_gate, notify_if_watched, probe, turns_key,
+        waiters_key,
     };
     let t = table.quoted('"');
     let gate = format!("$1 || '{GATE_SUFFIX}'");
@@ -232,16 +233,16 @@ fn postgres(table: &TableName) -> Templates {
             &[Name, Owner, TtlMs],
         ),
         // Deleted, not freed: reader rows are one per acquisition. Whether a writer waits
-        // for the readers to leave is asked as a lock's release asks (its key is the
-        // lock's name, `$1`, in which a draining writer announces its interest). Not
-        // durable, as a lock's release.
+        // for the readers to leave is asked, and the writer notified, as by a lock's
+        // release (its key is the lock's name, `$1`, in which a draining writer announces
+        // its interest). Not durable, as a lock's release.
         release: Template::new(
             format!(
                 "DELETE FROM {t} WHERE name = {row} AND owner = $2 AND {NOT_DURABLE}
-                 RETURNING CAST(CASE WHEN pg_try_advisory_xact_lock({waiters}) THEN 0 ELSE 1 END
-                                AS BIGINT)"
+                 RETURNING {}",
+                notify_if_watched(&waiters)
             ),
-            &[Name, Owner],
+            &[Name, Owner, Channel],
         ),
         // Key share, as the lock's: an operator's force release (a DELETE or an owner
         // change) waits for the fenced transaction; the renewal does not.

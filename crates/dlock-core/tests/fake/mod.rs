@@ -42,7 +42,7 @@ fn check(statement: &Statement, wants_rows: bool) {
         // Returns the database's clock when it renewed.
         Kind::Renew => (&[&[Int]], &[3]),
         // Returns whether any process waits (`watched`) when it released.
-        Kind::Release => (&[&[Int]], &[2]),
+        Kind::Release => (&[&[Int]], &[3]),
         Kind::Fence => (&[&[Int]], &[3]),
         Kind::Notify => (&[&[]], &[2]),
         Kind::Watch => (&[&[Int]], &[1]),
