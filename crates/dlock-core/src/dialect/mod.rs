@@ -279,8 +279,8 @@ pub(crate) fn refusal(error: &QueryError) -> Option<Refusal> {
 /// that waits for a lock runs `watch` on its listening connection before it looks at the
 /// lock, and `unwatch` when it stops waiting; `release` then returns 1 in `watched` when
 /// some process watches the name, and the notice is sent only then: by the release
-/// itself, in its transaction, where `release_notifies`, else with `notify`. See `postgres.rs` for
-/// why no release can slip between a waiter's `watch` and its look.
+/// itself, in its transaction, where `release_notifies`, else with `notify`. See
+/// `postgres.rs` for why no release can slip between a waiter's `watch` and its look.
 ///
 /// **One attempt per release notice**: where the dialect notifies, a notice wakes every
 /// waiting process, and all but one of their attempts would fail. So a process woken by

@@ -446,8 +446,7 @@ pub(super) fn sql(table: &TableName) -> Sql {
         ),
         // A notice alone, for what notifies outside a lock's release (which notifies in
         // its own transaction, see `notify_if_watched`): a multi-lock's release (every
-        // name), an operator's force release, a proclamation, a resignation, the
-        // listener's heartbeat. It writes no WAL before its commit, so that commit does
+        // name), an operator's force release, a proclamation, the listener's heartbeat. It writes no WAL before its commit, so that commit does
         // not wait for the disk, and holds the database-wide notify lock only briefly.
         notify: Some(Template::new(
             "SELECT pg_notify($1, $2)".into(),
