@@ -23,8 +23,8 @@ use dlock_core::{Dialect, DistributedLock, LockBuilder};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The kinds of statement the core sends; the fake knows those of a lock (not the
-/// administration's).
+/// The kinds of statement the core sends; the fake knows those of a lock and of a
+/// semaphore (not the administration's).
 pub(crate) use dlock_core::adapter::StatementKind as Kind;
 
 /// Checks the shape of `statement`, sent with `query` (`wants_rows`) or `execute`.
