@@ -115,12 +115,14 @@ fn semaphore_on(queries: Arc<dyn QueryInterface>, table: &str) -> Semaphore {
         .expect("valid options")
 }
 
-/// `releaser` takes a permit only after waiting for one of `holder`'s two: its
-/// acquisition is contended. Returns it, and the permit `holder` still holds.
-async fn contended_permit(
-    holder: &Semaphore,
-    releaser: &Semaphore,
-) -> (SemaphorePermit, SemaphorePermit) {
+/// Two semaphores of 2 permits on one fake, in a process that listens: the releaser takes
+/// a permit only after waiting for one of the holder's two, so its acquisition is
+/// contended. Returns the releaser, its permit, and the permit the holder still holds.
+async fn contended_permit() -> (Semaphore, SemaphorePermit, SemaphorePermit) {
+    let fake = FakeDb::new();
+    let queries: Arc<dyn QueryInterface> = Arc::new(Listening(fake.clone()));
+    let holder = semaphore_on(queries.clone(), fake.table());
+    let releaser = semaphore_on(queries, fake.table());
     let first = holder.acquire().await.unwrap();
     let second = holder.acquire().await.unwrap();
     let waiting = {
@@ -129,16 +131,12 @@ async fn contended_permit(
     };
     sleep(ms(50)).await;
     first.release().await.unwrap();
-    (waiting.await.unwrap(), second)
+    (releaser, waiting.await.unwrap(), second)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_semaphores_releaser_takes_another_free_permit_at_once() {
-    let fake = FakeDb::new();
-    let queries: Arc<dyn QueryInterface> = Arc::new(Listening(fake.clone()));
-    let holder = semaphore_on(queries.clone(), fake.table());
-    let releaser = semaphore_on(queries, fake.table());
-    let (permit, other) = contended_permit(&holder, &releaser).await;
+    let (releaser, permit, other) = contended_permit().await;
     other.release().await.unwrap();
     let released = permit.permit();
     permit.release().await.unwrap();
@@ -158,11 +156,7 @@ async fn a_semaphores_releaser_takes_another_free_permit_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_semaphores_releaser_takes_its_permit_back_when_the_courtesy_ends() {
-    let fake = FakeDb::new();
-    let queries: Arc<dyn QueryInterface> = Arc::new(Listening(fake.clone()));
-    let holder = semaphore_on(queries.clone(), fake.table());
-    let releaser = semaphore_on(queries, fake.table());
-    let (permit, other) = contended_permit(&holder, &releaser).await;
+    let (releaser, permit, other) = contended_permit().await;
     let released = permit.permit();
     permit.release().await.unwrap();
     // Only the permit it released is free: it waits out the courtesy (3 ms), then takes
